@@ -1,0 +1,175 @@
+"""Default settings. A user's ``nomconf.py`` overrides any of these by name.
+
+Every name is UPPER_CASE; the unit is in the name (``_S`` = seconds) or in the
+comment above it. ``nommer.conf.loader`` validates the overrides against the
+types of these defaults and reports every problem together.
+"""
+
+import os
+
+# --- Where things live -------------------------------------------------------
+
+#: Directory holding the SQLite job store, the local queue and scratch space.
+#: Relative paths are resolved against the working directory at load time.
+DATA_DIR = "nommer-data"
+
+#: Per-job scratch directories (downloads, pass logs, outputs) go under this
+#: directory. ``None`` means ``DATA_DIR/scratch``.
+SCRATCH_DIR = None
+
+# --- Backends (chosen by name) ----------------------------------------------
+
+#: ``"sqlite"`` (embedded). ``"dynamodb"`` and ``"simpledb"`` come with the AWS backends.
+JOB_STORE_BACKEND = "sqlite"
+
+#: ``"local"`` (SQLite-backed, SQS semantics). ``"sqs"`` comes with the AWS backends.
+WORK_QUEUE_BACKEND = "local"
+
+#: ``"local"`` (workerd child processes on this machine) or ``"none"`` (start
+#: workers yourself). ``"ec2"`` comes with the EC2 fleet.
+FLEET_BACKEND = "local"
+
+# --- feederd's HTTP API -------------------------------------------------------
+
+#: TCP port of the JSON API (the original's default).
+API_PORT = 8001
+
+#: Interface the API listens on. Loopback by default: the API has no
+#: authentication yet, so do not expose it to a network you do not trust.
+API_INTERFACE = "127.0.0.1"
+
+# --- Queues and leases --------------------------------------------------------
+
+#: Name of the queue carrying new jobs (the original's SQS_NEW_JOB_QUEUE_NAME).
+NEW_JOB_QUEUE_NAME = "media_nommer"
+
+#: Name of the queue carrying state changes to feederd (the original's
+#: SQS_JOB_STATE_CHANGE_QUEUE_NAME).
+STATE_CHANGE_QUEUE_NAME = "media_nommer_jstate"
+
+#: Lease (visibility timeout) a worker takes on a job, seconds. The worker
+#: extends it every HEARTBEAT_INTERVAL_S while the job runs; a worker that dies
+#: stops extending it and the job becomes visible to another worker after this.
+JOB_LEASE_S = 60.0
+
+#: How often a worker extends its leases and writes a heartbeat, seconds.
+#: Must be well below JOB_LEASE_S (at most a third of it).
+HEARTBEAT_INTERVAL_S = 10.0
+
+#: How many times a job may be taken by a worker before it is dead-lettered and
+#: ends in ERROR (SQS maxReceiveCount semantics).
+MAX_JOB_ATTEMPTS = 3
+
+#: Longest a single receive waits for a message (long polling), seconds; the
+#: SQS maximum is 20.
+QUEUE_WAIT_TIME_S = 20.0
+
+#: How often a long-polling receive on the local (SQLite) queue looks for a new
+#: message, seconds. Sets the pick-up latency of an idle worker.
+LOCAL_QUEUE_POLL_INTERVAL_S = 0.02
+
+#: Delay before a job that failed transiently (download timeout, worker
+#: shutdown) becomes visible again, seconds; doubled on each further attempt.
+RETRY_BACKOFF_S = 5.0
+
+# --- Autoscaling (the capacity policy is nommer.feederd.capacity) -------------
+
+#: Most workers the local fleet runs at once. With one job per worker the
+#: default runs as many jobs at once as the machine has cores.
+MAX_NUM_WORKERS = os.cpu_count() or 1
+
+#: Jobs one worker runs at once (the original's MAX_ENCODING_JOBS_PER_EC2_INSTANCE).
+MAX_ENCODING_JOBS_PER_WORKER = 1
+
+#: Unfinished jobs tolerated above running capacity before another worker is
+#: started (the original default was 2; 0 starts a worker as soon as a job waits).
+JOB_OVERFLOW_THRESH = 0
+
+#: How often feederd re-evaluates the capacity policy, seconds (it also does so
+#: at once after every submit).
+AUTOSCALE_INTERVAL_S = 5.0
+
+#: A worker that has run no job for this long exits by itself, seconds
+#: (the original's NOMMERD_MAX_INACTIVITY).
+WORKER_MAX_IDLE_S = 600.0
+
+#: Whether idle workers exit at all (the original's NOMMERD_TERMINATE_WHEN_IDLE).
+WORKER_TERMINATE_WHEN_IDLE = True
+
+# --- feederd housekeeping -----------------------------------------------------
+
+#: How often the reaper looks for dead-lettered and abandoned jobs, seconds.
+PRUNE_JOBS_INTERVAL_S = 300.0
+
+#: An in-progress job whose worker has not heartbeated for this long is
+#: ABANDONED, seconds (the original abandoned on time since the last state
+#: change instead, which killed long encodes).
+ABANDON_INACTIVE_JOBS_S = 32400.0
+
+# --- Webhooks (notify_url) ----------------------------------------------------
+
+#: Attempts per notification before it is given up (first try included).
+WEBHOOK_MAX_ATTEMPTS = 5
+
+#: Delay before the first retry, seconds; doubled on each further retry.
+WEBHOOK_BACKOFF_S = 1.0
+
+#: Timeout of one notification request, seconds (connect + response).
+WEBHOOK_TIMEOUT_S = 10.0
+
+# --- Encoding -----------------------------------------------------------------
+
+#: ffmpeg and ffprobe executables (looked up on PATH when not absolute).
+FFMPEG_BIN = "ffmpeg"
+FFPROBE_BIN = "ffprobe"
+
+#: Runtime limit of one ffmpeg or ffprobe run, seconds. Past it the process
+#: gets SIGTERM, then SIGKILL after FFMPEG_KILL_GRACE_S.
+FFMPEG_TIMEOUT_S = 6 * 3600.0
+FFMPEG_KILL_GRACE_S = 5.0
+
+#: Progress is written to the job store at most this often, seconds.
+PROGRESS_WRITE_INTERVAL_S = 1.0
+
+#: Nommer classes a job may name: a list of dotted paths. Anything else is
+#: refused at submit.
+ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer"]
+
+#: Old dotted paths accepted for compatibility, mapped to the class they mean.
+NOMMER_ALIASES = {
+    "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer":
+        "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
+}
+
+# --- Storage ------------------------------------------------------------------
+
+#: URI scheme -> storage backend class (dotted path).
+STORAGE_BACKENDS = {
+    "file": "nommer.core.storage.file.FileStorage",
+    "http": "nommer.core.storage.http.HTTPStorage",
+    "https": "nommer.core.storage.http.HTTPStorage",
+}
+
+#: Directories file:// sources and destinations must lie under. ``None`` means
+#: the working directory feederd/workerd were started in.
+FILE_STORAGE_ROOTS = None
+
+#: An http(s) download that receives no byte for this long fails, seconds
+#: (a transient failure: the job is retried).
+HTTP_DOWNLOAD_TIMEOUT_S = 60.0
+
+# --- AWS (used by the AWS backends; kept here so old nomconf files load) ------
+
+AWS_ACCESS_KEY_ID = None
+AWS_SECRET_ACCESS_KEY = None
+AWS_REGION = None
+AWS_ENDPOINT_URL = None
+CONFIG_S3_BUCKET = "nommer_config"
+SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
+SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"
+EC2_KEY_NAME = None
+EC2_SECURITY_GROUPS = ["media_nommer"]
+EC2_AMI_ID = None
+EC2_INSTANCE_TYPES = ["c7i.large"]
+MAX_NUM_EC2_INSTANCES = 3
+FEEDERD_ALLOW_EC2_LAUNCHES = True

@@ -1,0 +1,71 @@
+"""The job model: one encoding job as stored and as shown by the API."""
+
+import datetime
+import secrets
+
+import attr
+
+from nommer.core.states import JobState
+
+
+def new_job_id():
+    """A new job id: 50 lowercase hex characters, the original's id shape,
+    from ``secrets`` (the original hashed ``random.random()``)."""
+    return secrets.token_hex(25)
+
+
+def iso8601(epoch_s):
+    """Epoch seconds (float) -> ``"2026-11-22T03:04:05.123Z"`` (UTC), or None."""
+    if epoch_s is None:
+        return None
+    dt = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@attr.s(auto_attribs=True, frozen=True, kw_only=True)
+class Job:
+    """One encoding job.
+
+    Times are epoch seconds (float, UTC) from the daemon's clock; the API shows
+    them as ISO 8601. ``job_options`` is the nommer's options (for FFmpegNommer
+    the list of pass objects, the original's ``job_options.options``).
+    ``progress`` is a percentage 0..100 or None before encoding starts.
+    ``output`` is what the nommer reports about the result (size in bytes,
+    duration in seconds, codecs...) once FINISHED.
+    """
+
+    job_id: str
+    source_path: str
+    dest_path: str
+    nommer: str
+    job_options: object
+    notify_url: str = None
+    job_state: JobState = attr.ib(default=JobState.PENDING, converter=JobState)
+    job_state_details: str = None
+    progress: float = None
+    attempts: int = 0
+    worker_id: str = None
+    output: dict = None
+    created_at: float = None
+    updated_at: float = None
+    started_at: float = None
+    finished_at: float = None
+    heartbeat_at: float = None
+
+    @property
+    def is_final(self):
+        return self.job_state.is_final
+
+    def evolve(self, **changes):
+        return attr.evolve(self, **changes)
+
+    def to_dict(self):
+        """Plain JSON-able dict (states as strings) for storage."""
+        d = attr.asdict(self, recurse=False)
+        d["job_state"] = self.job_state.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {a.name for a in attr.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
