@@ -1,0 +1,59 @@
+"""A SQLite database reached through Twisted's ``adbapi`` pool.
+
+Every query runs in the pool's single thread, never on the reactor thread.
+Several processes (feederd and its workers) share one file: WAL journaling
+lets readers run beside the writer, and writers wait up to ``busy_timeout_s``
+for each other. Read-modify-write interactions start with ``BEGIN IMMEDIATE``
+so two processes cannot both read, then both write.
+"""
+
+import os
+import sqlite3
+
+from twisted.enterprise import adbapi
+
+
+class SQLiteDB:
+    """One SQLite file and the thread that talks to it.
+
+    ``schema`` is a list of idempotent DDL statements run once at open.
+    ``interaction(fn, *args)`` runs ``fn(cursor, *args)`` in one transaction
+    and returns a Deferred of its result; an exception rolls it back.
+    """
+
+    def __init__(self, path, schema, reactor, busy_timeout_s=30.0):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._schema = list(schema)
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3", path, check_same_thread=False, isolation_level=None,
+            timeout=busy_timeout_s, cp_min=1, cp_max=1, cp_noisy=False,
+            cp_openfun=self._on_open, cp_reactor=reactor)
+
+    def _on_open(self, conn):
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for statement in self._schema:
+            conn.execute(statement)
+
+    def interaction(self, fn, *args, write=True):
+        """Run ``fn(cursor, *args)`` in one transaction (``BEGIN IMMEDIATE`` when
+        ``write``, so the write lock is taken before anything is read)."""
+        def run(txn):
+            cursor = txn  # adbapi's Transaction proxies the DB-API cursor
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(cursor, *args)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+            return result
+        return self._pool.runInteraction(run)
+
+    def close(self):
+        self._pool.close()
+
+
+IntegrityError = sqlite3.IntegrityError

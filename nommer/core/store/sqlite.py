@@ -1,0 +1,126 @@
+"""JobStore on one SQLite file (WAL), shared by feederd and its local workers."""
+
+import json
+import os
+
+import attr
+
+from nommer.core.errors import NoSuchJob
+from nommer.core.job import Job
+from nommer.core.sqlite import IntegrityError, SQLiteDB
+from nommer.core.states import FINAL_STATES, JobState
+from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        job_id     TEXT PRIMARY KEY,
+        job_state  TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        doc        TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, job_id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (job_state, created_at DESC, job_id DESC)",
+]
+
+_FINAL = tuple(s.value for s in FINAL_STATES)
+
+
+def _row_to_job(doc):
+    return Job.from_dict(json.loads(doc))
+
+
+class SQLiteJobStore(JobStore):
+    """Jobs as JSON documents in ``<DATA_DIR>/jobs.sqlite``, with the state and
+    times also in columns for the indexes. ``clock`` provides ``seconds()``."""
+
+    def __init__(self, path, reactor, clock=None):
+        self._db = SQLiteDB(path, SCHEMA, reactor)
+        self._clock = clock or reactor
+
+    @classmethod
+    def from_settings(cls, settings, reactor):
+        return cls(os.path.join(settings.DATA_DIR, "jobs.sqlite"), reactor)
+
+    def create(self, job):
+        now = self._clock.seconds()
+        job = attr.evolve(job, created_at=now, updated_at=now)
+
+        def txn(cur):
+            try:
+                cur.execute(
+                    "INSERT INTO jobs (job_id, job_state, created_at, updated_at, doc)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (job.job_id, job.job_state.value, job.created_at, job.updated_at,
+                     json.dumps(job.to_dict())))
+            except IntegrityError:
+                raise ValueError(f"a job with id {job.job_id} already exists")
+            return job
+        return self._db.interaction(txn)
+
+    def get(self, job_id):
+        def txn(cur):
+            cur.execute("SELECT doc FROM jobs WHERE job_id = ?", (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise NoSuchJob(job_id)
+            return _row_to_job(row[0])
+        return self._db.interaction(txn, write=False)
+
+    def modify(self, job_id, fn):
+        now = self._clock.seconds()
+
+        def txn(cur):
+            cur.execute("SELECT doc FROM jobs WHERE job_id = ?", (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise NoSuchJob(job_id)
+            old = _row_to_job(row[0])
+            new = apply_change(old, fn(old), now)
+            cur.execute(
+                "UPDATE jobs SET job_state = ?, updated_at = ?, doc = ? WHERE job_id = ?",
+                (new.job_state.value, new.updated_at, json.dumps(new.to_dict()), job_id))
+            return new
+        return self._db.interaction(txn)
+
+    def list(self, state=None, limit=50, cursor=None):
+        where, args = [], []
+        if state is not None:
+            where.append("job_state = ?")
+            args.append(JobState(state).value)
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND job_id < ?))")
+            args += [created_at, created_at, job_id]
+        sql = "SELECT doc FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        args.append(int(limit) + 1)
+
+        def txn(cur):
+            cur.execute(sql, args)
+            jobs = [_row_to_job(r[0]) for r in cur.fetchall()]
+            next_cursor = None
+            if len(jobs) > limit:
+                jobs = jobs[:limit]
+                next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+            return jobs, next_cursor
+        return self._db.interaction(txn, write=False)
+
+    def list_unfinished(self):
+        marks = ",".join("?" * len(_FINAL))
+
+        def txn(cur):
+            cur.execute(f"SELECT doc FROM jobs WHERE job_state NOT IN ({marks})"
+                        " ORDER BY created_at, job_id", _FINAL)
+            return [_row_to_job(r[0]) for r in cur.fetchall()]
+        return self._db.interaction(txn, write=False)
+
+    def count_by_state(self):
+        def txn(cur):
+            cur.execute("SELECT job_state, COUNT(*) FROM jobs GROUP BY job_state")
+            return dict(cur.fetchall())
+        return self._db.interaction(txn, write=False)
+
+    def close(self):
+        self._db.close()

@@ -1,0 +1,14 @@
+"""Work queues: how jobs and state changes travel. Chosen by WORK_QUEUE_BACKEND."""
+
+from nommer.core.workqueue.base import (  # noqa: F401
+    Message, ReceiptHandleInvalid, RedrivePolicy, WorkQueue, dead_letter_name, redrive_policies)
+
+BACKENDS = {
+    "local": "nommer.core.workqueue.local.LocalWorkQueue",
+}
+
+
+def make_queue(settings, reactor):
+    """Build the work queue named by ``settings.WORK_QUEUE_BACKEND``."""
+    from twisted.python.reflect import namedAny
+    return namedAny(BACKENDS[settings.WORK_QUEUE_BACKEND]).from_settings(settings, reactor)

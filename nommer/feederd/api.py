@@ -1,0 +1,209 @@
+"""feederd's JSON API (Klein).
+
+Routes (all answer JSON, never an HTML page)::
+
+    POST /job/submit          media-nommer's submit (also /job/submit/)
+    GET  /job/<id>            one job
+    POST /job/<id>/cancel     cancel a job; a running encode is stopped
+    GET  /jobs                ?state=&limit=&cursor=  newest first
+    GET  /health              store and queue reachable, counts
+
+Success: ``{"success": true, ...}``. Errors: ``{"success": false,
+"error_code": ..., "message": ...}`` with a 4xx status for the caller's
+mistakes and 500 (logged with the traceback) for ours.
+"""
+
+import json
+import re
+
+from klein import Klein
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from nommer.core.errors import InvalidJobSpec, NoSuchJob, NommerError
+from nommer.core.job import Job, iso8601, new_job_id
+from nommer.core.spec import validate_submission
+from nommer.core.states import IllegalTransition, JobState
+from nommer.core.uri import redact_uri
+
+#: Largest request body read, bytes.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_LIST_LIMIT = 500
+JOB_ID_RE = re.compile(r"^[0-9a-f]{50}$")
+
+
+def job_to_api(job):
+    """The API's view of a job: the original field names (``unique_id``,
+    ``job_state``, ``job_state_details``...), ISO 8601 UTC times, progress
+    in percent, and URIs with any password shown as ``***``."""
+    return {
+        "job_id": job.job_id,
+        "unique_id": job.job_id,
+        "job_state": job.job_state.value,
+        "job_state_details": job.job_state_details,
+        "source_path": redact_uri(job.source_path),
+        "dest_path": redact_uri(job.dest_path),
+        "notify_url": redact_uri(job.notify_url) if job.notify_url else None,
+        "nommer": job.nommer,
+        "progress": None if job.progress is None else round(job.progress, 1),
+        "attempts": job.attempts,
+        "worker_id": job.worker_id,
+        "output": job.output,
+        "created_at": iso8601(job.created_at),
+        "updated_at": iso8601(job.updated_at),
+        "started_at": iso8601(job.started_at),
+        "finished_at": iso8601(job.finished_at),
+        "heartbeat_at": iso8601(job.heartbeat_at),
+    }
+
+
+class APIError(NommerError):
+    def __init__(self, status, error_code, message):
+        super().__init__(message)
+        self.http_status = status
+        self.error_code = error_code
+
+
+def _json(request, status, payload):
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(payload).encode()
+
+
+def _error(request, status, code, message):
+    return _json(request, status, {"success": False, "error_code": code, "message": message})
+
+
+class JobAPI:
+    """The API over a ``JobLedger``. ``health_extra()`` (optional) returns a
+    dict merged into /health (e.g. the fleet's worker count); ``on_submit()``
+    (optional) is called after each accepted job (pokes the autoscaler)."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, ledger, settings, on_submit=None, health_extra=None):
+        self.ledger = ledger
+        self.store = ledger.store
+        self.queue = ledger.queue
+        self.settings = settings
+        self._on_submit = on_submit
+        self._health_extra = health_extra
+
+    def resource(self):
+        return self.app.resource()
+
+    # --- errors -------------------------------------------------------------
+
+    @app.handle_errors(NommerError)
+    def _nommer_error(self, request, failure):
+        exc = failure.value
+        if exc.http_status >= 500:
+            self.log.failure("API error on {path}", failure, path=request.path)
+        return _error(request, exc.http_status, exc.error_code, exc.message)
+
+    @app.handle_errors(IllegalTransition)
+    def _conflict(self, request, failure):
+        exc = failure.value
+        return _error(request, 409, "CONFLICT", f"job {exc.job_id} is already {exc.current.value}")
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request, failure):
+        return _error(request, 404, "NOTFOUND", f"no such endpoint: {request.path.decode(errors='replace')}")
+
+    @app.handle_errors(MethodNotAllowed)
+    def _method_not_allowed(self, request, failure):
+        return _error(request, 405, "METHODNOTALLOWED",
+                      f"{request.method.decode()} is not allowed on {request.path.decode(errors='replace')}")
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        self.log.failure("unexpected error on {method} {path}", failure,
+                         method=request.method, path=request.path)
+        return _error(request, 500, "INTERNAL", "internal error; the server log has the details")
+
+    # --- routes -------------------------------------------------------------
+
+    @app.route("/job/submit", methods=["POST"], strict_slashes=False)
+    async def submit(self, request):
+        body = self._read_json(request)
+        spec = validate_submission(body, self.settings)
+        job = await self.ledger.submit(Job(job_id=new_job_id(), **spec))
+        if self._on_submit is not None:
+            self._on_submit()
+        return _json(request, 200, {"success": True, "job_id": job.job_id})
+
+    @app.route("/job/<string:job_id>", methods=["GET"], strict_slashes=False)
+    async def get_job(self, request, job_id):
+        if job_id == "submit":
+            raise APIError(405, "METHODNOTALLOWED", "submit a job with POST /job/submit")
+        job = await self.store.get(self._job_id(job_id))
+        return _json(request, 200, {"success": True, "job": job_to_api(job)})
+
+    @app.route("/job/<string:job_id>/cancel", methods=["POST"], strict_slashes=False)
+    async def cancel_job(self, request, job_id):
+        job_id = self._job_id(job_id)
+        await self.store.get(job_id)  # 404 before 409
+        job = await self.ledger.set_state(job_id, JobState.CANCELED, "canceled by request")
+        return _json(request, 200, {"success": True, "job": job_to_api(job)})
+
+    @app.route("/jobs", methods=["GET"], strict_slashes=False)
+    async def list_jobs(self, request):
+        state = self._arg(request, "state")
+        if state is not None:
+            try:
+                state = JobState(state.upper())
+            except ValueError:
+                raise InvalidJobSpec("state", f"{state!r} is not a job state; one of "
+                                     + ", ".join(s.value for s in JobState))
+        limit = self._arg(request, "limit") or "50"
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST_LIMIT:
+            raise InvalidJobSpec("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+        cursor = self._arg(request, "cursor")
+        try:
+            jobs, next_cursor = await self.store.list(state=state, limit=int(limit), cursor=cursor)
+        except ValueError as exc:
+            raise InvalidJobSpec("cursor", str(exc))
+        return _json(request, 200, {"success": True, "jobs": [job_to_api(j) for j in jobs],
+                                    "next_cursor": next_cursor})
+
+    @app.route("/health", methods=["GET"])
+    async def health(self, request):
+        try:
+            counts = await self.store.count_by_state()
+            depth = await self.queue.depth(self.settings.NEW_JOB_QUEUE_NAME)
+        except Exception:
+            self.log.failure("health check failed")
+            return _json(request, 503, {"success": False, "error_code": "UNHEALTHY", "status": "failing",
+                                        "message": "the job store or the work queue is not answering"})
+        payload = {"success": True, "status": "ok", "jobs": counts, "queue": depth}
+        if self._health_extra is not None:
+            payload.update(self._health_extra())
+        return _json(request, 200, payload)
+
+    # --- helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _job_id(job_id):
+        if not JOB_ID_RE.match(job_id):
+            raise NoSuchJob(job_id)
+        return job_id
+
+    @staticmethod
+    def _arg(request, name):
+        values = request.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else None
+
+    @staticmethod
+    def _read_json(request):
+        """The whole body as JSON, whatever the Content-Type (the original
+        client sent JSON labelled as a form)."""
+        raw = request.content.read(MAX_BODY_BYTES + 1)
+        if len(raw) > MAX_BODY_BYTES:
+            raise APIError(413, "BADINPUT", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        if not raw.strip():
+            raise InvalidJobSpec(None, "the request body is empty; send the job as a JSON object")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidJobSpec(None, f"the request body is not valid JSON: {exc}")

@@ -1,0 +1,391 @@
+"""The worker loop: lease a job, run its nommer, store the outcome.
+
+For each job (one message on the new-job queue, body = job id):
+
+1. Lease it (receive with visibility timeout JOB_LEASE_S). A job whose stored
+   state is already final (finished, canceled...) is refused: the message is
+   deleted and nothing runs.
+2. DOWNLOADING, attempts + 1. While the job runs, every HEARTBEAT_INTERVAL_S
+   the lease is extended and a heartbeat written; a job canceled meanwhile,
+   or a lease lost to another worker, stops the nommer.
+3. The nommer moves the job through ENCODING and UPLOADING and returns the
+   output info; the worker stores FINISHED (or ERROR), and only then deletes
+   the message. A permanent failure ends in ERROR at once; a transient one
+   goes back to PENDING and the message reappears after a backoff, until
+   MAX_JOB_ATTEMPTS is used up.
+
+Shutdown: the first SIGTERM stops taking jobs and exits when the running ones
+are done (warm); a second one stops them now and releases them to the queue
+(cold). A worker that has run nothing for WORKER_MAX_IDLE_S exits by itself.
+"""
+
+import os
+import shutil
+import signal
+import socket
+
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from nommer.core.errors import JobCanceled, NoSuchJob, PermanentJobError, TransientJobError
+from nommer.core.spec import resolve_nommer
+from nommer.core.states import IllegalTransition, JobState
+from nommer.core.storage import get_storage
+from nommer.core.workqueue import ReceiptHandleInvalid
+
+
+def idle_exit_due(now, last_activity, running_jobs, max_idle_s, enabled=True):
+    """Whether an idle worker should exit: it is enabled, runs no job, and
+    has run none for at least ``max_idle_s`` seconds (times in seconds)."""
+    return enabled and running_jobs == 0 and now - last_activity >= max_idle_s
+
+
+def retry_delay_s(attempt, base_s):
+    """Delay before attempt ``attempt + 1`` after a transient failure, seconds:
+    ``base_s`` doubling per attempt (attempt is 1-based)."""
+    return base_s * 2 ** max(0, attempt - 1)
+
+
+#: Why a running job was stopped from outside.
+CANCELED = "canceled"        # the job was canceled (stored state final)
+LEASE_LOST = "lease lost"    # another worker holds the job now
+SHUTDOWN = "shutdown"        # cold shutdown: release the job to the queue
+
+
+class JobContext:
+    """What a nommer may do (see ``nommer.workerd.nommers.base``)."""
+
+    def __init__(self, worker, job, scratch_dir):
+        self.worker = worker
+        self.job = job
+        self.reactor = worker.reactor
+        self.settings = worker.settings
+        self.scratch_dir = scratch_dir
+        self.log = Logger(namespace=f"nommer.job.{job.job_id[:12]}")
+        self.stop_reason = None
+        self._cancel_callbacks = []
+        self._last_progress_write = None
+        self._progress_write = None
+
+    async def set_state(self, state):
+        """Store an in-progress state. Raises JobCanceled if the job was
+        canceled or the job was stopped from outside."""
+        self._check()
+        try:
+            await self.worker.ledger.set_state_unless_final(
+                self.job.job_id, state, None, worker_id=self.worker.worker_id,
+                heartbeat_at=self.reactor.seconds())
+        except JobCanceled:
+            self.stop(CANCELED)
+            raise
+        self._check()
+
+    def report_progress(self, percent):
+        """Record progress (0..100); written at most every PROGRESS_WRITE_INTERVAL_S."""
+        now = self.reactor.seconds()
+        last = self._last_progress_write
+        if last is not None and now - last < self.settings.PROGRESS_WRITE_INTERVAL_S:
+            return
+        if self._progress_write is not None:
+            return
+        self._last_progress_write = now
+        percent = max(0.0, min(100.0, float(percent)))
+        d = self._progress_write = defer.Deferred.fromCoroutine(
+            self.worker.ledger.update(self.job.job_id, progress=percent))
+
+        def done(result):
+            self._progress_write = None
+            if isinstance(result, Failure):
+                if result.check(JobCanceled):
+                    self.stop(CANCELED)
+                else:
+                    self.log.failure("writing progress of job {job_id} failed", result, job_id=self.job.job_id)
+        d.addBoth(done)
+
+    async def download(self, uri, local_path):
+        return await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
+
+    async def upload(self, local_path, uri):
+        return await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
+
+    def register_cancel(self, callback):
+        """``callback()`` is called once if the job must stop now."""
+        if self.stop_reason is not None:
+            callback()
+        else:
+            self._cancel_callbacks.append(callback)
+
+    def stop(self, reason):
+        """Stop the running nommer (first reason wins)."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self.log.info("stopping job {job_id}: {reason}", job_id=self.job.job_id, reason=reason)
+        for callback in self._cancel_callbacks:
+            try:
+                callback()
+            except Exception:
+                self.log.failure("cancel callback failed for job {job_id}", job_id=self.job.job_id)
+
+    def _check(self):
+        if self.stop_reason is not None:
+            raise JobCanceled(f"job {self.job.job_id} stopped: {self.stop_reason}")
+
+    async def wait_progress_written(self):
+        if self._progress_write is not None:
+            await self._progress_write
+
+
+class Worker(Service):
+    """Runs up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
+
+    ``on_exit(reason)`` is called once when the worker is done (idle, or a
+    shutdown finished); the default stops the reactor.
+    """
+
+    log = Logger()
+
+    def __init__(self, ledger, settings, reactor, worker_id=None, on_exit=None, install_signals=True):
+        self.ledger = ledger
+        self.store = ledger.store
+        self.queue = ledger.queue
+        self.settings = settings
+        self.reactor = reactor
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._on_exit = on_exit or (lambda reason: reactor.stop())
+        self._install_signals = install_signals
+        self._accepting = False
+        self._contexts = {}   # job_id -> JobContext
+        self._receives = set()
+        self._loops = []
+        self._last_activity = None
+        self._exited = False
+        self._shutdown_level = 0
+        self.jobs_done = 0
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        self._accepting = True
+        self._last_activity = self.reactor.seconds()
+        if self._install_signals:
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+        slots = self.settings.MAX_ENCODING_JOBS_PER_WORKER
+        self._loops = [defer.Deferred.fromCoroutine(self._slot_loop(i)) for i in range(slots)]
+        for d in self._loops:
+            d.addErrback(lambda f: self.log.failure("worker slot loop died", f))
+        self.log.info("worker {worker_id} ready: {slots} slot(s), queue {queue}", worker_id=self.worker_id,
+                      slots=slots, queue=self.settings.NEW_JOB_QUEUE_NAME)
+
+    async def stopService(self):
+        """Warm stop: take no new job, wait for the running ones."""
+        super().stopService()
+        self._stop_accepting()
+        await defer.DeferredList(self._loops)
+
+    def _install_signal_handlers(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self.reactor.callFromThread(self.request_shutdown))
+
+    def request_shutdown(self):
+        """First call: warm shutdown (finish running jobs). Second: cold
+        (stop them now and release them to the queue)."""
+        self._shutdown_level += 1
+        if self._shutdown_level == 1:
+            self.log.info("worker {worker_id}: warm shutdown, finishing {n} running job(s)",
+                          worker_id=self.worker_id, n=len(self._contexts))
+            self._stop_accepting()
+            self._exit_when_idle("shutdown")
+        else:
+            self.log.info("worker {worker_id}: cold shutdown, releasing {n} job(s)",
+                          worker_id=self.worker_id, n=len(self._contexts))
+            for ctx in list(self._contexts.values()):
+                ctx.stop(SHUTDOWN)
+
+    def _stop_accepting(self):
+        self._accepting = False
+        for d in list(self._receives):
+            d.cancel()
+
+    def _exit_when_idle(self, reason):
+        d = defer.DeferredList(self._loops)
+        d.addCallback(lambda _: self._exit(reason))
+
+    def _exit(self, reason):
+        if self._exited:
+            return
+        self._exited = True
+        self.log.info("worker {worker_id} exiting: {reason} ({n} jobs done)", worker_id=self.worker_id,
+                      reason=reason, n=self.jobs_done)
+        self._on_exit(reason)
+
+    # --- the loop ------------------------------------------------------------
+
+    async def _slot_loop(self, slot):
+        s = self.settings
+        while self._accepting:
+            wait_s = s.QUEUE_WAIT_TIME_S
+            if s.WORKER_TERMINATE_WHEN_IDLE:
+                left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
+                wait_s = max(0.0, min(wait_s, left))
+            try:
+                d = defer.Deferred.fromCoroutine(self.queue.receive(
+                    s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
+                    wait_time_s=wait_s))
+                self._receives.add(d)
+                try:
+                    messages = await d
+                finally:
+                    self._receives.discard(d)
+            except defer.CancelledError:
+                break
+            except Exception:
+                self.log.failure("receiving a job failed; retrying in 1 s")
+                await task.deferLater(self.reactor, 1.0)
+                continue
+            if messages:
+                await self._run_message(messages[0])
+                self._last_activity = self.reactor.seconds()
+                continue
+            if idle_exit_due(self.reactor.seconds(), self._last_activity, len(self._contexts),
+                             s.WORKER_MAX_IDLE_S, s.WORKER_TERMINATE_WHEN_IDLE):
+                self._stop_accepting()
+                self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
+                break
+
+    async def _run_message(self, message):
+        try:
+            await self._run_job(message)
+        except Exception:
+            # Bug in our own code: leave the message; the lease expires and the
+            # job is retried, or dead-lettered after MAX_JOB_ATTEMPTS.
+            self.log.failure("worker {worker_id} failed on message {body}", worker_id=self.worker_id,
+                             body=message.body)
+
+    async def _delete(self, message):
+        try:
+            await self.queue.delete(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle)
+        except ReceiptHandleInvalid:
+            self.log.warn("message for job {job_id} was re-leased before delete", job_id=message.body)
+
+    async def _run_job(self, message):
+        s = self.settings
+        job_id = message.body
+        try:
+            job = await self.store.get(job_id)
+        except NoSuchJob:
+            self.log.error("message names unknown job {job_id}; dropping it", job_id=job_id)
+            return await self._delete(message)
+        if job.is_final:
+            self.log.info("refusing job {job_id}: already {state}", job_id=job_id, state=job.job_state.value)
+            return await self._delete(message)
+        now = self.reactor.seconds()
+        try:
+            job = await self.ledger.set_state(
+                job_id, JobState.DOWNLOADING, None, attempts=job.attempts + 1, worker_id=self.worker_id,
+                started_at=job.started_at or now, heartbeat_at=now, progress=None)
+        except IllegalTransition:
+            return await self._delete(message)
+        self.log.info("job {job_id}: attempt {attempt} on {worker_id}", job_id=job_id,
+                      attempt=job.attempts, worker_id=self.worker_id)
+
+        scratch = os.path.join(s.SCRATCH_DIR, f"{job_id}-{job.attempts}")
+        os.makedirs(scratch, exist_ok=True)
+        ctx = self._contexts[job_id] = JobContext(self, job, scratch)
+        lease = task.LoopingCall(self._keep_lease, ctx, message)
+        lease.clock = self.reactor
+        lease.start(s.HEARTBEAT_INTERVAL_S, now=False)
+        try:
+            await self._run_nommer(ctx, message)
+        finally:
+            if lease.running:
+                lease.stop()
+            del self._contexts[job_id]
+            self.jobs_done += 1
+            await threads.deferToThread(shutil.rmtree, scratch, True)
+
+    async def _run_nommer(self, ctx, message):
+        s = self.settings
+        job = ctx.job
+        try:
+            _, nommer_class = resolve_nommer(job.nommer, s)
+            output = await nommer_class(job, ctx).run()
+            await ctx.wait_progress_written()
+            if ctx.stop_reason is not None:
+                raise JobCanceled(ctx.stop_reason)
+            await self.ledger.set_state_unless_final(job.job_id, JobState.FINISHED, None, progress=100.0,
+                                                     output=output)
+            return await self._delete(message)
+        except JobCanceled:
+            return await self._stopped(ctx, message)
+        except TransientJobError as exc:
+            return await self._transient(ctx, message, exc.message)
+        except PermanentJobError as exc:
+            return await self._fail(ctx, message, exc.message)
+        except Exception as exc:
+            self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
+            return await self._fail(ctx, message, f"internal error in {job.nommer}: {exc!r}")
+
+    async def _fail(self, ctx, message, reason):
+        if ctx.stop_reason is not None:
+            return await self._stopped(ctx, message)
+        try:
+            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, reason)
+        except IllegalTransition:
+            pass
+        await self._delete(message)
+
+    async def _transient(self, ctx, message, reason):
+        if ctx.stop_reason is not None:
+            return await self._stopped(ctx, message)
+        attempts = ctx.job.attempts
+        if attempts >= self.settings.MAX_JOB_ATTEMPTS:
+            return await self._fail(ctx, message, f"gave up after {attempts} attempts: {reason}")
+        delay = retry_delay_s(attempts, self.settings.RETRY_BACKOFF_S)
+        try:
+            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
+                                        f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}")
+        except IllegalTransition:
+            return await self._delete(message)
+        await self._change_visibility(message, delay)
+
+    async def _stopped(self, ctx, message):
+        reason = ctx.stop_reason or CANCELED
+        if reason == LEASE_LOST:
+            return  # another worker owns the job and its message now
+        if reason == SHUTDOWN:
+            try:
+                await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
+                                            f"released by worker {self.worker_id} shutting down")
+            except IllegalTransition:
+                return await self._delete(message)
+            return await self._change_visibility(message, 0)
+        # Canceled: the stored state is final already.
+        await self._delete(message)
+
+    async def _change_visibility(self, message, seconds):
+        try:
+            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle, seconds)
+        except ReceiptHandleInvalid:
+            pass
+
+    async def _keep_lease(self, ctx, message):
+        """Extend the lease and heartbeat; never raises (it runs in a LoopingCall)."""
+        try:
+            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle,
+                                               self.settings.JOB_LEASE_S)
+        except ReceiptHandleInvalid:
+            ctx.stop(LEASE_LOST)
+            return
+        except Exception:
+            self.log.failure("extending the lease of job {job_id} failed", job_id=ctx.job.job_id)
+        try:
+            await self.ledger.update(ctx.job.job_id, heartbeat_at=self.reactor.seconds())
+        except JobCanceled:
+            ctx.stop(CANCELED)
+        except Exception:
+            self.log.failure("heartbeat of job {job_id} failed", job_id=ctx.job.job_id)
+

@@ -1,0 +1,161 @@
+"""End-to-end harness: real ``twistd feederd`` (which starts real ``twistd
+workerd`` children) in a temp dir, a webhook receiver, and helpers to look
+at processes. Synchronous on purpose: these tests drive the daemons from
+outside, as a user would, through the real client library over real HTTP.
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+from nommer.client.api import ConnectionFailed, NommerClient
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Feederd:
+    """A feederd subprocess with its own data dir, config and log file."""
+
+    def __init__(self, root, **settings):
+        self.root = root
+        self.port = free_port()
+        values = dict(DATA_DIR=os.path.join(root, "data"), FILE_STORAGE_ROOTS=[root],
+                      JOB_LEASE_S=3.0, HEARTBEAT_INTERVAL_S=0.5, RETRY_BACKOFF_S=0.2,
+                      WORKER_MAX_IDLE_S=3.0, AUTOSCALE_INTERVAL_S=0.5, PRUNE_JOBS_INTERVAL_S=1.0,
+                      MAX_NUM_WORKERS=2, WEBHOOK_BACKOFF_S=0.1, QUEUE_WAIT_TIME_S=2.0)
+        values.update(settings)
+        self.config = os.path.join(root, "nomconf_e2e.py")
+        with open(self.config, "w") as f:
+            for name, value in values.items():
+                f.write(f"{name} = {value!r}\n")
+        self.log_path = os.path.join(root, "feederd.log")
+        self.client = NommerClient(f"http://127.0.0.1:{self.port}", timeout_s=10)
+        self.proc = None
+
+    def start(self, timeout_s=30):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "--pidfile=", "-n", "feederd", "--config", self.config,
+             "--port", str(self.port)],
+            cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"feederd exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.client.health()
+                return self
+            except ConnectionFailed:
+                time.sleep(0.05)
+        raise AssertionError(f"feederd did not answer in {timeout_s} s:\n{self.log()}")
+
+    def stop(self, timeout_s=60):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for pid in self.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-20000:]
+
+    def worker_pids(self):
+        """pids of workerd processes using this feederd's config."""
+        out = subprocess.run(["pgrep", "-f", f"workerd --local --worker-id .* --config {self.config}"],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def pid_of_worker(self, worker_id):
+        out = subprocess.run(["pgrep", "-f", f"--worker-id {worker_id} "], capture_output=True, text=True).stdout
+        pids = [int(p) for p in out.split()]
+        assert len(pids) == 1, (worker_id, pids)
+        return pids[0]
+
+    def wait_for(self, job_id, predicate, timeout_s=60, what="condition"):
+        """Poll the job until ``predicate(job)``; returns the job."""
+        deadline = time.monotonic() + timeout_s
+        job = None
+        while time.monotonic() < deadline:
+            job = self.client.get(job_id)
+            if predicate(job):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; job: {json.dumps(job, indent=1)}\n{self.log()}")
+
+
+def children_of(pid):
+    """Direct and indirect child pids (from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+class HookReceiver:
+    """A webhook receiver on loopback recording every form POST. ``fail_first``
+    answers 500 to that many requests first (to exercise retries)."""
+
+    def __init__(self, fail_first=0):
+        self.posts = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+                fields = {k: v[0] for k, v in form.items()}
+                with threading.Lock():
+                    if receiver.fail_first > 0:
+                        receiver.fail_first -= 1
+                        self.send_response(500)
+                        self.end_headers()
+                        return
+                    receiver.posts.append(fields)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def states(self, job_id):
+        return [p["job_state"] for p in self.posts if p.get("job_id") == job_id]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

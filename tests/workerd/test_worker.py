@@ -1,0 +1,210 @@
+"""The worker loop in-process: real SQLite store and queue, a scripted nommer."""
+
+import inspect
+import json
+
+from twisted.internet import reactor, task
+from twisted.trial.unittest import TestCase
+
+from nommer.core.job import Job, new_job_id
+from nommer.core.ledger import JobLedger
+from nommer.core.states import JobState
+from nommer.core.store import make_store
+from nommer.core.workqueue import make_queue
+from nommer.workerd.worker import Worker, idle_exit_due, retry_delay_s
+from tests.helpers import ensure, temp_settings
+from tests.workerd import scripted_nommer
+
+NOMMER = "tests.workerd.scripted_nommer.ScriptedNommer"
+
+
+async def eventually(check, timeout_s=10.0, what="condition"):
+    """Wait for the async ``check()`` to return a truthy value (an event in
+    another part of the system, not a timer)."""
+    deadline = reactor.seconds() + timeout_s
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+class WorkerTests(TestCase):
+
+    def setUp(self):
+        self.settings, self.root = temp_settings(
+            self, ALLOWED_NOMMERS=[NOMMER], JOB_LEASE_S=0.6, HEARTBEAT_INTERVAL_S=0.1,
+            RETRY_BACKOFF_S=0.05, WORKER_MAX_IDLE_S=600.0, QUEUE_WAIT_TIME_S=0.5,
+            PROGRESS_WRITE_INTERVAL_S=0.01)
+        self.store = make_store(self.settings, reactor)
+        self.queue = make_queue(self.settings, reactor)
+        self.addCleanup(self.store.close)
+        self.addCleanup(self.queue.close)
+        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        self.exits = []
+
+    def start_worker(self, **settings_changes):
+        settings = self.settings
+        if settings_changes:
+            values = settings.as_dict()
+            values.update(settings_changes)
+            settings = type(settings).from_overrides(**{k: v for k, v in values.items() if k.isupper()})
+        worker = Worker(self.ledger, settings, reactor, worker_id="test-worker",
+                        on_exit=self.exits.append, install_signals=False)
+        worker.startService()
+        self.addCleanup(lambda: worker.running and worker.stopService())
+        return worker
+
+    async def submit(self, script):
+        job = Job(job_id=new_job_id(), source_path=f"file://{self.root}/in", dest_path=f"file://{self.root}/out",
+                  nommer=NOMMER, job_options={"script": script})
+        return await self.ledger.submit(job)
+
+    async def final(self, job_id):
+        async def check():
+            job = await self.store.get(job_id)
+            return job if job.is_final else None
+        return await eventually(check, what=f"job {job_id} to finish")
+
+    async def announced(self):
+        """State changes announced on the state-change queue, in order."""
+        messages = await self.queue.receive(self.settings.STATE_CHANGE_QUEUE_NAME, max_messages=10)
+        return [json.loads(m.body)["job_state"] for m in messages]
+
+    async def queue_depth(self):
+        d = await self.queue.depth(self.settings.NEW_JOB_QUEUE_NAME)
+        return d["visible"] + d["in_flight"] + d["delayed"]
+
+    async def queue_empty(self):
+        return await self.queue_depth() == 0
+
+    async def in_state(self, job_id, state):
+        return (await self.store.get(job_id)).job_state == state
+
+    @ensure
+    async def test_success_path(self):
+        """A job goes DOWNLOADING -> ENCODING -> UPLOADING -> FINISHED; its message is deleted after."""
+        self.start_worker()
+        job = await self.submit("succeed")
+        done = await self.final(job.job_id)
+        self.assertEqual(done.job_state, JobState.FINISHED)
+        self.assertEqual(done.attempts, 1)
+        self.assertEqual(done.progress, 100.0)
+        self.assertEqual(done.output, {"size_bytes": 123})
+        self.assertEqual(done.worker_id, "test-worker")
+        self.assertIsNotNone(done.started_at)
+        self.assertEqual(await self.announced(), ["DOWNLOADING", "ENCODING", "UPLOADING", "FINISHED"])
+        self.assertEqual(await self.queue_depth(), 0)
+
+    @ensure
+    async def test_refuses_a_job_already_final(self):
+        """A job canceled before pick-up is refused: its nommer never runs and its message is deleted."""
+        job = await self.submit("succeed")
+        await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled by request")
+        self.start_worker()
+        await eventually(self.queue_empty, what="message deleted")
+        self.assertNotIn(job.job_id, scripted_nommer.RAN)
+        self.assertEqual((await self.store.get(job.job_id)).job_state, JobState.CANCELED)
+
+    @ensure
+    async def test_permanent_failure_ends_in_error_at_once(self):
+        """A permanent failure is ERROR on the first attempt with the nommer's reason."""
+        self.start_worker()
+        job = await self.submit("permanent")
+        done = await self.final(job.job_id)
+        self.assertEqual(done.job_state, JobState.ERROR)
+        self.assertEqual(done.attempts, 1)
+        self.assertIn("Unknown encoder", done.job_state_details)
+        self.assertEqual(await self.queue_depth(), 0)
+
+    @ensure
+    async def test_transient_failure_retried_then_error(self):
+        """A transient failure is retried until MAX_JOB_ATTEMPTS, then ERROR saying so."""
+        self.start_worker()
+        job = await self.submit("transient")
+        done = await self.final(job.job_id)
+        self.assertEqual(done.job_state, JobState.ERROR)
+        self.assertEqual(done.attempts, self.settings.MAX_JOB_ATTEMPTS)
+        self.assertIn("gave up after 3 attempts", done.job_state_details)
+        self.assertIn("download timed out", done.job_state_details)
+        states = await self.announced()
+        self.assertEqual(states.count("PENDING"), 2)
+        self.assertEqual(states[-1], "ERROR")
+
+    @ensure
+    async def test_cancel_stops_a_running_job(self):
+        """Canceling a running job stops its nommer within a heartbeat and deletes its message."""
+        self.start_worker()
+        job = await self.submit("block")
+        await eventually(lambda: self.in_state(job.job_id, JobState.ENCODING), what="encoding")
+        await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled by request")
+        await eventually(lambda: job.job_id in scripted_nommer.CANCELED, what="nommer canceled")
+        await eventually(self.queue_empty, what="message deleted")
+        self.assertEqual((await self.store.get(job.job_id)).job_state, JobState.CANCELED)
+
+    @ensure
+    async def test_lease_is_extended_while_running(self):
+        """A job running for several lease periods is not handed to a second worker."""
+        self.start_worker()
+        job = await self.submit("block")
+        await eventually(lambda: self.in_state(job.job_id, JobState.ENCODING), what="encoding")
+        first_heartbeat = (await self.store.get(job.job_id)).heartbeat_at
+        await task.deferLater(reactor, 3 * self.settings.JOB_LEASE_S, lambda: None)
+        stolen = await self.queue.receive(self.settings.NEW_JOB_QUEUE_NAME, visibility_timeout_s=1)
+        self.assertEqual(stolen, [])
+        self.assertGreater((await self.store.get(job.job_id)).heartbeat_at, first_heartbeat)
+        scripted_nommer.RELEASE[job.job_id].callback(None)
+        self.assertEqual((await self.final(job.job_id)).job_state, JobState.FINISHED)
+
+    @ensure
+    async def test_warm_shutdown_finishes_the_running_job(self):
+        """One shutdown request: the running job finishes, no new job is taken, then the worker exits."""
+        worker = self.start_worker()
+        job = await self.submit("block")
+        await eventually(lambda: self.in_state(job.job_id, JobState.ENCODING), what="encoding")
+        worker.request_shutdown()
+        later = await self.submit("succeed")
+        scripted_nommer.RELEASE[job.job_id].callback(None)
+        self.assertEqual((await self.final(job.job_id)).job_state, JobState.FINISHED)
+        await eventually(lambda: self.exits == ["shutdown"], what="exit")
+        self.assertEqual((await self.store.get(later.job_id)).job_state, JobState.PENDING)
+
+    @ensure
+    async def test_cold_shutdown_releases_the_job(self):
+        """A second shutdown request stops the job and hands it back to the queue at once."""
+        worker = self.start_worker()
+        job = await self.submit("block")
+        await eventually(lambda: self.in_state(job.job_id, JobState.ENCODING), what="encoding")
+        worker.request_shutdown()
+        worker.request_shutdown()
+        await eventually(lambda: self.exits == ["shutdown"], what="exit")
+        stored = await self.store.get(job.job_id)
+        self.assertEqual(stored.job_state, JobState.PENDING)
+        self.assertIn("released", stored.job_state_details)
+        [again] = await self.queue.receive(self.settings.NEW_JOB_QUEUE_NAME)
+        self.assertEqual((again.body, again.receive_count), (job.job_id, 2))
+
+    @ensure
+    async def test_idle_worker_exits(self):
+        """A worker that gets no job for WORKER_MAX_IDLE_S exits by itself."""
+        self.start_worker(WORKER_MAX_IDLE_S=0.3)
+        await eventually(lambda: self.exits, what="idle exit")
+        self.assertIn("idle", self.exits[0])
+
+
+class PolicyTests(TestCase):
+
+    def test_idle_exit_due(self):
+        """Idle exit needs: enabled, nothing running, idle at least the limit."""
+        self.assertTrue(idle_exit_due(700, 100, 0, 600))
+        self.assertFalse(idle_exit_due(699, 100, 0, 600))
+        self.assertFalse(idle_exit_due(700, 100, 1, 600))
+        self.assertFalse(idle_exit_due(700, 100, 0, 600, enabled=False))
+
+    def test_retry_delay_doubles(self):
+        """Transient retries back off: base, 2x, 4x."""
+        self.assertEqual([retry_delay_s(a, 5) for a in (1, 2, 3)], [5, 10, 20])
