@@ -1,0 +1,348 @@
+"""A small synchronous client for feederd's JSON API.
+
+Users' scripts are not Twisted programs, so this module blocks: it is built on
+``urllib.request`` and ``json`` from the standard library and nothing else.
+
+    from nommer.client import NommerClient, presets
+
+    client = NommerClient("http://127.0.0.1:8001")
+    job_id = client.submit("file:///videos/in.mov", "file:///videos/out.mp4",
+                           presets.get("web-640"))
+    job = client.wait(job_id, on_update=lambda j: print(j["job_state"], j["progress"]))
+
+Errors: the server's error answers become :class:`APIError` (subclasses
+:class:`BadInput`, :class:`NoSuchJob`, :class:`Conflict`); not reaching the
+server at all is :class:`ConnectionFailed`.
+
+The original media-nommer client's shape (``connect(api_hostname)`` ->
+``APIConnection.job_submit(...)`` -> ``APIResponse``) is kept at the end of
+this module for scripts written against ``media_nommer_api``.
+"""
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from nommer import __version__
+from nommer.core.states import FINAL_STATES
+
+DEFAULT_API_URL = "http://127.0.0.1:8001"
+
+#: The nommer every preset and every bare list of passes means.
+FFMPEG_NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
+
+#: Names of the states a job never leaves.
+FINAL_STATE_NAMES = frozenset(s.value for s in FINAL_STATES)
+
+_USER_AGENT = f"nommer-client/{__version__}"
+
+
+# --- Errors -----------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """Base class of everything this client raises on purpose."""
+
+
+class APIError(ClientError):
+    """feederd answered, and the answer is an error.
+
+    ``status`` is the HTTP status (200 for an original-style
+    ``{"success": false}`` answer), ``error_code`` the API's code
+    (``BADINPUT``, ``NOSUCHJOB``, ``CONFLICT``...; ``HTTP_<status>`` when the
+    answer was not the API's JSON), ``message`` the text meant for a person.
+    """
+
+    def __init__(self, status, error_code, message):
+        super().__init__(f"{message} ({error_code})")
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class BadInput(APIError):
+    """The request was refused as malformed (400, ``BADINPUT``)."""
+
+
+class NoSuchJob(APIError):
+    """No job has that id (404, ``NOSUCHJOB``)."""
+
+
+class Conflict(APIError):
+    """The request does not fit the job's state, e.g. cancelling a finished
+    job (409, ``CONFLICT``)."""
+
+
+class InvalidInputError(ClientError, ValueError):
+    """Refused before anything was sent: the original ``job_submit`` without a
+    source, a destination or options, or an empty job id."""
+
+
+class ConnectionFailed(ClientError):
+    """feederd could not be reached (refused, unknown host, timed out)."""
+
+    def __init__(self, url, reason):
+        super().__init__(
+            f"cannot reach feederd at {url}: {reason}; "
+            "is feederd running? start it with `make run`")
+        self.url = url
+        self.reason = reason
+
+
+class WaitTimeout(ClientError):
+    """:meth:`NommerClient.wait` gave up. ``job`` is the last state seen."""
+
+    def __init__(self, job_id, timeout_s, job):
+        state = job.get("job_state") if job else None
+        super().__init__(
+            f"job {job_id} is still {state} after {timeout_s:g} s")
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        self.job = job
+
+
+_ERRORS_BY_CODE = {"BADINPUT": BadInput, "NOSUCHJOB": NoSuchJob, "CONFLICT": Conflict}
+_ERRORS_BY_STATUS = {400: BadInput, 404: NoSuchJob, 409: Conflict}
+
+
+def _api_error(status, data, text):
+    """The exception for an error answer (JSON ``data`` or, failing that, ``text``)."""
+    if isinstance(data, dict):
+        code = data.get("error_code")
+        message = data.get("message") or data.get("error") or "request failed"
+    else:
+        code = None
+        snippet = " ".join((text or "").split())[:200]
+        message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+    cls = _ERRORS_BY_CODE.get(code) or _ERRORS_BY_STATUS.get(status, APIError)
+    if not code:
+        code = f"HTTP_{status}" if status >= 400 else "ERROR"
+    return cls(status, code, str(message))
+
+
+def normalize_base_url(base_url):
+    """``"localhost:8001/"`` -> ``"http://localhost:8001"``."""
+    url = (base_url or DEFAULT_API_URL).strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def job_options_from(value):
+    """A job_options object from either a full one (``{"nommer", "options"}``)
+    or a bare list of FFmpeg passes. Raises ``ValueError`` for anything else."""
+    if isinstance(value, list):
+        return {"nommer": FFMPEG_NOMMER, "options": value}
+    if isinstance(value, dict) and "options" in value:
+        opts = dict(value)
+        opts.setdefault("nommer", FFMPEG_NOMMER)
+        return opts
+    raise ValueError(
+        'expected a job_options object {"nommer": ..., "options": [...]} '
+        "or a list of passes")
+
+
+# --- The client -------------------------------------------------------------
+
+
+class NommerClient:
+    """Blocking client of one feederd.
+
+    ``timeout_s`` bounds each HTTP request (connect and each read).
+    ``sleep`` and ``clock`` are what :meth:`wait` uses to pause and to
+    measure time; tests replace them.
+    """
+
+    def __init__(self, base_url=DEFAULT_API_URL, timeout_s=30, *,
+                 sleep=time.sleep, clock=time.monotonic):
+        self.base_url = normalize_base_url(base_url)
+        self.timeout_s = timeout_s
+        self._sleep = sleep
+        self._clock = clock
+
+    def __repr__(self):
+        return f"NommerClient({self.base_url!r})"
+
+    # -- plumbing --
+
+    def _send(self, method, path, body=None, query=None):
+        """Send one request; return ``(status, text, parsed JSON or None)``
+        whatever the status. Raises only :class:`ConnectionFailed`."""
+        url = self.base_url + path
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    status, raw = resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                with e:
+                    status, raw = e.code, e.read()
+        except urllib.error.URLError as e:
+            raise self._unreachable(method, path, e.reason) from None
+        except (OSError, http.client.HTTPException) as e:
+            # TimeoutError, ConnectionResetError, RemoteDisconnected, BadStatusLine...
+            raise self._unreachable(method, path, e) from None
+        text = raw.decode("utf-8", "replace")
+        return status, text, _loads_or_none(text)
+
+    def _unreachable(self, method, path, reason):
+        if isinstance(reason, TimeoutError):
+            reason = f"no answer within {self.timeout_s:g} s"
+        elif isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
+        else:
+            reason = str(reason) or type(reason).__name__
+        return ConnectionFailed(self.base_url, f"{method} {path}: {reason}")
+
+    def _request(self, method, path, body=None, query=None):
+        """Send one request; return the JSON object of a successful answer,
+        raise :class:`APIError` for any other."""
+        status, text, parsed = self._send(method, path, body, query)
+        if status >= 400 or (isinstance(parsed, dict) and parsed.get("success") is False):
+            raise _api_error(status, parsed, text)
+        if not isinstance(parsed, dict):
+            raise APIError(status, "BADRESPONSE",
+                           f"{method} {path} did not answer with a JSON object")
+        return parsed
+
+    # -- the API --
+
+    def submit(self, source_path, dest_path, job_options, notify_url=None):
+        """Submit a job; return its id. ``job_options`` is
+        ``{"nommer": ..., "options": [...]}`` (see :mod:`nommer.client.presets`)."""
+        data = self._request("POST", "/job/submit", body={
+            "source_path": source_path,
+            "dest_path": dest_path,
+            "notify_url": notify_url,
+            "job_options": job_options,
+        })
+        return data["job_id"]
+
+    def get(self, job_id):
+        """The job as a dict (raises :class:`NoSuchJob`)."""
+        return self._request("GET", "/job/" + _quote_id(job_id))["job"]
+
+    def list(self, state=None, limit=50, cursor=None):
+        """One page of jobs, newest first: ``(jobs, next_cursor)``;
+        ``next_cursor`` is None on the last page."""
+        data = self._request("GET", "/jobs", query={
+            "state": str(state).upper() if state else None,
+            "limit": limit,
+            "cursor": cursor,
+        })
+        return data.get("jobs", []), data.get("next_cursor")
+
+    def iter_jobs(self, state=None, page_size=50):
+        """Every job (optionally in one state), newest first, page by page."""
+        cursor = None
+        while True:
+            jobs, next_cursor = self.list(state=state, limit=page_size, cursor=cursor)
+            yield from jobs
+            if not next_cursor or next_cursor == cursor:
+                return
+            cursor = next_cursor
+
+    def cancel(self, job_id):
+        """Cancel a job; return it. Raises :class:`Conflict` if it is already final."""
+        return self._request("POST", f"/job/{_quote_id(job_id)}/cancel")["job"]
+
+    def health(self):
+        """feederd's health answer (``{"success": true, "status": "ok", ...}``)."""
+        return self._request("GET", "/health")
+
+    def wait(self, job_id, poll_interval_s=1.0, timeout_s=None, on_update=None):
+        """Poll the job until it is final and return it.
+
+        ``on_update(job)`` is called after every poll, the last one included.
+        Raises :class:`WaitTimeout` if the job is not final after
+        ``timeout_s`` seconds (None = wait for ever).
+        """
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.get("job_state") in FINAL_STATE_NAMES:
+                return job
+            pause = poll_interval_s
+            if deadline is not None:
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise WaitTimeout(job_id, timeout_s, job)
+                pause = min(pause, left)
+            self._sleep(pause)
+
+
+def _quote_id(job_id):
+    if not job_id or not isinstance(job_id, str):
+        raise InvalidInputError(f"a job id must be a non-empty string, not {job_id!r}")
+    return urllib.parse.quote(job_id, safe="")
+
+
+def _loads_or_none(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+# --- The original client's shape (media_nommer_api) ---------------------------
+
+
+class APIResponse:
+    """An answer from feederd: ``data`` is the parsed JSON, ``raw_response``
+    the body as text, ``is_success()`` is ``data["success"]``."""
+
+    def __init__(self, raw_response, data=None):
+        self.raw_response = raw_response
+        self.data = json.loads(raw_response) if data is None else data
+
+    def is_success(self):
+        return bool(self.data.get("success"))
+
+    def __repr__(self):
+        return f"APIResponse({self.data!r})"
+
+
+class APIConnection:
+    """The original client's connection. Error answers (which the 2011 server
+    sent with HTTP 200) come back as an unsuccessful :class:`APIResponse`;
+    only an unreachable server raises (:class:`ConnectionFailed`)."""
+
+    def __init__(self, api_hostname, timeout_s=30):
+        self.api_hostname = normalize_base_url(api_hostname)
+        #: The full client, for everything the original could not do.
+        self.client = NommerClient(self.api_hostname, timeout_s=timeout_s)
+
+    def job_submit(self, source_path, dest_path, job_options, notify_url=None):
+        missing = [name for name, value in (("source_path", source_path),
+                                            ("dest_path", dest_path),
+                                            ("job_options", job_options)) if not value]
+        if missing:
+            raise InvalidInputError(f"missing or empty: {', '.join(missing)}")
+        status, text, data = self.client._send("POST", "/job/submit", body={
+            "source_path": source_path,
+            "dest_path": dest_path,
+            "notify_url": notify_url,
+            "job_options": job_options,
+        })
+        if not isinstance(data, dict):
+            raise _api_error(status, data, text)
+        return APIResponse(text, data)
+
+
+def connect(api_hostname):
+    """``connect("http://localhost:8001")`` -> :class:`APIConnection` (the
+    original ``media_nommer_api.connect``)."""
+    return APIConnection(api_hostname)

@@ -1,0 +1,340 @@
+"""The ``nommer`` command: submit, watch, list and cancel encoding jobs.
+
+Exit codes: 0 success (for ``--wait`` and ``wait``: the job FINISHED);
+1 the job ended in another final state; 2 feederd refused the request or the
+command line is wrong; 3 feederd could not be reached; 4 ``wait --timeout``
+ran out; 130 interrupted.
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+import tqdm
+
+from nommer import __version__
+from nommer.client import presets as presets_mod
+from nommer.client.api import (
+    DEFAULT_API_URL,
+    APIError,
+    ClientError,
+    ConnectionFailed,
+    NommerClient,
+    WaitTimeout,
+    job_options_from,
+)
+from nommer.core.states import JobState
+
+EXIT_NOT_FINISHED = 1
+EXIT_API_ERROR = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+
+_STATE_NAMES = [s.value for s in JobState]
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def to_uri(path_or_uri):
+    """A URI as is (``s3://``, ``http://``, ``file://``...); a local path as
+    an absolute ``file://`` URI, relative to the current directory."""
+    if _SCHEME.match(path_or_uri):
+        return path_or_uri
+    return Path(os.path.abspath(os.path.expanduser(path_or_uri))).as_uri()
+
+
+class _Group(click.Group):
+    """Turns the client's expected errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConnectionFailed as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_UNREACHABLE)
+        except APIError as e:
+            click.echo(f"error: {e.message} ({e.error_code})", err=True)
+            ctx.exit(EXIT_API_ERROR)
+        except WaitTimeout as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_TIMEOUT)
+        except ClientError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_API_ERROR)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api", metavar="URL", envvar="NOMMER_API", default=DEFAULT_API_URL,
+              show_default=True, help="feederd's base URL (env NOMMER_API).")
+@click.version_option(__version__, prog_name="nommer")
+@click.pass_context
+def cli(ctx, api):
+    """Submit encoding jobs to feederd and follow them."""
+    ctx.obj = NommerClient(api)
+
+
+def _print_json(value):
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+# --- progress ---------------------------------------------------------------
+
+
+class _Progress:
+    """Shows a job's progress while it is waited on: a tqdm bar (0..100,
+    described by the state) when stderr is a terminal, otherwise one line per
+    state change, so logs stay readable."""
+
+    def __init__(self, file=None):
+        self.file = file if file is not None else sys.stderr
+        self.bar = None
+        self._last = None
+        if _isatty(self.file):
+            self.bar = tqdm.tqdm(total=100, file=self.file, desc="waiting", leave=True,
+                                 bar_format="{desc:<12}{percentage:3.0f}%|{bar}| [{elapsed}]")
+
+    def __call__(self, job):
+        state = job.get("job_state") or "?"
+        progress = job.get("progress")
+        if self.bar is not None:
+            if state == JobState.FINISHED.value:
+                progress = 100
+            self.bar.set_description_str(state, refresh=False)
+            self.bar.n = max(0.0, min(100.0, float(progress or 0)))
+            self.bar.refresh()
+        elif state != self._last:
+            click.echo(f"{state} {_pct(progress)}", file=self.file)
+        self._last = state
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _pct(progress):
+    try:
+        return f"{float(progress):.0f}%"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _isatty(f):
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _wait_and_report(client, job_id, poll_s, timeout_s, as_json):
+    """Wait for the job with a progress display, print the outcome, exit 0
+    for FINISHED and 1 for any other final state."""
+    progress = _Progress()
+    try:
+        job = client.wait(job_id, poll_interval_s=poll_s, timeout_s=timeout_s,
+                          on_update=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"\nstopped waiting; job {job_id} goes on "
+                   f"(`nommer cancel {job_id}` stops it)", err=True)
+        click.get_current_context().exit(EXIT_INTERRUPTED)
+    finally:
+        progress.close()
+    if as_json:
+        _print_json(job)
+    else:
+        state = job["job_state"]
+        details = job.get("job_state_details")
+        click.echo(state + (f": {details}" if details else ""))
+        if state == JobState.FINISHED.value:
+            click.echo(f"output: {job.get('dest_path')}")
+    click.get_current_context().exit(
+        0 if job["job_state"] == JobState.FINISHED.value else EXIT_NOT_FINISHED)
+
+
+_poll_option = click.option("--poll", "poll_s", type=click.FloatRange(min=0), default=1.0,
+                            show_default=True, metavar="SECONDS",
+                            help="Seconds between two status polls.")
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def _preset_callback(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return presets_mod.get(value)
+    except KeyError as e:
+        raise click.BadParameter(e.args[0]) from None
+
+
+def _options_callback(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            return job_options_from(json.load(f))
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise click.BadParameter(f"{value}: {e}") from None
+
+
+@cli.command(short_help="Submit an encoding job.")
+@click.argument("src")
+@click.argument("dest")
+@click.option("--preset", "preset_options", metavar="NAME", callback=_preset_callback,
+              help="A named preset (see `nommer presets`).")
+@click.option("--options", "file_options", metavar="FILE", callback=_options_callback,
+              help="A JSON file: a job_options object or a list of FFmpeg passes.")
+@click.option("--notify-url", metavar="URL", help="POSTed to on every state change.")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends.")
+@_poll_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def submit(client, src, dest, preset_options, file_options, notify_url, wait_, poll_s, as_json):
+    """Encode SRC into DEST (local paths or URIs: file://, http(s)://, s3://).
+
+    Prints the job id; with --wait, follows it and exits 0 if it FINISHED,
+    1 otherwise.
+    """
+    if (preset_options is None) == (file_options is None):
+        raise click.UsageError("give exactly one of --preset NAME and --options FILE")
+    job_options = preset_options if preset_options is not None else file_options
+    job_id = client.submit(to_uri(src), to_uri(dest), job_options, notify_url=notify_url)
+    if as_json and not wait_:
+        _print_json({"job_id": job_id})
+    elif not as_json:
+        click.echo(job_id)
+    if wait_:
+        _wait_and_report(client, job_id, poll_s, None, as_json)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.pass_obj
+def status(client, job_id, as_json):
+    """Show one job."""
+    job = client.get(job_id)
+    if as_json:
+        _print_json(job)
+        return
+    fields = ["job_id", "job_state", "job_state_details", "progress", "source_path",
+              "dest_path", "notify_url", "nommer", "attempts", "worker_id",
+              "created_at", "started_at", "updated_at", "finished_at"]
+    width = max(map(len, fields))
+    for key in fields:
+        value = job.get(key)
+        if value is None:
+            continue
+        if key == "progress":
+            value = _pct(value)
+        click.echo(f"{key:<{width}}  {value}")
+    if job.get("output"):
+        click.echo(f"{'output':<{width}}  {json.dumps(job['output'])}")
+
+
+def _short_time(iso):
+    if not iso:
+        return "-"
+    return iso.replace("T", " ")[:19]
+
+
+def _table(rows):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _state_callback(ctx, param, value):
+    if value is None:
+        return None
+    if value.upper() not in _STATE_NAMES:
+        raise click.BadParameter(f"{value!r} is not a job state; one of {', '.join(_STATE_NAMES)}")
+    return value.upper()
+
+
+@cli.command(name="list")
+@click.option("--state", metavar="STATE", callback=_state_callback,
+              help="Only jobs in this state: " + ", ".join(_STATE_NAMES) + ".")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--cursor", metavar="CURSOR", help="Where a previous page stopped.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(client, state, limit, cursor, as_json):
+    """List jobs, newest first."""
+    jobs, next_cursor = client.list(state=state, limit=limit, cursor=cursor)
+    if as_json:
+        _print_json({"jobs": jobs, "next_cursor": next_cursor})
+        return
+    if not jobs:
+        click.echo("no jobs")
+    else:
+        rows = [("ID", "STATE", "PROGRESS", "CREATED (UTC)", "SOURCE -> DEST")]
+        for job in jobs:
+            rows.append((
+                job.get("job_id", "?"),
+                job.get("job_state", "?"),
+                _pct(job.get("progress")),
+                _short_time(job.get("created_at")),
+                f"{job.get('source_path')} -> {job.get('dest_path')}",
+            ))
+        _table(rows)
+    if next_cursor:
+        click.echo(f"more: nommer list --cursor {next_cursor}"
+                   + (f" --state {state}" if state else ""), err=True)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def cancel(client, job_id):
+    """Cancel a job that has not ended yet."""
+    job = client.cancel(job_id)
+    click.echo(f"{job.get('job_id', job_id)} {job.get('job_state')}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@_poll_option
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up (exit 4) after this long.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
+@click.pass_obj
+def wait(client, job_id, poll_s, timeout_s, as_json):
+    """Follow a job until it ends; exit 0 if it FINISHED, 1 otherwise."""
+    _wait_and_report(client, job_id, poll_s, timeout_s, as_json)
+
+
+@cli.command(name="presets")
+def presets_():
+    """List the presets --preset accepts."""
+    names = presets_mod.names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        click.echo(f"{name:<{width}}  {presets_mod.describe(name)}")
+
+
+@cli.command()
+@click.pass_obj
+def health(client):
+    """Check that feederd answers."""
+    data = client.health()
+    click.echo(f"{client.base_url}: {data.get('status', 'ok')}")
+
+
+def main(argv=None):
+    """Entry point of the ``nommer`` command."""
+    cli.main(args=argv, prog_name="nommer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Session set-up: run from a scratch directory, so trial's ``mktemp()`` dirs
+(relative to the working directory) never land in the checkout."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scratch_cwd(tmp_path_factory):
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
