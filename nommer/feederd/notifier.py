@@ -16,8 +16,9 @@ import json
 
 import tenacity
 import treq
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
 
 from nommer.core.errors import NoSuchJob
 from nommer.core.uri import redact_uri
@@ -30,10 +31,14 @@ class WebhookFailed(Exception):
     """One delivery attempt failed (non-2xx status or transport error)."""
 
 
-async def post_form(url, fields, timeout_s):
+async def post_form(url, fields, timeout_s, pool=None):
     """POST ``fields`` as a form to ``url``; returns the HTTP status code.
-    Raises on transport errors and after ``timeout_s`` seconds."""
-    response = await treq.post(url, data=fields, timeout=timeout_s,
+    Raises on transport errors and after ``timeout_s`` seconds. ``pool`` is
+    a ``twisted.web.client.HTTPConnectionPool`` (default: one connection per
+    request, nothing kept open)."""
+    if pool is None:
+        pool = HTTPConnectionPool(reactor, persistent=False)
+    response = await treq.post(url, data=fields, timeout=timeout_s, pool=pool,
                                headers={b"User-Agent": [USER_AGENT]})
     await response.content()
     return response.code
