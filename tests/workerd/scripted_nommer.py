@@ -22,7 +22,7 @@ class ScriptedNommer:
         self.ctx = context
 
     @classmethod
-    def validate_options(cls, options, settings):
+    def validate_options(cls, options, settings, dest_path=None):
         if not isinstance(options, dict) or options.get("script") not in {"succeed", "permanent", "transient", "block"}:
             raise InvalidJobSpec("job_options.options.script", "unknown script")
         return options

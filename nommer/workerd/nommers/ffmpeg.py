@@ -1,0 +1,265 @@
+"""FFmpegNommer: the original media-nommer's ffmpeg nommer, job format kept.
+
+``job.job_options`` is a list of 1 or 2 pass objects (see
+``nommer.workerd.nommers.ffmpeg_options``). ``run()``:
+
+1. normalizes the options again (the worker trusts nothing it did not check);
+2. DOWNLOADING: fetches the source into the scratch dir as ``source`` (no
+   extension: ffmpeg detects the format by content), ffprobes it and fails
+   fast (``PermanentJobError``) if it is not media;
+3. ENCODING: runs each pass with ``ProcessRunner`` (cwd and ``-passlogfile``
+   in the scratch dir; pass 1 of 2 writes to ``/dev/null``), reporting
+   progress 0..100 over all passes; then moves the moov atom to the front
+   with qtfaststart (in a thread) if any pass asks for
+   ``move_atom_to_front`` and the muxer is a QuickTime one; ffprobes the
+   result (before uploading anything);
+4. UPLOADING: uploads the output to ``job.dest_path``;
+5. returns ``probe.summarize()`` of the output.
+
+Errors: ``PermanentJobError`` for what a retry cannot fix (bad options, not
+media, ffmpeg exit status != 0: the message ends with ffmpeg's last stderr
+lines); ``TransientJobError`` for a timeout, a signal we did not send, a
+full disk or a missing ffmpeg; ``JobCanceled`` once ``cancel()`` was called.
+"""
+
+import os
+
+from twisted.internet import threads
+
+from nommer.core.errors import (InvalidJobSpec, JobCanceled, PermanentJobError,
+                                TransientJobError)
+from nommer.core.states import JobState
+from nommer.core.uri import redact_uri
+from nommer.workerd import probe
+from nommer.workerd.nommers import ffmpeg_options as opts
+from nommer.workerd.nommers.base import BaseNommer
+from nommer.workerd.process import ProcessRunner, run_process
+
+#: How many of ffmpeg's last stderr lines go into an error message.
+ERROR_TAIL_LINES = 12
+#: Most characters of ffmpeg output in an error message.
+ERROR_TAIL_CHARS = 2000
+#: stderr text that means the machine, not the job, is at fault.
+_TRANSIENT_MARKERS = ("No space left on device", "Cannot allocate memory")
+
+_encoders_cache = {}
+
+
+async def available_encoders(reactor, settings):
+    """Names of the encoders ``settings.FFMPEG_BIN`` has (frozenset of str),
+    from ``ffmpeg -encoders``; cached per binary. None if it cannot be told."""
+    binary = settings.FFMPEG_BIN
+    if binary in _encoders_cache:
+        return _encoders_cache[binary]
+    try:
+        result = await run_process(reactor, [binary, "-hide_banner", "-encoders"],
+                                   timeout_s=60.0, kill_grace_s=settings.FFMPEG_KILL_GRACE_S)
+    except OSError:
+        return None
+    if not result.ok or not result.stdout:
+        return None
+    names, started = set(), False
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        if line.strip().startswith("------"):
+            started = True
+            continue
+        parts = line.split()
+        if started and len(parts) >= 2:
+            names.add(parts[1])
+    _encoders_cache[binary] = frozenset(names)
+    return _encoders_cache[binary]
+
+
+def _moov_before_mdat(index):
+    names = [atom.name for atom in index]
+    return "moov" in names and "mdat" in names and names.index("moov") < names.index("mdat")
+
+
+def faststart_in_place(path):
+    """Move the moov atom of the MP4/MOV file ``path`` before its mdat
+    (qtfaststart), replacing the file. Blocking: run it in a thread.
+
+    Returns True if the file was rewritten, False if the moov atom was
+    already first. Raises ``PermanentJobError`` if the file has no
+    moov/mdat atoms.
+    """
+    from qtfaststart import processor
+    from qtfaststart.exceptions import FastStartException
+
+    try:
+        with open(path, "rb") as f:
+            index = processor.get_index(f)
+    except (FastStartException, OSError) as e:
+        raise PermanentJobError(
+            f"move_atom_to_front: the output has no moov/mdat atoms to reorder ({e!r})") from e
+    free_before_mdat = any(a.name == "free" for a in index[:[a.name for a in index].index("mdat")])
+    if _moov_before_mdat(index) and not free_before_mdat:
+        return False
+    tmp = path + ".faststart"
+    try:
+        processor.process(path, tmp)
+    except FastStartException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if _moov_before_mdat(index):  # "already set up for streaming"
+            return False
+        raise PermanentJobError(f"move_atom_to_front failed on the output ({e!r})") from e
+    os.replace(tmp, path)
+    return True
+
+
+def _tail(text, lines=ERROR_TAIL_LINES, chars=ERROR_TAIL_CHARS):
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    out = "\n".join(kept)
+    return out[-chars:]
+
+
+def _microseconds(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class FFmpegNommer(BaseNommer):
+    """Encodes with ffmpeg from the 2011 pass-list job format."""
+
+    @classmethod
+    def validate_options(cls, options, settings, *, dest_path=None,
+                         field="job_options.options"):
+        """Normalized list of pass objects (see
+        ``ffmpeg_options.validate_passes``), or ``InvalidJobSpec``.
+
+        ``settings`` is not used (accepted for the contract). When
+        ``dest_path`` is given and no ``-f`` is, the muxer must be inferable
+        from the destination's extension.
+        """
+        return opts.validate_passes(options, field=field, dest_path=dest_path)
+
+    def __init__(self, job, context):
+        super().__init__(job, context)
+        self._runner = None
+        self._progress = 0.0
+
+    def on_cancel(self):
+        if self._runner is not None:
+            self._runner.terminate()
+
+    # -- run --------------------------------------------------------------------
+
+    async def run(self):
+        """Download, probe, encode, faststart, probe, upload; return
+        ``probe.summarize()`` of the output (dict). See the module docstring
+        for the errors raised."""
+        job_id = self.job.job_id
+        try:
+            passes = opts.validate_passes(self.job.job_options)
+        except InvalidJobSpec as e:
+            raise PermanentJobError(f"invalid job options: {e.message}") from e
+        muxer = opts.final_muxer(passes, self.job.dest_path)
+        if muxer is None:
+            raise PermanentJobError(
+                "no -f given and the muxer cannot be inferred from the destination's "
+                f"extension: {redact_uri(self.job.dest_path)}")
+
+        source = await self.download_source("source")
+        source_name = redact_uri(self.job.source_path)
+        source_info = await probe.ffprobe(self.reactor, self.settings, source,
+                                          what="source", display_name=source_name)
+        self.check_canceled()
+        source_duration = probe.summarize(source_info)["duration_s"]
+
+        await self.set_state(JobState.ENCODING)
+        self.context.report_progress(0.0)
+        encoders = None
+        if opts.needs_encoder_list(passes):
+            encoders = await available_encoders(self.reactor, self.settings)
+        output = self.scratch_path("output." + opts.MUXER_EXTENSIONS.get(muxer, "out"))
+        passlog = self.scratch_path("passlog") if opts.uses_pass(passes) else None
+        n = len(passes)
+        for k, pass_opts in enumerate(passes):
+            target = os.devnull if (n == 2 and k == 0) else output
+            argv = opts.build_argv(pass_opts, ffmpeg_bin=self.settings.FFMPEG_BIN,
+                                   input_path=source, output_path=target, muxer=muxer,
+                                   passlogfile=passlog, encoders=encoders)
+            expected = opts.expected_duration_s(pass_opts, source_duration)
+            self.log.info("job {job_id}: ffmpeg pass {k} of {n}: {argv}",
+                          job_id=job_id, k=k + 1, n=n, argv=" ".join(argv))
+            await self._run_ffmpeg(argv, k, n, expected,
+                                   names={source: source_name,
+                                          output: redact_uri(self.job.dest_path)})
+
+        if any(p["move_atom_to_front"] for p in passes):
+            if muxer in opts.QUICKTIME_MUXERS:
+                moved = await threads.deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), faststart_in_place, output)
+                self.log.info("job {job_id}: move_atom_to_front: {what}", job_id=job_id,
+                              what="moov atom moved first" if moved else "moov atom already first")
+                self.check_canceled()
+            else:
+                self.log.warn("job {job_id}: move_atom_to_front ignored: muxer {muxer} has no "
+                              "moov atom", job_id=job_id, muxer=muxer)
+
+        output_info = await probe.ffprobe(self.reactor, self.settings, output, what="output",
+                                          display_name="encoded output")
+        self.check_canceled()
+        await self.upload_result(output)
+        summary = probe.summarize(output_info)
+        self.log.info("job {job_id}: encoded {size_bytes} bytes, {duration_s} s",
+                      job_id=job_id, size_bytes=summary["size_bytes"],
+                      duration_s=summary["duration_s"])
+        return summary
+
+    # -- one ffmpeg pass ---------------------------------------------------------
+
+    def _progress_callback(self, k, n, expected_s):
+        def on_block(block):
+            if block.get("progress") == "end":
+                fraction = 1.0
+            else:
+                us = _microseconds(block.get("out_time_us"))
+                if us is None:  # out_time_ms holds microseconds too (an old ffmpeg quirk)
+                    us = _microseconds(block.get("out_time_ms"))
+                seconds = us / 1e6 if us is not None else opts.parse_time(block.get("out_time"))
+                if seconds is None or not expected_s:
+                    return
+                fraction = min(max(seconds / expected_s, 0.0), 1.0)
+            percent = round((k + fraction) / n * 100.0, 2)
+            if percent > self._progress:
+                self._progress = percent
+                self.context.report_progress(percent)
+        return on_block
+
+    async def _run_ffmpeg(self, argv, k, n, expected_s, names):
+        self.check_canceled()
+        settings = self.settings
+        runner = ProcessRunner(self.reactor, argv, timeout_s=settings.FFMPEG_TIMEOUT_S,
+                               kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
+                               on_progress_line=self._progress_callback(k, n, expected_s),
+                               cwd=self.context.scratch_dir,
+                               log_fields={"job_id": self.job.job_id})
+        self._runner = runner
+        try:
+            result = await runner.start()
+        except OSError as e:
+            raise TransientJobError(f"cannot run ffmpeg ({settings.FFMPEG_BIN}): {e}") from e
+        finally:
+            self._runner = None
+        if self.canceled or result.terminated:
+            raise JobCanceled(f"job {self.job.job_id} was stopped while ffmpeg ran")
+        if result.ok:
+            return result
+        said = _tail(result.stderr_tail)
+        for path, name in names.items():
+            said = said.replace(path, name)
+        where = f"ffmpeg pass {k + 1} of {n}" if n > 1 else "ffmpeg"
+        if result.timed_out:
+            raise TransientJobError(
+                f"{where} ran longer than FFMPEG_TIMEOUT_S ({settings.FFMPEG_TIMEOUT_S:g} s) "
+                "and was stopped")
+        if result.signal is not None:
+            raise TransientJobError(f"{where} was killed by signal {result.signal}:\n{said}")
+        if any(marker in said for marker in _TRANSIENT_MARKERS):
+            raise TransientJobError(f"{where} failed for lack of resources:\n{said}")
+        raise PermanentJobError(
+            f"{where} failed (exit status {result.exit_code}); its last output:\n{said}")

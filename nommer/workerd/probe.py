@@ -1,0 +1,160 @@
+"""ffprobe a local file, and summarize what it found.
+
+``ffprobe(reactor, settings, path)`` runs ``ffprobe -v error -print_format
+json -show_format -show_streams <path>`` through ``nommer.workerd.process``
+and returns ffprobe's JSON as a dict. ``summarize(probe_dict)`` turns that
+into the small dict a job shows as its ``output``.
+"""
+
+import json
+import os
+
+from nommer.core.errors import PermanentJobError, TransientJobError
+from nommer.workerd.process import run_process
+
+#: Most seconds one ffprobe run may take (capped further by FFMPEG_TIMEOUT_S).
+PROBE_TIMEOUT_S = 300.0
+
+#: How many of ffprobe's last stderr lines go into an error message.
+ERROR_TAIL_LINES = 6
+
+#: Demuxers that open other files or URLs named inside the input (playlists):
+#: a source detected as one of these is refused, so a job cannot make the
+#: worker read its local files through a crafted playlist.
+REFUSED_INPUT_FORMATS = frozenset({"hls", "applehttp", "concat", "dash", "ffconcat"})
+
+
+def _tail(text, lines=ERROR_TAIL_LINES):
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
+    """Probe the local file ``path`` (str) and return ffprobe's JSON (dict
+    with ``"format"`` and ``"streams"``).
+
+    ``what`` ("source", "output"...) and ``display_name`` (a name safe to show
+    a user, e.g. the job's URI without credentials; default ``path``) only
+    shape error messages; ffprobe's own mention of ``path`` is replaced by
+    ``display_name`` too.
+
+    Raises ``PermanentJobError`` when ffprobe cannot read the file as media
+    ("source is not a media file ffprobe could read: <name>: Invalid data
+    found when processing input"), when it has no audio or video stream, or
+    when it is a playlist format (``REFUSED_INPUT_FORMATS``).
+    Raises ``TransientJobError`` when ffprobe is missing, times out or dies
+    of a signal.
+    """
+    name = display_name or path
+    timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), PROBE_TIMEOUT_S)
+    argv = [settings.FFPROBE_BIN, "-v", "error", "-print_format", "json",
+            "-show_format", "-show_streams", os.path.abspath(path)]
+    try:
+        result = await run_process(reactor, argv, timeout_s=timeout_s,
+                                   kill_grace_s=settings.FFMPEG_KILL_GRACE_S)
+    except OSError as e:
+        raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
+    stderr = _tail(result.stderr_tail).replace(os.path.abspath(path), name)
+    if result.timed_out:
+        raise TransientJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}")
+    if result.signal is not None:
+        raise TransientJobError(f"ffprobe was killed by signal {result.signal} on the {what}: "
+                                f"{name}\n{stderr}".rstrip())
+    if result.exit_code != 0:
+        raise PermanentJobError(
+            f"{what} is not a media file ffprobe could read: {stderr or name}")
+    try:
+        info = json.loads(result.stdout.decode("utf-8", "replace"))
+    except ValueError as e:
+        raise PermanentJobError(f"ffprobe gave unreadable output for the {what}: {name}") from e
+    if not isinstance(info, dict):
+        raise PermanentJobError(f"ffprobe gave unreadable output for the {what}: {name}")
+    info.setdefault("streams", [])
+    info.setdefault("format", {})
+    formats = set(str(info["format"].get("format_name", "")).split(","))
+    refused = formats & REFUSED_INPUT_FORMATS
+    if refused:
+        raise PermanentJobError(
+            f"{what} is a playlist ({', '.join(sorted(refused))}), not a media file: {name}")
+    kinds = {s.get("codec_type") for s in info["streams"] if isinstance(s, dict)}
+    if not kinds & {"audio", "video"}:
+        raise PermanentJobError(f"{what} has no audio or video stream: {name}")
+    return info
+
+
+def _number(value, kind=float):
+    """ffprobe's "123.4" / "N/A" / missing -> kind or None."""
+    if value is None:
+        return None
+    try:
+        return kind(value) if kind is float else kind(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate(value):
+    """"30000/1001" -> 29.97 (float, 3 decimals); "0/0" / missing -> None."""
+    if not value or not isinstance(value, str):
+        return None
+    num, _, den = value.partition("/")
+    try:
+        num, den = float(num), float(den or 1)
+    except ValueError:
+        return None
+    if num <= 0 or den <= 0:
+        return None
+    return round(num / den, 3)
+
+
+def _first(streams, kind):
+    for s in streams:
+        if not isinstance(s, dict) or s.get("codec_type") != kind:
+            continue
+        if kind == "video" and (s.get("disposition") or {}).get("attached_pic"):
+            continue  # cover art, not the video
+        return s
+    return None
+
+
+def summarize(probe_dict):
+    """ffprobe's JSON (dict) -> the job's ``output`` info::
+
+        {"format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+         "duration_s": 2.006,          # float seconds, or None
+         "size_bytes": 153781,         # int, or None
+         "bit_rate": 613281,           # int bits per second, or None
+         "video": {"codec": "h264", "width": 640, "height": 360,
+                   "frame_rate": 25.0} or None,
+         "audio": {"codec": "aac", "sample_rate": 48000, "channels": 2} or None}
+
+    Describes the first video stream (cover art skipped) and the first audio
+    stream. Missing or "N/A" values become None; never raises on odd input.
+    """
+    probe_dict = probe_dict if isinstance(probe_dict, dict) else {}
+    fmt = probe_dict.get("format") or {}
+    streams = probe_dict.get("streams") or []
+    v = _first(streams, "video")
+    a = _first(streams, "audio")
+    duration = _number(fmt.get("duration"))
+    if duration is None:
+        durations = [_number(s.get("duration")) for s in (v, a) if s]
+        durations = [d for d in durations if d is not None]
+        duration = max(durations) if durations else None
+    video = None
+    if v is not None:
+        rate = _rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate"))
+        video = {"codec": v.get("codec_name"), "width": _number(v.get("width"), int),
+                 "height": _number(v.get("height"), int), "frame_rate": rate}
+    audio = None
+    if a is not None:
+        audio = {"codec": a.get("codec_name"),
+                 "sample_rate": _number(a.get("sample_rate"), int),
+                 "channels": _number(a.get("channels"), int)}
+    return {
+        "format_name": fmt.get("format_name"),
+        "duration_s": duration,
+        "size_bytes": _number(fmt.get("size"), int),
+        "bit_rate": _number(fmt.get("bit_rate"), int),
+        "video": video,
+        "audio": audio,
+    }

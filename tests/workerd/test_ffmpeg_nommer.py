@@ -1,0 +1,330 @@
+"""FFmpegNommer end to end with real ffmpeg, against a test double of the worker context."""
+
+import os
+import shutil
+import signal
+import urllib.parse
+
+from twisted.internet import reactor
+from twisted.logger import Logger
+from twisted.trial import unittest
+
+from nommer.core.errors import (JobCanceled, PermanentJobError, SourceNotFound,
+                                TransientJobError)
+from nommer.core.job import Job, new_job_id
+from nommer.core.states import JobState
+from nommer.workerd.nommers import ffmpeg as ffmpeg_module
+from nommer.workerd.nommers.ffmpeg import FFmpegNommer
+from nommer.workerd.process import ProcessRunner
+from tests.workerd import media
+from tests.workerd.media import ClockTimeReactor, deferred_test
+from tests.workerd.test_ffmpeg_options import doc_example
+
+NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
+
+
+def path_of(uri):
+    return urllib.parse.unquote(urllib.parse.urlsplit(uri).path)
+
+
+class FakeContext:
+    """The worker's job context as the contract describes it, recording calls.
+
+    ``download``/``upload`` copy file:// URIs; ``cancel()`` plays the worker
+    canceling the job; ``on_download`` is an optional hook run after download.
+    """
+
+    def __init__(self, scratch_dir, *, settings=None, reactor_=reactor):
+        self.reactor = reactor_
+        self.settings = settings or media.settings()
+        self.scratch_dir = scratch_dir
+        self.log = Logger(namespace="tests.nommer")
+        self.states = []
+        self.progress = []
+        self.uploads = []
+        self.on_download = None
+        self.canceled = False
+        self._callbacks = []
+
+    async def set_state(self, state):
+        if self.canceled:
+            raise JobCanceled("canceled")
+        self.states.append(JobState(state))
+
+    def report_progress(self, percent):
+        self.progress.append(percent)
+
+    async def download(self, source_uri, local_path):
+        path = path_of(source_uri)
+        if not os.path.exists(path):
+            raise SourceNotFound(f"no such file: {source_uri}")
+        shutil.copyfile(path, local_path)
+        if self.on_download:
+            self.on_download()
+
+    async def upload(self, local_path, dest_uri):
+        shutil.copyfile(local_path, path_of(dest_uri))
+        self.uploads.append(dest_uri)
+
+    def register_cancel(self, callback):
+        self._callbacks.append(callback)
+
+    def cancel(self):
+        self.canceled = True
+        for callback in self._callbacks:
+            callback()
+
+
+class NommerTests(unittest.TestCase):
+    """FFmpegNommer.run() on real clips."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        self.scratch = os.path.join(self.root, "scratch")
+        self.outdir = os.path.join(self.root, "out")
+        os.makedirs(self.scratch)
+        os.makedirs(self.outdir)
+
+    def make(self, options, *, source=None, dest_name="result.mp4", **context_kwargs):
+        source = source or media.clip(seconds=2)
+        job = Job(job_id=new_job_id(), source_path="file://" + source,
+                  dest_path="file://" + os.path.join(self.outdir, dest_name),
+                  nommer=NOMMER, job_options=options)
+        self.ctx = FakeContext(self.scratch, **context_kwargs)
+        return FFmpegNommer(job, self.ctx)
+
+    def dest(self, name="result.mp4"):
+        return os.path.join(self.outdir, name)
+
+    @deferred_test
+    async def test_2011_doc_example_end_to_end(self):
+        """The 2011 two-pass doc example encodes a 720p clip to 640-wide H.264/AAC, moov first."""
+        source = media.clip(seconds=2, size="1280x720")
+        cwd_before = set(os.listdir(os.getcwd()))
+        nommer = self.make(doc_example(), source=source)
+        output = await nommer.run()
+
+        self.assertEqual(self.ctx.states,
+                         [JobState.DOWNLOADING, JobState.ENCODING, JobState.UPLOADING])
+        self.assertEqual(self.ctx.uploads, ["file://" + self.dest()])
+        self.assertEqual(output["video"]["codec"], "h264")
+        self.assertEqual(output["video"]["width"], 640)
+        self.assertEqual(output["video"]["height"], 360)
+        self.assertEqual(output["audio"]["codec"], "aac")
+        self.assertEqual(output["audio"]["channels"], 2)
+        self.assertEqual(output["audio"]["sample_rate"], 48000)
+        self.assertLess(abs(output["duration_s"] - 2.0), 0.1)
+        self.assertEqual(output["size_bytes"], os.path.getsize(self.dest()))
+
+        # check the uploaded file itself, independently of what run() said
+        boxes = media.top_level_boxes(self.dest())
+        self.assertLess(boxes.index("moov"), boxes.index("mdat"), boxes)
+        dest_info = media.probe_json(self.dest())
+        codecs = {s["codec_type"]: s["codec_name"] for s in dest_info["streams"]}
+        self.assertEqual(codecs, {"video": "h264", "audio": "aac"})
+        self.assertLess(abs(float(dest_info["format"]["duration"]) -
+                            float(media.probe_json(source)["format"]["duration"])), 0.1)
+
+        # two-pass log in the job's scratch dir, never in the process cwd
+        self.assertTrue(os.path.exists(os.path.join(self.scratch, "passlog-0.log")))
+        self.assertEqual(set(os.listdir(os.getcwd())), cwd_before)
+
+        # progress: 0 first, never going back, 100 at the end, pass 1 ends at 50
+        self.assertEqual(self.ctx.progress[0], 0.0)
+        self.assertEqual(self.ctx.progress, sorted(self.ctx.progress))
+        self.assertEqual(self.ctx.progress[-1], 100.0)
+        self.assertIn(50.0, self.ctx.progress)
+
+    @deferred_test
+    async def test_one_pass_muxer_from_destination(self):
+        """Without -f the muxer comes from the destination's extension (.mkv -> matroska)."""
+        nommer = self.make([{"outfile_options": [
+            ["vcodec", "libx264"], ["preset", "ultrafast"], ["s", "320x180"],
+            ["acodec", "libvo_aacenc"], ["async", 1], ["deinterlace", None], ["t", 1]]}],
+            dest_name="small.mkv")
+        output = await nommer.run()
+        self.assertIn("matroska", output["format_name"])
+        self.assertEqual((output["video"]["width"], output["video"]["height"]), (320, 180))
+        self.assertEqual(output["audio"]["codec"], "aac")
+        self.assertLess(abs(output["duration_s"] - 1.0), 0.1)
+        self.assertTrue(os.path.exists(self.dest("small.mkv")))
+        self.assertEqual(self.ctx.progress[-1], 100.0)
+
+    @deferred_test
+    async def test_faststart_already_first_is_fine(self):
+        """move_atom_to_front on a file ffmpeg already wrote moov-first is not an error."""
+        nommer = self.make([{"outfile_options": [
+            ["c:v", "libx264"], ["preset", "ultrafast"], ["an", None], ["t", 1],
+            ["movflags", "+faststart"], ["f", "mp4"]], "move_atom_to_front": True}])
+        output = await nommer.run()
+        self.assertEqual(output["audio"], None)
+        boxes = media.top_level_boxes(self.dest())
+        self.assertLess(boxes.index("moov"), boxes.index("mdat"))
+
+    @deferred_test
+    async def test_source_not_media(self):
+        """A source that is not media fails fast: permanent error, no encoding, no upload."""
+        bogus = os.path.join(self.root, "bogus.mp4")
+        with open(bogus, "wb") as f:
+            f.write(b"this is not a movie\n" * 100)
+        nommer = self.make(doc_example(), source=bogus)
+        with self.assertRaises(PermanentJobError) as cm:
+            await nommer.run()
+        self.assertIn("source is not a media file ffprobe could read: file://" + bogus,
+                      cm.exception.message)
+        self.assertIn("Invalid data found", cm.exception.message)
+        self.assertEqual(self.ctx.states, [JobState.DOWNLOADING])
+        self.assertEqual(self.ctx.uploads, [])
+
+    @deferred_test
+    async def test_ffmpeg_refuses_the_options(self):
+        """ffmpeg exiting non-zero is a permanent error quoting ffmpeg's last lines."""
+        nommer = self.make([{"outfile_options": [["vcodec", "nosuchencoder"], ["f", "mp4"]]}])
+        with self.assertRaises(PermanentJobError) as cm:
+            await nommer.run()
+        self.assertIn("ffmpeg failed (exit status", cm.exception.message)
+        self.assertIn("nosuchencoder", cm.exception.message)
+        self.assertNotIn(self.scratch, cm.exception.message)
+        self.assertEqual(self.ctx.states, [JobState.DOWNLOADING, JobState.ENCODING])
+        self.assertEqual(self.ctx.uploads, [])
+
+    @deferred_test
+    async def test_invalid_options_at_run(self):
+        """Options that slipped past submit are refused again by the worker, before any I/O."""
+        nommer = self.make([{"outfile_options": [["i", "/etc/passwd"]]}])
+        with self.assertRaises(PermanentJobError) as cm:
+            await nommer.run()
+        self.assertIn("invalid job options", cm.exception.message)
+        self.assertEqual(self.ctx.states, [])
+
+    @deferred_test
+    async def test_no_muxer_at_run(self):
+        """No -f and a destination without extension is a permanent error before download."""
+        nommer = self.make([{"outfile_options": [["an", None]]}], dest_name="noext")
+        with self.assertRaises(PermanentJobError):
+            await nommer.run()
+        self.assertEqual(self.ctx.states, [])
+
+    @deferred_test
+    async def test_missing_source(self):
+        """SourceNotFound from download passes through."""
+        nommer = self.make(doc_example(), source=os.path.join(self.root, "missing.mp4"))
+        with self.assertRaises(SourceNotFound):
+            await nommer.run()
+
+    @deferred_test
+    async def test_cancel_terminates_running_ffmpeg(self):
+        """Canceling while ffmpeg runs terminates it and run() raises JobCanceled."""
+        ctx_holder = {}
+        runners = []
+
+        class CancelRightAfterSpawn(ProcessRunner):
+            def start(self):
+                d = super().start()
+                runners.append(self)
+                ctx_holder["ctx"].cancel()
+                return d
+        self.patch(ffmpeg_module, "ProcessRunner", CancelRightAfterSpawn)
+        nommer = self.make(doc_example())
+        ctx_holder["ctx"] = self.ctx
+        with self.assertRaises(JobCanceled):
+            await nommer.run()
+        self.assertEqual(len(runners), 1)
+        self.assertFalse(runners[0].running)
+        self.assertEqual(self.ctx.uploads, [])
+        self.assertEqual(self.ctx.states, [JobState.DOWNLOADING, JobState.ENCODING])
+
+    @deferred_test
+    async def test_cancel_between_steps(self):
+        """Canceling during download stops the job before ffmpeg ever runs."""
+        nommer = self.make(doc_example())
+        self.ctx.on_download = self.ctx.cancel
+        with self.assertRaises(JobCanceled):
+            await nommer.run()
+        self.assertEqual(self.ctx.states, [JobState.DOWNLOADING])
+        self.assertFalse(os.path.exists(os.path.join(self.scratch, "passlog-0.log")))
+
+    @deferred_test
+    async def test_timeout_is_transient(self):
+        """An ffmpeg run past FFMPEG_TIMEOUT_S is stopped and reported as transient."""
+        fake_time = ClockTimeReactor()
+        settings = media.settings(FFMPEG_TIMEOUT_S=100.0)
+
+        class TimeRunsOut(ProcessRunner):
+            def start(self):
+                d = super().start()
+                fake_time.clock.advance(100.0)
+                return d
+        nommer = self.make(doc_example(), settings=settings, reactor_=fake_time)
+        self.patch(ffmpeg_module, "ProcessRunner", TimeRunsOut)
+        with self.assertRaises(TransientJobError) as cm:
+            await nommer.run()
+        self.assertIn("ran longer than FFMPEG_TIMEOUT_S", cm.exception.message)
+        self.assertEqual(self.ctx.uploads, [])
+
+    @deferred_test
+    async def test_foreign_signal_is_transient(self):
+        """ffmpeg killed by a signal we did not send is a transient error."""
+        class KilledFromOutside(ProcessRunner):
+            def start(self):
+                d = super().start()
+                os.kill(self._transport.pid, signal.SIGKILL)
+                return d
+        self.patch(ffmpeg_module, "ProcessRunner", KilledFromOutside)
+        nommer = self.make(doc_example())
+        with self.assertRaises(TransientJobError) as cm:
+            await nommer.run()
+        self.assertIn("killed by signal 9", cm.exception.message)
+
+    @deferred_test
+    async def test_missing_ffmpeg_is_transient(self):
+        """A worker without the ffmpeg binary gives a transient error."""
+        nommer = self.make(doc_example(),
+                           settings=media.settings(FFMPEG_BIN="/nonexistent/ffmpeg"))
+        with self.assertRaises(TransientJobError):
+            await nommer.run()
+
+    @deferred_test
+    async def test_available_encoders(self):
+        """ffmpeg -encoders is parsed (libx264 and aac present) and cached."""
+        ffmpeg_module._encoders_cache.clear()
+        encoders = await ffmpeg_module.available_encoders(reactor, media.settings())
+        self.assertIn("libx264", encoders)
+        self.assertIn("aac", encoders)
+        again = await ffmpeg_module.available_encoders(reactor, media.settings())
+        self.assertIs(again, encoders)
+
+
+class FaststartTests(unittest.SynchronousTestCase):
+    """faststart_in_place (qtfaststart) on real files."""
+
+    def copy(self, source):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, os.path.basename(source))
+        shutil.copyfile(source, path)
+        return path
+
+    def test_moves_moov_then_leaves_it(self):
+        """moov goes before mdat; a second run sees it first and changes nothing."""
+        path = self.copy(media.clip(seconds=1))
+        boxes = media.top_level_boxes(path)
+        self.assertGreater(boxes.index("moov"), boxes.index("mdat"))
+        self.assertTrue(ffmpeg_module.faststart_in_place(path))
+        boxes = media.top_level_boxes(path)
+        self.assertLess(boxes.index("moov"), boxes.index("mdat"))
+        with open(path, "rb") as f:
+            before = f.read()
+        self.assertFalse(ffmpeg_module.faststart_in_place(path))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(media.probe_json(path)["streams"][0]["codec_name"], "h264")
+        self.assertEqual(os.listdir(os.path.dirname(path)), [os.path.basename(path)])
+
+    def test_not_quicktime(self):
+        """A file without moov/mdat atoms is a permanent error."""
+        path = self.copy(media.clip(seconds=1, fmt="mkv"))
+        with self.assertRaises(PermanentJobError):
+            ffmpeg_module.faststart_in_place(path)
