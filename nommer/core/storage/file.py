@@ -1,0 +1,209 @@
+# -*- test-case-name: tests.core.test_storage_file -*-
+"""``file://`` storage: local paths, confined to ``FILE_STORAGE_ROOTS``.
+
+URIs are ``file:///abs/path`` or ``file://localhost/abs/path`` (percent-encode
+``?`` as ``%3F`` and ``#`` as ``%23`` in file names); any other host, a user,
+a password, a port or a query is refused.
+
+Confinement: a source is allowed when the real path of the file (symlinks and
+``..`` resolved) lies under one of ``settings.FILE_STORAGE_ROOTS``; a
+destination when the real path of its parent directory does (the parent may
+not exist yet: it is created at upload). So ``file:///etc/passwd``,
+``file:///srv/media/../../etc/passwd`` and a symlink inside a root pointing out
+of it are all refused, at submit (``check`` raises ``InvalidJobSpec``) and
+again on the worker before the transfer (``PermanentJobError``). The file
+itself is opened with ``O_NOFOLLOW``, so a symlink swapped in after the check
+is not followed; a local user able to swap *directories* inside a root between
+the check and the open is outside what this guards against.
+
+Copies run in the reactor's thread pool. Uploads write a temporary file next
+to the destination and ``os.replace`` it into place, so a reader never sees a
+half-written file and a re-run (at-least-once delivery) just replaces it.
+"""
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
+from nommer.core.storage.base import Storage
+from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
+
+__all__ = ["FileStorage"]
+
+_COPY_BUFFER_BYTES = 1 << 20
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _under(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class FileStorage(Storage):
+    """Read and write local files under ``settings.FILE_STORAGE_ROOTS``."""
+
+    log = Logger()
+
+    def _roots(self):
+        roots = getattr(self.settings, "FILE_STORAGE_ROOTS", None)
+        if roots is None:  # the documented default; the loader normally resolves it
+            roots = [os.getcwd()]
+        return [os.path.realpath(r) for r in roots]
+
+    def check(self, uri, for_write, field=None):
+        """See ``Storage.check``. Resolves symlinks (local syscalls, no other I/O)."""
+        super().check(uri, for_write, field)
+        self._resolve(as_media_uri(uri, field), for_write, field)
+
+    def _resolve(self, muri, for_write, field=None):
+        """The real path to open (source) or to create (destination).
+
+        For a destination the parent directory is resolved and the file name
+        appended, so an existing symlink at the destination is replaced, not
+        followed.
+        """
+        shown = redact_uri(muri)
+        if muri.host.lower() not in ("", "localhost"):
+            raise InvalidURI(
+                f"{shown}: file:// URIs name a local absolute path, "
+                f"file:///path/to/file (the host {muri.host!r} is not allowed)", field)
+        if muri.username is not None or muri.password is not None or muri.port is not None:
+            raise InvalidURI(f"{shown}: file:// URIs take no user, password or port", field)
+        if muri.query:
+            raise InvalidURI(
+                f"{shown}: file:// URIs take no query; percent-encode a '?' in a "
+                "file name as %3F", field)
+        path = muri.path
+        name = os.path.basename(path)
+        if name in ("", ".", ".."):
+            raise InvalidURI(f"{shown} does not name a file", field)
+        if for_write:
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), name)
+            checked = os.path.dirname(real)
+        else:
+            real = checked = os.path.realpath(path)
+        roots = self._roots()
+        if not any(_under(checked, root) for root in roots):
+            raise InvalidURI(
+                f"{shown} is outside the allowed FILE_STORAGE_ROOTS "
+                f"({', '.join(roots) or 'none configured'})", field)
+        return real
+
+    def _in_thread(self, f, *args):
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
+    async def download(self, uri, local_path):
+        """Copy the file at ``uri`` to ``local_path``; return the byte count.
+
+        @raise SourceNotFound: no such file.
+        @raise PermanentJobError: outside the roots, not a regular file, or
+            permission denied.
+        @raise TransientJobError: another I/O error (EIO, disk full...).
+        """
+        muri = self._check_at_use(uri, for_write=False)
+        src = self._resolve(muri, False)
+        size = await self._in_thread(_copy_in, src, local_path, redact_uri(muri))
+        self.log.debug("Copied {uri} to {local_path} ({size} bytes)",
+                       uri=redact_uri(muri), local_path=local_path, size=size)
+        return size
+
+    async def upload(self, local_path, uri):
+        """Store ``local_path`` at ``uri`` atomically; return the byte count.
+
+        Missing parent directories are created (they are inside a root).
+
+        @raise PermanentJobError: outside the roots, ``local_path`` missing,
+            the destination is a directory, or permission denied.
+        @raise TransientJobError: another I/O error (EIO, disk full...).
+        """
+        muri = self._check_at_use(uri, for_write=True)
+        dest = self._resolve(muri, True)
+        size = await self._in_thread(_copy_out, local_path, dest, redact_uri(muri))
+        self.log.debug("Stored {local_path} at {uri} ({size} bytes)",
+                       uri=redact_uri(muri), local_path=local_path, size=size)
+        return size
+
+
+# --- thread-side helpers (run in the reactor's thread pool) --------------------
+
+def _io_error(e, what):
+    """Map an OSError to the job error it means."""
+    if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError,
+                      FileExistsError)) or \
+            e.errno in (errno.ELOOP, errno.EROFS, errno.ENAMETOOLONG):
+        return PermanentJobError(f"{what}: {e.strerror}")
+    return TransientJobError(f"{what}: {e.strerror or e}")
+
+
+def _copy_in(src, local_path, shown):
+    try:
+        fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        raise SourceNotFound(f"{shown} does not exist") from None
+    except OSError as e:
+        raise _io_error(e, f"cannot read {shown}") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        raise PermanentJobError(f"{shown} is not a regular file")
+    with os.fdopen(fd, "rb") as fsrc:
+        try:
+            with open(local_path, "wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst, _COPY_BUFFER_BYTES)
+                return fdst.tell()
+        except BaseException as e:
+            _unlink_quietly(local_path)
+            if isinstance(e, OSError):
+                raise _io_error(e, f"cannot copy {shown} to {local_path}") from None
+            raise
+
+
+def _copy_out(local_path, dest, shown):
+    parent, name = os.path.split(dest)
+    try:
+        fsrc = open(local_path, "rb")
+    except OSError as e:
+        raise PermanentJobError(f"cannot read the file to store at {shown}: {e.strerror}") from None
+    with fsrc:
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise _io_error(e, f"cannot create the directory for {shown}") from None
+        if os.path.realpath(parent) != parent:
+            raise PermanentJobError(f"the directory of {shown} changed while it was created")
+        tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.part")
+        try:
+            # 0o666 minus the umask, like any new file; O_EXCL never follows a link.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
+                         0o666)
+        except OSError as e:
+            raise _io_error(e, f"cannot write {shown}") from None
+        try:
+            with os.fdopen(fd, "wb") as fdst:
+                shutil.copyfileobj(fsrc, fdst, _COPY_BUFFER_BYTES)
+                size = fdst.tell()
+                fdst.flush()
+                os.fsync(fdst.fileno())
+            os.replace(tmp, dest)
+        except BaseException as e:
+            _unlink_quietly(tmp)
+            if isinstance(e, OSError):
+                raise _io_error(e, f"cannot write {shown}") from None
+            raise
+    return size
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

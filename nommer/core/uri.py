@@ -1,0 +1,314 @@
+# -*- test-case-name: tests.core.test_uri -*-
+"""Media URIs: ``scheme://[user[:password]@]host[:port]/path[?query]``.
+
+Jobs name their source and destination by URI (the original's ``source_path``
+and ``dest_path``). ``parse_uri`` splits one into a ``MediaURI``;
+``redact_uri`` gives the form that may appear in logs, API responses and
+webhooks (no password, no signature in a presigned URL's query).
+
+The parsing rule
+================
+
+1. The scheme is everything before the first ``://`` and must look like a
+   scheme (``[A-Za-z][A-Za-z0-9+.-]*``); it is lower-cased. No ``://`` is an
+   ``InvalidURI``.
+2. The fragment (from the first ``#``) is dropped, then the query (from the
+   first ``?``) is set apart, undecoded.
+3. Credentials. The *authority* is the text up to the first ``/``.
+
+   a. If the authority holds an ``@``, the credentials are the text before its
+      **last** ``@`` (RFC 3986; an ``@`` inside a password still works).
+   b. Else, if the authority looks like ``user:secret-prefix`` -- it holds a
+      ``:``, is not an IPv6 literal, and what follows its last ``:`` is not a
+      port number (1 to 5 digits) -- and an ``@`` comes later, the credentials
+      run up to that **first** later ``@``. This keeps the original's
+      ``s3://KEY:SOME/SECRET@bucket/key`` working: AWS secret keys may hold
+      ``/`` and ``+``, and people paste them unencoded.
+   c. Otherwise there are no credentials, and an ``@`` after the authority is
+      part of the path: ``http://host/a@b.mpg`` and
+      ``http://host:8080/dir/me@example.com.mp4`` have no user.
+
+   Within the credentials the username ends at the first ``:``; the rest is
+   the password (``None`` when there is no ``:``). Both are percent-decoded
+   (``+`` stays ``+``). To be unambiguous whatever the secret holds, percent-
+   encode it: ``/`` as ``%2F``, ``@`` as ``%40``, ``:`` in a username as
+   ``%3A``, ``?`` as ``%3F``, ``#`` as ``%23``. Rule (b) guesses wrong only for
+   a secret that starts with 1 to 5 digits then ``/`` *and* a credential-less
+   URI cannot be told apart from it; encoding the ``/`` removes the doubt.
+4. ``host:port`` splits at the last ``:`` (``[v6]:port`` for IPv6 literals);
+   the port must be a number from 0 to 65535 and becomes an ``int``.
+5. The path keeps its leading ``/`` and is percent-decoded (``/`` when the
+   URI has none). ``MediaURI.key`` is the path without the leading ``/``, the
+   original's ``path`` value and what S3 calls the key. ``raw_path`` keeps the
+   undecoded form for re-sending over HTTP.
+
+Control characters anywhere in the URI, and a NUL after decoding the path, are
+refused.
+"""
+
+import re
+from urllib.parse import quote, unquote
+
+import attr
+
+from nommer.core.errors import InvalidJobSpec
+
+__all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri"]
+
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+#: Query parameters whose values are secrets (compared lower-cased): presigned
+#: S3 / GCS URLs, Azure SAS tokens, common API tokens. ``redact_uri`` masks them.
+SECRET_QUERY_PARAMS = frozenset({
+    "x-amz-signature", "x-amz-security-token", "x-goog-signature", "signature",
+    "sig", "token", "access_token", "password", "passwd", "secret", "api_key",
+    "apikey",
+})
+
+REDACTED = "***"
+
+
+class InvalidURI(InvalidJobSpec):
+    """A URI cannot be parsed or names nothing a backend can use.
+
+    An ``InvalidJobSpec`` (error code BADINPUT, HTTP 400). ``field`` is the job
+    key holding the URI (``source_path``, ``dest_path``) when known; ``reason``
+    is the message without the field prefix. The message never holds a
+    password: it names the URI in its redacted form.
+    """
+
+    def __init__(self, message, field=None):
+        super().__init__(field, message)
+        self.reason = message
+
+    def for_field(self, field):
+        """The same error, attributed to the job key ``field``."""
+        return InvalidURI(self.reason, field=field)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True, repr=False)
+class MediaURI:
+    """A parsed media URI. See the module docstring for the rule.
+
+    ``path`` is percent-decoded and starts with ``/``; ``raw_path`` is the same
+    path as written (possibly empty). ``query`` is the undecoded text after
+    ``?`` (``""`` when none). ``port`` is an ``int`` or ``None``. ``username``
+    and ``password`` are decoded, ``None`` when absent. ``repr``/``str`` are
+    redacted so a MediaURI can be logged.
+    """
+
+    scheme: str
+    host: str = ""
+    path: str = "/"
+    username: str = None
+    password: str = None
+    port: int = None
+    query: str = ""
+    raw_path: str = ""
+
+    @property
+    def key(self):
+        """The path without its leading ``/`` (an S3 object key)."""
+        return self.path[1:]
+
+    @property
+    def netloc(self):
+        """``host[:port]`` with IPv6 literals bracketed; never credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+    @property
+    def encoded_path(self):
+        """The path as written in the URI (``raw_path``), or the decoded path
+        re-encoded when this MediaURI was built by hand without one."""
+        if self.raw_path or self.path == "/":
+            return self.raw_path
+        return quote(self.path, safe="/!$&'()*+,;=:@~")
+
+    def url_without_userinfo(self):
+        """The URI without credentials, path undecoded (for an HTTP request)."""
+        out = f"{self.scheme}://{self.netloc}{self.encoded_path}"
+        return f"{out}?{self.query}" if self.query else out
+
+    def __str__(self):
+        return redact_uri(self)
+
+    def __repr__(self):
+        return f"MediaURI({redact_uri(self)!r})"
+
+
+def _split(uri):
+    """Split ``uri`` into its parts without validating them.
+
+    Returns ``(scheme, username, password, host, port, raw_path, query)`` with
+    the credentials still encoded and ``port`` a string or ``None``; raises
+    ``InvalidURI`` only when there is no scheme.
+    """
+    m = _SCHEME_RE.match(uri)
+    if m is None:
+        raise InvalidURI(
+            f"{_redact_schemeless(uri)!r} has no scheme; write it as scheme://..., "
+            "e.g. file:///path/to/file.mp4, https://host/file.mp4 or s3://bucket/key")
+    scheme = m.group(1).lower()
+    rest = uri[m.end():]
+    rest = rest.partition("#")[0]
+    rest, _, query = rest.partition("?")
+
+    slash = rest.find("/")
+    authority = rest if slash < 0 else rest[:slash]
+    userinfo = None
+    if "@" in authority:
+        at = authority.rindex("@")
+        userinfo, hostport = authority[:at], authority[at + 1:]
+        raw_path = rest[len(authority):]
+    elif slash >= 0 and "@" in rest[slash:] and _secret_may_hold_slash(authority):
+        at = rest.index("@", slash)
+        userinfo, after = rest[:at], rest[at + 1:]
+        slash2 = after.find("/")
+        hostport, raw_path = (after, "") if slash2 < 0 else (after[:slash2], after[slash2:])
+    else:
+        hostport, raw_path = authority, rest[len(authority):]
+
+    username = password = None
+    if userinfo is not None:
+        username, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+
+    port = None
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            host, tail = hostport[1:], ""
+        else:
+            host, tail = hostport[1:end], hostport[end + 1:]
+        if tail.startswith(":"):
+            port = tail[1:]
+        elif tail:
+            port = tail  # garbage after "]": reported as a bad port
+    elif ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    else:
+        host = hostport
+    if port == "":
+        port = None
+    return scheme, username, password, host, port, raw_path, query
+
+
+def _secret_may_hold_slash(authority):
+    """Rule 3b: does ``authority`` look like ``user:start-of-a-secret``?"""
+    if ":" not in authority or authority.startswith("["):
+        return False
+    return _PORT_LIKE_RE.fullmatch(authority.rpartition(":")[2]) is None
+
+
+def _decode(text, what, uri_for_message):
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidURI(
+            f"the {what} of {uri_for_message} is not valid UTF-8 after percent-decoding"
+        ) from None
+
+
+def parse_uri(uri):
+    """Parse a media URI string into a ``MediaURI`` (see the module docstring).
+
+    @raise InvalidURI: not a string, no scheme, a control character, a bad
+        port, or bad percent-encoding. The message names the redacted URI.
+    """
+    if isinstance(uri, MediaURI):
+        return uri
+    if not isinstance(uri, str):
+        raise InvalidURI(f"a URI must be a string, not {type(uri).__name__}")
+    if not uri:
+        raise InvalidURI("the URI is empty")
+    if _CONTROL_RE.search(uri):
+        raise InvalidURI(f"{redact_uri(uri)!r} contains a control character")
+    scheme, username, password, host, port, raw_path, query = _split(uri)
+    shown = redact_uri(uri)
+    if port is not None:
+        if not port.isdigit() or not port.isascii() or int(port) > 65535:
+            raise InvalidURI(f"{shown}: the port must be a number from 0 to 65535")
+        port = int(port)
+    if username is not None:
+        username = _decode(username, "username", shown)
+    if password is not None:
+        password = _decode(password, "password", shown)
+    path = _decode(raw_path, "path", shown) if raw_path else "/"
+    if "\x00" in path:
+        raise InvalidURI(f"{shown}: the path contains a NUL character (%00)")
+    return MediaURI(scheme=scheme, username=username, password=password, host=host,
+                    port=port, path=path, query=query, raw_path=raw_path)
+
+
+def as_media_uri(uri, field=None):
+    """``parse_uri`` for a string, the object itself for a ``MediaURI``;
+    errors are attributed to ``field``."""
+    if isinstance(uri, MediaURI):
+        return uri
+    try:
+        return parse_uri(uri)
+    except InvalidURI as e:
+        raise e.for_field(field) from None
+
+
+def _redact_query(query):
+    parts = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        if eq and unquote(name).strip().lower() in SECRET_QUERY_PARAMS:
+            item = f"{name}={REDACTED}"
+        parts.append(item)
+    return "&".join(parts)
+
+
+def _join(scheme, username, password, host, port, raw_path, query):
+    if ":" in host:
+        host = f"[{host}]"
+    out = f"{scheme}://" if scheme is not None else ""
+    if username is not None:
+        out += username
+        if password is not None:
+            out += f":{REDACTED}"
+        out += "@"
+    out += host
+    if port is not None:
+        out += f":{port}"
+    out += raw_path
+    if query:
+        out += "?" + _redact_query(query)
+    return out
+
+
+def _redact_schemeless(text):
+    """Best-effort redaction of a string without a scheme, for error messages."""
+    try:
+        parts = _split("x://" + text)
+    except Exception:
+        return "<unparseable URI>"
+    return _join(None, *parts[1:])
+
+
+def redact_uri(uri):
+    """The URI as it may be shown: the password replaced by ``***`` (the
+    username, e.g. an AWS access key id, is kept), secret query parameters
+    (``X-Amz-Signature``, ``sig``, ``token``...) masked, the fragment dropped.
+
+    Accepts a ``MediaURI`` or a string; never raises (a string without a scheme
+    is redacted as well as it can be). Anything else gives a placeholder.
+    """
+    if isinstance(uri, MediaURI):
+        return _join(uri.scheme, uri.username, uri.password, uri.host, uri.port,
+                     uri.encoded_path, uri.query)
+    if not isinstance(uri, str):
+        return f"<not a URI: {type(uri).__name__}>"
+    uri = _CONTROL_RE.sub("?", uri)
+    try:
+        parts = _split(uri)
+    except InvalidURI:
+        return _redact_schemeless(uri)
+    except Exception:
+        return "<unparseable URI>"
+    return _join(*parts)

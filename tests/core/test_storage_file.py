@@ -1,0 +1,333 @@
+import functools
+import os
+import shutil
+import tempfile
+import threading
+import types
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from nommer.conf import defaults
+from nommer.core.errors import InvalidJobSpec, PermanentJobError, SourceNotFound
+from nommer.core.storage import check_destination, check_source, get_storage
+from nommer.core.storage import file as file_mod
+from nommer.core.storage.file import FileStorage
+from nommer.core.storage.http import HTTPStorage
+from nommer.core.uri import InvalidURI
+
+
+def inline(test):
+    """Run an ``async def`` test method as a Deferred."""
+    @functools.wraps(test)
+    def wrapper(self):
+        return defer.Deferred.fromCoroutine(test(self))
+    return wrapper
+
+
+def make_temp_dir(testcase):
+    """A fresh real (symlink-free) temp dir removed after the test."""
+    path = os.path.realpath(tempfile.mkdtemp(prefix="nommer-test-"))
+    testcase.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def make_settings(roots, **overrides):
+    values = dict(
+        FILE_STORAGE_ROOTS=roots,
+        STORAGE_BACKENDS=dict(defaults.STORAGE_BACKENDS),
+        HTTP_DOWNLOAD_TIMEOUT_S=defaults.HTTP_DOWNLOAD_TIMEOUT_S,
+    )
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+class _Dirs:
+    """A root directory with an 'outside' sibling, built per test."""
+
+    def make_dirs(self):
+        base = make_temp_dir(self)
+        self.root = os.path.join(base, "root")
+        self.outside = os.path.join(base, "outside")
+        os.makedirs(self.root)
+        os.makedirs(self.outside)
+        self.settings = make_settings([self.root])
+        self.storage = FileStorage(self.settings, reactor)
+
+    def write(self, path, data):
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def read(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+
+class FileCheckTests(_Dirs, TestCase):
+    """FileStorage.check: confinement to FILE_STORAGE_ROOTS without copying anything."""
+
+    def setUp(self):
+        self.make_dirs()
+
+    def test_inside_root_accepted(self):
+        """A file under a root is a valid source and destination."""
+        src = self.write(os.path.join(self.root, "in.mp4"), b"x")
+        self.storage.check(f"file://{src}", for_write=False)
+        self.storage.check(f"file://{self.root}/new/dir/out.mp4", for_write=True)
+
+    def test_localhost_accepted(self):
+        """file://localhost/abs/path is the same as file:///abs/path."""
+        self.storage.check(f"file://localhost{self.root}/a.mp4", for_write=True)
+
+    def test_etc_passwd_refused(self):
+        """A path outside every root is refused with the roots in the message."""
+        with self.assertRaises(InvalidJobSpec) as cm:
+            self.storage.check("file:///etc/passwd", for_write=False, field="source_path")
+        e = cm.exception
+        self.assertEqual(e.field, "source_path")
+        self.assertIn("file:///etc/passwd is outside the allowed FILE_STORAGE_ROOTS", e.message)
+        self.assertIn(self.root, e.message)
+
+    def test_dotdot_escape_refused(self):
+        """'..' climbing out of a root is refused, for reading and writing."""
+        self.write(os.path.join(self.outside, "secret"), b"s")
+        uri = f"file://{self.root}/../outside/secret"
+        self.assertRaises(InvalidJobSpec, self.storage.check, uri, False)
+        self.assertRaises(InvalidJobSpec, self.storage.check, uri, True)
+
+    def test_symlink_out_refused_for_read(self):
+        """A symlink inside a root pointing outside it is not a valid source."""
+        target = self.write(os.path.join(self.outside, "secret"), b"s")
+        os.symlink(target, os.path.join(self.root, "link"))
+        self.assertRaises(InvalidJobSpec, self.storage.check,
+                          f"file://{self.root}/link", False)
+
+    def test_symlinked_dir_out_refused_for_write(self):
+        """A destination whose parent directory resolves outside the roots is refused."""
+        os.symlink(self.outside, os.path.join(self.root, "dirlink"))
+        self.assertRaises(InvalidJobSpec, self.storage.check,
+                          f"file://{self.root}/dirlink/out.mp4", True)
+
+    def test_symlink_within_root_allowed(self):
+        """A symlink that stays inside the roots is fine."""
+        target = self.write(os.path.join(self.root, "real.mp4"), b"x")
+        os.symlink(target, os.path.join(self.root, "alias.mp4"))
+        self.storage.check(f"file://{self.root}/alias.mp4", for_write=False)
+
+    def test_other_host_refused(self):
+        """file://somehost/path is refused rather than silently dropping the host."""
+        with self.assertRaises(InvalidURI) as cm:
+            self.storage.check(f"file://otherhost{self.root}/a.mp4", False)
+        self.assertIn("otherhost", cm.exception.message)
+
+    def test_query_and_directory_refused(self):
+        """A query ('?' unencoded) or a path naming no file is refused."""
+        self.assertRaises(InvalidURI, self.storage.check, f"file://{self.root}/a?b", False)
+        self.assertRaises(InvalidURI, self.storage.check, f"file://{self.root}/", True)
+        self.assertRaises(InvalidURI, self.storage.check, f"file://{self.root}/..", True)
+
+    def test_root_itself_not_a_destination(self):
+        """The root directory itself cannot be replaced by an upload."""
+        self.assertRaises(InvalidURI, self.storage.check, f"file://{self.root}", True)
+
+
+class FileTransferTests(_Dirs, TestCase):
+    """FileStorage.download/upload copy real files off the reactor thread."""
+
+    def setUp(self):
+        self.make_dirs()
+        self.scratch = make_temp_dir(self)
+
+    @inline
+    async def test_download_copies(self):
+        """download copies the bytes and returns their count."""
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        src = self.write(os.path.join(self.root, "in.mp4"), data)
+        local = os.path.join(self.scratch, "in")
+        size = await self.storage.download(f"file://{src}", local)
+        self.assertEqual(size, len(data))
+        self.assertEqual(self.read(local), data)
+
+    @inline
+    async def test_download_percent_encoded_name(self):
+        """A percent-encoded file name is decoded before opening."""
+        src = self.write(os.path.join(self.root, "my clip?.mp4"), b"abc")
+        local = os.path.join(self.scratch, "in")
+        await self.storage.download(
+            f"file://{self.root}/my%20clip%3F.mp4", local)
+        self.assertEqual(self.read(local), self.read(src))
+
+    @inline
+    async def test_download_missing(self):
+        """A missing source is SourceNotFound and leaves no local file."""
+        local = os.path.join(self.scratch, "in")
+        with self.assertRaises(SourceNotFound) as cm:
+            await self.storage.download(f"file://{self.root}/nope.mp4", local)
+        self.assertIn("does not exist", cm.exception.message)
+        self.assertFalse(os.path.exists(local))
+
+    @inline
+    async def test_download_outside_root_is_permanent(self):
+        """A source outside the roots fails the job for good at transfer time too."""
+        src = self.write(os.path.join(self.outside, "secret"), b"s")
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage.download(
+                f"file://{src}", os.path.join(self.scratch, "in"))
+        self.assertIn("outside the allowed FILE_STORAGE_ROOTS", cm.exception.message)
+
+    @inline
+    async def test_download_directory_is_permanent(self):
+        """A directory is not a source."""
+        os.makedirs(os.path.join(self.root, "d"))
+        with self.assertRaises(PermanentJobError):
+            await self.storage.download(
+                f"file://{self.root}/d", os.path.join(self.scratch, "in"))
+
+    @inline
+    async def test_upload_creates_dirs_atomically(self):
+        """upload creates missing parents, returns the size and leaves no temp file."""
+        local = self.write(os.path.join(self.scratch, "out"), b"encoded" * 1000)
+        dest = os.path.join(self.root, "a", "b", "out.mp4")
+        size = await self.storage.upload(local, f"file://{dest}")
+        self.assertEqual(size, 7000)
+        self.assertEqual(self.read(dest), b"encoded" * 1000)
+        self.assertEqual(os.listdir(os.path.dirname(dest)), ["out.mp4"])
+
+    @inline
+    async def test_upload_file_mode_follows_umask(self):
+        """The stored file gets the usual 0o666-minus-umask mode, not mkstemp's 0o600."""
+        umask = os.umask(0o022)
+        os.umask(umask)
+        local = self.write(os.path.join(self.scratch, "out"), b"x")
+        dest = os.path.join(self.root, "out.mp4")
+        await self.storage.upload(local, f"file://{dest}")
+        self.assertEqual(os.stat(dest).st_mode & 0o777, 0o666 & ~umask)
+
+    @inline
+    async def test_upload_overwrites(self):
+        """A re-run replaces an existing destination (at-least-once delivery)."""
+        dest = self.write(os.path.join(self.root, "out.mp4"), b"old")
+        local = self.write(os.path.join(self.scratch, "out"), b"new")
+        await self.storage.upload(local, f"file://{dest}")
+        self.assertEqual(self.read(dest), b"new")
+
+    @inline
+    async def test_upload_replaces_symlink_not_target(self):
+        """A symlink at the destination is replaced, the file it pointed to is untouched."""
+        target = self.write(os.path.join(self.outside, "victim"), b"keep")
+        os.symlink(target, os.path.join(self.root, "out.mp4"))
+        local = self.write(os.path.join(self.scratch, "out"), b"new")
+        await self.storage.upload(local, f"file://{self.root}/out.mp4")
+        self.assertEqual(self.read(target), b"keep")
+        self.assertFalse(os.path.islink(os.path.join(self.root, "out.mp4")))
+
+    @inline
+    async def test_upload_outside_root_is_permanent(self):
+        """An upload outside the roots is refused and writes nothing."""
+        local = self.write(os.path.join(self.scratch, "out"), b"x")
+        dest = os.path.join(self.outside, "out.mp4")
+        with self.assertRaises(PermanentJobError):
+            await self.storage.upload(local, f"file://{dest}")
+        self.assertFalse(os.path.exists(dest))
+
+    @inline
+    async def test_upload_missing_local_is_permanent(self):
+        """Uploading a local file that does not exist is a PermanentJobError."""
+        with self.assertRaises(PermanentJobError):
+            await self.storage.upload(
+                os.path.join(self.scratch, "nope"), f"file://{self.root}/out.mp4")
+
+    @inline
+    async def test_upload_parent_is_a_file(self):
+        """A destination under an existing file fails permanently and leaves it alone."""
+        blocker = self.write(os.path.join(self.root, "blocker"), b"b")
+        local = self.write(os.path.join(self.scratch, "out"), b"x")
+        with self.assertRaises(PermanentJobError):
+            await self.storage.upload(local, f"file://{blocker}/out.mp4")
+        self.assertEqual(self.read(blocker), b"b")
+
+    @inline
+    async def test_copies_run_off_the_reactor_thread(self):
+        """The copy functions run in a pool thread, not the reactor thread."""
+        seen = []
+        real_in, real_out = file_mod._copy_in, file_mod._copy_out
+
+        def spy(real):
+            def wrapper(*args):
+                seen.append(threading.current_thread() is threading.main_thread())
+                return real(*args)
+            return wrapper
+
+        self.patch(file_mod, "_copy_in", spy(real_in))
+        self.patch(file_mod, "_copy_out", spy(real_out))
+        src = self.write(os.path.join(self.root, "in.mp4"), b"x")
+        local = os.path.join(self.scratch, "in")
+        await self.storage.download(f"file://{src}", local)
+        await self.storage.upload(local, f"file://{self.root}/o.mp4")
+        self.assertEqual(seen, [False, False])
+
+
+class StorageLookupTests(_Dirs, TestCase):
+    """get_storage, check_source and check_destination (nommer.core.storage)."""
+
+    def setUp(self):
+        self.make_dirs()
+
+    def test_get_storage_by_scheme(self):
+        """The backend class comes from STORAGE_BACKENDS by scheme."""
+        self.assertIsInstance(get_storage("file:///x", self.settings, reactor), FileStorage)
+        self.assertIsInstance(get_storage("HTTPS://h/x", self.settings, reactor), HTTPStorage)
+
+    def test_unknown_scheme_lists_configured(self):
+        """An unconfigured scheme is an InvalidURI naming the configured schemes."""
+        with self.assertRaises(InvalidURI) as cm:
+            get_storage("ftp://h/x", self.settings, reactor)
+        self.assertIn("ftp://", cm.exception.message)
+        self.assertIn("file://, http://, https://", cm.exception.message)
+
+    def test_backend_imported_lazily(self):
+        """A backend module is imported only when its scheme is used."""
+        settings = make_settings([self.root], STORAGE_BACKENDS={
+            "file": "nommer.core.storage.file.FileStorage",
+            "bogus": "nommer.no_such_module.Storage"})
+        check_source(f"file://{self.root}/a", settings)
+        with self.assertRaises(ImportError) as cm:
+            check_source("bogus://x/y", settings)
+        self.assertIn("STORAGE_BACKENDS['bogus']", str(cm.exception))
+
+    def test_check_source_field(self):
+        """check_source reports problems under the field source_path."""
+        with self.assertRaises(InvalidJobSpec) as cm:
+            check_source("file:///etc/passwd", self.settings)
+        self.assertEqual(cm.exception.field, "source_path")
+        with self.assertRaises(InvalidJobSpec) as cm:
+            check_source("no-scheme/x.mp4", self.settings)
+        self.assertEqual(cm.exception.field, "source_path")
+
+    def test_check_destination_http_refused(self):
+        """An http destination is refused under dest_path with a hint."""
+        with self.assertRaises(InvalidJobSpec) as cm:
+            check_destination("http://h/out.mp4", self.settings)
+        self.assertEqual(cm.exception.field, "dest_path")
+        self.assertIn("http(s) destinations are not supported", cm.exception.message)
+
+    def test_check_returns_parsed_uri(self):
+        """The checks return the parsed MediaURI of an accepted URI."""
+        u = check_destination(f"file://{self.root}/o.mp4", self.settings)
+        self.assertEqual(u.path, f"{self.root}/o.mp4")
+        self.assertEqual(check_source("https://h/a.mp4", self.settings).host, "h")
+
+    def test_check_non_string(self):
+        """A non-string source is a BADINPUT error, not a crash."""
+        for value in (None, 5, ["file:///x"], ""):
+            with self.assertRaises(InvalidJobSpec) as cm:
+                check_source(value, self.settings)
+            self.assertEqual(cm.exception.field, "source_path")
+
+    def test_no_roots_configured(self):
+        """With an empty root list every file:// URI is refused."""
+        settings = make_settings([])
+        with self.assertRaises(InvalidJobSpec) as cm:
+            check_source(f"file://{self.root}/a", settings)
+        self.assertIn("none configured", cm.exception.message)

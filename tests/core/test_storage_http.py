@@ -1,0 +1,434 @@
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+import tracemalloc
+import types
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.protocols.policies import WrappingFactory
+from twisted.trial.unittest import TestCase
+from twisted.web import resource, server, static
+from twisted.web.util import redirectTo
+
+from nommer.core.errors import (
+    InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
+from nommer.core.storage.http import HTTPStorage
+
+TIMEOUT_S = 30.0
+PAYLOAD = os.urandom(256 * 1024 + 3)
+BIG_BYTES = 50 * 1024 * 1024
+
+
+def inline(test):
+    """Run an ``async def`` test method as a Deferred."""
+    @functools.wraps(test)
+    def wrapper(self):
+        return defer.Deferred.fromCoroutine(test(self))
+    return wrapper
+
+
+class Status(resource.Resource):
+    """Answers every request with one status code."""
+
+    isLeaf = True
+
+    def __init__(self, code):
+        super().__init__()
+        self.code = code
+
+    def render_GET(self, request):
+        request.setResponseCode(self.code)
+        return b"error body"
+
+
+class Hold(resource.Resource):
+    """Keeps requests open; the test decides what happens to them.
+
+    With ``first_chunk`` the headers and that chunk are sent at once."""
+
+    isLeaf = True
+
+    def __init__(self, first_chunk=None):
+        super().__init__()
+        self.first_chunk = first_chunk
+        self.requests = defer.DeferredQueue()
+
+    def render_GET(self, request):
+        request.notifyFinish().addErrback(lambda _: None)  # the client goes away
+        if self.first_chunk is not None:
+            request.setHeader(b"content-type", b"video/mp4")
+            request.write(self.first_chunk)
+        self.requests.put(request)
+        return server.NOT_DONE_YET
+
+
+class Auth(resource.Resource):
+    """Serves PAYLOAD only with the right basic-auth credentials."""
+
+    isLeaf = True
+    seen_uris = ()
+    accepted = {(b"user", b"pa/ss:w@rd+"), (b"AKIAX", b"se/cr+et")}
+
+    def render_GET(self, request):
+        self.seen_uris = self.seen_uris + (request.uri,)
+        if (request.getUser(), request.getPassword()) not in self.accepted:
+            request.setResponseCode(401)
+            return b"no"
+        return PAYLOAD
+
+
+class Short(resource.Resource):
+    """Promises more bytes than it sends, then hangs up."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-length", b"100000")
+        request.write(b"x" * 1000)
+        request.notifyFinish().addErrback(lambda _: None)
+        reactor.callLater(0, request.transport.loseConnection)
+        return server.NOT_DONE_YET
+
+
+class TrackingFactory(WrappingFactory):
+    """Counts server connections so cleanup can wait for all to close."""
+
+    def __init__(self, wrapped):
+        super().__init__(wrapped)
+        self._idle = []
+
+    def unregisterProtocol(self, p):
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def close_all(self):
+        d = defer.Deferred()
+        if not self.protocols:
+            d.callback(None)
+            return d
+        self._idle.append(d)
+        for p in list(self.protocols):
+            p.transport.abortConnection()
+        return d
+
+
+class RecordingFile:
+    """A real file that records each write (size and when)."""
+
+    def __init__(self, path):
+        self.f = open(path, "wb")
+        self.writes = []
+        self.queue = defer.DeferredQueue()
+
+    def write(self, data):
+        self.f.write(data)
+        self.writes.append(len(data))
+        # later, so the test does not run inside the protocol's dataReceived
+        reactor.callLater(0, self.queue.put, len(data))
+
+    def close(self):
+        self.f.close()
+
+
+class RecordingHTTPStorage(HTTPStorage):
+    file = None
+
+    def _open_local(self, local_path):
+        self.file = RecordingFile(local_path)
+        return self.file
+
+
+class HTTPStorageTests(TestCase):
+    """HTTPStorage against a real twisted.web server on 127.0.0.1."""
+
+    timeout = 30  # seconds; a broken download must fail the test, not hang it
+
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="nommer-test-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.local = os.path.join(self.tmp, "download")
+        self.settings = types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=TIMEOUT_S,
+                                              FILE_STORAGE_ROOTS=[self.tmp])
+        root = resource.Resource()
+        root.putChild(b"file.mp4", static.Data(PAYLOAD, "video/mp4"))
+        root.putChild(b"missing", Status(404))
+        root.putChild(b"gone", Status(410))
+        root.putChild(b"forbidden", Status(403))
+        root.putChild(b"busy", Status(429))
+        root.putChild(b"boom", Status(500))
+        root.putChild(b"redirect", _Redirect(b"/file.mp4"))
+        root.putChild(b"auth", Auth())
+        root.putChild(b"short", Short())
+        self.slow = Hold()
+        self.stall = Hold(first_chunk=b"a" * 1000)
+        root.putChild(b"slow", self.slow)
+        root.putChild(b"stall", self.stall)
+        self.root = root
+        site = server.Site(root)
+        site.displayTracebacks = False
+        self.factory = TrackingFactory(site)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.factory.close_all)
+        self.addCleanup(self.port.stopListening)
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def storage(self, clock=None, cls=HTTPStorage):
+        return cls(self.settings, reactor, clock=clock)
+
+    def read_local(self):
+        with open(self.local, "rb") as f:
+            return f.read()
+
+    @inline
+    async def test_download_file(self):
+        """A 200 body lands in the local file and its size is returned."""
+        size = await self.storage().download(f"{self.base}/file.mp4", self.local)
+        self.assertEqual(size, len(PAYLOAD))
+        self.assertEqual(self.read_local(), PAYLOAD)
+
+    @inline
+    async def test_redirect_followed(self):
+        """A redirect to the file is followed."""
+        size = await self.storage().download(f"{self.base}/redirect", self.local)
+        self.assertEqual(size, len(PAYLOAD))
+
+    @inline
+    async def test_404_and_410_are_source_not_found(self):
+        """404 and 410 mean the source does not exist; no file is left behind."""
+        for path in ("missing", "gone"):
+            with self.assertRaises(SourceNotFound) as cm:
+                await self.storage().download(f"{self.base}/{path}", self.local)
+            self.assertIn(f"{self.base}/{path}", cm.exception.message)
+            self.assertFalse(os.path.exists(self.local))
+
+    @inline
+    async def test_404_message_names_status(self):
+        """The SourceNotFound message gives the HTTP status."""
+        with self.assertRaises(SourceNotFound) as cm:
+            await self.storage().download(f"{self.base}/missing", self.local)
+        self.assertIn("HTTP 404 Not Found", cm.exception.message)
+
+    @inline
+    async def test_500_is_transient(self):
+        """A 5xx is a TransientJobError naming the status."""
+        with self.assertRaises(TransientJobError) as cm:
+            await self.storage().download(f"{self.base}/boom", self.local)
+        self.assertIn("HTTP 500", cm.exception.message)
+
+    @inline
+    async def test_429_is_transient(self):
+        """Too Many Requests is worth another attempt."""
+        with self.assertRaises(TransientJobError):
+            await self.storage().download(f"{self.base}/busy", self.local)
+
+    @inline
+    async def test_403_is_permanent(self):
+        """Another 4xx fails the job for good (not SourceNotFound, not transient)."""
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage().download(f"{self.base}/forbidden", self.local)
+        self.assertNotIsInstance(cm.exception, SourceNotFound)
+        self.assertIn("HTTP 403", cm.exception.message)
+
+    @inline
+    async def test_basic_auth_from_userinfo(self):
+        """Credentials in the URL become basic auth, not part of the request line."""
+        auth = self.root.children[b"auth"]
+        uri = f"http://user:pa%2Fss%3Aw%40rd+@127.0.0.1:{self.port.getHost().port}/auth"
+        size = await self.storage().download(uri, self.local)
+        self.assertEqual(size, len(PAYLOAD))
+        self.assertEqual(auth.seen_uris, (b"/auth",))
+
+    @inline
+    async def test_unencoded_slash_password(self):
+        """An unencoded '/' in the password works as in the original's S3 URIs."""
+        uri = f"http://AKIAX:se/cr+et@127.0.0.1:{self.port.getHost().port}/auth"
+        size = await self.storage().download(uri, self.local)
+        self.assertEqual(size, len(PAYLOAD))
+
+    @inline
+    async def test_secrets_never_logged_or_raised(self):
+        """Neither log events nor the error message hold the password."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = self.port.getHost().port
+        await self.storage().download(
+            f"http://user:pa%2Fss%3Aw%40rd+@127.0.0.1:{port}/auth", self.local)
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage().download(
+                f"http://user:hunter2@127.0.0.1:{port}/auth", self.local)
+        self.assertIn("user:***@", cm.exception.message)
+        self.assertNotIn("hunter2", cm.exception.message)
+        self.assertTrue(any("Downloaded" in str(e.get("log_format")) for e in events))
+        for e in events:
+            self.assertNotIn("hunter2", repr(e))
+            self.assertNotIn("w%40rd", repr(e))
+            self.assertNotIn("w@rd", repr(e))
+
+    @inline
+    async def test_connection_refused_is_transient(self):
+        """Nobody listening is a TransientJobError."""
+        p = reactor.listenTCP(0, server.Site(self.root), interface="127.0.0.1")
+        port = p.getHost().port
+        await p.stopListening()
+        with self.assertRaises(TransientJobError) as cm:
+            await self.storage().download(f"http://127.0.0.1:{port}/x", self.local)
+        self.assertIn("refused", cm.exception.message)
+
+    @inline
+    async def test_no_response_times_out(self):
+        """No response within HTTP_DOWNLOAD_TIMEOUT_S is a TransientJobError."""
+        clock = Clock()
+        d = defer.Deferred.fromCoroutine(
+            self.storage(clock).download(f"{self.base}/slow", self.local))
+        await self.slow.requests.get()
+        clock.advance(TIMEOUT_S - 1)
+        self.assertFalse(d.called)
+        clock.advance(1)
+        with self.assertRaises(TransientJobError) as cm:
+            await d
+        self.assertIn("no response within 30 s", cm.exception.message)
+        self.assertFalse(os.path.exists(self.local))
+
+    @inline
+    async def test_stalled_body_times_out(self):
+        """A body that stops arriving fails after the idle timeout; the partial file goes."""
+        clock = Clock()
+        storage = self.storage(clock, RecordingHTTPStorage)
+        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
+        await self.stall.requests.get()
+        while storage.file is None:  # wait for the headers and the first chunk
+            await _tick()
+        await storage.file.queue.get()
+        clock.advance(TIMEOUT_S)
+        with self.assertRaises(TransientJobError) as cm:
+            await d
+        self.assertIn("no data for 30 s after 1000 bytes", cm.exception.message)
+        self.assertFalse(os.path.exists(self.local))
+
+    @inline
+    async def test_timeout_is_idle_not_overall(self):
+        """Each chunk restarts the timeout: a slow but live download completes."""
+        clock = Clock()
+        storage = self.storage(clock, RecordingHTTPStorage)
+        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
+        request = await self.stall.requests.get()
+        while storage.file is None:
+            await _tick()
+        await storage.file.queue.get()
+        for _ in range(3):
+            clock.advance(TIMEOUT_S * 0.9)
+            request.write(b"b" * 500)
+            await storage.file.queue.get()
+        clock.advance(TIMEOUT_S * 0.9)
+        self.assertFalse(d.called)
+        request.finish()
+        size = await d
+        self.assertEqual(size, 1000 + 3 * 500)
+        self.assertEqual(self.read_local(), b"a" * 1000 + b"b" * 1500)
+
+    @inline
+    async def test_cancel_drops_connection(self):
+        """Canceling a download mid-body closes the connection and removes the file."""
+        storage = self.storage(Clock(), RecordingHTTPStorage)
+        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
+        request = await self.stall.requests.get()
+        while storage.file is None:
+            await _tick()
+        await storage.file.queue.get()
+        lost = request.notifyFinish()
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        with self.assertRaises(Exception):
+            await lost  # the server sees the client go away
+        self.assertFalse(os.path.exists(self.local))
+
+    @inline
+    async def test_truncated_body_is_transient(self):
+        """A connection lost before Content-Length bytes arrive is retried, file removed."""
+        with self.assertRaises(TransientJobError) as cm:
+            await self.storage().download(f"{self.base}/short", self.local)
+        self.assertIn("connection lost", cm.exception.message)
+        self.assertFalse(os.path.exists(self.local))
+
+    @inline
+    async def test_large_body_streamed(self):
+        """A 50 MB body arrives in many small writes and is never held whole in memory."""
+        big = os.path.join(self.tmp, "big.bin")
+        digest = hashlib.sha256()
+        with open(big, "wb") as f:
+            block = os.urandom(1024 * 1024)
+            for i in range(BIG_BYTES // len(block)):
+                chunk = bytes([i % 256]) + block[1:]
+                digest.update(chunk)
+                f.write(chunk)
+        self.root.putChild(b"big", static.File(big))
+        storage = self.storage(cls=RecordingHTTPStorage)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        size = await storage.download(f"{self.base}/big", self.local)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        self.assertEqual(size, BIG_BYTES)
+        writes = storage.file.writes
+        self.assertGreater(len(writes), 100)
+        self.assertLessEqual(max(writes), 1024 * 1024)
+        self.assertLess(peak, BIG_BYTES // 10)
+        with open(self.local, "rb") as f:
+            got = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                got.update(chunk)
+        self.assertEqual(got.hexdigest(), digest.hexdigest())
+
+
+class HTTPCheckTests(TestCase):
+    """HTTPStorage.check and upload: http(s) is a source only."""
+
+    def setUp(self):
+        self.storage = HTTPStorage(types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=1.0), None)
+
+    def test_destination_refused(self):
+        """check(for_write=True) refuses with a pointer to file:// and s3://."""
+        with self.assertRaises(InvalidJobSpec) as cm:
+            self.storage.check("https://h/out.mp4", for_write=True, field="dest_path")
+        self.assertEqual(cm.exception.field, "dest_path")
+        self.assertIn("http(s) destinations are not supported; use file://",
+                      cm.exception.message)
+
+    def test_source_accepted(self):
+        """An https URL with a host is a valid source."""
+        self.storage.check("https://u:p@h:8443/a.mp4?x=1", for_write=False)
+
+    def test_hostless_refused(self):
+        """http:///path has no host and is refused."""
+        self.assertRaises(InvalidJobSpec, self.storage.check, "http:///a.mp4", False)
+
+    def test_upload_is_permanent_error(self):
+        """upload() fails the job permanently instead of trying."""
+        d = defer.Deferred.fromCoroutine(self.storage.upload("/tmp/x", "http://h/o.mp4"))
+        f = self.failureResultOf(d, PermanentJobError)
+        self.assertIn("not supported", f.value.message)
+
+
+class _Redirect(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, to):
+        super().__init__()
+        self.to = to
+
+    def render_GET(self, request):
+        return redirectTo(self.to, request)
+
+
+def _tick():
+    d = defer.Deferred()
+    reactor.callLater(0, d.callback, None)
+    return d

@@ -1,0 +1,201 @@
+from twisted.trial.unittest import SynchronousTestCase
+
+from nommer.core.errors import InvalidJobSpec
+from nommer.core.uri import InvalidURI, MediaURI, as_media_uri, parse_uri, redact_uri
+
+
+class OriginalMediaUriParsingTests(SynchronousTestCase):
+    """The original media-nommer's MediaUriParsingTests, on the new parser."""
+
+    def test_s3_password_with_slash(self):
+        """An unencoded '/' in an S3 secret stays in the password."""
+        u = parse_uri("s3://SOMEUSER:SOME/PASS@some_bucket/some_dir/some_file.mpg")
+        self.assertEqual(
+            (u.scheme, u.username, u.password, u.host, u.port, u.key),
+            ("s3", "SOMEUSER", "SOME/PASS", "some_bucket", None, "some_dir/some_file.mpg"))
+        self.assertEqual(u.path, "/some_dir/some_file.mpg")
+
+    def test_username_only(self):
+        """A userinfo without ':' gives a username and no password."""
+        u = parse_uri("http://SOMEUSER@some_host.com/some_dir/some_file.mpg")
+        self.assertEqual((u.username, u.password, u.host), ("SOMEUSER", None, "some_host.com"))
+        self.assertEqual(u.key, "some_dir/some_file.mpg")
+
+    def test_port(self):
+        """host:port splits into host and an int port, without credentials."""
+        u = parse_uri("http://some-hostname.org:80/some_dir/some_file.mpg")
+        self.assertEqual((u.host, u.port, u.username, u.password),
+                         ("some-hostname.org", 80, None, None))
+        self.assertEqual(u.key, "some_dir/some_file.mpg")
+
+    def test_no_path(self):
+        """A URI without a path has the path '/'."""
+        self.assertEqual(parse_uri("http://some-hostname.org:80").path, "/")
+
+    def test_no_scheme(self):
+        """A URI without 'scheme://' is an InvalidURI, a BADINPUT InvalidJobSpec."""
+        with self.assertRaises(InvalidURI) as cm:
+            parse_uri("some-hostname.org:80/some_dir/some_file.mpg")
+        e = cm.exception
+        self.assertIsInstance(e, InvalidJobSpec)
+        self.assertIsNone(e.field)
+        self.assertEqual(e.error_code, "BADINPUT")
+        self.assertIn("no scheme", e.message)
+
+
+class CredentialRuleTests(SynchronousTestCase):
+    """Where the credentials end (module docstring, rule 3)."""
+
+    def test_at_in_path_without_credentials(self):
+        """An '@' after the first '/' of a credential-less URI belongs to the path."""
+        u = parse_uri("http://host.example/videos/a@b.mpg")
+        self.assertEqual((u.username, u.host, u.path), (None, "host.example", "/videos/a@b.mpg"))
+
+    def test_at_in_path_with_port(self):
+        """host:port is not mistaken for user:secret when the path holds an '@'."""
+        u = parse_uri("http://host:8080/dir/me@example.com.mp4")
+        self.assertEqual((u.username, u.host, u.port, u.path),
+                         (None, "host", 8080, "/dir/me@example.com.mp4"))
+
+    def test_at_in_file_path(self):
+        """file:///a@b is a path, not credentials."""
+        u = parse_uri("file:///media/in@put.mp4")
+        self.assertEqual((u.host, u.username, u.path), ("", None, "/media/in@put.mp4"))
+
+    def test_slash_secret_and_at_in_key(self):
+        """An AWS-style secret with '/' and '+' and a key holding '@' both survive."""
+        u = parse_uri("s3://AKIAX:ab/c+d/e@bucket/dir/x@y.mp4")
+        self.assertEqual((u.username, u.password, u.host, u.key),
+                         ("AKIAX", "ab/c+d/e", "bucket", "dir/x@y.mp4"))
+
+    def test_at_in_password_rfc_style(self):
+        """With the '@'s before the first '/', the last one ends the credentials."""
+        u = parse_uri("http://user:p@ss@host/x")
+        self.assertEqual((u.username, u.password, u.host), ("user", "p@ss", "host"))
+
+    def test_percent_encoded_credentials(self):
+        """Credentials are percent-decoded; a literal '+' stays '+'."""
+        u = parse_uri("s3://KEY%3A1:SOME%2FPASS+x%40y@bucket/k")
+        self.assertEqual((u.username, u.password, u.host), ("KEY:1", "SOME/PASS+x@y", "bucket"))
+
+    def test_empty_password(self):
+        """'user:@host' has an empty (not missing) password."""
+        self.assertEqual(parse_uri("http://user:@host/x").password, "")
+
+
+class PartsTests(SynchronousTestCase):
+    """Path decoding, query, port and scheme handling."""
+
+    def test_path_percent_decoded(self):
+        """The path is percent-decoded; raw_path keeps the original spelling."""
+        u = parse_uri("file:///srv/My%20Video%3F.mp4")
+        self.assertEqual(u.path, "/srv/My Video?.mp4")
+        self.assertEqual(u.raw_path, "/srv/My%20Video%3F.mp4")
+
+    def test_query_separated_fragment_dropped(self):
+        """The query is set apart undecoded and the fragment dropped."""
+        u = parse_uri("https://h/a/b.mp4?x=1&y=%20#frag")
+        self.assertEqual((u.path, u.query), ("/a/b.mp4", "x=1&y=%20"))
+
+    def test_url_without_userinfo(self):
+        """url_without_userinfo drops the credentials and keeps the encoded path and query."""
+        u = parse_uri("https://u:secret@h:8443/a%2Fb.mp4?x=1")
+        self.assertEqual(u.url_without_userinfo(), "https://h:8443/a%2Fb.mp4?x=1")
+
+    def test_scheme_lowercased(self):
+        """The scheme is case-insensitive and stored lower-case."""
+        self.assertEqual(parse_uri("HTTP://h/x").scheme, "http")
+
+    def test_ipv6_host(self):
+        """An IPv6 literal keeps its colons; the port after ']' is split off."""
+        u = parse_uri("http://[::1]:8080/x@y")
+        self.assertEqual((u.host, u.port, u.username, u.netloc), ("::1", 8080, None, "[::1]:8080"))
+
+    def test_bad_port(self):
+        """A port that is not a number in 0..65535 is refused."""
+        for uri in ("http://h:abc/x", "http://h:70000/x", "http://a:b:c/x"):
+            self.assertRaises(InvalidURI, parse_uri, uri)
+
+    def test_control_characters_refused(self):
+        """Control characters and a decoded NUL are refused."""
+        for uri in ("http://h/x\r\nHost: evil", "file:///a%00b", "http://h/\x7f"):
+            self.assertRaises(InvalidURI, parse_uri, uri)
+
+    def test_not_a_string(self):
+        """Non-strings and the empty string are InvalidURI, not TypeError."""
+        for value in (None, 42, b"file:///x", ""):
+            self.assertRaises(InvalidURI, parse_uri, value)
+
+    def test_bad_utf8_in_path(self):
+        """Percent-encoded bytes that are not UTF-8 are refused."""
+        self.assertRaises(InvalidURI, parse_uri, "file:///a%ff")
+
+    def test_as_media_uri_sets_field(self):
+        """as_media_uri attributes a parse error to the given job field."""
+        with self.assertRaises(InvalidURI) as cm:
+            as_media_uri("nope", "source_path")
+        self.assertEqual(cm.exception.field, "source_path")
+        self.assertTrue(cm.exception.message.startswith("source_path: "))
+
+    def test_mediauri_passes_through(self):
+        """A MediaURI given to parse_uri is returned as is."""
+        u = parse_uri("file:///x")
+        self.assertIs(parse_uri(u), u)
+
+    def test_hand_built_mediauri_url(self):
+        """A MediaURI built without raw_path still renders its (encoded) path."""
+        u = MediaURI(scheme="http", host="h", path="/a b.mp4")
+        self.assertEqual(u.url_without_userinfo(), "http://h/a%20b.mp4")
+
+
+class RedactionTests(SynchronousTestCase):
+    """redact_uri hides secrets and never raises."""
+
+    def test_password_masked_username_kept(self):
+        """The password becomes *** and the (access key id) username stays."""
+        self.assertEqual(redact_uri("s3://AKIAX:SOME/PASS@bucket/dir/f.mpg"),
+                         "s3://AKIAX:***@bucket/dir/f.mpg")
+
+    def test_username_only_kept(self):
+        """A username-only URI is shown unchanged."""
+        self.assertEqual(redact_uri("s3://AKIAX@bucket/k"), "s3://AKIAX@bucket/k")
+
+    def test_no_credentials_unchanged(self):
+        """A URI without secrets is shown as written (fragment aside)."""
+        uri = "http://host:8080/dir/me@example.com.mp4?a=1"
+        self.assertEqual(redact_uri(uri), uri)
+
+    def test_presigned_query_masked(self):
+        """Signature and token query parameters are masked, others kept."""
+        shown = redact_uri("https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA%2F1"
+                           "&X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok&sig=s")
+        self.assertNotIn("deadbeef", shown)
+        self.assertNotIn("=tok", shown)
+        self.assertNotIn("sig=s", shown)
+        self.assertIn("X-Amz-Credential=AKIA%2F1", shown)
+
+    def test_mediauri_repr_and_str_redacted(self):
+        """repr() and str() of a MediaURI never show the password."""
+        u = parse_uri("s3://AKIAX:SOME%2FSECRET@bucket/k")
+        for text in (repr(u), str(u), redact_uri(u)):
+            self.assertNotIn("SECRET", text)
+            self.assertIn("AKIAX", text)
+
+    def test_schemeless_redacted(self):
+        """Even without a scheme, credentials are masked (also in the error message)."""
+        self.assertNotIn("SEC", redact_uri("KEY:SEC/RET@bucket/x"))
+        with self.assertRaises(InvalidURI) as cm:
+            parse_uri("KEY:SEC/RET@bucket/x")
+        self.assertNotIn("SEC", cm.exception.message)
+
+    def test_invalid_uri_message_redacted(self):
+        """The message of a parse error (bad port) does not show the password."""
+        with self.assertRaises(InvalidURI) as cm:
+            parse_uri("http://u:hunter2@h:port/x")
+        self.assertNotIn("hunter2", cm.exception.message)
+
+    def test_never_raises(self):
+        """Odd inputs give a string, not an exception."""
+        for value in (None, 3, "", "::::", "http://[::1", "a\x00b://x:y@z"):
+            self.assertIsInstance(redact_uri(value), str)
+        self.assertNotIn("y@z", redact_uri("http://x:y@z\x00/"))
