@@ -30,9 +30,15 @@ async def pumped(stub, d):
     """Wait for a StubTreq Deferred whose resource answers asynchronously
     (our handlers wait on the DB thread): pump the in-memory transport until
     it fires."""
-    while not d.called:
+    done = []
+
+    def mark(result):
+        done.append(True)
+        return result
+    d.addBoth(mark)
+    while not done:
         stub.flush()
-        if d.called:
+        if done:
             break
         await task.deferLater(reactor, 0.001, lambda: None)
     return await d

@@ -74,6 +74,6 @@ def validate_submission(body, settings):
 
     check_source(source, settings)
     check_destination(dest, settings)
-    normalized = nommer_class.validate_options(options["options"], settings)
+    normalized = nommer_class.validate_options(options["options"], settings, dest_path=dest)
     return {"source_path": source, "dest_path": dest, "notify_url": notify_url or None,
             "nommer": canonical, "job_options": normalized}

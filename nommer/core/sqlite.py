@@ -11,6 +11,7 @@ import os
 import sqlite3
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 
 
 class SQLiteDB:
@@ -26,6 +27,7 @@ class SQLiteDB:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._schema = list(schema)
+        self._closed = False
         self._pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, isolation_level=None,
             timeout=busy_timeout_s, cp_min=1, cp_max=1, cp_noisy=False,
@@ -39,7 +41,11 @@ class SQLiteDB:
 
     def interaction(self, fn, *args, write=True):
         """Run ``fn(cursor, *args)`` in one transaction (``BEGIN IMMEDIATE`` when
-        ``write``, so the write lock is taken before anything is read)."""
+        ``write``, so the write lock is taken before anything is read). Fails
+        with ``DatabaseClosed`` once ``close()`` was called."""
+        if self._closed:
+            return defer.fail(DatabaseClosed(f"{self.path} is closed"))
+
         def run(txn):
             cursor = txn  # adbapi's Transaction proxies the DB-API cursor
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -53,7 +59,13 @@ class SQLiteDB:
         return self._pool.runInteraction(run)
 
     def close(self):
-        self._pool.close()
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+
+class DatabaseClosed(Exception):
+    """A query on a database that was closed (daemon shutting down)."""
 
 
 IntegrityError = sqlite3.IntegrityError

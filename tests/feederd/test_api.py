@@ -8,6 +8,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.ledger import JobLedger
+from nommer.core.sqlite import DatabaseClosed
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
@@ -30,6 +31,7 @@ def two_pass():
 
 
 class APITests(TestCase):
+    timeout = 10
 
     def setUp(self):
         self.settings, self.root = temp_settings(self)
@@ -264,3 +266,4 @@ class APITests(TestCase):
         code, payload = await self.request("GET", "/health")
         self.assertEqual(code, 503)
         self.assertIs(payload["success"], False)
+        self.assertEqual(len(self.flushLoggedErrors(DatabaseClosed)), 1)
