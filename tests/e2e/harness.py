@@ -87,7 +87,7 @@ class Feederd:
         return [int(p) for p in out.split()]
 
     def pid_of_worker(self, worker_id):
-        out = subprocess.run(["pgrep", "-f", f"--worker-id {worker_id} "], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-f", "--", f"--worker-id {worker_id} "], capture_output=True, text=True).stdout
         pids = [int(p) for p in out.split()]
         assert len(pids) == 1, (worker_id, pids)
         return pids[0]
