@@ -29,7 +29,8 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from nommer.core.errors import JobCanceled, NoSuchJob, PermanentJobError, TransientJobError
+from nommer.core.errors import (
+    InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.storage import get_storage
@@ -323,7 +324,9 @@ class Worker(Service):
             return await self._stopped(ctx, message)
         except TransientJobError as exc:
             return await self._transient(ctx, message, exc.message)
-        except PermanentJobError as exc:
+        except (PermanentJobError, InvalidJobSpec) as exc:
+            # InvalidJobSpec here: the job passed submit checks but not this
+            # worker's (e.g. settings differ): retrying cannot help.
             return await self._fail(ctx, message, exc.message)
         except Exception as exc:
             self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)

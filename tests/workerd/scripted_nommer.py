@@ -1,6 +1,6 @@
 """A nommer whose behaviour a test scripts through its options, to drive the
 worker loop without ffmpeg. Options: ``{"script": NAME}`` with NAME one of
-succeed, permanent, transient, block (runs until released or canceled)."""
+succeed, permanent, transient, badspec, block (runs until released or canceled)."""
 
 from twisted.internet import defer
 
@@ -23,7 +23,7 @@ class ScriptedNommer:
 
     @classmethod
     def validate_options(cls, options, settings, dest_path=None):
-        if not isinstance(options, dict) or options.get("script") not in {"succeed", "permanent", "transient", "block"}:
+        if not isinstance(options, dict) or options.get("script") not in {"succeed", "permanent", "transient", "block", "badspec"}:
             raise InvalidJobSpec("job_options.options.script", "unknown script")
         return options
 
@@ -34,6 +34,8 @@ class ScriptedNommer:
         self.ctx.report_progress(50)
         if script == "permanent":
             raise PermanentJobError("ffmpeg said: Unknown encoder 'nope'")
+        if script == "badspec":
+            raise InvalidJobSpec("dest_path", "file:///x is outside the allowed FILE_STORAGE_ROOTS")
         if script == "transient":
             raise TransientJobError("download timed out")
         if script == "block":

@@ -122,6 +122,16 @@ class WorkerTests(TestCase):
         self.assertEqual(await self.queue_depth(), 0)
 
     @ensure
+    async def test_spec_refused_on_the_worker_is_permanent(self):
+        """A job the worker's own checks refuse (InvalidJobSpec) ends in ERROR at once, not as a crash."""
+        self.start_worker()
+        job = await self.submit("badspec")
+        done = await self.final(job.job_id)
+        self.assertEqual((done.job_state, done.attempts), (JobState.ERROR, 1))
+        self.assertIn("outside the allowed FILE_STORAGE_ROOTS", done.job_state_details)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @ensure
     async def test_transient_failure_retried_then_error(self):
         """A transient failure is retried until MAX_JOB_ATTEMPTS, then ERROR saying so."""
         self.start_worker()
