@@ -8,7 +8,7 @@ reactor (a message sent meanwhile ends the wait), everything else the Clock.
 from twisted.internet import defer, reactor, task
 
 from nommer.core.workqueue import ReceiptHandleInvalid, RedrivePolicy
-from tests.core.store_contract import ensure
+from tests.helpers import ensure
 
 Q = "media_nommer"
 DLQ = "media_nommer_dlq"

@@ -4,11 +4,12 @@ A backend test case provides ``make_store(clock)`` returning a fresh, empty
 store whose times come from ``clock`` (a twisted ``task.Clock``).
 """
 
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import IllegalTransition, JobState
+from tests.helpers import ensure
 
 
 def make_job(**kw):
@@ -17,14 +18,6 @@ def make_job(**kw):
     fields.update(kw)
     return Job(**fields)
 
-
-def ensure(coro_fn):
-    """Let a test method be ``async def``: trial gets a Deferred."""
-    def wrapper(self):
-        return defer.Deferred.fromCoroutine(coro_fn(self))
-    wrapper.__name__ = coro_fn.__name__
-    wrapper.__doc__ = coro_fn.__doc__
-    return wrapper
 
 
 class JobStoreContract:

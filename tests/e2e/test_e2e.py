@@ -13,22 +13,12 @@ import pytest
 
 from nommer.client.api import BadInput
 from tests.e2e.harness import REPO, Feederd, HookReceiver, children_of
+from tests.helpers import doc_two_pass
 from tests.workerd.media import clip, top_level_boxes
 
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
 OLD_NOMMER = "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer"
 
-
-def doc_two_pass():
-    """The 2011 documentation's two-pass job, as written then."""
-    video = [["vcodec", "libx264"], ["preset", "medium"], ["vprofile", "baseline"], ["b", "400k"],
-             ["vf", "yadif,scale='640:trunc(ow/a/2)*2'"]]
-    return [
-        {"outfile_options": video + [["pass", "1"], ["f", "mp4"], ["an", None]]},
-        {"outfile_options": video + [["pass", "2"], ["acodec", "libfaac"], ["ab", "128k"], ["ar", "48000"],
-                                     ["async", "480"], ["ac", "2"], ["f", "mp4"]],
-         "move_atom_to_front": True},
-    ]
 
 
 def realtime_pass(seconds_hint=None):

@@ -1,7 +1,6 @@
 """The JSON API in memory: StubTreq over the Klein resource, real SQLite store and queue."""
 
 import json
-import os
 
 from treq.testing import StubTreq
 from twisted.internet import reactor
@@ -13,21 +12,11 @@ from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.feederd.api import JobAPI
-from tests.helpers import ensure, pumped, temp_settings
+from tests.helpers import doc_two_pass, ensure, pumped, temp_settings
 
 FFMPEG = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 OLD_FFMPEG = "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer"
 
-
-def two_pass():
-    video = [["vcodec", "libx264"], ["preset", "medium"], ["vprofile", "baseline"], ["b", "400k"],
-             ["vf", "yadif,scale='640:trunc(ow/a/2)*2'"]]
-    return [
-        {"outfile_options": video + [["pass", "1"], ["f", "mp4"], ["an", None]]},
-        {"outfile_options": video + [["pass", "2"], ["acodec", "libfaac"], ["ab", "128k"], ["ar", "48000"],
-                                     ["async", "480"], ["ac", "2"], ["f", "mp4"]],
-         "move_atom_to_front": True},
-    ]
 
 
 class APITests(TestCase):
@@ -47,7 +36,7 @@ class APITests(TestCase):
 
     def body(self, **changes):
         body = {"source_path": f"file://{self.root}/in.mp4", "dest_path": f"file://{self.root}/out.mp4",
-                "notify_url": None, "job_options": {"nommer": OLD_FFMPEG, "options": two_pass()}}
+                "notify_url": None, "job_options": {"nommer": OLD_FFMPEG, "options": doc_two_pass()}}
         body.update(changes)
         return body
 
@@ -128,19 +117,19 @@ class APITests(TestCase):
         """job_options without options or nommer names the inner key."""
         code, payload = await self.submit(job_options={"nommer": FFMPEG})
         self.assertBadInput(code, payload, "job_options.options")
-        code, payload = await self.submit(job_options={"options": two_pass()})
+        code, payload = await self.submit(job_options={"options": doc_two_pass()})
         self.assertBadInput(code, payload, "job_options.nommer")
 
     @ensure
     async def test_unknown_nommer_refused_without_import(self):
         """A nommer outside ALLOWED_NOMMERS is refused (never imported)."""
-        code, payload = await self.submit(job_options={"nommer": "os.system", "options": two_pass()})
+        code, payload = await self.submit(job_options={"nommer": "os.system", "options": doc_two_pass()})
         self.assertBadInput(code, payload, "os.system", "not an allowed nommer")
 
     @ensure
     async def test_refused_ffmpeg_option(self):
         """An option that reads another file (-i) is refused at submit."""
-        options = two_pass()
+        options = doc_two_pass()
         options[1]["outfile_options"].append(["i", "/etc/passwd"])
         code, payload = await self.submit(job_options={"nommer": FFMPEG, "options": options})
         self.assertBadInput(code, payload, "job_options.options[1]")

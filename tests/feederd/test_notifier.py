@@ -13,8 +13,7 @@ from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.feederd.notifier import Notifier, post_form
-from tests.helpers import ensure, temp_settings
-from tests.workerd.test_worker import eventually
+from tests.helpers import ensure, eventually, temp_settings
 
 
 class Recorder:

@@ -9,8 +9,7 @@ from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, stale_jobs
-from tests.helpers import ensure, temp_settings
-from tests.workerd.test_worker import eventually
+from tests.helpers import ensure, eventually, temp_settings
 
 
 def job(state, heartbeat_at=None, updated_at=0.0):

@@ -72,18 +72,6 @@ def top_level_boxes(path):
 # --- reactor helpers ----------------------------------------------------------
 
 
-def deferred_test(coroutine_function):
-    """Decorate an ``async def test_...`` of a trial TestCase so it returns a
-    Deferred (``Deferred.fromCoroutine``), which trial waits for."""
-    import functools
-
-    from twisted.internet import defer
-
-    @functools.wraps(coroutine_function)
-    def wrapper(*args, **kwargs):
-        return defer.Deferred.fromCoroutine(coroutine_function(*args, **kwargs))
-    return wrapper
-
 
 class ClockTimeReactor:
     """Real child processes and threads (the global reactor), fake time (a

@@ -17,7 +17,8 @@ from nommer.workerd.nommers import ffmpeg as ffmpeg_module
 from nommer.workerd.nommers.ffmpeg import FFmpegNommer
 from nommer.workerd.process import ProcessRunner
 from tests.workerd import media
-from tests.workerd.media import ClockTimeReactor, deferred_test
+from tests.helpers import ensure
+from tests.workerd.media import ClockTimeReactor
 from tests.workerd.test_ffmpeg_options import doc_example
 
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
@@ -98,7 +99,7 @@ class NommerTests(unittest.TestCase):
     def dest(self, name="result.mp4"):
         return os.path.join(self.outdir, name)
 
-    @deferred_test
+    @ensure
     async def test_2011_doc_example_end_to_end(self):
         """The 2011 two-pass doc example encodes a 720p clip to 640-wide H.264/AAC, moov first."""
         source = media.clip(seconds=2, size="1280x720")
@@ -137,7 +138,7 @@ class NommerTests(unittest.TestCase):
         self.assertEqual(self.ctx.progress[-1], 100.0)
         self.assertIn(50.0, self.ctx.progress)
 
-    @deferred_test
+    @ensure
     async def test_one_pass_muxer_from_destination(self):
         """Without -f the muxer comes from the destination's extension (.mkv -> matroska)."""
         nommer = self.make([{"outfile_options": [
@@ -152,7 +153,7 @@ class NommerTests(unittest.TestCase):
         self.assertTrue(os.path.exists(self.dest("small.mkv")))
         self.assertEqual(self.ctx.progress[-1], 100.0)
 
-    @deferred_test
+    @ensure
     async def test_faststart_already_first_is_fine(self):
         """move_atom_to_front on a file ffmpeg already wrote moov-first is not an error."""
         nommer = self.make([{"outfile_options": [
@@ -163,7 +164,7 @@ class NommerTests(unittest.TestCase):
         boxes = media.top_level_boxes(self.dest())
         self.assertLess(boxes.index("moov"), boxes.index("mdat"))
 
-    @deferred_test
+    @ensure
     async def test_source_not_media(self):
         """A source that is not media fails fast: permanent error, no encoding, no upload."""
         bogus = os.path.join(self.root, "bogus.mp4")
@@ -178,7 +179,7 @@ class NommerTests(unittest.TestCase):
         self.assertEqual(self.ctx.states, [JobState.DOWNLOADING])
         self.assertEqual(self.ctx.uploads, [])
 
-    @deferred_test
+    @ensure
     async def test_ffmpeg_refuses_the_options(self):
         """ffmpeg exiting non-zero is a permanent error quoting ffmpeg's last lines."""
         nommer = self.make([{"outfile_options": [["vcodec", "nosuchencoder"], ["f", "mp4"]]}])
@@ -190,7 +191,7 @@ class NommerTests(unittest.TestCase):
         self.assertEqual(self.ctx.states, [JobState.DOWNLOADING, JobState.ENCODING])
         self.assertEqual(self.ctx.uploads, [])
 
-    @deferred_test
+    @ensure
     async def test_invalid_options_at_run(self):
         """Options that slipped past submit are refused again by the worker, before any I/O."""
         nommer = self.make([{"outfile_options": [["i", "/etc/passwd"]]}])
@@ -199,7 +200,7 @@ class NommerTests(unittest.TestCase):
         self.assertIn("invalid job options", cm.exception.message)
         self.assertEqual(self.ctx.states, [])
 
-    @deferred_test
+    @ensure
     async def test_no_muxer_at_run(self):
         """No -f and a destination without extension is a permanent error before download."""
         nommer = self.make([{"outfile_options": [["an", None]]}], dest_name="noext")
@@ -207,14 +208,14 @@ class NommerTests(unittest.TestCase):
             await nommer.run()
         self.assertEqual(self.ctx.states, [])
 
-    @deferred_test
+    @ensure
     async def test_missing_source(self):
         """SourceNotFound from download passes through."""
         nommer = self.make(doc_example(), source=os.path.join(self.root, "missing.mp4"))
         with self.assertRaises(SourceNotFound):
             await nommer.run()
 
-    @deferred_test
+    @ensure
     async def test_cancel_terminates_running_ffmpeg(self):
         """Canceling while ffmpeg runs terminates it and run() raises JobCanceled."""
         ctx_holder = {}
@@ -236,7 +237,7 @@ class NommerTests(unittest.TestCase):
         self.assertEqual(self.ctx.uploads, [])
         self.assertEqual(self.ctx.states, [JobState.DOWNLOADING, JobState.ENCODING])
 
-    @deferred_test
+    @ensure
     async def test_cancel_between_steps(self):
         """Canceling during download stops the job before ffmpeg ever runs."""
         nommer = self.make(doc_example())
@@ -246,7 +247,7 @@ class NommerTests(unittest.TestCase):
         self.assertEqual(self.ctx.states, [JobState.DOWNLOADING])
         self.assertFalse(os.path.exists(os.path.join(self.scratch, "passlog-0.log")))
 
-    @deferred_test
+    @ensure
     async def test_timeout_is_transient(self):
         """An ffmpeg run past FFMPEG_TIMEOUT_S is stopped and reported as transient."""
         fake_time = ClockTimeReactor()
@@ -264,7 +265,7 @@ class NommerTests(unittest.TestCase):
         self.assertIn("ran longer than FFMPEG_TIMEOUT_S", cm.exception.message)
         self.assertEqual(self.ctx.uploads, [])
 
-    @deferred_test
+    @ensure
     async def test_foreign_signal_is_transient(self):
         """ffmpeg killed by a signal we did not send is a transient error."""
         class KilledFromOutside(ProcessRunner):
@@ -278,7 +279,7 @@ class NommerTests(unittest.TestCase):
             await nommer.run()
         self.assertIn("killed by signal 9", cm.exception.message)
 
-    @deferred_test
+    @ensure
     async def test_missing_ffmpeg_is_transient(self):
         """A worker without the ffmpeg binary gives a transient error."""
         nommer = self.make(doc_example(),
@@ -286,7 +287,7 @@ class NommerTests(unittest.TestCase):
         with self.assertRaises(TransientJobError):
             await nommer.run()
 
-    @deferred_test
+    @ensure
     async def test_available_encoders(self):
         """ffmpeg -encoders is parsed (libx264 and aac present) and cached."""
         ffmpeg_module._encoders_cache.clear()

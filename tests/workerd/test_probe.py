@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.workerd import probe
 from tests.workerd import media
-from tests.workerd.media import deferred_test
+from tests.helpers import ensure
 
 
 class FFprobeTests(unittest.TestCase):
@@ -25,7 +25,7 @@ class FFprobeTests(unittest.TestCase):
             f.write(data)
         return path
 
-    @deferred_test
+    @ensure
     async def test_probe_and_summarize_a_clip(self):
         """A 2 s 1280x720 H.264/AAC clip is described correctly."""
         path = media.clip(seconds=2)
@@ -41,7 +41,7 @@ class FFprobeTests(unittest.TestCase):
         self.assertEqual(summary["audio"], {"codec": "aac", "sample_rate": 48000,
                                             "channels": 1})
 
-    @deferred_test
+    @ensure
     async def test_audio_only(self):
         """An audio-only file summarizes with video None."""
         info = await probe.ffprobe(reactor, media.settings(), media.clip(seconds=1, video=False,
@@ -50,7 +50,7 @@ class FFprobeTests(unittest.TestCase):
         self.assertIsNone(summary["video"])
         self.assertEqual(summary["audio"]["codec"], "aac")
 
-    @deferred_test
+    @ensure
     async def test_not_media(self):
         """A text file fails with ffprobe's own words and the display name."""
         path = self.write("source", b"hello, I am not a video\n" * 10)
@@ -63,14 +63,14 @@ class FFprobeTests(unittest.TestCase):
         self.assertIn("Invalid data found when processing input", message)
         self.assertNotIn(path, message)
 
-    @deferred_test
+    @ensure
     async def test_missing_file(self):
         """A file that does not exist is a permanent error naming it."""
         with self.assertRaises(PermanentJobError) as cm:
             await probe.ffprobe(reactor, media.settings(), "/nonexistent/nope.mp4")
         self.assertIn("No such file", cm.exception.message)
 
-    @deferred_test
+    @ensure
     async def test_no_audio_or_video(self):
         """A subtitle-only file (valid for ffprobe) has no audio or video stream."""
         path = self.write("subs", b"1\n00:00:00,000 --> 00:00:01,000\nhello\n\n")
@@ -78,7 +78,7 @@ class FFprobeTests(unittest.TestCase):
             await probe.ffprobe(reactor, media.settings(), path)
         self.assertIn("has no audio or video stream", cm.exception.message)
 
-    @deferred_test
+    @ensure
     async def test_playlist_refused(self):
         """An HLS playlist pointing at local files is refused, not followed."""
         path = self.write("source", b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n"
@@ -89,7 +89,7 @@ class FFprobeTests(unittest.TestCase):
             await probe.ffprobe(reactor, media.settings(), path)
         self.assertIn("playlist (hls)", cm.exception.message)
 
-    @deferred_test
+    @ensure
     async def test_missing_ffprobe(self):
         """A worker without ffprobe gives a transient error (another worker may have it)."""
         with self.assertRaises(TransientJobError):

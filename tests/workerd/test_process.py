@@ -8,7 +8,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from nommer.workerd.process import ProcessResult, ProcessRunner, run_process
-from tests.workerd.media import ClockTimeReactor, deferred_test
+from tests.helpers import ensure
+from tests.workerd.media import ClockTimeReactor
 
 
 class FakeTransport:
@@ -205,7 +206,7 @@ class RealProcessTests(unittest.TestCase):
 
     timeout = 30
 
-    @deferred_test
+    @ensure
     async def test_exit_code_stdout_and_stderr(self):
         """Exit status, stdout bytes and the stderr lines come back as written."""
         result = await run_process(
@@ -219,7 +220,7 @@ class RealProcessTests(unittest.TestCase):
         self.assertFalse(result.ok)
         self.assertFalse(result.timed_out)
 
-    @deferred_test
+    @ensure
     async def test_stderr_keeps_only_the_tail(self):
         """Of 2000 stderr lines only the last stderr_tail_lines are kept."""
         runner = ProcessRunner(
@@ -230,7 +231,7 @@ class RealProcessTests(unittest.TestCase):
                          ["line1995", "line1996", "line1997", "line1998", "line1999"])
         self.assertEqual(runner._stderr_lines.maxlen, 5)
 
-    @deferred_test
+    @ensure
     async def test_progress_blocks_from_a_real_child(self):
         """-progress style key=value output reaches on_progress_line one block at a time."""
         blocks = []
@@ -243,7 +244,7 @@ class RealProcessTests(unittest.TestCase):
         self.assertEqual([b["out_time_us"] for b in blocks], ["1000", "2000"])
         self.assertEqual([b["progress"] for b in blocks], ["continue", "end"])
 
-    @deferred_test
+    @ensure
     async def test_cwd_is_used(self):
         """The child runs in the given working directory."""
         where = os.path.realpath(self.mktemp())
@@ -252,7 +253,7 @@ class RealProcessTests(unittest.TestCase):
                                    cwd=where)
         self.assertEqual(result.stdout.decode().strip(), where)
 
-    @deferred_test
+    @ensure
     async def test_missing_executable(self):
         """A missing executable fails with FileNotFoundError, nothing spawned."""
         with self.assertRaises(FileNotFoundError):
@@ -262,7 +263,7 @@ class RealProcessTests(unittest.TestCase):
             await run_process(reactor, ["no-such-binary-on-path-xyz"], timeout_s=1,
                               kill_grace_s=1)
 
-    @deferred_test
+    @ensure
     async def test_terminate_stops_a_real_child(self):
         """terminate() ends a running child with SIGTERM and leaves no timer behind."""
         fake_time = ClockTimeReactor()
@@ -276,7 +277,7 @@ class RealProcessTests(unittest.TestCase):
         self.assertFalse(runner.running)
         self.assertEqual(fake_time.clock.getDelayedCalls(), [])
 
-    @deferred_test
+    @ensure
     async def test_child_ignoring_term_is_killed_after_grace(self):
         """A real child that ignores SIGTERM is SIGKILLed once the grace period passes."""
         fake_time = ClockTimeReactor()

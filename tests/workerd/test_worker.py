@@ -1,6 +1,5 @@
 """The worker loop in-process: real SQLite store and queue, a scripted nommer."""
 
-import inspect
 import json
 
 from twisted.internet import reactor, task
@@ -12,25 +11,12 @@ from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.workerd.worker import Worker, idle_exit_due, retry_delay_s
-from tests.helpers import ensure, temp_settings
+from tests.helpers import ensure, eventually, temp_settings
 from tests.workerd import scripted_nommer
 
 NOMMER = "tests.workerd.scripted_nommer.ScriptedNommer"
 
 
-async def eventually(check, timeout_s=10.0, what="condition"):
-    """Wait for the async ``check()`` to return a truthy value (an event in
-    another part of the system, not a timer)."""
-    deadline = reactor.seconds() + timeout_s
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.01, lambda: None)
 
 
 class WorkerTests(TestCase):

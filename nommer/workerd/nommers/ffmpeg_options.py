@@ -496,7 +496,7 @@ def validate_passes(options, *, field="job_options.options", dest_path=None):
             and infer_muxer(dest_path) is None:
         raise InvalidJobSpec(f"{field}[{len(passes) - 1}].outfile_options",
                              "no -f given and the muxer cannot be inferred from the "
-                             f"destination's extension; add [\"f\", \"mp4\"] or similar")
+                             "destination's extension; add [\"f\", \"mp4\"] or similar")
     return passes
 
 
