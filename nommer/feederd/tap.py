@@ -39,6 +39,8 @@ def load(options):
         settings = load_settings(options["config"], overrides=overrides)
     except ConfigErrors as exc:
         raise SystemExit(f"feederd: bad configuration, nothing started:\n{exc}")
+    for note in settings.notes:
+        log.info("config: {note}", note=note)
     for warning in settings.warnings:
         log.warn("config: {warning}", warning=warning)
     return settings

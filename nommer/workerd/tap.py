@@ -38,6 +38,8 @@ def makeService(options):
         settings = load_settings(options["config"])
     except ConfigErrors as exc:
         raise SystemExit(f"workerd: bad configuration, nothing started:\n{exc}")
+    for note in settings.notes:
+        log.info("config: {note}", note=note)
     for warning in settings.warnings:
         log.warn("config: {warning}", warning=warning)
     return build(settings, worker_id=options["worker-id"])

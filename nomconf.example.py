@@ -1,0 +1,191 @@
+# nommer settings: an example nomconf.
+#
+# Copy this file to nomconf.py (git-ignored) in the directory you start the
+# daemons from, or point --config at it (a path to a .py file, or a module
+# name on sys.path; the default is a module named nomconf, and when there is
+# none the built-in defaults apply). Uncomment only what you change: every
+# line below shows the default. Only UPPER_CASE names count; a helper value of
+# your own must be named in lower case or start with "_". An unknown or
+# misspelt name, a wrong type or a bad value stops the daemons with a list of
+# every problem at once.
+#
+# Defaults and their documentation: nommer/conf/defaults.py.
+# "_S" at the end of a name means seconds (int or float).
+
+# --- Where things live -------------------------------------------------------
+
+# SQLite job store, local queue and scratch space. Relative paths are taken
+# against the directory the daemon starts in.
+# DATA_DIR = "nommer-data"
+
+# Per-job scratch directories. None means DATA_DIR/scratch.
+# SCRATCH_DIR = None
+
+# --- Backends (chosen by name) ----------------------------------------------
+
+# "sqlite" (embedded). "dynamodb" and "simpledb" come with the AWS backends.
+# JOB_STORE_BACKEND = "sqlite"
+
+# "local" (SQLite-backed, SQS semantics). "sqs" comes with the AWS backends.
+# WORK_QUEUE_BACKEND = "local"
+
+# "local" (feederd starts workerd processes on this machine) or "none" (you
+# start workers yourself). "ec2" comes with the EC2 fleet.
+# FLEET_BACKEND = "local"
+
+# --- feederd's HTTP API -------------------------------------------------------
+
+# TCP port of the JSON API, 1-65535.
+# API_PORT = 8001
+
+# Interface the API listens on ("" = all). The API has no authentication
+# yet: keep it on loopback unless the network is trusted.
+# API_INTERFACE = "127.0.0.1"
+
+# --- Queues and leases --------------------------------------------------------
+
+# Queue names: 1-80 letters, digits, "-" or "_".
+# NEW_JOB_QUEUE_NAME = "media_nommer"
+# STATE_CHANGE_QUEUE_NAME = "media_nommer_jstate"
+
+# Lease a worker takes on a job; extended every HEARTBEAT_INTERVAL_S while the
+# job runs. HEARTBEAT_INTERVAL_S must be at most a third of JOB_LEASE_S.
+# JOB_LEASE_S = 60.0
+# HEARTBEAT_INTERVAL_S = 10.0
+
+# Times a job may be taken by a worker before it ends in ERROR (>= 1).
+# MAX_JOB_ATTEMPTS = 3
+
+# Longest a single receive waits for a message (long polling), > 0 and <= 20.
+# QUEUE_WAIT_TIME_S = 20.0
+
+# How often a waiting receive on the local queue looks for a message.
+# LOCAL_QUEUE_POLL_INTERVAL_S = 0.02
+
+# Delay before a transiently failed job is retried; doubled on each attempt
+# (>= 0).
+# RETRY_BACKOFF_S = 5.0
+
+# --- Autoscaling --------------------------------------------------------------
+
+# Most workers the local fleet runs at once (>= 1). Default: the number of
+# CPUs of the machine.
+# MAX_NUM_WORKERS = 4
+
+# Jobs one worker runs at once (>= 1).
+# MAX_ENCODING_JOBS_PER_WORKER = 1
+
+# Unfinished jobs tolerated above running capacity before another worker is
+# started (>= 0).
+# JOB_OVERFLOW_THRESH = 0
+
+# How often feederd re-evaluates the capacity policy.
+# AUTOSCALE_INTERVAL_S = 5.0
+
+# An idle worker exits after this long, if WORKER_TERMINATE_WHEN_IDLE.
+# WORKER_MAX_IDLE_S = 600.0
+# WORKER_TERMINATE_WHEN_IDLE = True
+
+# --- feederd housekeeping -----------------------------------------------------
+
+# How often the reaper looks for dead-lettered and abandoned jobs.
+# PRUNE_JOBS_INTERVAL_S = 300.0
+
+# A running job whose worker has not heartbeated for this long is ABANDONED
+# (must be more than HEARTBEAT_INTERVAL_S).
+# ABANDON_INACTIVE_JOBS_S = 32400.0
+
+# --- Webhooks (notify_url) ----------------------------------------------------
+
+# Attempts per notification (>= 1), first retry delay (doubled each time),
+# timeout of one request.
+# WEBHOOK_MAX_ATTEMPTS = 5
+# WEBHOOK_BACKOFF_S = 1.0
+# WEBHOOK_TIMEOUT_S = 10.0
+
+# --- Encoding -----------------------------------------------------------------
+
+# ffmpeg and ffprobe executables (looked up on PATH when not absolute).
+# FFMPEG_BIN = "ffmpeg"
+# FFPROBE_BIN = "ffprobe"
+
+# Runtime limit of one ffmpeg/ffprobe run; then SIGTERM, and SIGKILL after
+# FFMPEG_KILL_GRACE_S.
+# FFMPEG_TIMEOUT_S = 21600.0
+# FFMPEG_KILL_GRACE_S = 5.0
+
+# Progress is written to the job store at most this often.
+# PROGRESS_WRITE_INTERVAL_S = 1.0
+
+# Nommer classes a job may name (dotted paths); anything else is refused.
+# ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer"]
+
+# Old dotted paths accepted in jobs, mapped to the class they mean.
+# NOMMER_ALIASES = {
+#     "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer":
+#         "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
+# }
+
+# --- Storage ------------------------------------------------------------------
+
+# URI scheme -> storage backend class. Replaces the whole default mapping.
+# The original's media_nommer.core.storage_backends.* classes are accepted and
+# mapped to these (with a warning).
+# STORAGE_BACKENDS = {
+#     "file": "nommer.core.storage.file.FileStorage",
+#     "http": "nommer.core.storage.http.HTTPStorage",
+#     "https": "nommer.core.storage.http.HTTPStorage",
+# }
+
+# Existing directories file:// sources and destinations must lie under, e.g.
+# ["/srv/media/in", "/srv/media/out"]. None means the directory the daemon
+# starts in.
+# FILE_STORAGE_ROOTS = None
+
+# An http(s) download that receives no byte for this long fails (and is
+# retried).
+# HTTP_DOWNLOAD_TIMEOUT_S = 60.0
+
+# --- AWS (used by the AWS backends) --------------------------------------------
+
+# Credentials; None means boto3's usual chain (environment, instance role).
+# The secret never appears in logs or API responses.
+# AWS_ACCESS_KEY_ID = None
+# AWS_SECRET_ACCESS_KEY = None
+# AWS_REGION = None
+# An http(s) endpoint to use instead of AWS's (e.g. a local test server).
+# AWS_ENDPOINT_URL = None
+# CONFIG_S3_BUCKET = "nommer_config"
+# SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
+# SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"
+# EC2_KEY_NAME = None
+# EC2_SECURITY_GROUPS = ["media_nommer"]
+# EC2_AMI_ID = None
+# EC2_INSTANCE_TYPES = ["c7i.large"]
+# MAX_NUM_EC2_INSTANCES = 3
+# FEEDERD_ALLOW_EC2_LAUNCHES = True
+
+# --- Names from the original media-nommer ---------------------------------------
+#
+# A nomconf.py written for media-nommer loads unchanged. These names are taken
+# as their new ones (set one or the other, not both):
+#
+#   SQS_NEW_JOB_QUEUE_NAME                 -> NEW_JOB_QUEUE_NAME
+#   SQS_JOB_STATE_CHANGE_QUEUE_NAME        -> STATE_CHANGE_QUEUE_NAME
+#   MAX_ENCODING_JOBS_PER_EC2_INSTANCE     -> MAX_ENCODING_JOBS_PER_WORKER
+#   FEEDERD_AUTO_SCALE_INTERVAL            -> AUTOSCALE_INTERVAL_S
+#   FEEDERD_PRUNE_JOBS_INTERVAL            -> PRUNE_JOBS_INTERVAL_S
+#   FEEDERD_ABANDON_INACTIVE_JOBS_THRESH   -> ABANDON_INACTIVE_JOBS_S
+#   NOMMERD_MAX_INACTIVITY                 -> WORKER_MAX_IDLE_S
+#   NOMMERD_TERMINATE_WHEN_IDLE            -> WORKER_TERMINATE_WHEN_IDLE
+#   NOMMERD_HEARTBEAT_INTERVAL             -> HEARTBEAT_INTERVAL_S
+#   EC2_INSTANCE_TYPE (one type)           -> EC2_INSTANCE_TYPES (a list)
+#
+# These no longer apply and are ignored with a warning:
+#
+#   FEEDERD_JOB_STATE_CHANGE_CHECK_INTERVAL, NOMMERD_NEW_JOB_CHECK_INTERVAL
+#       (queues are long-polled; there is no poll interval)
+#   NOMMERD_QTFASTSTART_BIN_PATH
+#       (qtfaststart runs as a library inside the worker)
+#
+# Note: the original's NOMMERD_HEARTBEAT_INTERVAL = 60 needs JOB_LEASE_S >= 180.
