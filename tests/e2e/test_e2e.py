@@ -106,6 +106,25 @@ def test_worker_killed_mid_encode_loses_nothing(daemon, root):
     assert float(ffprobe(dest)["format"]["duration"]) == pytest.approx(6, abs=0.1)
 
 
+def test_worker_dying_every_attempt_ends_in_error(daemon, root):
+    """A job whose worker is SIGKILLed on every attempt is dead-lettered after MAX_JOB_ATTEMPTS and ends in ERROR."""
+    src = put_clip(root, "in.mp4", seconds=20, size="320x240")
+    job_id = daemon.client.submit(f"file://{src}", f"file://{root}/never.mp4",
+                                  {"nommer": OLD_NOMMER, "options": realtime_pass()})
+    killed = []
+    for attempt in (1, 2, 3):
+        job = daemon.wait_for(job_id, lambda j: j["job_state"] == "ENCODING" and j["attempts"] == attempt,
+                              what=f"attempt {attempt} encoding")
+        os.kill(daemon.pid_of_worker(job["worker_id"]), signal.SIGKILL)
+        killed.append(job["worker_id"])
+    job = daemon.client.wait(job_id, poll_interval_s=0.1, timeout_s=60)
+    assert job["job_state"] == "ERROR", job
+    assert job["attempts"] == 3
+    assert "gave up after 3 attempts" in job["job_state_details"]
+    assert len(set(killed)) == 3
+    assert not os.path.exists(os.path.join(root, "never.mp4"))
+
+
 def test_not_media_ends_in_error_at_once(daemon, root):
     """A source that is not media ends in ERROR on the first attempt with ffprobe's reason."""
     src = os.path.join(root, "notes.mp4")
