@@ -1,6 +1,14 @@
 """Small service helpers shared by both daemons."""
 
 from twisted.application import service
+from twisted.logger import Logger
+
+from nommer.conf import ConfigErrors, load_settings
+from nommer.core.ledger import JobLedger
+from nommer.core.store import make_store
+from nommer.core.workqueue import make_queue
+
+log = Logger()
 
 
 class Closer(service.Service):
@@ -15,3 +23,28 @@ class Closer(service.Service):
         super().stopService()
         for c in self.closables:
             c.close()
+
+
+def load_settings_or_exit(daemon, config, overrides=None):
+    """Settings for ``daemon`` ("feederd"/"workerd"), with notes and warnings
+    logged. Every configuration problem is reported together and the process
+    exits (SystemExit) before any service starts."""
+    try:
+        settings = load_settings(config, overrides=overrides)
+    except ConfigErrors as exc:
+        raise SystemExit(f"{daemon}: bad configuration, nothing started:\n{exc}")
+    for note in settings.notes:
+        log.info("config: {note}", note=note)
+    for warning in settings.warnings:
+        log.warn("config: {warning}", warning=warning)
+    return settings
+
+
+def attach_backends(settings, reactor, parent):
+    """Open the job store and work queue named by ``settings``, and attach a
+    ``Closer`` for them to ``parent`` (first, so they are closed last).
+    Returns ``JobLedger`` over them."""
+    store = make_store(settings, reactor)
+    queue = make_queue(settings, reactor)
+    Closer(store, queue).setServiceParent(parent)
+    return JobLedger(store, queue, settings)

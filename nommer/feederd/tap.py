@@ -6,11 +6,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from nommer.conf import DEFAULT_CONFIG, ConfigErrors, load_settings
-from nommer.core.ledger import JobLedger
-from nommer.core.lifecycle import Closer
-from nommer.core.store import make_store
-from nommer.core.workqueue import make_queue
+from nommer.conf import DEFAULT_CONFIG
+from nommer.core.lifecycle import attach_backends, load_settings_or_exit
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.fleet import LocalFleet, NoFleet
@@ -35,25 +32,14 @@ def load(options):
         overrides["API_PORT"] = options["port"]
     if options["interface"] is not None:
         overrides["API_INTERFACE"] = options["interface"]
-    try:
-        settings = load_settings(options["config"], overrides=overrides)
-    except ConfigErrors as exc:
-        raise SystemExit(f"feederd: bad configuration, nothing started:\n{exc}")
-    for note in settings.notes:
-        log.info("config: {note}", note=note)
-    for warning in settings.warnings:
-        log.warn("config: {warning}", warning=warning)
-    return settings
-
+    return load_settings_or_exit("feederd", options["config"], overrides)
 
 
 def build(settings, reactor=default_reactor):
     """The feederd service tree (a MultiService) for ``settings``."""
     top = service.MultiService()
-    store = make_store(settings, reactor)
-    queue = make_queue(settings, reactor)
-    Closer(store, queue).setServiceParent(top)
-    ledger = JobLedger(store, queue, settings)
+    ledger = attach_backends(settings, reactor, top)
+    store = ledger.store
 
     if settings.FLEET_BACKEND == "local":
         fleet = LocalFleet(settings, reactor)
@@ -61,7 +47,6 @@ def build(settings, reactor=default_reactor):
         fleet = NoFleet()
     fleet.setServiceParent(top)
     autoscaler = Autoscaler(store, fleet, settings, reactor)
-    autoscaler.clock = reactor
     autoscaler.setServiceParent(top)
     fleet.on_change = autoscaler.poke
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from nommer.client.api import BadInput
-from tests.e2e.harness import REPO, Feederd, HookReceiver, children_of
+from tests.e2e.harness import REPO, TWISTD, Feederd, HookReceiver, children_of
 from tests.helpers import doc_two_pass
 from tests.workerd.media import clip, top_level_boxes
 
@@ -274,6 +274,20 @@ def test_cli_submit_wait_with_preset(daemon, root):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FINISHED" in result.stdout + result.stderr
     assert ffprobe(dest)["streams"][0]["width"] == 640
+
+
+def test_bad_config_reports_every_problem_before_starting(root):
+    """feederd with a mistyped name and a bad value exits non-zero naming both, having started nothing."""
+    config = os.path.join(root, "nomconf.py")
+    with open(config, "w") as f:
+        f.write("MAX_NUM_WORKER = 4\nAPI_PORT = 'eighty'\nNOMMERD_MAX_INACTIVITY = 30\n")
+    result = subprocess.run([sys.executable, "-c", TWISTD, "--pidfile=", "-n", "feederd", "--config", config],
+                            capture_output=True, text=True, timeout=60, cwd=root)
+    assert result.returncode != 0
+    assert "MAX_NUM_WORKER" in result.stderr and "MAX_NUM_WORKERS" in result.stderr  # did you mean
+    assert "API_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(os.path.join(root, "nommer-data"))
 
 
 def test_twistd_lists_plugins_after_plain_install(tmp_path):
