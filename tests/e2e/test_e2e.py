@@ -296,6 +296,12 @@ def test_twistd_lists_plugins_after_plain_install(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(target), REPO], check=True, capture_output=True, timeout=300)
     assert (target / "twisted" / "plugins" / "feederd.py").exists()
+    # Every package of the source tree made it in (an explicit list in pyproject.toml can forget one).
+    source_packages = {os.path.relpath(d, REPO) for d, _, files in os.walk(os.path.join(REPO, "nommer"))
+                       if "__init__.py" in files}
+    installed = {os.path.relpath(d, target) for d, _, files in os.walk(target / "nommer") if "__init__.py" in files}
+    assert source_packages == installed, source_packages ^ installed
+    assert (target / "nommer" / "client" / "presets" / "web-640.json").exists()
     assert not (target / "twisted" / "plugins" / "__init__.py").exists()
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
