@@ -135,6 +135,7 @@
 #     "file": "nommer.core.storage.file.FileStorage",
 #     "http": "nommer.core.storage.http.HTTPStorage",
 #     "https": "nommer.core.storage.http.HTTPStorage",
+#     "s3": "nommer.core.storage.s3.S3Storage",
 # }
 
 # Existing directories file:// sources and destinations must lie under, e.g.
@@ -155,6 +156,23 @@
 # AWS_REGION = None
 # An http(s) endpoint to use instead of AWS's (e.g. a local test server).
 # AWS_ENDPOINT_URL = None
+# Per-service endpoints, overriding AWS_ENDPOINT_URL: {"dynamodb": "http://127.0.0.1:8000"}.
+# AWS_ENDPOINT_URLS = {}
+# Threads each AWS-backed part (store, queue, S3) runs boto3 calls in.
+# AWS_MAX_THREADS = 8
+# Create missing tables, domains, queues and buckets on first use.
+# AWS_CREATE_RESOURCES = True
+# DynamoDB table of the jobs (JOB_STORE_BACKEND = "dynamodb").
+# DYNAMODB_JOB_TABLE = "nommer_jobs"
+# Seconds after which finished jobs expire from DynamoDB (TTL); None keeps them.
+# DYNAMODB_JOB_TTL_S = None
+# S3 outputs: server-side encryption ("AES256" or "aws:kms"), KMS key, storage class.
+# S3_SERVER_SIDE_ENCRYPTION = None
+# S3_SSE_KMS_KEY_ID = None
+# S3_STORAGE_CLASS = None
+# Fernet key encrypting credentials given inside URIs (s3://KEY:SECRET@bucket/key)
+# in the job store; None refuses such URIs (use an instance role instead).
+# JOB_CREDENTIALS_KEY = None
 # CONFIG_S3_BUCKET = "nommer_config"
 # SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
 # SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"

@@ -19,10 +19,10 @@ SCRATCH_DIR = None
 
 # --- Backends (chosen by name) ----------------------------------------------
 
-#: ``"sqlite"`` (embedded). ``"dynamodb"`` and ``"simpledb"`` come with the AWS backends.
+#: ``"sqlite"`` (embedded), ``"dynamodb"`` or ``"simpledb"`` (AWS).
 JOB_STORE_BACKEND = "sqlite"
 
-#: ``"local"`` (SQLite-backed, SQS semantics). ``"sqs"`` comes with the AWS backends.
+#: ``"local"`` (SQLite-backed, SQS semantics) or ``"sqs"`` (AWS).
 WORK_QUEUE_BACKEND = "local"
 
 #: ``"local"`` (workerd child processes on this machine) or ``"none"`` (start
@@ -148,6 +148,7 @@ STORAGE_BACKENDS = {
     "file": "nommer.core.storage.file.FileStorage",
     "http": "nommer.core.storage.http.HTTPStorage",
     "https": "nommer.core.storage.http.HTTPStorage",
+    "s3": "nommer.core.storage.s3.S3Storage",
 }
 
 #: Directories file:// sources and destinations must lie under. ``None`` means
@@ -158,12 +159,49 @@ FILE_STORAGE_ROOTS = None
 #: (a transient failure: the job is retried).
 HTTP_DOWNLOAD_TIMEOUT_S = 60.0
 
-# --- AWS (used by the AWS backends; kept here so old nomconf files load) ------
+# --- AWS -----------------------------------------------------------------------
 
+#: Credentials. None (recommended) uses boto3's default chain: environment,
+#: profile, instance role. Setting them here is the original's way.
 AWS_ACCESS_KEY_ID = None
 AWS_SECRET_ACCESS_KEY = None
+
+#: Region of every AWS client. None: boto3's default, else us-east-1.
 AWS_REGION = None
+
+#: One endpoint URL for every AWS client (a local moto or DynamoDB Local), or None.
 AWS_ENDPOINT_URL = None
+
+#: Per-service endpoint overrides, e.g. ``{"dynamodb": "http://127.0.0.1:8000"}``.
+AWS_ENDPOINT_URLS = {}
+
+#: Most threads one AWS-backed part (store, queue, S3 storage) runs boto3 calls in.
+AWS_MAX_THREADS = 8
+
+#: Create missing tables, domains, queues and buckets on first use (or run
+#: ``nommer aws setup`` once and set this to False).
+AWS_CREATE_RESOURCES = True
+
+#: DynamoDB table holding the jobs.
+DYNAMODB_JOB_TABLE = "nommer_jobs"
+
+#: Finished jobs expire from DynamoDB this long after they finish (a TTL
+#: attribute), seconds; None keeps them forever.
+DYNAMODB_JOB_TTL_S = None
+
+#: S3 server-side encryption of outputs: None, "AES256" or "aws:kms" (with S3_SSE_KMS_KEY_ID).
+S3_SERVER_SIDE_ENCRYPTION = None
+S3_SSE_KMS_KEY_ID = None
+
+#: S3 storage class of outputs (e.g. "STANDARD_IA"), None for the bucket default.
+S3_STORAGE_CLASS = None
+
+#: Key (Fernet, urlsafe base64 of 32 bytes) encrypting credentials given inside
+#: source/destination URIs (``s3://KEY:SECRET@bucket/key``) in the job store.
+#: None: such URIs are refused; use the instance role or the default chain.
+JOB_CREDENTIALS_KEY = None
+
+# --- kept so old nomconf files load ----------------------------------------------
 CONFIG_S3_BUCKET = "nommer_config"
 SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
 SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"

@@ -4,6 +4,8 @@ from nommer.core.store.base import JobStore, decode_cursor, encode_cursor  # noq
 
 BACKENDS = {
     "sqlite": "nommer.core.store.sqlite.SQLiteJobStore",
+    "dynamodb": "nommer.core.store.dynamodb.DynamoDBJobStore",
+    "simpledb": "nommer.core.store.simpledb.SimpleDBJobStore",
 }
 
 

@@ -5,6 +5,7 @@ from nommer.core.workqueue.base import (  # noqa: F401
 
 BACKENDS = {
     "local": "nommer.core.workqueue.local.LocalWorkQueue",
+    "sqs": "nommer.core.workqueue.sqs.SQSWorkQueue",
 }
 
 
