@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TWISTD := $(VENV)/bin/twistd
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps system-deps venv install test-deps clean bench
+.PHONY: run test deps system-deps venv install test-deps dynamodb-local clean bench
 
 # ffmpeg/ffprobe from Debian when missing (also python3-venv, which Debian ships separately).
 system-deps:
@@ -21,7 +21,16 @@ $(PY):
 install: system-deps $(PY)
 	$(PIP) install -q -e . --config-settings editable_mode=compat
 
-test-deps: install
+# DynamoDB Local (AWS's own DynamoDB engine, offline) for the DynamoDB store tests: its jar ships in the npm
+# package amplify-dynamodb-simulator and runs on Java 17 (installed only when `java` is missing).
+DDB_LOCAL_DIR := .cache/dynamodb-local
+DDB_LOCAL_JAR := $(DDB_LOCAL_DIR)/node_modules/amplify-dynamodb-simulator/emulator/DynamoDBLocal.jar
+dynamodb-local:
+	@command -v java >/dev/null \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless )
+	@[ -f $(DDB_LOCAL_JAR) ] || npm install --no-save --no-audit --no-fund --prefix $(DDB_LOCAL_DIR) amplify-dynamodb-simulator
+
+test-deps: install dynamodb-local
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
 
 # Starts feederd with the embedded default (SQLite store, local queue, local workers) in the foreground.

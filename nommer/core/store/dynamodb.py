@@ -1,0 +1,473 @@
+"""JobStore on one DynamoDB table: every job an item, listed through two GSIs.
+
+Table ``DYNAMODB_JOB_TABLE`` (default ``nommer_jobs``), PAY_PER_REQUEST:
+
+======================  ====  ==================================================
+attribute               type  what
+======================  ====  ==================================================
+``job_id``              S     partition key (the table's only key)
+job fields              any   ``Job.to_dict()``: strings, numbers (floats stored
+                              as Decimal), NULL, lists and maps; ``job_state`` S
+``version``             N     1 on create, +1 on each write (optimistic locking)
+``gsi_all``             S     always ``"job"``: the one partition of ``by_time``
+``created_key``         S     ``created_at`` as ``%020.6f`` + ``#`` + ``job_id``:
+                              sorts like (created_at, job_id)
+``expires_at``          N     epoch s, only on final jobs when DYNAMODB_JOB_TTL_S
+                              is set (finished_at + TTL); the table's TTL attribute
+======================  ====  ==================================================
+
+Global secondary indexes (projection ALL, so a listing needs no extra reads):
+
+- ``by_time``: ``gsi_all`` (HASH) + ``created_key`` (RANGE): ``list()`` of
+  every job, newest first, from a Query with ``ScanIndexForward=False``.
+- ``by_state``: ``job_state`` (HASH) + ``created_key`` (RANGE): ``list(state=)``,
+  ``list_unfinished()`` (one Query per unfinished state, merged) and
+  ``count_by_state()`` (``Select=COUNT`` per state). Nothing ever Scans.
+
+``by_time`` keeps every job under one GSI partition key, which caps the
+table's write rate at what one GSI partition takes (about 1,000 writes/s):
+far above what an encoding farm writes. GSI reads are eventually
+consistent: on real AWS a listing may lag a write by a moment; ``get`` and
+``modify`` read consistently.
+
+``modify`` is optimistic: it reads the item (ConsistentRead), computes the
+new job with ``apply_change`` and writes it with ``version = <read version>``
+as the condition. When another writer got there first
+(ConditionalCheckFailedException) it reads again and re-runs ``fn`` on the
+fresh copy, so the transition table is checked against what is really
+stored: a late worker cannot overwrite a finished job, and of two daemons
+abandoning one job, one gets ``IllegalTransition``. ``fn`` must therefore be
+pure: it may run more than once.
+
+Numbers: DynamoDB keeps a number's value, not its spelling (``2.0`` is
+stored as ``2``): the job's time fields and ``progress`` read back as float,
+``attempts`` as int, and numbers inside ``job_options`` / ``output`` as int
+when integral, else float.
+"""
+
+import decimal
+import math
+
+import attr
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from nommer.core.aws import AWS, error_code
+from nommer.core.errors import NoSuchJob
+from nommer.core.job import Job
+from nommer.core.states import FINAL_STATES, JobState
+from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
+
+GSI_BY_TIME = "by_time"
+GSI_BY_STATE = "by_state"
+GSI_ALL_VALUE = "job"
+TTL_ATTRIBUTE = "expires_at"
+#: Attributes the store adds to a job's own fields.
+INTERNAL_ATTRIBUTES = ("version", "gsi_all", "created_key", TTL_ATTRIBUTE)
+#: How many times ``modify`` reads and writes before giving up on a job
+#: that keeps changing under it.
+MODIFY_ATTEMPTS = 10
+#: Polling of DescribeTable while a table or index is being created: first
+#: delay, largest delay and give-up time, seconds.
+WAIT_FIRST_S = 0.5
+WAIT_MAX_S = 5.0
+WAIT_TIMEOUT_S = 600.0
+
+_FLOAT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "progress")
+_UNFINISHED = tuple(s for s in JobState if s not in FINAL_STATES)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class TableSetupError(Exception):
+    """The job table is missing (and AWS_CREATE_RESOURCES is off), does not
+    have the shape this store needs, or did not become ACTIVE in time."""
+
+
+class TooManyConflicts(Exception):
+    """``modify`` lost the race to other writers MODIFY_ATTEMPTS times in a row."""
+
+
+def created_key(created_at, job_id):
+    """Sort key of both GSIs: ``"0000001700000000.000000#<job_id>"``.
+
+    Fixed width, so string order is (created_at, job_id) order for any
+    created_at from 0 to 10**13 s."""
+    return f"{float(created_at):020.6f}#{job_id}"
+
+
+def to_dynamo(value):
+    """A JSON-able value as boto3's TypeSerializer takes it: floats become
+    Decimal (their shortest repr, exact on the way back); NaN and infinities,
+    which DynamoDB cannot hold, raise ValueError."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB cannot store the number {value!r}")
+        return decimal.Decimal(repr(value))
+    if isinstance(value, dict):
+        return {str(k): to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value):
+    """Inverse of ``to_dynamo`` on a deserialized value: Decimal -> int when
+    integral, else float."""
+    if isinstance(value, decimal.Decimal):
+        if value == value.to_integral_value():
+            return int(value)
+        return float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    return value
+
+
+class DynamoDBJobStore(JobStore):
+    """Jobs in the DynamoDB table ``settings.DYNAMODB_JOB_TABLE`` (see the
+    module docstring for its design).
+
+    ``reactor`` runs the boto3 calls' thread pool and the waits between
+    DescribeTable polls; ``clock`` (default: ``reactor``) provides
+    ``seconds()`` for the jobs' times. With AWS_CREATE_RESOURCES the first
+    operation runs ``ensure_resources()`` once (concurrent first operations
+    wait for that one run). Every method returns a Deferred; AWS errors
+    other than the ones named arrive as ``botocore.exceptions.ClientError``.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings, reactor, clock=None):
+        self.settings = settings
+        self.reactor = reactor
+        self.table = settings.DYNAMODB_JOB_TABLE
+        self.ttl_s = settings.DYNAMODB_JOB_TTL_S
+        self.aws = AWS(settings, reactor, name="dynamodb-store")
+        self._clock = clock or reactor
+        self._resources_ok = not settings.AWS_CREATE_RESOURCES
+        self._setup_lock = defer.DeferredLock()
+
+    @classmethod
+    def from_settings(cls, settings, reactor):
+        return cls(settings, reactor)
+
+    def close(self):
+        """Stop the boto3 thread pool. Returns None."""
+        self.aws.close()
+
+    # --- items ------------------------------------------------------------
+
+    def _to_item(self, job, version):
+        """The DynamoDB item (attribute-value map) for ``job`` at ``version``."""
+        doc = job.to_dict()
+        doc.update(version=version, gsi_all=GSI_ALL_VALUE,
+                   created_key=created_key(job.created_at, job.job_id))
+        if self.ttl_s is not None and job.is_final and job.finished_at is not None:
+            doc[TTL_ATTRIBUTE] = int(job.finished_at + self.ttl_s)
+        return {k: _serializer.serialize(to_dynamo(v)) for k, v in doc.items()}
+
+    @staticmethod
+    def _from_item(item):
+        """(Job, version) of a DynamoDB item."""
+        doc = {k: _deserializer.deserialize(v) for k, v in item.items()}
+        version = int(doc.pop("version", 0))
+        for name in INTERNAL_ATTRIBUTES:
+            doc.pop(name, None)
+        doc = from_dynamo(doc)
+        for name in _FLOAT_FIELDS:
+            if doc.get(name) is not None:
+                doc[name] = float(doc[name])
+        return Job.from_dict(doc), version
+
+    # --- calls ------------------------------------------------------------
+
+    async def _call(self, method, **kwargs):
+        """One DynamoDB call in the pool, after the lazy set-up; a missing
+        table becomes ``TableSetupError``."""
+        await self._ready()
+        try:
+            return await self.aws.call("dynamodb", method, **kwargs)
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise TableSetupError(
+                    f"DynamoDB table {self.table} does not exist: run `nommer aws setup` or set "
+                    f"AWS_CREATE_RESOURCES = True") from exc
+            raise
+
+    async def _ready(self):
+        if self._resources_ok:
+            return
+        await self._setup_lock.acquire()
+        try:
+            if not self._resources_ok:
+                for line in await self.ensure_resources():
+                    self.log.info("{line}", line=line)
+        finally:
+            self._setup_lock.release()
+
+    async def _read(self, job_id):
+        """(Job, version) read consistently; raises NoSuchJob."""
+        result = await self._call("get_item", TableName=self.table, Key={"job_id": {"S": job_id}},
+                                  ConsistentRead=True)
+        if "Item" not in result:
+            raise NoSuchJob(job_id)
+        return self._from_item(result["Item"])
+
+    async def _query_all(self, **kwargs):
+        """Every item a Query returns, following LastEvaluatedKey."""
+        items = []
+        while True:
+            result = await self._call("query", TableName=self.table, **kwargs)
+            items.extend(result.get("Items", []))
+            if "LastEvaluatedKey" not in result:
+                return items
+            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
+    # --- JobStore -----------------------------------------------------------
+
+    def create(self, job):
+        """Store ``job`` with created_at/updated_at stamped from the clock.
+        Deferred[Job]; a job_id already stored raises ValueError."""
+        return defer.Deferred.fromCoroutine(self._create(job))
+
+    async def _create(self, job):
+        now = self._clock.seconds()
+        job = attr.evolve(job, created_at=now, updated_at=now)
+        try:
+            await self._call("put_item", TableName=self.table, Item=self._to_item(job, 1),
+                             ConditionExpression="attribute_not_exists(job_id)")
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise ValueError(f"a job with id {job.job_id} already exists") from None
+            raise
+        return job
+
+    def get(self, job_id):
+        """Deferred[Job], read consistently; raises NoSuchJob."""
+        return defer.Deferred.fromCoroutine(self._get(job_id))
+
+    async def _get(self, job_id):
+        job, _ = await self._read(job_id)
+        return job
+
+    def modify(self, job_id, fn):
+        """Replace the job by ``apply_change(old, fn(old), now)`` under an
+        optimistic lock (see the module docstring); ``fn`` may run again on
+        a fresh copy after a lost race. Deferred[Job]; raises NoSuchJob,
+        IllegalTransition, whatever ``fn`` raises, or TooManyConflicts."""
+        return defer.Deferred.fromCoroutine(self._modify(job_id, fn))
+
+    async def _modify(self, job_id, fn):
+        for attempt in range(1, MODIFY_ATTEMPTS + 1):
+            old, version = await self._read(job_id)
+            new = apply_change(old, fn(old), self._clock.seconds())
+            try:
+                await self._call("put_item", TableName=self.table, Item=self._to_item(new, version + 1),
+                                 ConditionExpression="#v = :v",
+                                 ExpressionAttributeNames={"#v": "version"},
+                                 ExpressionAttributeValues={":v": {"N": str(version)}})
+                return new
+            except Exception as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                self.log.debug("job {job_id}: changed while being modified (attempt {attempt}), reading again",
+                               job_id=job_id, attempt=attempt)
+        raise TooManyConflicts(f"job {job_id}: changed by other writers {MODIFY_ATTEMPTS} times in a row")
+
+    def list(self, state=None, limit=50, cursor=None):
+        """Deferred[(jobs, next_cursor)]: at most ``limit`` jobs newest first
+        (all, or those in ``state``) after ``cursor``; ``next_cursor`` is None
+        on the last page. A bad cursor (or limit < 1) raises ValueError."""
+        try:
+            limit = int(limit)
+            if limit < 1:
+                raise ValueError(f"limit must be at least 1, not {limit}")
+            after = decode_cursor(cursor) if cursor is not None else None
+            state = JobState(state) if state is not None else None
+        except ValueError as exc:
+            return defer.fail(exc)
+        return defer.Deferred.fromCoroutine(self._list(state, limit, after))
+
+    async def _list(self, state, limit, after):
+        if state is None:
+            index, names, values = GSI_BY_TIME, {"#p": "gsi_all"}, {":p": {"S": GSI_ALL_VALUE}}
+        else:
+            index, names, values = GSI_BY_STATE, {"#p": "job_state"}, {":p": {"S": state.value}}
+        condition = "#p = :p"
+        if after is not None:
+            condition += " AND #k < :k"
+            names["#k"] = "created_key"
+            values[":k"] = {"S": created_key(*after)}
+        kwargs = dict(IndexName=index, KeyConditionExpression=condition, ExpressionAttributeNames=names,
+                      ExpressionAttributeValues=values, ScanIndexForward=False)
+        items = []
+        while len(items) <= limit:
+            result = await self._call("query", TableName=self.table, Limit=limit + 1 - len(items), **kwargs)
+            items.extend(result.get("Items", []))
+            if "LastEvaluatedKey" not in result:
+                break
+            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        jobs = [self._from_item(item)[0] for item in items[:limit + 1]]
+        next_cursor = None
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+        return jobs, next_cursor
+
+    def list_unfinished(self):
+        """Deferred[list[Job]]: every job not in a final state, oldest first
+        (one ``by_state`` Query per unfinished state)."""
+        return defer.Deferred.fromCoroutine(self._list_unfinished())
+
+    async def _list_unfinished(self):
+        await self._ready()
+        per_state = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._query_all(
+                IndexName=GSI_BY_STATE, KeyConditionExpression="job_state = :s",
+                ExpressionAttributeValues={":s": {"S": s.value}})) for s in _UNFINISHED],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        items = [item for items in per_state for item in items]
+        items.sort(key=lambda item: item["created_key"]["S"])
+        return [self._from_item(item)[0] for item in items]
+
+    def count_by_state(self):
+        """Deferred[dict[str, int]]: state name -> number of jobs, states
+        with no job left out (a ``Select=COUNT`` Query per state)."""
+        return defer.Deferred.fromCoroutine(self._count_by_state())
+
+    async def _count(self, state):
+        kwargs = dict(TableName=self.table, IndexName=GSI_BY_STATE, Select="COUNT",
+                      KeyConditionExpression="job_state = :s", ExpressionAttributeValues={":s": {"S": state.value}})
+        total = 0
+        while True:
+            result = await self._call("query", **kwargs)
+            total += result.get("Count", 0)
+            if "LastEvaluatedKey" not in result:
+                return total
+            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
+    async def _count_by_state(self):
+        await self._ready()
+        counts = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._count(s)) for s in JobState],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        return {s.value: n for s, n in zip(JobState, counts) if n}
+
+    # --- resources ----------------------------------------------------------
+
+    def _table_spec(self):
+        """CreateTable arguments: the key, both GSIs, on-demand billing."""
+        def gsi(name, partition):
+            return {"IndexName": name,
+                    "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
+                                  {"AttributeName": "created_key", "KeyType": "RANGE"}],
+                    "Projection": {"ProjectionType": "ALL"}}
+        return dict(
+            TableName=self.table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
+                                  for n in ("job_id", "gsi_all", "job_state", "created_key")],
+            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[gsi(GSI_BY_TIME, "gsi_all"), gsi(GSI_BY_STATE, "job_state")])
+
+    async def _describe(self):
+        """The table's description, or None when it does not exist."""
+        try:
+            return (await self.aws.call("dynamodb", "describe_table", TableName=self.table))["Table"]
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _problems(self, table):
+        """What keeps an existing table from serving as the job table (list of str)."""
+        spec = self._table_spec()
+        types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+        problems = []
+
+        def keys(schema):
+            return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+        def key_types_ok(schema):
+            return all(types.get(k["AttributeName"]) == "S" for k in schema)
+
+        if keys(table.get("KeySchema", [])) != keys(spec["KeySchema"]) or not key_types_ok(table["KeySchema"]):
+            problems.append(f"its key is {keys(table.get('KeySchema', []))}, not job_id (HASH, type S)")
+        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+        for want in spec["GlobalSecondaryIndexes"]:
+            have = indexes.get(want["IndexName"])
+            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(want["KeySchema"]))
+            if have is None:
+                problems.append(f"it has no global secondary index {want['IndexName']} on {expected}")
+            elif keys(have["KeySchema"]) != keys(want["KeySchema"]) or not key_types_ok(have["KeySchema"]):
+                problems.append(f"its index {want['IndexName']} is keyed {keys(have['KeySchema'])}, "
+                                f"not {expected}")
+            elif have.get("Projection", {}).get("ProjectionType") != "ALL":
+                problems.append(f"its index {want['IndexName']} does not project ALL attributes")
+        return problems
+
+    async def _wait_active(self):
+        """Poll DescribeTable (reactor timers between polls, growing from
+        WAIT_FIRST_S to WAIT_MAX_S) until the table and its indexes are
+        ACTIVE; TableSetupError after WAIT_TIMEOUT_S. Returns the description."""
+        deadline = self.reactor.seconds() + WAIT_TIMEOUT_S
+        delay = WAIT_FIRST_S
+        while True:
+            table = await self._describe()
+            if table is not None and table.get("TableStatus") == "ACTIVE" and all(
+                    i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])):
+                return table
+            if self.reactor.seconds() >= deadline:
+                status = table.get("TableStatus") if table else "missing"
+                raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
+                                      f"(status {status})")
+            await task.deferLater(self.reactor, delay, lambda: None)
+            delay = min(delay * 2, WAIT_MAX_S)
+
+    async def _ensure_ttl(self):
+        """Enable TTL on ``expires_at`` unless it is; returns a line or None."""
+        result = await self.aws.call("dynamodb", "describe_time_to_live", TableName=self.table)
+        ttl = result.get("TimeToLiveDescription", {})
+        status, attribute = ttl.get("TimeToLiveStatus"), ttl.get("AttributeName")
+        if status in ("ENABLED", "ENABLING"):
+            if attribute != TTL_ATTRIBUTE:
+                raise TableSetupError(f"DynamoDB table {self.table} has TTL on {attribute!r}, "
+                                      f"not {TTL_ATTRIBUTE!r}: DYNAMODB_JOB_TTL_S cannot work")
+            return None
+        await self.aws.call("dynamodb", "update_time_to_live", TableName=self.table,
+                            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+        return f"enabled TTL on {TTL_ATTRIBUTE} of DynamoDB table {self.table}"
+
+    async def ensure_resources(self):
+        """Create the job table (with both GSIs) if missing and wait until
+        it is ACTIVE; check an existing table's keys and indexes; enable TTL
+        when DYNAMODB_JOB_TTL_S is set. Returns lines for a person, e.g.
+        ``["created DynamoDB table nommer_jobs"]``. Raises TableSetupError
+        when an existing table has another shape (every problem named)."""
+        lines = []
+        table = await self._describe()
+        if table is None:
+            try:
+                await self.aws.call("dynamodb", "create_table", **self._table_spec())
+                lines.append(f"created DynamoDB table {self.table}")
+            except Exception as exc:
+                if error_code(exc) != "ResourceInUseException":  # created meanwhile by another process
+                    raise
+                lines.append(f"DynamoDB table {self.table} exists")
+        else:
+            lines.append(f"DynamoDB table {self.table} exists")
+        table = await self._wait_active()
+        problems = self._problems(table)
+        if problems:
+            raise TableSetupError(f"DynamoDB table {self.table} cannot hold nommer's jobs: " + "; ".join(problems)
+                                  + ". Delete it or set DYNAMODB_JOB_TABLE to another name.")
+        if self.ttl_s is not None:
+            line = await self._ensure_ttl()
+            if line:
+                lines.append(line)
+        self._resources_ok = True
+        return lines
