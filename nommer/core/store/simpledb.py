@@ -1,0 +1,366 @@
+"""JobStore on Amazon SimpleDB: the original media-nommer's store, done safely.
+
+One item per job in the domain SIMPLEDB_JOB_STATE_DOMAIN, item name = job_id.
+Attribute layout (every value at most 1024 bytes, SimpleDB's limit)::
+
+    version       "7"               decimal counter; every write is a PutAttributes
+                                    conditional on it (Expected), so writes never cross
+    job_state     "ENCODING"        the state name, plain (Select filters on it)
+    created_key   "2023-11-14T22:13:20.000000Z <job_id>"
+                                    fixed-width UTC ISO 8601 + job id: the sort key of
+                                    ``list`` (text order = time order, ties by id)
+    created_at, updated_at, started_at, finished_at, heartbeat_at
+                  "2023-11-14T22:13:20.000000Z 1700000000.0" | "null"
+                                    fixed-width UTC ISO 8601 (text order = time order),
+                                    then the exact epoch seconds
+    every other Job field (source_path, dest_path, nommer, job_options, notify_url,
+    job_state_details, progress, attempts, worker_id, output)
+                  JSON, ASCII-only  '"file:///in.mp4"', '[{"outfile_options": []}]', 'null'
+    chunks        "job_options=3 job_state_details=2" | ""
+                                    fields whose text is longer than 1024 characters:
+                                    their text is split over ``<field>.0`` .. ``<field>.<n-1>``
+                                    (1024 characters each, in order) instead of ``<field>``
+
+JSON with ``ensure_ascii`` makes any text lossless on SimpleDB's XML wire (control
+characters, carriage returns and non-ASCII are escaped), keeps ``None`` distinct
+from ``"None"`` and ``""`` (the original stored the text ``'None'``), and makes
+a character a byte, so chunks split anywhere. Nothing is truncated: a job whose
+attributes would not fit in one item (about 120 KB of text) is refused with
+ValueError (the original cut details to their last 1023 characters).
+
+Every write puts every attribute with Replace, in one atomic PutAttributes, so
+the item always reads whole: attributes a previous version needed and this one
+does not (chunks of a field that shrank) are ignored by readers (``chunks``
+says which attributes count) and deleted right after the write by a
+DeleteAttributes conditional on the new version.
+
+Reads are consistent (ConsistentRead). ``list`` pages with Select ``order by
+created_key desc``, resuming after the cursor's sort key (a ``where``
+predicate, not SimpleDB's NextToken, so cursors do not expire). An item
+without ``created_key`` in the domain (a 2011 media-nommer item: attributes
+``unique_id``, ``creation_dtime``...) is not a nommer job: ``get`` raises
+NoSuchJob and ``list``, ``list_unfinished`` and ``count_by_state`` skip it.
+"""
+
+import datetime
+import json
+
+import attr
+from botocore.exceptions import ClientError
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from nommer.core.aws import AWS, error_code
+from nommer.core.errors import NoSuchJob
+from nommer.core.job import Job
+from nommer.core.states import FINAL_STATES, JobState
+from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
+
+#: SimpleDB's limit on one attribute value (and name), bytes.
+MAX_VALUE_BYTES = 1024
+#: Most attributes one job may use. An item holds 256 name/value pairs; a
+#: write must fit beside the previous version's attributes until they are
+#: cleaned up, so one version gets under half.
+MAX_JOB_ATTRIBUTES = 120
+#: Conditional writes tried before ``modify`` gives up with StoreConflict.
+MAX_WRITE_ATTEMPTS = 10
+#: Largest page SimpleDB's Select returns.
+MAX_SELECT_LIMIT = 2500
+
+TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
+#: Job fields stored as JSON (all but job_id, the item name, and job_state, plain text).
+JSON_FIELDS = tuple(a.name for a in attr.fields(Job)
+                    if a.name not in TIME_FIELDS and a.name not in ("job_id", "job_state"))
+UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
+
+
+class StoreConflict(Exception):
+    """``modify`` lost the race for a job MAX_WRITE_ATTEMPTS times in a row."""
+
+    def __init__(self, job_id, attempts):
+        super().__init__(f"job {job_id}: {attempts} conditional writes lost to other writers")
+        self.job_id = job_id
+
+
+def iso_fixed(epoch_s):
+    """Epoch seconds -> ``"2023-11-14T22:13:20.000000Z"`` (UTC, microseconds,
+    always 27 characters for years 1000-9999, so text order = time order)."""
+    dt = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
+    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+            f"{dt.second:02d}.{dt.microsecond:06d}Z")
+
+
+def created_key(created_at, job_id):
+    """The sort key of ``list``: ISO creation time, a space, the job id."""
+    return f"{iso_fixed(created_at)} {job_id}"
+
+
+def _time_text(epoch_s):
+    return "null" if epoch_s is None else f"{iso_fixed(epoch_s)} {float(epoch_s)!r}"
+
+
+def _time_value(text):
+    return None if text == "null" else float(text.rsplit(" ", 1)[1])
+
+
+def encode_job(job, version):
+    """The attributes (dict name -> text, each <= 1024 bytes) storing ``job``
+    at ``version``. Raises ValueError if they would not fit in one item."""
+    attrs = {"version": str(version), "job_state": job.job_state.value,
+             "created_key": created_key(job.created_at, job.job_id)}
+    chunked = []
+    for name in JSON_FIELDS + TIME_FIELDS:
+        value = getattr(job, name)
+        text = _time_text(value) if name in TIME_FIELDS else json.dumps(value)
+        if len(text) <= MAX_VALUE_BYTES:
+            attrs[name] = text
+            continue
+        pieces = [text[i:i + MAX_VALUE_BYTES] for i in range(0, len(text), MAX_VALUE_BYTES)]
+        attrs.update((f"{name}.{i}", piece) for i, piece in enumerate(pieces))
+        chunked.append(f"{name}={len(pieces)}")
+    attrs["chunks"] = " ".join(chunked)
+    if len(attrs) > MAX_JOB_ATTRIBUTES:
+        raise ValueError(f"job {job.job_id} needs {len(attrs)} SimpleDB attributes, more than the "
+                         f"{MAX_JOB_ATTRIBUTES} one item can hold (about {MAX_JOB_ATTRIBUTES} KB of "
+                         "text); shorten its options, details or output")
+    return attrs
+
+
+def decode_job(job_id, attrs):
+    """The Job an item's attributes (dict name -> text) hold."""
+    chunks = dict(entry.split("=") for entry in attrs.get("chunks", "").split())
+    fields = {"job_id": job_id, "job_state": attrs["job_state"]}
+    for name in JSON_FIELDS + TIME_FIELDS:
+        if name in chunks:
+            text = "".join(attrs[f"{name}.{i}"] for i in range(int(chunks[name])))
+        elif name in attrs:
+            text = attrs[name]
+        else:
+            continue            # a field this item predates: the Job default
+        fields[name] = _time_value(text) if name in TIME_FIELDS else json.loads(text)
+    return Job.from_dict(fields)
+
+
+def _quote(value):
+    """A SimpleDB Select string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class SimpleDBJobStore(JobStore):
+    """Jobs in a SimpleDB domain (see the module docstring for the item layout).
+
+    ``settings`` gives SIMPLEDB_JOB_STATE_DOMAIN, AWS_CREATE_RESOURCES and the
+    AWS client settings; boto3 calls run in this store's own bounded pool.
+    ``clock`` (default ``reactor``) provides ``seconds()`` for the times stamped.
+    AWS failures surface as ``botocore.exceptions.ClientError``.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings, reactor, clock=None):
+        self._settings = settings
+        self._domain = settings.SIMPLEDB_JOB_STATE_DOMAIN
+        self._aws = AWS(settings, reactor, name="simpledb-store")
+        self._clock = clock or reactor
+        self._resources_ready = not settings.AWS_CREATE_RESOURCES
+        self._resources_lock = defer.DeferredLock()
+
+    @classmethod
+    def from_settings(cls, settings, reactor):
+        return cls(settings, reactor)
+
+    # --- resources -------------------------------------------------------------------------
+
+    async def ensure_resources(self):
+        """Create the domain (CreateDomain is idempotent). Returns what was done,
+        one line each: ``["SimpleDB domain media_nommer ready"]``."""
+        await self._aws.call("sdb", "create_domain", DomainName=self._domain)
+        return [f"SimpleDB domain {self._domain} ready"]
+
+    async def _ready(self):
+        """Run ``ensure_resources`` once, before first use, when AWS_CREATE_RESOURCES."""
+        if self._resources_ready:
+            return
+        await self._resources_lock.acquire()
+        try:
+            if not self._resources_ready:
+                await self.ensure_resources()
+                self._resources_ready = True
+        finally:
+            self._resources_lock.release()
+
+    # --- low level ---------------------------------------------------------------------------
+
+    async def _read(self, job_id):
+        """The item's attributes (dict name -> text, consistent read); {} if none."""
+        result = await self._aws.call("sdb", "get_attributes", DomainName=self._domain,
+                                      ItemName=job_id, ConsistentRead=True)
+        return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
+
+    async def _put(self, job_id, attrs, expected):
+        await self._aws.call("sdb", "put_attributes", DomainName=self._domain, ItemName=job_id,
+                             Attributes=[{"Name": n, "Value": v, "Replace": True} for n, v in attrs.items()],
+                             Expected=expected)
+
+    async def _drop_stale(self, job_id, old, new):
+        """Delete attributes of ``old`` that version ``new`` does not use, unless
+        a newer version was written meanwhile (its writer cleans up instead).
+        Best effort: stale attributes are ignored by readers anyway."""
+        stale = [{"Name": n, "Value": v} for n, v in old.items() if n not in new]
+        if not stale:
+            return
+        try:
+            await self._aws.call("sdb", "delete_attributes", DomainName=self._domain, ItemName=job_id,
+                                 Attributes=stale, Expected={"Name": "version", "Value": new["version"]})
+        except ClientError as e:
+            if error_code(e) not in ("ConditionalCheckFailed", "AttributeDoesNotExist"):
+                self.log.warn("job {job_id}: stale SimpleDB attributes left ({error})",
+                              job_id=job_id, error=e)
+
+    async def _select(self, expression, limit=None):
+        """Items (list of (name, attrs)) of a Select, following NextToken until
+        ``limit`` items (or all when None)."""
+        items, token = [], None
+        while True:
+            kwargs = {"NextToken": token} if token else {}
+            page = await self._aws.call("sdb", "select", SelectExpression=expression,
+                                        ConsistentRead=True, **kwargs)
+            items += [(i["Name"], {a["Name"]: a["Value"] for a in i.get("Attributes", [])})
+                      for i in page.get("Items", [])]
+            token = page.get("NextToken")
+            if not token or (limit is not None and len(items) >= limit):
+                return items
+
+    def _from(self):
+        return "`" + self._domain.replace("`", "``") + "`"
+
+    # --- JobStore ----------------------------------------------------------------------------
+
+    def create(self, job):
+        """Store a new job, stamping created_at/updated_at. ValueError on a
+        duplicate job_id or a job too large for one item. Deferred[Job]."""
+        return defer.Deferred.fromCoroutine(self._create(job))
+
+    async def _create(self, job):
+        await self._ready()
+        now = self._clock.seconds()
+        job = attr.evolve(job, created_at=now, updated_at=now)
+        attrs = encode_job(job, 1)
+        try:
+            await self._put(job.job_id, attrs, {"Name": "version", "Exists": False})
+        except ClientError as e:
+            if error_code(e) == "ConditionalCheckFailed":
+                raise ValueError(f"a job with id {job.job_id} already exists") from None
+            raise
+        return job
+
+    def get(self, job_id):
+        """Deferred[Job]; NoSuchJob if there is none."""
+        return defer.Deferred.fromCoroutine(self._get(job_id))
+
+    async def _get(self, job_id):
+        await self._ready()
+        attrs = await self._read(job_id)
+        if "version" not in attrs or "created_key" not in attrs:
+            raise NoSuchJob(job_id)
+        return decode_job(job_id, attrs)
+
+    def modify(self, job_id, fn):
+        """Replace the job by ``fn(job)`` under ``apply_change``'s rules.
+
+        Optimistic: read (consistent), apply, PutAttributes conditional on the
+        version read. When another writer got there first the write is retried
+        on the fresh copy, so ``fn`` (pure) may run more than once and the
+        transition table is checked against what is stored now: a late worker
+        cannot overwrite a finished job, two writers cannot both finish one
+        (IllegalTransition). Raises NoSuchJob, IllegalTransition, whatever
+        ``fn`` raises, ValueError (too large), StoreConflict after
+        MAX_WRITE_ATTEMPTS lost races. Deferred[Job].
+        """
+        return defer.Deferred.fromCoroutine(self._modify(job_id, fn))
+
+    async def _modify(self, job_id, fn):
+        await self._ready()
+        now = self._clock.seconds()
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            old = await self._read(job_id)
+            if "version" not in old or "created_key" not in old:
+                raise NoSuchJob(job_id)
+            current = decode_job(job_id, old)
+            job = apply_change(current, fn(current), now)
+            new = encode_job(job, int(old["version"]) + 1)
+            try:
+                await self._put(job_id, new, {"Name": "version", "Value": old["version"]})
+            except ClientError as e:
+                code = error_code(e)
+                if code == "ConditionalCheckFailed":
+                    continue
+                if code == "AttributeDoesNotExist":
+                    raise NoSuchJob(job_id) from None
+                raise
+            await self._drop_stale(job_id, old, new)
+            return job
+        raise StoreConflict(job_id, MAX_WRITE_ATTEMPTS)
+
+    def list(self, state=None, limit=50, cursor=None):
+        """Deferred[(jobs, next_cursor)], newest first (created_at, then job_id,
+        descending); ``state`` a JobState or None; ``limit`` >= 1;
+        ``next_cursor`` None on the last page. ValueError on a bad cursor."""
+        return defer.Deferred.fromCoroutine(self._list(state, limit, cursor))
+
+    async def _list(self, state, limit, cursor):
+        limit = int(limit)
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        where = []
+        if state is not None:
+            where.append(f"job_state = {_quote(JobState(state).value)}")
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            where.append(f"created_key < {_quote(created_key(created_at, job_id))}")
+        else:
+            where.append("created_key is not null")
+        await self._ready()
+        expression = (f"select * from {self._from()} where {' and '.join(where)}"
+                      f" order by created_key desc limit {min(limit + 1, MAX_SELECT_LIMIT)}")
+        items = await self._select(expression, limit=limit + 1)
+        jobs = [decode_job(name, attrs) for name, attrs in items[:limit]]
+        next_cursor = None
+        if len(items) > limit:
+            next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+        return jobs, next_cursor
+
+    def list_unfinished(self):
+        """Deferred[list[Job]]: every job not in a final state, oldest first."""
+        return defer.Deferred.fromCoroutine(self._list_unfinished())
+
+    async def _list_unfinished(self):
+        await self._ready()
+        states = ", ".join(_quote(s) for s in UNFINISHED_STATES)
+        items = await self._select(
+            f"select * from {self._from()} where job_state in ({states}) and created_key is not null"
+            f" order by created_key asc limit {MAX_SELECT_LIMIT}")
+        return [decode_job(name, attrs) for name, attrs in items]
+
+    def count_by_state(self):
+        """Deferred[dict[str, int]]: state name -> number of jobs, states with
+        no job left out. One ``select count(*)`` per state, in parallel."""
+        return defer.Deferred.fromCoroutine(self._count_by_state())
+
+    async def _count_by_state(self):
+        await self._ready()
+
+        async def count(state):
+            pages = await self._select(f"select count(*) from {self._from()} where job_state = "
+                                       f"{_quote(state.value)} and created_key is not null")
+            return sum(int(attrs["Count"]) for _, attrs in pages)
+        try:
+            counts = await defer.gatherResults(
+                [defer.Deferred.fromCoroutine(count(state)) for state in JobState], consumeErrors=True)
+        except defer.FirstError as e:
+            e.subFailure.raiseException()
+        return {state.value: n for state, n in zip(JobState, counts) if n}
+
+    def close(self):
+        """Stop this store's AWS thread pool."""
+        self._aws.close()
