@@ -32,6 +32,10 @@ class Job:
     ``progress`` is a percentage 0..100 or None before encoding starts.
     ``output`` is what the nommer reports about the result (size in bytes,
     duration in seconds, codecs...) once FINISHED.
+    ``sealed_credentials`` is ``{"source_path": token, "dest_path": token}``
+    (either key may be absent) when a URI had credentials: the stored URI is
+    then redacted and the token is the original, encrypted (see
+    ``nommer.core.secrets``); None otherwise. The API never shows it.
     """
 
     job_id: str
@@ -51,6 +55,7 @@ class Job:
     started_at: float = None
     finished_at: float = None
     heartbeat_at: float = None
+    sealed_credentials: dict = attr.ib(default=None, repr=False)
 
     @property
     def is_final(self):

@@ -13,6 +13,7 @@ import urllib.parse
 from twisted.python.reflect import namedAny
 
 from nommer.core.errors import InvalidJobSpec
+from nommer.core.secrets import seal_uri
 from nommer.core.storage import check_destination, check_source
 
 MAX_URI_LENGTH = 4096
@@ -47,7 +48,10 @@ def resolve_nommer(name, settings):
 def validate_submission(body, settings):
     """Check a submit body. Returns a dict with ``source_path``, ``dest_path``,
     ``notify_url``, ``nommer`` (canonical dotted path) and ``job_options``
-    (the nommer's normalized options). Raises ``InvalidJobSpec``."""
+    (the nommer's normalized options), plus ``sealed_credentials`` when a URI
+    holds credentials: the URIs returned are then redacted and the originals
+    sealed (``nommer.core.secrets.seal_uri``), so the job store never holds a
+    secret in clear. Raises ``InvalidJobSpec``."""
     if not isinstance(body, dict):
         raise InvalidJobSpec(None, "the request body must be a JSON object")
     # The original's order: source_path, dest_path, job_options.
@@ -75,5 +79,12 @@ def validate_submission(body, settings):
     check_source(source, settings)
     check_destination(dest, settings)
     normalized = nommer_class.validate_options(options["options"], settings, dest_path=dest)
-    return {"source_path": source, "dest_path": dest, "notify_url": notify_url or None,
-            "nommer": canonical, "job_options": normalized}
+    spec = {"notify_url": notify_url or None, "nommer": canonical, "job_options": normalized}
+    sealed = {}
+    for field, uri in (("source_path", source), ("dest_path", dest)):
+        spec[field], token = seal_uri(uri, settings, field)
+        if token is not None:
+            sealed[field] = token
+    if sealed:
+        spec["sealed_credentials"] = sealed
+    return spec

@@ -35,7 +35,8 @@ JOB_ID_RE = re.compile(r"^[0-9a-f]{50}$")
 def job_to_api(job):
     """The API's view of a job: the original field names (``unique_id``,
     ``job_state``, ``job_state_details``...), ISO 8601 UTC times, progress
-    in percent, and URIs with any password shown as ``***``."""
+    in percent, and URIs with any password shown as ``***``. The sealed
+    credentials (``Job.sealed_credentials``) are never shown."""
     return {
         "job_id": job.job_id,
         "unique_id": job.job_id,

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
+from nommer.core.secrets import unseal_uri
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.storage import get_storage
@@ -106,10 +107,23 @@ class JobContext:
         d.addBoth(done)
 
     async def download(self, uri, local_path):
+        uri = self._unsealed(uri, ("source_path", "dest_path"))
         return await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
 
     async def upload(self, local_path, uri):
+        uri = self._unsealed(uri, ("dest_path", "source_path"))
         return await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
+
+    def _unsealed(self, uri, fields):
+        """The job's original URI when ``uri`` is its stored (redacted) source
+        or destination (``fields`` in order of preference) and feederd sealed
+        its credentials; else ``uri``. Raises ``SealedCredentialsError``
+        (permanent) if they cannot be opened."""
+        sealed = self.job.sealed_credentials or {}
+        for field in fields:
+            if sealed.get(field) and uri == getattr(self.job, field):
+                return unseal_uri(uri, sealed[field], self.settings)
+        return uri
 
     def register_cancel(self, callback):
         """``callback()`` is called once if the job must stop now."""

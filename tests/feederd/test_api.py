@@ -2,6 +2,7 @@
 
 import json
 
+from cryptography.fernet import Fernet
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
@@ -23,7 +24,8 @@ class APITests(TestCase):
     timeout = 10
 
     def setUp(self):
-        self.settings, self.root = temp_settings(self)
+        # A key, so URIs with passwords are accepted (stored sealed).
+        self.settings, self.root = temp_settings(self, JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
         self.store = make_store(self.settings, reactor)
         self.queue = make_queue(self.settings, reactor)
         self.addCleanup(self.store.close)

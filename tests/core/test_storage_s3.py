@@ -1,0 +1,331 @@
+"""s3:// storage against a moto server: managed transfers, metadata, errors, URI credentials."""
+
+import hashlib
+import os
+
+from botocore.exceptions import ClientError, EndpointConnectionError
+from twisted.internet import defer, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from nommer.core.aws import AWS
+from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
+from nommer.core.storage import check_destination, check_source, get_storage
+from nommer.core.storage import s3 as s3_mod
+from nommer.core.storage.s3 import S3Storage, content_type_for
+from nommer.core.uri import InvalidURI, parse_uri
+from tests.aws_server import aws_settings, reset_moto
+from tests.helpers import ensure, eventually
+
+BUCKET = "nommer-media"
+KEY_ID = "AKIAEXAMPLE0123456789"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzz9SECRET"
+MiB = 1024 * 1024
+
+
+class _RecordingAWS(AWS):
+    """AWS that remembers every instance, to check pools are closed."""
+
+    instances = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        type(self).instances.append(self)
+
+
+class S3StorageTests(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        reset_moto()
+        self.settings, self.root = aws_settings(self)
+        self.aws = AWS(self.settings, reactor, name="test")
+        self.addCleanup(self.aws.close)
+        _RecordingAWS.instances = []
+        self.shutdown_triggers = self.shutdownTriggers()
+        self.patch(s3_mod, "AWS", _RecordingAWS)
+        self.addCleanup(self.assertPoolsClosed)
+
+    def shutdownTriggers(self):
+        triggers = getattr(reactor, "_eventTriggers", {}).get("shutdown")
+        return None if triggers is None else len(triggers.before)
+
+    def assertPoolsClosed(self):
+        self.assertEqual(self.shutdownTriggers(), self.shutdown_triggers,
+                         "a shutdown trigger of a finished transfer was left behind")
+        for aws in _RecordingAWS.instances:
+            self.assertTrue(aws._closed, "an S3Storage AWS pool was left open")
+            self.assertEqual([t for t in aws._pool.threads if t.is_alive()], [],
+                             "an S3Storage pool thread is still alive")
+
+    def storage(self, settings=None):
+        return S3Storage(settings or self.settings, reactor)
+
+    def write(self, name, data):
+        path = os.path.join(self.root, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    async def make_bucket(self, name=BUCKET):
+        await self.aws.call("s3", "create_bucket", Bucket=name)
+
+    async def head(self, key, bucket=BUCKET):
+        return await self.aws.call("s3", "head_object", Bucket=bucket, Key=key)
+
+    @ensure
+    async def test_round_trip(self):
+        """A file uploaded to s3:// downloads back byte for byte, as a single PUT."""
+        await self.make_bucket()
+        data = os.urandom(300 * 1024)
+        src = self.write("output.mp4", data)
+        uri = f"s3://{BUCKET}/videos/clip.mp4"
+        self.assertEqual(await self.storage().upload(src, uri), len(data))
+        head = await self.head("videos/clip.mp4")
+        self.assertEqual(head["ContentLength"], len(data))
+        self.assertNotIn("-", head["ETag"])
+
+        dest = os.path.join(self.root, "back.mp4")
+        self.assertEqual(await get_storage(uri, self.settings, reactor).download(uri, dest),
+                         len(data))
+        with open(dest, "rb") as f:
+            self.assertEqual(f.read(), data)
+
+    @ensure
+    async def test_multipart_above_threshold(self):
+        """Above the multipart threshold the upload goes in parts and the download in ranges."""
+        self.patch(s3_mod, "MULTIPART_THRESHOLD_BYTES", 8 * MiB)
+        self.patch(s3_mod, "MULTIPART_CHUNKSIZE_BYTES", 8 * MiB)
+        await self.make_bucket()
+        data = os.urandom(20 * MiB)
+        src = self.write("output.mp4", data)
+        uri = f"s3://{BUCKET}/big.mp4"
+        self.assertEqual(await self.storage().upload(src, uri), len(data))
+        head = await self.head("big.mp4")
+        self.assertTrue(head["ETag"].strip('"').endswith("-3"), head["ETag"])
+        self.assertEqual(head["ContentLength"], len(data))
+
+        dest = os.path.join(self.root, "big-back.mp4")
+        self.assertEqual(await self.storage().download(uri, dest), len(data))
+        with open(dest, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(data).digest())
+
+    @ensure
+    async def test_cancel_aborts_transfer(self):
+        """Canceling an upload's Deferred aborts the transfer: no object, no open multipart upload."""
+        self.patch(s3_mod, "MULTIPART_THRESHOLD_BYTES", 8 * MiB)
+        self.patch(s3_mod, "MULTIPART_CHUNKSIZE_BYTES", 8 * MiB)
+        await self.make_bucket()
+        src = self.write("output.mp4", os.urandom(24 * MiB))
+        d = defer.Deferred.fromCoroutine(self.storage().upload(src, f"s3://{BUCKET}/c.mp4"))
+        d.cancel()
+        await self.assertFailure(d, defer.CancelledError)
+        await eventually(lambda: _RecordingAWS.instances[0]._closed, what="the transfer to end")
+        listing = await self.aws.call("s3", "list_objects_v2", Bucket=BUCKET)
+        self.assertEqual(listing.get("KeyCount"), 0)
+        uploads = await self.aws.call("s3", "list_multipart_uploads", Bucket=BUCKET)
+        self.assertEqual(uploads.get("Uploads", []), [])
+
+    def test_transfer_config(self):
+        """The transfer config uses the module's threshold and part size, bounded concurrency."""
+        self.patch(s3_mod, "MULTIPART_THRESHOLD_BYTES", 9 * MiB)
+        config = s3_mod.transfer_config(self.settings)
+        self.assertEqual(config.multipart_threshold, 9 * MiB)
+        self.assertEqual(config.multipart_chunksize, s3_mod.MULTIPART_CHUNKSIZE_BYTES)
+        self.assertLessEqual(config.max_request_concurrency, self.settings.AWS_MAX_THREADS)
+        self.assertEqual(config.preferred_transfer_client, "classic")
+
+    def test_content_types(self):
+        """Content-Type comes from the output file's extension, else the key's, else octet-stream."""
+        cases = {
+            ("output.mp4", "a/b.mp4"): "video/mp4",
+            ("output.m4a", "song"): "audio/mp4",
+            ("output.webm", "x.webm"): "video/webm",
+            ("output.mkv", "x"): "video/x-matroska",
+            ("output.mov", "x"): "video/quicktime",
+            ("output.mp3", "x"): "audio/mpeg",
+            ("output.ts", "x"): "video/mp2t",
+            ("output.out", "x.mp4"): "video/mp4",
+            ("output.out", "x"): "application/octet-stream",
+        }
+        for (local, key), expected in cases.items():
+            self.assertEqual(content_type_for(local, key), expected, (local, key))
+
+    @ensure
+    async def test_upload_sets_content_type(self):
+        """An upload records the output's Content-Type (audio/mp4 for an m4a) on the object."""
+        await self.make_bucket()
+        src = self.write("output.m4a", b"audio")
+        await self.storage().upload(src, f"s3://{BUCKET}/songs/track")
+        self.assertEqual((await self.head("songs/track"))["ContentType"], "audio/mp4")
+
+    @ensure
+    async def test_sse_and_storage_class(self):
+        """S3_SERVER_SIDE_ENCRYPTION and S3_STORAGE_CLASS reach the stored object."""
+        settings, _ = aws_settings(self, S3_SERVER_SIDE_ENCRYPTION="AES256",
+                                   S3_STORAGE_CLASS="STANDARD_IA")
+        await self.make_bucket()
+        src = self.write("output.mp4", b"x" * 1000)
+        await self.storage(settings).upload(src, f"s3://{BUCKET}/enc.mp4")
+        head = await self.head("enc.mp4")
+        self.assertEqual(head["ServerSideEncryption"], "AES256")
+        self.assertEqual(head["StorageClass"], "STANDARD_IA")
+
+    @ensure
+    async def test_sse_kms_key(self):
+        """With aws:kms, S3_SSE_KMS_KEY_ID is sent as the object's KMS key."""
+        key = await self.aws.call("kms", "create_key", Description="nommer test")
+        key_id = key["KeyMetadata"]["KeyId"]
+        settings, _ = aws_settings(self, S3_SERVER_SIDE_ENCRYPTION="aws:kms",
+                                   S3_SSE_KMS_KEY_ID=key_id)
+        self.assertEqual(self.storage(settings).extra_args("o.mp4", f"s3://{BUCKET}/k.mp4"),
+                         {"ContentType": "video/mp4", "ServerSideEncryption": "aws:kms",
+                          "SSEKMSKeyId": key_id})
+        await self.make_bucket()
+        src = self.write("output.mp4", b"x" * 1000)
+        await self.storage(settings).upload(src, f"s3://{BUCKET}/kms.mp4")
+        head = await self.head("kms.mp4")
+        self.assertEqual(head["ServerSideEncryption"], "aws:kms")
+        self.assertIn(key_id, head["SSEKMSKeyId"])
+
+    @ensure
+    async def test_missing_key(self):
+        """Downloading a key that does not exist is SourceNotFound, and leaves no local file."""
+        await self.make_bucket()
+        dest = os.path.join(self.root, "nothing.mp4")
+        with self.assertRaises(SourceNotFound) as cm:
+            await self.storage().download(f"s3://{BUCKET}/nope.mp4", dest)
+        self.assertIn("has no key 'nope.mp4'", cm.exception.message)
+        self.assertFalse(os.path.exists(dest))
+
+    @ensure
+    async def test_missing_bucket(self):
+        """A missing bucket is SourceNotFound on download and a permanent error on upload."""
+        dest = os.path.join(self.root, "nothing.mp4")
+        with self.assertRaises(SourceNotFound) as cm:
+            await self.storage().download("s3://no-such-bucket/a.mp4", dest)
+        self.assertIn("no bucket 'no-such-bucket'", cm.exception.message)
+
+        src = self.write("output.mp4", b"data")
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage().upload(src, "s3://no-such-bucket/a.mp4")
+        self.assertNotIsInstance(cm.exception, SourceNotFound)
+        self.assertIn("no bucket 'no-such-bucket'", cm.exception.message)
+
+    @ensure
+    async def test_upload_missing_local_file(self):
+        """Uploading a local file that does not exist is a permanent error."""
+        with self.assertRaises(PermanentJobError):
+            await self.storage().upload(os.path.join(self.root, "absent.mp4"),
+                                        f"s3://{BUCKET}/a.mp4")
+
+    @ensure
+    async def test_uri_credentials_used_and_never_logged(self):
+        """KEY:SECRET@ in the URI signs that transfer with those keys; the secret is never logged."""
+        await self.make_bucket()
+        signed_with = []
+        original = S3Storage._client
+
+        def capturing_client(storage, aws, muri):
+            client = original(storage, aws, muri)
+
+            def capture(request, **kwargs):
+                signed_with.append(request.headers.get("Authorization", b""))
+            client.meta.events.register("before-send.s3", capture)
+            return client
+        self.patch(S3Storage, "_client", capturing_client)
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        uri = f"s3://{KEY_ID}:{SECRET}@{BUCKET}/private/clip.mp4"
+        self.assertEqual(parse_uri(uri).password, SECRET)
+        src = self.write("output.mp4", b"secret video")
+        await self.storage().upload(src, uri)
+        dest = os.path.join(self.root, "back.mp4")
+        await self.storage().download(uri, dest)
+        with self.assertRaises(SourceNotFound) as cm:
+            await self.storage().download(f"s3://{KEY_ID}:{SECRET}@{BUCKET}/missing.mp4", dest)
+
+        self.assertTrue(signed_with)
+        for auth in signed_with:
+            auth = auth.decode() if isinstance(auth, bytes) else auth
+            self.assertIn(f"Credential={KEY_ID}/", auth)
+            self.assertNotIn(SECRET, auth)
+        self.assertNotIn(SECRET, cm.exception.message)
+        self.assertIn(":***@", cm.exception.message)
+
+        # Without URI credentials the default chain signs, not the URI's keys.
+        signed_with.clear()
+        await self.storage().download(f"s3://{BUCKET}/private/clip.mp4", dest)
+        self.assertTrue(signed_with)
+        self.assertNotIn(KEY_ID, b"".join(signed_with).decode())
+
+        self.assertTrue(any("private/clip.mp4" in repr(e) for e in events),
+                        "the transfers logged nothing; the check below would prove nothing")
+        for event in events:
+            self.assertNotIn(SECRET, repr(event))
+            self.assertNotIn(SECRET, formatEvent(event) or "")
+
+    def test_check(self):
+        """check accepts s3://bucket/key (with or without KEY:SECRET@) and refuses the rest, no I/O."""
+        storage = S3Storage(self.settings, None)
+        for uri in (f"s3://{BUCKET}/a.mp4", f"s3://{BUCKET}/dir/a b.mp4",
+                    f"s3://{KEY_ID}:{SECRET}@{BUCKET}/a.mp4", "s3://legacy_Bucket/a.mp4"):
+            storage.check(uri, True, "dest_path")
+            storage.check(uri, False, "source_path")
+        for uri in ("s3://bucket", "s3://bucket/", "s3://bucket/dir/", "s3://bucket/a.mp4?v=1",
+                    "s3://bucket:9000/a.mp4", f"s3://{KEY_ID}@bucket/a.mp4",
+                    f"s3://{KEY_ID}:***@bucket/a.mp4", "s3://b/" + "k" * 1100,
+                    "s3://bad!bucket/a.mp4"):
+            with self.assertRaises(InvalidURI, msg=uri) as cm:
+                storage.check(uri, True, "dest_path")
+            self.assertEqual(cm.exception.field, "dest_path")
+        with self.assertRaises(InvalidURI) as cm:
+            check_source(f"s3://{KEY_ID}:{SECRET}@bucket", self.settings)
+        self.assertNotIn(SECRET, cm.exception.message)
+        self.assertEqual(check_destination(f"s3://{BUCKET}/o.mp4", self.settings).key, "o.mp4")
+
+    def test_error_mapping(self):
+        """Access denied and bad keys are permanent; throttling, 5xx and connection errors transient."""
+        muri = parse_uri(f"s3://{KEY_ID}:{SECRET}@{BUCKET}/a.mp4")
+        shown = f"s3://{KEY_ID}:***@{BUCKET}/a.mp4"
+
+        def client_error(code, status, message="boom"):
+            return ClientError({"Error": {"Code": code, "Message": message},
+                                "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+        cases = [
+            (client_error("AccessDenied", 403), False, PermanentJobError, "access denied"),
+            (client_error("403", 403), True, PermanentJobError, "access denied"),
+            (client_error("InvalidAccessKeyId", 403), False, PermanentJobError,
+             "refused the credentials"),
+            (client_error("SlowDown", 503), True, TransientJobError, "will retry"),
+            (client_error("InternalError", 500), False, TransientJobError, "will retry"),
+            (client_error("NoSuchKey", 404), False, SourceNotFound, "does not exist"),
+            (client_error("NoSuchBucket", 404), True, PermanentJobError, "no bucket"),
+            (client_error("InvalidObjectState", 403), False, PermanentJobError, "archived"),
+            (client_error("InvalidRequest", 400, f"leaked {SECRET}"), False,
+             PermanentJobError, "***"),
+            (EndpointConnectionError(endpoint_url="http://s3"), False, TransientJobError,
+             "connection"),
+        ]
+        for exc, for_write, cls, words in cases:
+            error = s3_mod._transfer_error(exc, muri, shown, for_write)
+            self.assertIsInstance(error, cls, repr(exc))
+            if cls is not SourceNotFound and not for_write:
+                self.assertFalse(isinstance(error, SourceNotFound), repr(exc))
+            self.assertIn(words, error.message)
+            self.assertNotIn(SECRET, error.message)
+        # boto3 wraps upload ClientErrors in S3UploadFailedError; the code is still found.
+        from boto3.exceptions import S3UploadFailedError
+        try:
+            try:
+                raise client_error("AccessDenied", 403)
+            except ClientError as e:
+                raise S3UploadFailedError(f"Failed to upload: {e}")
+        except S3UploadFailedError as wrapped:
+            error = s3_mod._transfer_error(wrapped, muri, shown, True)
+        self.assertIsInstance(error, PermanentJobError)
+        self.assertIn("access denied", error.message)
