@@ -331,6 +331,43 @@ def health(client):
     click.echo(f"{client.base_url}: {data.get('status', 'ok')}")
 
 
+
+@cli.group(short_help="Set up AWS resources.")
+def aws():
+    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3)."""
+
+
+@aws.command(short_help="Create or check the AWS resources a nomconf names.")
+@click.option("--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
+              help="nomconf module name or path to a nomconf.py file.")
+def setup(config):
+    """Create the table or domain, queues (with the dead-letter redrive) and
+    config bucket the configuration names; check the ones that exist."""
+    from twisted.internet import defer, task
+
+    from nommer.conf import ConfigErrors, load_settings
+    from nommer.core.aws_setup import setup_resources
+
+    try:
+        settings = load_settings(config)
+    except ConfigErrors as exc:
+        raise click.ClickException(str(exc))
+    failed = []
+
+    def run(reactor):
+        d = defer.Deferred.fromCoroutine(setup_resources(settings, reactor))
+        d.addCallback(lambda lines: [click.echo(line) for line in lines])
+        d.addErrback(lambda f: failed.append(f.getErrorMessage()))
+        return d
+    try:
+        task.react(run)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    if failed:
+        click.echo(f"error: {failed[0]}", err=True)
+        raise SystemExit(2)
+
 def main(argv=None):
     """Entry point of the ``nommer`` command."""
     cli.main(args=argv, prog_name="nommer")

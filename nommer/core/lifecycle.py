@@ -3,7 +3,11 @@
 from twisted.application import service
 from twisted.logger import Logger
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from nommer.conf import ConfigErrors, load_settings
+from nommer.conf.remote import load_remote_settings
+from nommer.core.aws import error_code
 from nommer.core.ledger import JobLedger
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
@@ -30,9 +34,16 @@ def load_settings_or_exit(daemon, config, overrides=None):
     logged. Every configuration problem is reported together and the process
     exits (SystemExit) before any service starts."""
     try:
-        settings = load_settings(config, overrides=overrides)
+        if isinstance(config, str) and config.startswith("s3://"):
+            settings = load_remote_settings(config, overrides=overrides)
+        else:
+            settings = load_settings(config, overrides=overrides)
     except ConfigErrors as exc:
         raise SystemExit(f"{daemon}: bad configuration, nothing started:\n{exc}")
+    except BotoCoreError as exc:
+        raise SystemExit(f"{daemon}: cannot fetch the configuration {config}: {exc}")
+    except ClientError as exc:
+        raise SystemExit(f"{daemon}: cannot fetch the configuration {config}: {error_code(exc)}: {exc}")
     for note in settings.notes:
         log.info("config: {note}", note=note)
     for warning in settings.warnings:

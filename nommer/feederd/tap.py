@@ -12,6 +12,7 @@ from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.fleet import LocalFleet, NoFleet
 from nommer.feederd.notifier import Notifier
+from nommer.feederd.publish import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher
 
 log = Logger()
@@ -53,6 +54,9 @@ def build(settings, reactor=default_reactor):
     for svc in (Notifier(ledger, settings, reactor), DeadLetterWatcher(ledger, settings, reactor),
                 Abandoner(ledger, settings, reactor)):
         svc.setServiceParent(top)
+
+    if settings.WORK_QUEUE_BACKEND == "sqs":
+        ConfigPublisher(settings, reactor).setServiceParent(top)
 
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND})
