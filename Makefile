@@ -40,8 +40,11 @@ run: install
 test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Runs every bench/*.py (each with a time limit, BENCH_TIMEOUT_S) and appends a dated section to BENCHMARKS.md:
+# the machine, every figure, target met or not (bench/_report.py). moto[server] (the test extra) serves SQS.
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) bench/_report.py run
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache
