@@ -8,13 +8,12 @@ The body is the original media-nommer's::
 Every problem raises ``InvalidJobSpec(field, message)``; nothing here does I/O.
 """
 
-import urllib.parse
-
 from twisted.python.reflect import namedAny
 
 from nommer.core.errors import InvalidJobSpec
 from nommer.core.secrets import seal_uri
 from nommer.core.storage import check_destination, check_source
+from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_reason
 
 MAX_URI_LENGTH = 4096
 
@@ -28,6 +27,15 @@ def _required_string(body, key):
     if len(value) > MAX_URI_LENGTH:
         raise InvalidJobSpec(key, f"is longer than {MAX_URI_LENGTH} characters")
     return value
+
+
+def _refuse_link_local(field, muri):
+    """Refuse a URL whose host is a link-local IP literal (169.254.0.0/16 with
+    the cloud metadata service, fe80::/10) in any spelling
+    (``nommer.core.uri.refused_host_reason``). Host names are not resolved."""
+    reason = refused_host_reason(muri.host)
+    if reason:
+        raise InvalidJobSpec(field, reason)
 
 
 def resolve_nommer(name, settings):
@@ -70,12 +78,21 @@ def validate_submission(body, settings):
     if notify_url is not None:
         if not isinstance(notify_url, str):
             raise InvalidJobSpec("notify_url", "must be a string or null")
-        parts = urllib.parse.urlsplit(notify_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidJobSpec("notify_url", "must be an http:// or https:// URL")
         if len(notify_url) > MAX_URI_LENGTH:
             raise InvalidJobSpec("notify_url", f"is longer than {MAX_URI_LENGTH} characters")
+        # Badinput: parse_uri, not urlsplit, which raised ValueError (a 500) on
+        # "http://[::1" and let lone surrogates and control characters through.
+        try:
+            notify = parse_uri(notify_url)
+        except InvalidURI as e:
+            raise InvalidJobSpec("notify_url", f"must be an http:// or https:// URL: {e.reason}")
+        if notify.scheme not in ("http", "https") or not notify.host:
+            raise InvalidJobSpec("notify_url", "must be an http:// or https:// URL")
+        _refuse_link_local("notify_url", notify)
 
+    # Badinput (SSRF): an http(s) source may not name a link-local address.
+    if isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https"):
+        _refuse_link_local("source_path", as_media_uri(source, "source_path"))
     check_source(source, settings)
     check_destination(dest, settings)
     normalized = nommer_class.validate_options(options["options"], settings, dest_path=dest)

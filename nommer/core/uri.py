@@ -43,9 +43,19 @@ The parsing rule
    undecoded form for re-sending over HTTP.
 
 Control characters anywhere in the URI, and a NUL after decoding the path, are
-refused.
+refused; so are C1 controls, lone UTF-16 surrogates (a JSON ``"\\ud800"``
+escape; not valid Unicode, cannot even be encoded to open a file) and the
+invisible bidirectional-text controls (U+202E...) that make a URI display
+differently from what it names, whether written or percent-encoded. A host
+holding ``:`` must be a bracketed IPv6 literal.
+
+``refused_host_reason(host)`` says why a host may not be fetched from or
+notified: link-local IP literals (169.254.0.0/16, where cloud metadata
+services answer, and fe80::/10) and AWS's IPv6 metadata address, in any
+spelling (``0xa9fea9fe``, ``2852039166``, ``[::ffff:169.254.169.254]``...).
 """
 
+import ipaddress
 import re
 from urllib.parse import quote, unquote
 
@@ -53,11 +63,16 @@ import attr
 
 from nommer.core.errors import InvalidJobSpec
 
-__all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri"]
+__all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri",
+           "refused_host_reason"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Badinput: C0/C1 controls, lone surrogates and bidi controls (U+061C, U+200E/F,
+# U+202A-E, U+2066-9). Surrogates made feederd answer 500 (os.path.realpath
+# cannot encode them); bidi controls let a URI read differently in logs.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f"
+                         "\u202a-\u202e\u2066-\u2069]")
 
 #: Query parameters whose values are secrets (compared lower-cased): presigned
 #: S3 / GCS URLs, Azure SAS tokens, common API tokens. ``redact_uri`` masks them.
@@ -180,7 +195,10 @@ def _split(uri):
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 0:
-            host, tail = hostport[1:], ""
+            host, tail = hostport, ""  # unclosed "[": kept, so parse_uri refuses it
+        elif ":" not in hostport[1:end]:
+            # "[name]" is no IPv6 literal: brackets kept, so parse_uri refuses it
+            host, tail = hostport[:end + 1], hostport[end + 1:]
         else:
             host, tail = hostport[1:end], hostport[end + 1:]
         if tail.startswith(":"):
@@ -224,10 +242,22 @@ def parse_uri(uri):
         raise InvalidURI(f"a URI must be a string, not {type(uri).__name__}")
     if not uri:
         raise InvalidURI("the URI is empty")
-    if _CONTROL_RE.search(uri):
-        raise InvalidURI(f"{redact_uri(uri)!r} contains a control character")
+    bad = _CONTROL_RE.search(uri)
+    if bad:
+        raise InvalidURI(f"{redact_uri(uri)!r} contains a control character "
+                         f"({_describe_char(bad.group())})")
     scheme, username, password, host, port, raw_path, query = _split(uri)
     shown = redact_uri(uri)
+    # Badinput: "http://[::1" (unclosed) or "http://a:b:80/" used to pass.
+    if "[" in host or "]" in host:
+        raise InvalidURI(f"{shown}: brackets in the host must enclose a whole IPv6 "
+                         "address, e.g. http://[::1]:8080/")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(unquote(host))  # a zone id is written %25eth0
+        except ValueError:
+            raise InvalidURI(f"{shown}: {host!r} is not an IPv6 address (a host holding ':' "
+                             "must be one, written in brackets: http://[::1]:8080/)") from None
     if port is not None:
         if not port.isdigit() or not port.isascii() or int(port) > 65535:
             raise InvalidURI(f"{shown}: the port must be a number from 0 to 65535")
@@ -239,8 +269,95 @@ def parse_uri(uri):
     path = _decode(raw_path, "path", shown) if raw_path else "/"
     if "\x00" in path:
         raise InvalidURI(f"{shown}: the path contains a NUL character (%00)")
+    bad = _CONTROL_RE.search(path)
+    if bad:  # percent-encoded: %E2%80%AE is U+202E
+        raise InvalidURI(f"{shown}: the path contains a control character "
+                         f"({_describe_char(bad.group())})")
     return MediaURI(scheme=scheme, username=username, password=password, host=host,
                     port=port, path=path, query=query, raw_path=raw_path)
+
+
+def _describe_char(ch):
+    return f"U+{ord(ch):04X}"
+
+
+# --- hosts nommer never fetches from or notifies --------------------------------
+
+#: Link-local networks: 169.254.0.0/16 (the cloud metadata service answers at
+#: 169.254.169.254: instance credentials) and fe80::/10.
+_LINK_LOCAL_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+#: Metadata addresses outside those networks (AWS's IPv6 IMDS endpoint).
+_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def _inet_aton(text):
+    """The IPv4 address ``text`` reaches when a resolver reads it as
+    inet_aton() does (``0xa9fea9fe``, ``2852039166``, ``0251.0376.0251.0376``,
+    ``169.254.43518``), or None if it is not such a literal."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_INET_ATON_PART.fullmatch(p) for p in parts):
+        return None
+    values = [int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p.startswith("0")
+              else int(p) for p in parts]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 1 << (8 * (5 - len(values))):
+        return None
+    number = last
+    for i, v in enumerate(head):
+        number |= v << (8 * (3 - i))
+    return ipaddress.IPv4Address(number)
+
+
+def _embedded_ipv4(addr):
+    """The IPv4 address an IPv6 one carries (mapped, compatible, 6to4,
+    NAT64), or None."""
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr in _NAT64 or 1 < int(addr) < 1 << 32:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
+def refused_host_reason(host):
+    """Why nommer must not connect to ``host`` (a ``MediaURI.host``), or None.
+
+    Refused: IP literals that are link-local (169.254.0.0/16, home of the
+    cloud metadata service at 169.254.169.254; fe80::/10) or AWS's IPv6
+    metadata address fd00:ec2::254, in every spelling a resolver accepts
+    (dotted, hex, octal, decimal integer, short forms, IPv4-mapped /
+    compatible / 6to4 / NAT64 IPv6, zone ids, a trailing dot, percent-
+    encoding). Host *names* are allowed: they are not resolved here, so a
+    name that resolves to such an address is not caught (out of scope).
+    """
+    text = unquote(host or "").strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    addr = None
+    if ":" in text:
+        try:
+            addr = ipaddress.IPv6Address(text.partition("%")[0])
+        except ValueError:
+            return None
+    else:
+        addr = _inet_aton(text)
+        if addr is None:
+            return None
+    candidates = [addr]
+    if addr.version == 6:
+        embedded = _embedded_ipv4(addr)
+        if embedded is not None:
+            candidates.append(embedded)
+    for a in candidates:
+        if a in _METADATA_ADDRESSES or any(a in net for net in _LINK_LOCAL_NETS
+                                           if net.version == a.version):
+            return (f"{host} is a link-local address ({a}); link-local addresses "
+                    "(169.254.0.0/16, where cloud metadata services answer, and fe80::/10) "
+                    "are refused")
+    return None
 
 
 def as_media_uri(uri, field=None):
@@ -265,7 +382,7 @@ def _redact_query(query):
 
 
 def _join(scheme, username, password, host, port, raw_path, query):
-    if ":" in host:
+    if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     out = f"{scheme}://" if scheme is not None else ""
     if username is not None:

@@ -7,6 +7,7 @@ Routes (all answer JSON, never an HTML page)::
     POST /job/<id>/cancel     cancel a job; a running encode is stopped
     GET  /jobs                ?state=&limit=&cursor=  newest first
     GET  /health              store and queue reachable, counts
+    GET  /openapi.json        this API as an OpenAPI 3.0 document
 
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
 "error_code": ..., "message": ...}`` with a 4xx status for the caller's
@@ -15,8 +16,10 @@ mistakes and 500 (logged with the traceback) for ours.
 
 import json
 import re
+from importlib import resources
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
@@ -30,6 +33,52 @@ from nommer.core.uri import redact_uri
 MAX_BODY_BYTES = 1024 * 1024
 MAX_LIST_LIMIT = 500
 JOB_ID_RE = re.compile(r"^[0-9a-f]{50}$")
+#: Deepest nesting of lists and objects a request body may have (a job needs 5).
+MAX_JSON_DEPTH = 64
+#: Most characters of a bad job id repeated in an error message.
+MAX_ECHOED_ID_CHARS = 80
+
+
+def _check_json_shape(value):
+    """Refuse a parsed body nested deeper than MAX_JSON_DEPTH (deeper data
+    would overflow the recursion limit later: validation, storing) or holding
+    a string that is not valid Unicode (a lone surrogate from a ``"\\ud800"``
+    escape: it cannot be encoded to a file name, an argv, a URL or the job
+    store). Iterative, so any depth is safe."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            strings = (item,)
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidJobSpec(None, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                strings = tuple(item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                strings = ()
+                stack.extend((v, depth + 1) for v in item)
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = text[exc.start]
+                raise InvalidJobSpec(None, f"the request body holds a lone UTF-16 surrogate "
+                                     f"(\\u{ord(bad):04x}); strings must be valid Unicode") from None
+
+
+_openapi = None
+
+
+def openapi_document():
+    """The bytes of ``nommer/feederd/openapi.json`` (read once)."""
+    global _openapi
+    if _openapi is None:
+        _openapi = resources.files("nommer.feederd").joinpath("openapi.json").read_bytes()
+    return _openapi
 
 
 def job_to_api(job):
@@ -56,6 +105,21 @@ def job_to_api(job):
         "finished_at": iso8601(job.finished_at),
         "heartbeat_at": iso8601(job.heartbeat_at),
     }
+
+
+class _UTF8CheckedResource(KleinResource):
+    """Klein's resource, except that a URL whose path or Host header is not
+    UTF-8 once percent-decoded (``/job/%ED%A0%80``) gets the API's JSON 400:
+    Klein itself answers it with a text body and logs a traceback."""
+
+    def render(self, request):
+        try:
+            for part in (request.getRequestHostname(), *request.prepath, *request.postpath):
+                part.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(request, 400, "BADINPUT",
+                          "the URL is not valid UTF-8 once percent-decoded (path or Host header)")
+        return super().render(request)
 
 
 class APIError(NommerError):
@@ -92,7 +156,7 @@ class JobAPI:
         self._health_extra = health_extra
 
     def resource(self):
-        return self.app.resource()
+        return _UTF8CheckedResource(self.app)
 
     # --- errors -------------------------------------------------------------
 
@@ -114,6 +178,14 @@ class JobAPI:
 
     @app.handle_errors(MethodNotAllowed)
     def _method_not_allowed(self, request, failure):
+        # RFC 9110: a 405 lists the allowed methods. /job/submit also matches
+        # /job/<job_id>, whose GET refuses "submit": only POST is really allowed.
+        allowed = set(failure.value.valid_methods or ())
+        if request.path.rstrip(b"/").endswith(b"/job/submit"):
+            allowed = {"POST"}
+        allowed = sorted(allowed)
+        if allowed:
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
         return _error(request, 405, "METHODNOTALLOWED",
                       f"{request.method.decode()} is not allowed on {request.path.decode(errors='replace')}")
 
@@ -137,6 +209,7 @@ class JobAPI:
     @app.route("/job/<string:job_id>", methods=["GET"], strict_slashes=False)
     async def get_job(self, request, job_id):
         if job_id == "submit":
+            request.setHeader(b"Allow", b"POST")
             raise APIError(405, "METHODNOTALLOWED", "submit a job with POST /job/submit")
         job = await self.store.get(self._job_id(job_id))
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
@@ -157,8 +230,11 @@ class JobAPI:
             except ValueError:
                 raise InvalidJobSpec("state", f"{state!r} is not a job state; one of "
                                      + ", ".join(s.value for s in JobState))
-        limit = self._arg(request, "limit") or "50"
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST_LIMIT:
+        limit = self._arg(request, "limit")
+        if limit is None:  # Badinput: "?limit=" (empty) is refused, not read as the default
+            limit = "50"
+        # Badinput: "²".isdigit() is True but int("²") raises (a 500): ASCII digits only.
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIST_LIMIT:
             raise InvalidJobSpec("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
         cursor = self._arg(request, "cursor")
         try:
@@ -182,12 +258,20 @@ class JobAPI:
             payload.update(self._health_extra())
         return _json(request, 200, payload)
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        """The OpenAPI 3.0 description of this API (nommer/feederd/openapi.json)."""
+        request.setHeader(b"Content-Type", b"application/json")
+        return openapi_document()
+
     # --- helpers ------------------------------------------------------------
 
     @staticmethod
     def _job_id(job_id):
         if not JOB_ID_RE.match(job_id):
-            raise NoSuchJob(job_id)
+            # A 16 KiB path is not echoed whole into the message.
+            raise NoSuchJob(job_id if len(job_id) <= MAX_ECHOED_ID_CHARS
+                            else job_id[:MAX_ECHOED_ID_CHARS] + "...")
         return job_id
 
     @staticmethod
@@ -205,6 +289,11 @@ class JobAPI:
         if not raw.strip():
             raise InvalidJobSpec(None, "the request body is empty; send the job as a JSON object")
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
+        except RecursionError:
+            # Badinput: 100k nested lists made json.loads raise RecursionError (a 500).
+            raise InvalidJobSpec(None, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidJobSpec(None, f"the request body is not valid JSON: {exc}")
+        _check_json_shape(body)
+        return body

@@ -9,6 +9,8 @@ into the small dict a job shows as its ``output``.
 import json
 import os
 
+from twisted.internet import threads
+
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.workerd.process import run_process
 
@@ -22,6 +24,41 @@ ERROR_TAIL_LINES = 6
 #: a source detected as one of these is refused, so a job cannot make the
 #: worker read its local files through a crafted playlist.
 REFUSED_INPUT_FORMATS = frozenset({"hls", "applehttp", "concat", "dash", "ffconcat"})
+
+
+#: Bytes of the file's head ``playlist_kind`` looks at.
+SNIFF_BYTES = 64 * 1024
+
+
+def playlist_kind(head):
+    """The ffmpeg format name ("hls", "concat", "dash") if ``head`` (the
+    first bytes of a file) is a playlist, as ffmpeg's probes would see it (after a
+    UTF-8 BOM, whitespace and ID3v2 tags, which avformat skips), else None."""
+    data = head
+    while data[:3] == b"ID3" and len(data) >= 10:
+        size = 0
+        for b in data[6:10]:
+            size = size << 7 | (b & 0x7F)
+        data = data[10 + size + (10 if data[5] & 0x10 else 0):]
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    data = data.lstrip()
+    if data.startswith(b"#EXTM3U"):
+        return "hls"
+    if data.startswith(b"ffconcat version"):
+        return "concat"
+    lowered = data.lower()
+    if data.startswith(b"<") and b"<mpd" in lowered and b"dash:profile" in lowered:
+        return "dash"
+    return None
+
+
+def _read_head(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(SNIFF_BYTES)
+    except OSError:
+        return b""  # ffprobe reports a missing or unreadable file
 
 
 def _tail(text, lines=ERROR_TAIL_LINES):
@@ -46,6 +83,14 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
     of a signal.
     """
     name = display_name or path
+    # Badinput: ffprobe itself opens the files a playlist names (any local
+    # .ts/.mp4 the worker can read), so a playlist is refused before ffprobe
+    # runs; the format check after it stays as a second line.
+    head = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _read_head, path)
+    kind = playlist_kind(head)
+    if kind is not None:
+        raise PermanentJobError(f"{what} is a playlist ({kind}), not a media file: {name} "
+                                "(playlists name other files, which jobs may not read)")
     timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), PROBE_TIMEOUT_S)
     argv = [settings.FFPROBE_BIN, "-v", "error", "-print_format", "json",
             "-show_format", "-show_streams", os.path.abspath(path)]

@@ -143,7 +143,9 @@ def _io_error(e, what):
 
 def _copy_in(src, local_path, shown):
     try:
-        fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO (or device) must not wait for a writer;
+        # the regular-file check below then refuses it. Regular files ignore it.
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC)
     except FileNotFoundError:
         raise SourceNotFound(f"{shown} does not exist") from None
     except OSError as e:

@@ -31,7 +31,7 @@ from twisted.web.http import PotentialDataLoss
 
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
-from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
+from nommer.core.uri import InvalidURI, as_media_uri, redact_uri, refused_host_reason
 
 __all__ = ["HTTPStorage"]
 
@@ -74,6 +74,12 @@ class HTTPStorage(Storage):
                              "URIs only", field)
         if not muri.host:
             raise InvalidURI(f"{redact_uri(muri)}: an http(s) URI needs a host", field)
+        # Badinput (SSRF): never fetch from a link-local IP literal (cloud
+        # metadata at 169.254.169.254), also on the worker for jobs stored
+        # before spec.py refused them. Redirects and DNS are not checked.
+        reason = refused_host_reason(muri.host)
+        if reason:
+            raise InvalidURI(reason, field)
 
     def _get_client(self):
         if self._client is None:

@@ -42,7 +42,20 @@ ERROR_TAIL_CHARS = 2000
 #: stderr text that means the machine, not the job, is at fault.
 _TRANSIENT_MARKERS = ("No space left on device", "Cannot allocate memory")
 
+#: ffmpeg's words when the options leave the output without any stream.
+_NO_STREAM_MARKER = "does not contain any stream"
+
 _encoders_cache = {}
+
+
+def _describe_kinds(kinds):
+    """"the source has audio but no video" and the like, from stream kinds."""
+    kinds = {k for k in kinds if k in ("audio", "video")}
+    if kinds == {"audio"}:
+        return "the source has audio but no video"
+    if kinds == {"video"}:
+        return "the source has video but no audio"
+    return "the source has " + (" and ".join(sorted(kinds)) or "no audio or video")
 
 
 async def available_encoders(reactor, settings):
@@ -140,6 +153,7 @@ class FFmpegNommer(BaseNommer):
         super().__init__(job, context)
         self._runner = None
         self._progress = 0.0
+        self._source_kinds = set()
 
     def on_cancel(self):
         if self._runner is not None:
@@ -168,6 +182,8 @@ class FFmpegNommer(BaseNommer):
                                           what="source", display_name=source_name)
         self.check_canceled()
         source_duration = probe.summarize(source_info)["duration_s"]
+        self._source_kinds = {st.get("codec_type") for st in source_info["streams"]
+                              if isinstance(st, dict)}
 
         await self.set_state(JobState.ENCODING)
         self.context.report_progress(0.0)
@@ -261,5 +277,11 @@ class FFmpegNommer(BaseNommer):
             raise TransientJobError(f"{where} was killed by signal {result.signal}:\n{said}")
         if any(marker in said for marker in _TRANSIENT_MARKERS):
             raise TransientJobError(f"{where} failed for lack of resources:\n{said}")
+        if _NO_STREAM_MARKER in said:
+            # Badinput: say in words why (a video preset on an audio-only file).
+            raise PermanentJobError(
+                f"{where} failed: nothing to encode: {_describe_kinds(self._source_kinds)}, "
+                "and the options keep none of its streams (a video preset on an audio-only "
+                f"source, or an audio preset on a silent video?); its last output:\n{said}")
         raise PermanentJobError(
             f"{where} failed (exit status {result.exit_code}); its last output:\n{said}")
