@@ -42,8 +42,10 @@ test: test-deps
 
 # Runs every bench/*.py (each with a time limit, BENCH_TIMEOUT_S) and appends a dated section to BENCHMARKS.md:
 # the machine, every figure, target met or not (bench/_report.py). moto[server] (the test extra) serves SQS.
+# Benchmarks print figures and append them to BENCHMARKS.md; they never gate the tests.
 bench: install
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+	@command -v wrk >/dev/null || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk )
 	$(PY) bench/_report.py run
 
 clean:
