@@ -12,3 +12,10 @@ def _scratch_cwd(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(old)
+
+
+def pytest_addoption(parser):
+    # Here, not in tests/chaos/conftest.py: pytest only honours this hook in
+    # the rootdir conftest (and plugins) when the whole suite is collected.
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long variant of the chaos suite (tests/chaos)")

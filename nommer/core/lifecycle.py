@@ -15,18 +15,22 @@ from nommer.core.workqueue import make_queue
 log = Logger()
 
 
-class Closer(service.Service):
-    """Closes the store and queue when stopped. Attach it first to a
-    MultiService: children stop in reverse order, so it closes them last,
-    after every service that uses them has stopped."""
+class DaemonService(service.MultiService):
+    """The top of a daemon's service tree. ``MultiService`` stops its
+    children all at once, so a child that closed the store could do so while
+    the API still answers a request; this one closes ``closables`` (the store
+    and queue) only after every child's stop has finished."""
 
-    def __init__(self, *closables):
-        self.closables = closables
+    def __init__(self):
+        super().__init__()
+        self.closables = []
 
     def stopService(self):
-        super().stopService()
-        for c in self.closables:
-            c.close()
+        def close(result):
+            for c in self.closables:
+                c.close()
+            return result
+        return super().stopService().addBoth(close)
 
 
 def load_settings_or_exit(daemon, config, overrides=None):
@@ -52,10 +56,10 @@ def load_settings_or_exit(daemon, config, overrides=None):
 
 
 def attach_backends(settings, reactor, parent):
-    """Open the job store and work queue named by ``settings``, and attach a
-    ``Closer`` for them to ``parent`` (first, so they are closed last).
+    """Open the job store and work queue named by ``settings``; ``parent``
+    (a ``DaemonService``) closes them after all its children have stopped.
     Returns ``JobLedger`` over them."""
     store = make_store(settings, reactor)
     queue = make_queue(settings, reactor)
-    Closer(store, queue).setServiceParent(parent)
+    parent.closables.extend([store, queue])
     return JobLedger(store, queue, settings)

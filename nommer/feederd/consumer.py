@@ -4,7 +4,11 @@ A message is deleted only after ``handle(message)`` succeeds; if it fails, or
 the daemon dies first, the message comes back after its visibility timeout
 (at-least-once). Handlers run concurrently, at most ``max_in_flight`` at once.
 A failed receive is logged and retried after ``error_backoff_s``: the loop
-never dies.
+never dies. A failed delete (queue unreachable) is retried with backoff
+(``error_backoff_s`` doubling, up to ``MAX_DELETE_BACKOFF_S``) until it works
+or the service stops. On stop, the handlers still running are cancelled and
+their messages released (visible again at once), so the next daemon handles
+them now rather than after a possibly long visibility timeout.
 """
 
 from twisted.application.service import Service
@@ -13,6 +17,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nommer.core.workqueue import ReceiptHandleInvalid
+
+#: Longest pause between two attempts at deleting a handled message, seconds.
+MAX_DELETE_BACKOFF_S = 30.0
 
 
 class QueueConsumer(Service):
@@ -45,16 +52,38 @@ class QueueConsumer(Service):
         super().stopService()
         if self._waiting is not None:
             self._waiting.cancel()
-        if self._loop is not None:
-            await self._loop
+        held = dict(self._receipts)  # message_id -> receipt of messages being handled
         for d in list(self._in_flight):
             d.cancel()
+        # Release what we held: left alone, a message would stay invisible for
+        # the rest of its visibility timeout (the notifier's is many minutes),
+        # delaying it past newer ones after a restart. The releases are issued
+        # at once, before anything here waits: the store and queue are closed
+        # by a sibling service stopping at the same time, and only work queued
+        # before that still runs. A handler that had finished its delete makes
+        # its release fail with ReceiptHandleInvalid: fine.
+        releases = [defer.Deferred.fromCoroutine(self._release(message_id, receipt))
+                    for message_id, receipt in held.items()]
+        if self._loop is not None:
+            await self._loop
+        await defer.DeferredList(releases)
+
+    async def _release(self, message_id, receipt):
+        try:
+            await self.queue.change_visibility(self.queue_name, receipt, 0)
+        except ReceiptHandleInvalid:
+            pass
+        except Exception:
+            self.log.failure("releasing message {message_id} on {queue} failed; it comes back after "
+                             "its visibility timeout", message_id=message_id, queue=self.queue_name)
 
     async def _run(self):
         while self.running:
             try:
                 await self._slots.acquire()
                 self._slots.release()
+                if not self.running:  # stopped while waiting for a free slot
+                    return
                 self._waiting = defer.Deferred.fromCoroutine(self.queue.receive(
                     self.queue_name, max_messages=self.batch_size,
                     visibility_timeout_s=self.visibility_timeout_s, wait_time_s=self.wait_time_s))
@@ -80,16 +109,38 @@ class QueueConsumer(Service):
     def _done(self, result, d):
         self._in_flight.discard(d)
         if isinstance(result, Failure) and not result.check(defer.CancelledError):
-            self.log.failure("handler failed on {queue}", result, queue=self.queue_name)
+            if self.running:
+                self.log.failure("handler failed on {queue}", result, queue=self.queue_name)
+            else:  # stopping: the message was released for the next daemon
+                self.log.warn("handler on {queue} stopped with the service: {why}", queue=self.queue_name,
+                              why=result.getErrorMessage())
 
     async def _handle_and_delete(self, message):
         try:
             await defer.maybeDeferred(self.handle, message)
+            await self._delete(message)
+        finally:
+            self._receipts.pop(message.message_id, None)
+
+    async def _delete(self, message):
+        """Delete a handled message, retrying while the queue fails: a message
+        left undeleted would come back after its visibility timeout and be
+        handled again much later (for the notifier: an old state re-sent
+        after newer ones)."""
+        backoff_s = self.error_backoff_s
+        while True:
             receipt = self._receipts.get(message.message_id, message.receipt_handle)
             try:
-                await self.queue.delete(self.queue_name, receipt)
+                return await self.queue.delete(self.queue_name, receipt)
             except ReceiptHandleInvalid:
                 self.log.warn("message {message_id} on {queue} was already gone when handled",
                               message_id=message.message_id, queue=self.queue_name)
-        finally:
-            self._receipts.pop(message.message_id, None)
+                return
+            except Exception:
+                if not self.running:
+                    raise
+                self.log.failure("deleting handled message {message_id} from {queue} failed; "
+                                 "retrying in {backoff_s} s", message_id=message.message_id,
+                                 queue=self.queue_name, backoff_s=backoff_s)
+            await task.deferLater(self.clock, backoff_s)
+            backoff_s = min(backoff_s * 2, MAX_DELETE_BACKOFF_S)

@@ -1,13 +1,13 @@
 """``twistd feederd``: the job API, notifier, reaper, autoscaler and fleet."""
 
-from twisted.application import service, strports
+from twisted.application import strports
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
 from nommer.conf import DEFAULT_CONFIG
-from nommer.core.lifecycle import attach_backends, load_settings_or_exit
+from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.fleet import LocalFleet, NoFleet
@@ -38,7 +38,7 @@ def load(options):
 
 def build(settings, reactor=default_reactor):
     """The feederd service tree (a MultiService) for ``settings``."""
-    top = service.MultiService()
+    top = DaemonService()
     ledger = attach_backends(settings, reactor, top)
     store = ledger.store
 

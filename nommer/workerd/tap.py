@@ -1,11 +1,11 @@
 """``twistd workerd``: one worker taking jobs from the queue."""
 
-from twisted.application import service
+
 from twisted.internet import reactor as default_reactor
 from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
-from nommer.core.lifecycle import attach_backends, load_settings_or_exit
+from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.workerd.worker import Worker
 
 class Options(usage.Options):
@@ -17,7 +17,7 @@ class Options(usage.Options):
 
 
 def build(settings, reactor=default_reactor, worker_id=None):
-    top = service.MultiService()
+    top = DaemonService()
     Worker(attach_backends(settings, reactor, top), settings, reactor, worker_id=worker_id).setServiceParent(top)
     return top
 

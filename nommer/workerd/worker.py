@@ -14,6 +14,20 @@ For each job (one message on the new-job queue, body = job id):
    goes back to PENDING and the message reappears after a backoff, until
    MAX_JOB_ATTEMPTS is used up.
 
+Ownership: every write a worker makes to a job it runs is fenced: it is
+refused unless the stored job still names this worker and this attempt. A
+worker that lost its lease (it stalled, the queue was unreachable) and has
+not noticed yet can thus neither overwrite nor finish, release or fail a job
+another worker now runs; it stops and leaves the message alone.
+
+The job store or the queue failing (unreachable, locked) is transient: the
+job goes back to the queue, or, if even that cannot be written, its message
+is left to reappear when the lease ends. FINISHED is stored apart from the
+nommer's errors: failing to store or announce it never turns into ERROR; the
+message is left, and the worker that takes it next finds the job FINISHED
+and announces it again (so a FINISHED whose writer died before announcing it
+is still announced). Same for ERROR.
+
 Shutdown: the first SIGTERM stops taking jobs and exits when the running ones
 are done (warm); a second one stops them now and releases them to the queue
 (cold). A worker that has run nothing for WORKER_MAX_IDLE_S exits by itself.
@@ -50,6 +64,21 @@ def retry_delay_s(attempt, base_s):
     return base_s * 2 ** max(0, attempt - 1)
 
 
+class NotOwner(Exception):
+    """The stored job is run by another worker or attempt now: a write by
+    this one is refused (see the module docstring)."""
+
+
+def owner_check(worker_id, attempt):
+    """An ``expect`` for ``JobLedger`` writes: raises ``NotOwner`` unless the
+    stored job is attempt ``attempt`` on worker ``worker_id``."""
+    def expect(job):
+        if job.worker_id != worker_id or job.attempts != attempt:
+            raise NotOwner(f"job {job.job_id} is attempt {job.attempts} on {job.worker_id}, "
+                           f"not attempt {attempt} on {worker_id}")
+    return expect
+
+
 #: Why a running job was stopped from outside.
 CANCELED = "canceled"        # the job was canceled (stored state final)
 LEASE_LOST = "lease lost"    # another worker holds the job now
@@ -71,17 +100,29 @@ class JobContext:
         self._last_progress_write = None
         self._progress_write = None
 
+    def owned(self, stored):
+        """``expect`` fencing every write of this attempt (see the module
+        docstring): raises NotOwner unless ``stored`` is still ours."""
+        owner_check(self.worker.worker_id, self.job.attempts)(stored)
+
     async def set_state(self, state):
         """Store an in-progress state. Raises JobCanceled if the job was
-        canceled or the job was stopped from outside."""
+        canceled or the job was stopped from outside (or is now another
+        worker's), TransientJobError if the store or queue failed."""
         self._check()
         try:
             await self.worker.ledger.set_state_unless_final(
-                self.job.job_id, state, None, worker_id=self.worker.worker_id,
+                self.job.job_id, state, None, expect=self.owned, worker_id=self.worker.worker_id,
                 heartbeat_at=self.reactor.seconds())
         except JobCanceled:
             self.stop(CANCELED)
             raise
+        except NotOwner as exc:
+            self.stop(LEASE_LOST)
+            raise JobCanceled(str(exc)) from exc
+        except Exception as exc:
+            # The store or queue failed, not the nommer: retry the job later.
+            raise TransientJobError(f"could not store {JobState(state).value}: {exc!r}") from exc
         self._check()
 
     def report_progress(self, percent):
@@ -95,13 +136,15 @@ class JobContext:
         self._last_progress_write = now
         percent = max(0.0, min(100.0, float(percent)))
         d = self._progress_write = defer.Deferred.fromCoroutine(
-            self.worker.ledger.update(self.job.job_id, progress=percent))
+            self.worker.ledger.update(self.job.job_id, expect=self.owned, progress=percent))
 
         def done(result):
             self._progress_write = None
             if isinstance(result, Failure):
                 if result.check(JobCanceled):
                     self.stop(CANCELED)
+                elif result.check(NotOwner):
+                    self.stop(LEASE_LOST)
                 else:
                     self.log.failure("writing progress of job {job_id} failed", result, job_id=self.job.job_id)
         d.addBoth(done)
@@ -296,14 +339,34 @@ class Worker(Service):
             return await self._delete(message)
         if job.is_final:
             self.log.info("refusing job {job_id}: already {state}", job_id=job_id, state=job.job_state.value)
+            if job.job_state in (JobState.FINISHED, JobState.ERROR):
+                # A worker stores these, announces them, then deletes the
+                # message: the message still being here means its writer may
+                # have died before announcing. Announce again (at-least-once).
+                try:
+                    await self.ledger.announce(job)
+                except Exception:
+                    self.log.failure("announcing job {job_id} ({state}) again failed; leaving its message",
+                                     job_id=job_id, state=job.job_state.value)
+                    return
             return await self._delete(message)
         now = self.reactor.seconds()
+        # Fenced on the attempt count read above: if another worker took the
+        # job meanwhile (a message delivered twice), leave it to that one.
+        read = job
+
+        def not_taken_since(stored):
+            if stored.attempts != read.attempts:
+                raise NotOwner(f"job {job_id} was taken by {stored.worker_id} meanwhile")
         try:
             job = await self.ledger.set_state(
-                job_id, JobState.DOWNLOADING, None, attempts=job.attempts + 1, worker_id=self.worker_id,
-                started_at=job.started_at or now, heartbeat_at=now, progress=None)
+                job_id, JobState.DOWNLOADING, None, expect=not_taken_since, attempts=job.attempts + 1,
+                worker_id=self.worker_id, started_at=job.started_at or now, heartbeat_at=now, progress=None)
         except IllegalTransition:
             return await self._delete(message)
+        except NotOwner as exc:
+            self.log.warn("{why}; leaving it", why=str(exc))
+            return
         self.log.info("job {job_id}: attempt {attempt} on {worker_id}", job_id=job_id,
                       attempt=job.attempts, worker_id=self.worker_id)
 
@@ -331,9 +394,6 @@ class Worker(Service):
             await ctx.wait_progress_written()
             if ctx.stop_reason is not None:
                 raise JobCanceled(ctx.stop_reason)
-            await self.ledger.set_state_unless_final(job.job_id, JobState.FINISHED, None, progress=100.0,
-                                                     output=output)
-            return await self._delete(message)
         except JobCanceled:
             return await self._stopped(ctx, message)
         except TransientJobError as exc:
@@ -345,15 +405,61 @@ class Worker(Service):
         except Exception as exc:
             self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
             return await self._fail(ctx, message, f"internal error in {job.nommer}: {exc!r}")
+        return await self._finish(ctx, message, output)
+
+    async def _finish(self, ctx, message, output):
+        """Store FINISHED, then delete the message. Apart from the nommer's
+        errors: a store or queue failure here must not end the job in ERROR."""
+        try:
+            await self.ledger.set_state_unless_final(ctx.job.job_id, JobState.FINISHED, None, expect=ctx.owned,
+                                                     progress=100.0, output=output)
+        except JobCanceled:
+            # Canceled meanwhile, or our own FINISHED landed but its answer
+            # was lost and the store's retry found it already FINISHED (a
+            # conditional write retried after a dropped connection): then it
+            # was never announced.
+            try:
+                stored = await self.store.get(ctx.job.job_id)
+                if stored.job_state == JobState.FINISHED:
+                    ctx.owned(stored)
+                    await self.ledger.announce(stored)
+            except NotOwner:
+                pass
+            except Exception:
+                return self._left(ctx, "checking a refused FINISHED")
+            ctx.stop(CANCELED)
+            return await self._stopped(ctx, message)
+        except NotOwner as exc:
+            ctx.stop(LEASE_LOST)
+            self.log.warn("job {job_id} done but not stored: {why}", job_id=ctx.job.job_id, why=str(exc))
+            return await self._stopped(ctx, message)
+        except Exception:
+            # The message stays: when the lease ends the job is taken again,
+            # and its next worker either finds it FINISHED (and announces it)
+            # or runs it again (the output is replaced atomically).
+            self.log.failure("storing FINISHED for job {job_id} failed; it comes back when its lease ends",
+                             job_id=ctx.job.job_id)
+            return
+        await self._delete(message)
 
     async def _fail(self, ctx, message, reason):
         if ctx.stop_reason is not None:
             return await self._stopped(ctx, message)
         try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, reason)
+            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, reason, expect=ctx.owned)
         except IllegalTransition:
             pass
+        except NotOwner:
+            return  # another worker runs the job now; its message is that worker's
+        except Exception:
+            return self._left(ctx, "storing ERROR")
         await self._delete(message)
+
+    def _left(self, ctx, what):
+        """The store or queue failed while ``what``: leave the message, which
+        reappears when its lease ends (the lease is no longer extended)."""
+        self.log.failure("job {job_id}: {what} failed (store or queue unreachable?); it comes back when "
+                         "its lease ends", job_id=ctx.job.job_id, what=what)
 
     async def _transient(self, ctx, message, reason):
         if ctx.stop_reason is not None:
@@ -364,9 +470,14 @@ class Worker(Service):
         delay = retry_delay_s(attempts, self.settings.RETRY_BACKOFF_S)
         try:
             await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
-                                        f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}")
+                                        f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
+                                        expect=ctx.owned)
         except IllegalTransition:
             return await self._delete(message)
+        except NotOwner:
+            return
+        except Exception:
+            return self._left(ctx, "sending it back to the queue")
         await self._change_visibility(message, delay)
 
     async def _stopped(self, ctx, message):
@@ -376,9 +487,14 @@ class Worker(Service):
         if reason == SHUTDOWN:
             try:
                 await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
-                                            f"released by worker {self.worker_id} shutting down")
+                                            f"released by worker {self.worker_id} shutting down",
+                                            expect=ctx.owned)
             except IllegalTransition:
                 return await self._delete(message)
+            except NotOwner:
+                return
+            except Exception:
+                return self._left(ctx, "releasing it")
             return await self._change_visibility(message, 0)
         # Canceled: the stored state is final already.
         await self._delete(message)
@@ -388,6 +504,8 @@ class Worker(Service):
             await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle, seconds)
         except ReceiptHandleInvalid:
             pass
+        except Exception:  # the queue failed: the message reappears when its lease ends anyway
+            self.log.failure("setting the visibility of job {job_id}'s message failed", job_id=message.body)
 
     async def _keep_lease(self, ctx, message):
         """Extend the lease and heartbeat; never raises (it runs in a LoopingCall)."""
@@ -400,9 +518,11 @@ class Worker(Service):
         except Exception:
             self.log.failure("extending the lease of job {job_id} failed", job_id=ctx.job.job_id)
         try:
-            await self.ledger.update(ctx.job.job_id, heartbeat_at=self.reactor.seconds())
+            await self.ledger.update(ctx.job.job_id, expect=ctx.owned, heartbeat_at=self.reactor.seconds())
         except JobCanceled:
             ctx.stop(CANCELED)
+        except NotOwner:
+            ctx.stop(LEASE_LOST)
         except Exception:
             self.log.failure("heartbeat of job {job_id} failed", job_id=ctx.job.job_id)
 
