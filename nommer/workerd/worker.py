@@ -318,8 +318,9 @@ class Worker(Service):
         try:
             await self._run_job(message)
         except Exception:
-            # Bug in our own code: leave the message; the lease expires and the
-            # job is retried, or dead-lettered after MAX_JOB_ATTEMPTS.
+            # Bug in our own code, or the store or queue failing before the job
+            # started: leave the message; the lease expires and the job is
+            # retried, or dead-lettered after MAX_JOB_ATTEMPTS.
             self.log.failure("worker {worker_id} failed on message {body}", worker_id=self.worker_id,
                              body=message.body)
 
@@ -367,6 +368,13 @@ class Worker(Service):
         except NotOwner as exc:
             self.log.warn("{why}; leaving it", why=str(exc))
             return
+        if read.job_state == JobState.DOWNLOADING:
+            # Taken again while DOWNLOADING: the ledger announces changes of
+            # state only, so announce this attempt's start here; the previous
+            # attempt's may never have gone out (its worker died, or the queue
+            # failed, right after storing it). A failure here leaves the
+            # message for the next attempt, which announces it then.
+            await self.ledger.announce(job)
         self.log.info("job {job_id}: attempt {attempt} on {worker_id}", job_id=job_id,
                       attempt=job.attempts, worker_id=self.worker_id)
 
@@ -468,34 +476,29 @@ class Worker(Service):
         if attempts >= self.settings.MAX_JOB_ATTEMPTS:
             return await self._fail(ctx, message, f"gave up after {attempts} attempts: {reason}")
         delay = retry_delay_s(attempts, self.settings.RETRY_BACKOFF_S)
+        await self._release(ctx, message, f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
+                            delay, "sending it back to the queue")
+
+    async def _release(self, ctx, message, details, delay_s, doing):
+        """Store the job PENDING (if this worker still owns it) and make its
+        message visible again after ``delay_s`` seconds."""
         try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
-                                        f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
-                                        expect=ctx.owned)
+            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned)
         except IllegalTransition:
             return await self._delete(message)
         except NotOwner:
             return
         except Exception:
-            return self._left(ctx, "sending it back to the queue")
-        await self._change_visibility(message, delay)
+            return self._left(ctx, doing)
+        await self._change_visibility(message, delay_s)
 
     async def _stopped(self, ctx, message):
         reason = ctx.stop_reason or CANCELED
         if reason == LEASE_LOST:
             return  # another worker owns the job and its message now
         if reason == SHUTDOWN:
-            try:
-                await self.ledger.set_state(ctx.job.job_id, JobState.PENDING,
-                                            f"released by worker {self.worker_id} shutting down",
-                                            expect=ctx.owned)
-            except IllegalTransition:
-                return await self._delete(message)
-            except NotOwner:
-                return
-            except Exception:
-                return self._left(ctx, "releasing it")
-            return await self._change_visibility(message, 0)
+            return await self._release(ctx, message, f"released by worker {self.worker_id} shutting down",
+                                       0, "releasing it")
         # Canceled: the stored state is final already.
         await self._delete(message)
 
