@@ -300,3 +300,18 @@ class LedgerWindows(Backends):
         self.assertEqual(stored.job_state, JobState.ERROR)
         self.assertIn("could not be queued", stored.job_state_details)
         self.assertEqual(await self.store.count_by_state(), {"ERROR": 1})
+
+
+class AnnounceWindows(Backends):
+
+    @ensure
+    async def test_a_lost_downloading_announcement_is_made_by_the_next_attempt(self):
+        """DOWNLOADING stored but never announced (the queue failed): the next attempt announces its DOWNLOADING."""
+        job = await self.submit("succeed")
+        [_] = await self.queue.receive(self.settings.NEW_JOB_QUEUE_NAME, visibility_timeout_s=0.3)
+        await self.store.modify(job.job_id, lambda j: j.evolve(job_state=JobState.DOWNLOADING, attempts=1,
+                                                               worker_id="gone"))
+        self.start_worker()
+        await self.final(job.job_id)
+        states = [c["job_state"] for c in await self.announced()]
+        self.assertEqual(states, ["DOWNLOADING", "ENCODING", "UPLOADING", "FINISHED"])

@@ -261,7 +261,9 @@ def test_idle_workers_exit(daemon, root):
     assert daemon.client.wait(job_id, poll_interval_s=0.1, timeout_s=60)["job_state"] == "FINISHED"
     assert daemon.worker_pids()
     daemon.wait_for(job_id, lambda j: not daemon.worker_pids(), timeout_s=30, what="idle workers to exit")
-    assert daemon.client.health()["workers"] == []
+    # feederd reaps the exited children a moment after pgrep stops seeing them.
+    daemon.wait_for(job_id, lambda j: daemon.client.health()["workers"] == [], timeout_s=10,
+                    what="feederd to see the workers gone")
 
 
 def test_cli_submit_wait_with_preset(daemon, root):
