@@ -92,21 +92,6 @@ class ChaosFeederd(Feederd):
         self.restarts += 1
         return time.monotonic() - began
 
-    def stop(self, timeout_s=60):
-        """As ``Feederd.stop``, tolerating workers that exit meanwhile."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        for pid in self.worker_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if getattr(self, "_log", None):
-            self._log.close()
-
     def worker_ids_to_pids(self):
         """{worker_id: pid} of the workerd processes using this config."""
         out = subprocess.run(["pgrep", "-af", f"workerd --local --worker-id .* --config {self.config}"],

@@ -72,7 +72,10 @@ class Feederd:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         for pid in self.worker_pids():
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # exited between pgrep and kill
         if getattr(self, "_log", None):
             self._log.close()
 
