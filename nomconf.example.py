@@ -29,8 +29,8 @@
 # "local" (SQLite-backed, SQS semantics). "sqs" comes with the AWS backends.
 # WORK_QUEUE_BACKEND = "local"
 
-# "local" (feederd starts workerd processes on this machine) or "none" (you
-# start workers yourself). "ec2" comes with the EC2 fleet.
+# "local" (feederd starts workerd processes on this machine), "ec2" (feederd
+# launches spot instances; see the EC2 fleet below) or "none" (you start workers).
 # FLEET_BACKEND = "local"
 
 # --- feederd's HTTP API -------------------------------------------------------
@@ -175,12 +175,48 @@
 # JOB_CREDENTIALS_KEY = None
 # CONFIG_S3_BUCKET = "nommer_config"
 # SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
+
+# --- Worker registry ---------------------------------------------------------------
+# Workers heartbeat here every HEARTBEAT_INTERVAL_S (GET /workers, nommer workers).
+# An EC2 worker silent this long (seconds) has its instance terminated.
+# WORKER_HEARTBEAT_TIMEOUT_S = 180.0
+# Entries of workers gone this long (seconds) are deleted.
+# WORKER_FORGET_AFTER_S = 86400.0
+# DynamoDB table / SimpleDB domain (the original's) of the registry.
+# DYNAMODB_WORKER_TABLE = "nommer_workers"
 # SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"
-# EC2_KEY_NAME = None
-# EC2_SECURITY_GROUPS = ["media_nommer"]
+
+# --- EC2 fleet (FLEET_BACKEND = "ec2": needs sqs and dynamodb or simpledb) ----------
+# Image the workers boot from (deploy/packer builds it).
 # EC2_AMI_ID = None
+# Instance types tried in order when one has no spot capacity.
 # EC2_INSTANCE_TYPES = ["c7i.large"]
+# Subnets tried in order (one per AZ); security group ids for them.
+# EC2_SUBNET_IDS = []
+# EC2_SECURITY_GROUP_IDS = []
+# Security group names in the default VPC and an SSH key pair (the original's way).
+# EC2_SECURITY_GROUPS = ["media_nommer"]
+# EC2_KEY_NAME = None
+# Instance profile of the workers (its role grants queue, store and S3 access).
+# EC2_IAM_INSTANCE_PROFILE = None
+# Most instances at once, running and booting.
 # MAX_NUM_EC2_INSTANCES = 3
+# "spot" or "on-demand"; highest spot price (USD/hour, a string; None = on-demand price).
+# EC2_MARKET = "spot"
+# SPOT_MAX_PRICE = None
+# Launch on-demand when no type/subnet has spot capacity.
+# EC2_ON_DEMAND_FALLBACK = False
+# Value of the nommer:fleet tag instances are counted by.
+# EC2_FLEET_NAME = "nommer"
+# An instance not registered this long after launch is terminated (seconds).
+# EC2_BOOT_TIMEOUT_S = 600.0
+# Price for the cost estimate when DescribeSpotPriceHistory has none (USD/hour).
+# EC2_SPOT_PRICE_PER_HOUR = None
+# Instance metadata (IMDSv2) base URL, and how often workers poll it for a spot
+# interruption notice (seconds).
+# EC2_METADATA_URL = "http://169.254.169.254"
+# SPOT_INTERRUPTION_POLL_S = 5.0
+# False: feederd never launches instances (the original's switch).
 # FEEDERD_ALLOW_EC2_LAUNCHES = True
 
 # --- Names from the original media-nommer ---------------------------------------

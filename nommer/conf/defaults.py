@@ -25,8 +25,9 @@ JOB_STORE_BACKEND = "sqlite"
 #: ``"local"`` (SQLite-backed, SQS semantics) or ``"sqs"`` (AWS).
 WORK_QUEUE_BACKEND = "local"
 
-#: ``"local"`` (workerd child processes on this machine) or ``"none"`` (start
-#: workers yourself). ``"ec2"`` comes with the EC2 fleet.
+#: ``"local"`` (workerd child processes on this machine), ``"ec2"`` (spot
+#: instances launched by feederd, see the EC2 fleet settings below) or
+#: ``"none"`` (start workers yourself).
 FLEET_BACKEND = "local"
 
 # --- feederd's HTTP API -------------------------------------------------------
@@ -201,13 +202,77 @@ S3_STORAGE_CLASS = None
 #: None: such URIs are refused; use the instance role or the default chain.
 JOB_CREDENTIALS_KEY = None
 
+# --- Worker registry ------------------------------------------------------------
+
+#: A worker heartbeats to the registry (a table or domain of its own, beside
+#: the jobs) every HEARTBEAT_INTERVAL_S. With the EC2 fleet, feederd terminates
+#: an instance whose worker has not heartbeated for this long, seconds (a
+#: zombie you still pay for).
+WORKER_HEARTBEAT_TIMEOUT_S = 180.0
+
+#: Registry entries of workers gone for this long are deleted, seconds.
+WORKER_FORGET_AFTER_S = 86400.0
+
+#: DynamoDB table of the worker registry.
+DYNAMODB_WORKER_TABLE = "nommer_workers"
+
+# --- EC2 fleet (FLEET_BACKEND = "ec2") ----------------------------------------------
+
+#: Base URL of the instance metadata service (IMDSv2). Workers started with
+#: ``--local`` never ask it.
+EC2_METADATA_URL = "http://169.254.169.254"
+
+#: AMI the workers boot from (built with deploy/packer); required for "ec2".
+EC2_AMI_ID = None
+
+#: Instance types to try, in order: when one has no spot capacity, the next.
+EC2_INSTANCE_TYPES = ["c7i.large"]
+
+#: Subnets to launch into, tried in order after the instance types (one per
+#: AZ spreads the fleet); empty: the default VPC's choice.
+EC2_SUBNET_IDS = []
+
+#: Security group ids of the workers (with EC2_SUBNET_IDS); EC2_SECURITY_GROUPS
+#: (names, default VPC only) is the original's way.
+EC2_SECURITY_GROUP_IDS = []
+
+#: Instance profile (name or ARN) of the workers: the role that lets them read
+#: the queues, the job store and S3. No keys are ever put in user data.
+EC2_IAM_INSTANCE_PROFILE = None
+
+#: Most instances (running and booting) the fleet ever has at once.
+MAX_NUM_EC2_INSTANCES = 3
+
+#: ``"spot"`` or ``"on-demand"``: the market instances are launched in.
+EC2_MARKET = "spot"
+
+#: Highest spot price paid, USD per instance-hour, as a string ("0.05"); None
+#: pays up to the on-demand price (AWS's default and recommendation).
+SPOT_MAX_PRICE = None
+
+#: When no instance type and subnet has spot capacity, launch on-demand instead.
+EC2_ON_DEMAND_FALLBACK = False
+
+#: Name of this fleet, in the ``nommer:fleet`` tag of every instance it
+#: launches: instances are counted by this tag, never by AMI id.
+EC2_FLEET_NAME = "nommer"
+
+#: An instance that has not registered (heartbeated) this long after its
+#: launch is terminated, seconds (it will never come up).
+EC2_BOOT_TIMEOUT_S = 600.0
+
+#: Spot price used for the cost estimate when DescribeSpotPriceHistory gives
+#: none, USD per instance-hour; None: no estimate.
+EC2_SPOT_PRICE_PER_HOUR = None
+
+#: How often a worker on EC2 polls the metadata for a spot interruption notice
+#: or a rebalance recommendation, seconds (notice comes two minutes ahead).
+SPOT_INTERRUPTION_POLL_S = 5.0
+
 # --- kept so old nomconf files load ----------------------------------------------
 CONFIG_S3_BUCKET = "nommer_config"
 SIMPLEDB_JOB_STATE_DOMAIN = "media_nommer"
 SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"
 EC2_KEY_NAME = None
 EC2_SECURITY_GROUPS = ["media_nommer"]
-EC2_AMI_ID = None
-EC2_INSTANCE_TYPES = ["c7i.large"]
-MAX_NUM_EC2_INSTANCES = 3
 FEEDERD_ALLOW_EC2_LAUNCHES = True

@@ -347,7 +347,7 @@ RULES = {
     "SCRATCH_DIR": _optional(_path, "a path"),
     "JOB_STORE_BACKEND": _backend(["sqlite", "dynamodb", "simpledb"], {}),
     "WORK_QUEUE_BACKEND": _backend(["local", "sqs"], {}),
-    "FLEET_BACKEND": _backend(["local", "none"], {"ec2": "comes with the EC2 fleet"}),
+    "FLEET_BACKEND": _backend(["local", "ec2", "none"], {}),
     "API_PORT": _int(1, 65535),
     # '' (all interfaces) is allowed, so not _str().
     "API_INTERFACE": _any_string("an interface address such as '127.0.0.1' ('' for all)"),
@@ -409,6 +409,24 @@ RULES = {
                                    "instance types", nonempty=True),
     "MAX_NUM_EC2_INSTANCES": _int(1),
     "FEEDERD_ALLOW_EC2_LAUNCHES": _bool,
+    "WORKER_HEARTBEAT_TIMEOUT_S": _POSITIVE_S,
+    "WORKER_FORGET_AFTER_S": _POSITIVE_S,
+    "DYNAMODB_WORKER_TABLE": _str(re.compile(r"^[A-Za-z0-9_.-]{3,255}$"), "a DynamoDB table name"),
+    "EC2_METADATA_URL": _url,
+    "EC2_SUBNET_IDS": _list_of(_str(re.compile(r"^subnet-[0-9a-f]+$"), "a subnet id such as 'subnet-0123abcd'"),
+                               "subnet ids"),
+    "EC2_SECURITY_GROUP_IDS": _list_of(_str(re.compile(r"^sg-[0-9a-f]+$"), "a security group id such as 'sg-0123abcd'"),
+                                       "security group ids"),
+    "EC2_IAM_INSTANCE_PROFILE": _optional(_str(what="an instance profile name or ARN"),
+                                          "an instance profile name or ARN"),
+    "EC2_MARKET": _str(re.compile(r"^(spot|on-demand)$"), "'spot' or 'on-demand'"),
+    "SPOT_MAX_PRICE": _optional(_str(re.compile(r"^[0-9]+(\.[0-9]+)?$"), "a price in USD per hour as a string, such as '0.05'"),
+                                "a price in USD per hour as a string, such as '0.05'"),
+    "EC2_ON_DEMAND_FALLBACK": _bool,
+    "EC2_FLEET_NAME": _str(re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,128}$"), "a tag value: letters, digits and _.:/=+@-"),
+    "EC2_BOOT_TIMEOUT_S": _POSITIVE_S,
+    "EC2_SPOT_PRICE_PER_HOUR": _optional(_seconds(gt=0, what="a price in USD per hour"), "a price in USD per hour"),
+    "SPOT_INTERRUPTION_POLL_S": _POSITIVE_S,
 }
 
 
@@ -767,6 +785,18 @@ def _check_together(values, valid, labels, errors):
                 f"{_labelled(labels, 'ABANDON_INACTIVE_JOBS_S', abandon)} is not more than "
                 f"{_labelled(labels, 'HEARTBEAT_INTERVAL_S', beat)}: healthy jobs would be "
                 f"abandoned between two heartbeats")
+
+
+    if "FLEET_BACKEND" in valid and values["FLEET_BACKEND"] == "ec2":
+        label, where = labels["FLEET_BACKEND"]
+        fleet = f"{label} = 'ec2'{where}"
+        if "EC2_AMI_ID" in valid and not values["EC2_AMI_ID"]:
+            errors.append(f"{fleet} needs EC2_AMI_ID: the image workers boot from (see deploy/packer)")
+        if "WORK_QUEUE_BACKEND" in valid and values["WORK_QUEUE_BACKEND"] != "sqs":
+            errors.append(f"{fleet} needs WORK_QUEUE_BACKEND = 'sqs': instances cannot reach a local queue")
+        if "JOB_STORE_BACKEND" in valid and values["JOB_STORE_BACKEND"] == "sqlite":
+            errors.append(f"{fleet} needs JOB_STORE_BACKEND = 'dynamodb' or 'simpledb': "
+                          f"instances cannot reach a local SQLite store")
 
 
 def _labelled(labels, name, value):

@@ -1,0 +1,15 @@
+"""Worker registries, one per job store backend (JOB_STORE_BACKEND)."""
+
+from nommer.core.registry.base import WorkerRecord, WorkerRegistry  # noqa: F401
+
+BACKENDS = {
+    "sqlite": "nommer.core.registry.sqlite.SQLiteWorkerRegistry",
+    "dynamodb": "nommer.core.registry.dynamodb.DynamoDBWorkerRegistry",
+    "simpledb": "nommer.core.registry.simpledb.SimpleDBWorkerRegistry",
+}
+
+
+def make_registry(settings, reactor):
+    """Build the worker registry beside ``settings.JOB_STORE_BACKEND``'s store."""
+    from twisted.python.reflect import namedAny
+    return namedAny(BACKENDS[settings.JOB_STORE_BACKEND]).from_settings(settings, reactor)
