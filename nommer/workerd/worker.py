@@ -43,6 +43,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nommer.core import registry
 from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
 from nommer.core.secrets import unseal_uri
@@ -222,6 +223,8 @@ class Worker(Service):
         self._exited = False
         self._shutdown_level = 0
         self.jobs_done = 0
+        self.state = registry.base.RUNNING
+        self.started_at = reactor.seconds()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -255,6 +258,7 @@ class Worker(Service):
         if self._shutdown_level == 1:
             self.log.info("worker {worker_id}: warm shutdown, finishing {n} running job(s)",
                           worker_id=self.worker_id, n=len(self._contexts))
+            self.state = registry.base.DRAINING
             self._stop_accepting()
             self._exit_when_idle("shutdown")
         else:
@@ -262,6 +266,14 @@ class Worker(Service):
                           worker_id=self.worker_id, n=len(self._contexts))
             for ctx in list(self._contexts.values()):
                 ctx.stop(SHUTDOWN)
+
+    def status(self):
+        """What the worker registry shows of this worker: dict with ``state``
+        (a ``nommer.core.registry.base`` state), ``jobs`` (ids of running
+        jobs), ``capacity`` (slots), ``jobs_done`` and ``started_at`` (epoch s)."""
+        return {"state": self.state, "jobs": sorted(self._contexts), "capacity":
+                self.settings.MAX_ENCODING_JOBS_PER_WORKER, "jobs_done": self.jobs_done,
+                "started_at": self.started_at}
 
     def _stop_accepting(self):
         self._accepting = False
