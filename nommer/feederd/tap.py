@@ -4,12 +4,12 @@ from twisted.application import strports
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
+from nommer.feederd.draining import DrainingSite, RequestDrain
 from nommer.feederd.fleet import LocalFleet, NoFleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.publish import ConfigPublisher
@@ -61,8 +61,9 @@ def build(settings, reactor=default_reactor):
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND})
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
-    site = strports.service(endpoint, Site(api.resource()))
-    site.setServiceParent(top)
+    site = DrainingSite(api.resource())
+    strports.service(endpoint, site).setServiceParent(top)
+    RequestDrain(site, reactor).setServiceParent(top)
     log.info("feederd: API on http://{iface}:{port}/, data in {data_dir}, fleet {fleet}",
              iface=settings.API_INTERFACE, port=settings.API_PORT, data_dir=settings.DATA_DIR,
              fleet=settings.FLEET_BACKEND)

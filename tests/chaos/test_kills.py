@@ -157,12 +157,6 @@ def set_seq(states):
     return [s for k, s in enumerate(states) if k == 0 or states[k - 1] != s]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "in-flight API requests are not drained at stop: the Site stops listening but does not wait for a submit "
-    "under way, and DaemonService (nommer/core/lifecycle.py) then closes the store and queue under it, so the "
-    "submit stores its job and fails to queue it (DatabaseClosed), and cannot even set it to ERROR: a PENDING "
-    "job no worker will ever get, which keeps the autoscaler starting workers for it. Needs the API "
-    "(nommer/feederd/api.py) to track its requests and feederd's stop to wait for them (bounded)"))
 def test_submit_racing_sigterm_is_queued(root):
     """Submits in flight when feederd gets SIGTERM: every job it stored is also on the new-job queue."""
     src = os.path.join(root, "in.mp4")
