@@ -30,7 +30,10 @@ dynamodb-local:
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless )
 	@[ -f $(DDB_LOCAL_JAR) ] || npm install --no-save --no-audit --no-fund --prefix $(DDB_LOCAL_DIR) amplify-dynamodb-simulator
 
+# shellcheck lints deploy/provision.sh (tests/deploy).
 test-deps: install dynamodb-local
+	@command -v shellcheck >/dev/null \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq shellcheck )
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
 
 # Starts feederd with the embedded default (SQLite store, local queue, local workers) in the foreground.
