@@ -261,6 +261,20 @@ class NommerClient:
         """feederd's health answer (``{"success": true, "status": "ok", ...}``)."""
         return self._request("GET", "/health")
 
+    def workers(self):
+        """The worker registry, most recently seen first: a list of dicts
+        with the worker's ``worker_id``, ``state`` (running, draining,
+        interrupted, terminating, exited), ``jobs`` (ids), ``capacity``,
+        ``jobs_done``, ``host``, ``version``, ``instance_id``,
+        ``instance_type``, ``availability_zone``, ``market`` (None off EC2),
+        ``started_at`` and ``last_seen`` (epoch s, the worker's clock), plus
+        ``current_jobs`` (``[{"job_id", "job_state", "progress"}]``),
+        ``seen_s_ago`` (s), ``alive`` (bool) and, with a cloud fleet,
+        ``instance`` (dict with ``uptime_s``, ``cost_usd``..., or None).
+        Raises :class:`APIError` (``NOREGISTRY``, 503) when feederd keeps
+        no registry."""
+        return self._request("GET", "/workers")["workers"]
+
     def wait(self, job_id, poll_interval_s=1.0, timeout_s=None, on_update=None):
         """Poll the job until it is final and return it.
 

@@ -1,4 +1,4 @@
-"""The ``nommer`` command: submit, watch, list and cancel encoding jobs.
+"""The ``nommer`` command: submit, watch, list and cancel encoding jobs; list the workers.
 
 Exit codes: 0 success (for ``--wait`` and ``wait``: the job FINISHED);
 1 the job ended in another final state; 2 feederd refused the request or the
@@ -330,6 +330,54 @@ def health(client):
     data = client.health()
     click.echo(f"{client.base_url}: {data.get('status', 'ok')}")
 
+
+
+def _duration(seconds):
+    """``"42s"``, ``"3m05s"``, ``"2h07m"``, ``"3d04h"``; ``"-"`` for None."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
+@click.pass_obj
+def workers(client, as_json):
+    """List the workers, most recently seen first: state ("(silent)" when no
+    heartbeat came for WORKER_HEARTBEAT_TIMEOUT_S), instance type, jobs
+    running/capacity, last heartbeat, and the running jobs with their
+    progress; uptime and cost of their instances with a cloud fleet."""
+    found = client.workers()
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        click.echo("no workers")
+        return
+    with_instances = any(w.get("instance") for w in found)
+    rows = [("WORKER", "STATE", "TYPE", "JOBS", "SEEN") + (("UPTIME", "COST") if with_instances else ())
+            + ("RUNNING",)]
+    for w in found:
+        state = w.get("state") or "?"
+        if w.get("alive") is False and state != "exited":
+            state += " (silent)"
+        instance = w.get("instance") or {}
+        row = (w.get("worker_id", "?"), state, w.get("instance_type") or instance.get("instance_type") or "-",
+               f"{len(w.get('jobs') or [])}/{w.get('capacity', '?')}", _duration(w.get("seen_s_ago")) + " ago")
+        if with_instances:
+            cost = instance.get("cost_usd")
+            row += (_duration(instance.get("uptime_s")), "-" if cost is None else f"${cost:.3f}")
+        running = ", ".join(f"{j.get('job_id')} {j.get('job_state')} {_pct(j.get('progress'))}"
+                            for j in w.get("current_jobs") or [])
+        rows.append(row + (running or "-",))
+    _table(rows)
 
 
 @cli.group(short_help="Set up AWS resources.")

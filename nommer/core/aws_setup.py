@@ -3,23 +3,26 @@ check the ones that exist. Idempotent; safe to run at every deploy."""
 
 from nommer.conf.remote import _ensure_bucket
 from nommer.core.aws import AWS
+from nommer.core.registry import make_registry
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 
 
 async def setup_resources(settings, reactor):
-    """Create or validate, per ``settings``: the DynamoDB table or SimpleDB
-    domain (JOB_STORE_BACKEND), the SQS queues with the dead-letter redrive
-    (WORK_QUEUE_BACKEND), and the config bucket. Returns what was done, one
-    line each (list of str). Raises the backend's error on an existing
-    resource that does not fit (e.g. a queue without its redrive policy)."""
+    """Create or validate, per ``settings``: the DynamoDB tables or SimpleDB
+    domains of the jobs and of the worker registry (JOB_STORE_BACKEND), the
+    SQS queues with the dead-letter redrive (WORK_QUEUE_BACKEND), and the
+    config bucket. Returns what was done, one line each (list of str).
+    Raises the backend's error on an existing resource that does not fit
+    (e.g. a queue without its redrive policy)."""
     lines = []
     if settings.JOB_STORE_BACKEND != "sqlite":
-        store = make_store(settings, reactor)
-        try:
-            lines += await store.ensure_resources()
-        finally:
-            store.close()
+        for make in (make_store, make_registry):
+            backend = make(settings, reactor)
+            try:
+                lines += await backend.ensure_resources()
+            finally:
+                backend.close()
     if settings.WORK_QUEUE_BACKEND != "local":
         queue = make_queue(settings, reactor)
         try:

@@ -7,6 +7,7 @@ Routes (all answer JSON, never an HTML page)::
     POST /job/<id>/cancel     cancel a job; a running encode is stopped
     GET  /jobs                ?state=&limit=&cursor=  newest first
     GET  /health              store and queue reachable, counts
+    GET  /workers             the worker registry, with running jobs (and instances)
     GET  /openapi.json        this API as an OpenAPI 3.0 document
 
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
@@ -20,11 +21,13 @@ from importlib import resources
 
 from klein import Klein
 from klein.resource import KleinResource
+from twisted.internet import defer
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from nommer.core.errors import InvalidJobSpec, NoSuchJob, NommerError
 from nommer.core.job import Job, iso8601, new_job_id
+from nommer.core.registry.base import EXITED
 from nommer.core.spec import validate_submission
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.uri import redact_uri
@@ -129,6 +132,12 @@ class APIError(NommerError):
         self.error_code = error_code
 
 
+def _gather(coroutines):
+    """Run coroutines at once; the list of their results, or the first error."""
+    d = defer.gatherResults([defer.Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True)
+    return d.addErrback(lambda f: f.value.subFailure)
+
+
 def _json(request, status, payload):
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
@@ -142,18 +151,29 @@ def _error(request, status, code, message):
 class JobAPI:
     """The API over a ``JobLedger``. ``health_extra()`` (optional) returns a
     dict merged into /health (e.g. the fleet's worker count); ``on_submit()``
-    (optional) is called after each accepted job (pokes the autoscaler)."""
+    (optional) is called after each accepted job (pokes the autoscaler).
+    ``registry`` (a ``WorkerRegistry``, optional) serves ``GET /workers``;
+    ``fleet_view()`` (optional) returns a list (or a Deferred of one) of
+    instance dicts, each with an ``instance_id``, shown beside the workers.
+    ``clock`` (default: the global reactor) gives ``seconds()`` for how long
+    ago a worker was seen."""
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, ledger, settings, on_submit=None, health_extra=None):
+    def __init__(self, ledger, settings, on_submit=None, health_extra=None, registry=None, fleet_view=None,
+                 clock=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
         self.settings = settings
         self._on_submit = on_submit
         self._health_extra = health_extra
+        self.registry = registry
+        self._fleet_view = fleet_view
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
 
     def resource(self):
         return _UTF8CheckedResource(self.app)
@@ -257,6 +277,55 @@ class JobAPI:
         if self._health_extra is not None:
             payload.update(self._health_extra())
         return _json(request, 200, payload)
+
+    @app.route("/workers", methods=["GET"], strict_slashes=False)
+    async def workers(self, request):
+        """``{"success": true, "workers": [...]}``, most recently seen first.
+        Each worker is its ``WorkerRecord`` dict plus ``current_jobs``
+        (``[{"job_id", "job_state", "progress"}]`` of its jobs still in the
+        store), ``seen_s_ago`` (float seconds by this server's clock) and
+        ``alive`` (seen within WORKER_HEARTBEAT_TIMEOUT_S and not exited).
+        With a ``fleet_view``: ``instance`` (the instance dict of its
+        ``instance_id``, or null) on each worker and ``instances`` (every
+        instance); if the fleet fails to answer, ``fleet_error`` (a message)
+        instead. 503 ``NOREGISTRY`` without a registry."""
+        if self.registry is None:
+            return _error(request, 503, "NOREGISTRY", "this feederd has no worker registry")
+        records = await self.registry.list()
+        jobs = await _gather([self._current_jobs(r.jobs) for r in records])
+        now = self.clock.seconds()
+        workers = []
+        for record, current in zip(records, jobs):
+            seen_s_ago = round(now - record.last_seen, 3)
+            workers.append(dict(record.to_dict(), current_jobs=current, seen_s_ago=seen_s_ago,
+                                alive=record.state != EXITED
+                                and seen_s_ago <= self.settings.WORKER_HEARTBEAT_TIMEOUT_S))
+        payload = {"success": True, "workers": workers}
+        if self._fleet_view is not None:
+            try:
+                instances = list(await defer.maybeDeferred(self._fleet_view))
+            except Exception:
+                self.log.failure("GET /workers: the fleet view failed")
+                payload["fleet_error"] = "the fleet did not answer; the server log has the details"
+            else:
+                by_id = {i.get("instance_id"): i for i in instances}
+                for worker in workers:
+                    worker["instance"] = by_id.get(worker["instance_id"]) if worker["instance_id"] else None
+                payload["instances"] = instances
+        return _json(request, 200, payload)
+
+    async def _current_jobs(self, job_ids):
+        """``[{"job_id", "job_state", "progress"}]`` of the jobs among
+        ``job_ids`` still in the store (read in parallel)."""
+        async def one(job_id):
+            try:
+                job = await self.store.get(job_id)
+            except NoSuchJob:
+                return None
+            return {"job_id": job.job_id, "job_state": job.job_state.value,
+                    "progress": None if job.progress is None else round(job.progress, 1)}
+        found = await _gather([one(j) for j in job_ids])
+        return [j for j in found if j is not None]
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):

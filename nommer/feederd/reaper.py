@@ -9,6 +9,9 @@
   original measured time since the last *state change*, which abandoned long
   encodes that were still running.)
 Both go through the ledger, so the change is announced and webhooked.
+
+- ``RegistryPruner``: every PRUNE_JOBS_INTERVAL_S, worker registry records
+  not refreshed for WORKER_FORGET_AFTER_S are deleted.
 """
 
 from twisted.application.internet import TimerService
@@ -82,3 +85,35 @@ class Abandoner(TimerService):
                 self.log.warn("job {job_id} abandoned", job_id=job.job_id)
             except IllegalTransition:
                 pass
+
+
+class RegistryPruner(TimerService):
+    """Every PRUNE_JOBS_INTERVAL_S (``interval_s`` overrides it), forgets the
+    worker registry records whose ``last_seen`` is more than
+    WORKER_FORGET_AFTER_S seconds before ``clock.seconds()``. The first pass
+    runs at start."""
+
+    log = Logger()
+
+    def __init__(self, registry, settings, clock, interval_s=None):
+        super().__init__(interval_s or settings.PRUNE_JOBS_INTERVAL_S, self.prune)
+        self.clock = clock
+        self.registry = registry
+        self.settings = settings
+
+    def prune(self):
+        """One pass: Deferred[int] of records forgotten (0 when the pass
+        failed, which is logged); never raises."""
+        cutoff = self.clock.seconds() - self.settings.WORKER_FORGET_AFTER_S
+        d = defer.maybeDeferred(self.registry.forget_older_than, cutoff)
+
+        def done(n):
+            if n:
+                self.log.info("forgot {n} worker(s) silent for over {after:.0f} s", n=n,
+                              after=self.settings.WORKER_FORGET_AFTER_S)
+            return n
+
+        def failed(f):
+            self.log.failure("forgetting silent workers failed", f)
+            return 0
+        return d.addCallbacks(done, failed)

@@ -7,6 +7,7 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
+from nommer.core.registry import make_registry
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.draining import DrainingSite, RequestDrain
@@ -58,8 +59,11 @@ def build(settings, reactor=default_reactor):
     if settings.WORK_QUEUE_BACKEND == "sqs":
         ConfigPublisher(settings, reactor).setServiceParent(top)
 
+    registry = make_registry(settings, reactor)
+    top.closables.append(registry)
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
-                 health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND})
+                 health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
+                 registry=registry, clock=reactor)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
     site = DrainingSite(api.resource())
     strports.service(endpoint, site).setServiceParent(top)

@@ -36,7 +36,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 #: Every operation; negative data only where there is something to break.
 OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True),
               ("POST", "/job/{job_id}/cancel", True), ("GET", "/jobs", True),
-              ("GET", "/health", False), ("GET", "/openapi.json", False)]
+              ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False)]
 RUNS = [(method, path, mode) for method, path, negative in OPERATIONS
         for mode in (["positive", "negative"] if negative else ["positive"])]
 

@@ -43,6 +43,7 @@ class FakeFeederd:
         self.requests = []      # (method, path, headers, body bytes)
         self.script = list(DEFAULT_SCRIPT)
         self.next_error = None  # (status, content_type, body bytes) for the next request
+        self.workers = []       # GET /workers answers these
         self._counter = 0
 
     def start(self):
@@ -153,6 +154,8 @@ def _handler_for(fake):
                 result = fake.submit(body)
             elif method == "GET" and parts == ["health"]:
                 result = 200, {"success": True, "status": "ok", "jobs_pending": 0}
+            elif method == "GET" and parts == ["workers"]:
+                result = 200, {"success": True, "workers": fake.workers}
             elif method == "GET" and parts == ["jobs"]:
                 result = fake.list(urllib.parse.parse_qs(url.query))
             elif method == "GET" and len(parts) == 2 and parts[0] == "job":

@@ -117,7 +117,8 @@ def test_job_failing_every_attempt_lands_in_dlq_and_ends_error(aws, daemon):
 
 
 def test_nommer_aws_setup_is_idempotent(aws, tmp_path):
-    """`nommer aws setup` creates the table, queues (with redrive) and bucket, and a second run only checks them."""
+    """`nommer aws setup` creates the job and worker tables, queues (with redrive) and bucket, and a second
+    run only checks them."""
     config = tmp_path / "nomconf.py"
     config.write_text(f"JOB_STORE_BACKEND = 'dynamodb'\nWORK_QUEUE_BACKEND = 'sqs'\n"
                       f"AWS_ENDPOINT_URL = {aws['endpoint']!r}\nAWS_REGION = 'us-east-1'\n"
@@ -125,8 +126,9 @@ def test_nommer_aws_setup_is_idempotent(aws, tmp_path):
     argv = [sys.executable, "-m", "nommer.client.cli", "aws", "setup", "--config", str(config)]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "setup_jobs" in first.stdout
+    assert "setup_jobs" in first.stdout and "created DynamoDB table nommer_workers" in first.stdout
     assert aws["dynamodb"].describe_table(TableName="setup_jobs")["Table"]["TableStatus"] == "ACTIVE"
+    assert aws["dynamodb"].describe_table(TableName="nommer_workers")["Table"]["TableStatus"] == "ACTIVE"
     dlq = aws["sqs"].get_queue_url(QueueName="media_nommer_dlq")["QueueUrl"]
     main = aws["sqs"].get_queue_url(QueueName="media_nommer")["QueueUrl"]
     policy = json.loads(aws["sqs"].get_queue_attributes(QueueUrl=main, AttributeNames=["RedrivePolicy"])

@@ -1,4 +1,4 @@
-"""Dead-lettered jobs end in ERROR; silent in-progress jobs are ABANDONED."""
+"""Dead-lettered jobs end in ERROR; silent in-progress jobs are ABANDONED; long-gone workers are forgotten."""
 
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
@@ -8,7 +8,9 @@ from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
-from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, stale_jobs
+from nommer.core.registry import make_registry
+from nommer.core.registry.base import WorkerRecord
+from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner, stale_jobs
 from tests.helpers import ensure, eventually, temp_settings
 
 
@@ -84,3 +86,29 @@ class ReaperTests(TestCase):
         self.assertEqual(stored.job_state, JobState.ABANDONED)
         self.assertIn("no heartbeat from worker w1", stored.job_state_details)
         self.assertEqual((await self.store.get(fresh.job_id)).job_state, JobState.ENCODING)
+
+
+class RegistryPrunerTests(TestCase):
+
+    @ensure
+    async def test_forgets_workers_silent_past_the_limit_every_interval(self):
+        """At start and every PRUNE_JOBS_INTERVAL_S, records older than WORKER_FORGET_AFTER_S go;
+        a failing registry is logged and the timer goes on."""
+        settings, _ = temp_settings(self, WORKER_FORGET_AFTER_S=3600.0, PRUNE_JOBS_INTERVAL_S=300.0)
+        registry = make_registry(settings, reactor)
+        self.addCleanup(registry.close)
+        clock = task.Clock()
+        clock.advance(10_000)
+        for worker_id, seen in [("gone", 10_000 - 3601), ("recent", 10_000 - 3599), ("later", 10_000 - 3400)]:
+            await registry.heartbeat(WorkerRecord(worker_id=worker_id, last_seen=seen))
+        pruner = RegistryPruner(registry, settings, clock)
+        pruner.startService()
+        self.addCleanup(pruner.stopService)
+        await eventually(lambda: registry.list().addCallback(lambda rs: len(rs) == 2), what="first pass")
+        self.assertEqual([r.worker_id for r in await registry.list()], ["later", "recent"])
+        clock.advance(300)
+        await eventually(lambda: registry.list().addCallback(lambda rs: len(rs) == 0), what="second pass")
+        registry.close()
+        self.assertEqual(await pruner.prune(), 0)
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        self.assertTrue(pruner._loop.running)

@@ -127,7 +127,138 @@ def from_dynamo(value):
     return value
 
 
-class DynamoDBJobStore(JobStore):
+class DynamoDBTable:
+    """One DynamoDB table used through an ``AWS`` pool: the plumbing the job
+    store and the worker registry share. A subclass sets ``what`` (what the
+    table holds, for messages) and ``setting`` (the setting naming it),
+    defines ``_table_spec()`` (CreateTable arguments) and
+    ``ensure_resources()``, and calls ``_open(settings, reactor, table, name)``.
+
+    With AWS_CREATE_RESOURCES the first ``_call`` runs ``ensure_resources()``
+    once (concurrent first calls wait for that one run); a missing table is
+    ``TableSetupError``.
+    """
+
+    log = Logger()
+    what = "nommer's data"
+    setting = None
+
+    def _open(self, settings, reactor, table, name):
+        self.settings = settings
+        self.reactor = reactor
+        self.table = table
+        self.aws = AWS(settings, reactor, name=name)
+        self._resources_ok = not settings.AWS_CREATE_RESOURCES
+        self._setup_lock = defer.DeferredLock()
+
+    def close(self):
+        """Stop the boto3 thread pool. Returns None."""
+        self.aws.close()
+
+    async def _call(self, method, **kwargs):
+        """One DynamoDB call in the pool, after the lazy set-up; a missing
+        table becomes ``TableSetupError``."""
+        await self._ready()
+        try:
+            return await self.aws.call("dynamodb", method, **kwargs)
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise TableSetupError(
+                    f"DynamoDB table {self.table} does not exist: run `nommer aws setup` or set "
+                    f"AWS_CREATE_RESOURCES = True") from exc
+            raise
+
+    async def _ready(self):
+        if self._resources_ok:
+            return
+        await self._setup_lock.acquire()
+        try:
+            if not self._resources_ok:
+                for line in await self.ensure_resources():
+                    self.log.info("{line}", line=line)
+        finally:
+            self._setup_lock.release()
+
+    async def _describe(self):
+        """The table's description, or None when it does not exist."""
+        try:
+            return (await self.aws.call("dynamodb", "describe_table", TableName=self.table))["Table"]
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _problems(self, table):
+        """What keeps an existing table from having ``_table_spec()``'s key
+        and global secondary indexes (list of str)."""
+        spec = self._table_spec()
+        types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+        problems = []
+
+        def keys(schema):
+            return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+        def key_types_ok(schema):
+            return all(types.get(k["AttributeName"]) == "S" for k in schema)
+
+        if keys(table.get("KeySchema", [])) != keys(spec["KeySchema"]) or not key_types_ok(table["KeySchema"]):
+            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(spec["KeySchema"]))
+            problems.append(f"its key is {keys(table.get('KeySchema', []))}, not {expected}")
+        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+        for want in spec.get("GlobalSecondaryIndexes", []):
+            have = indexes.get(want["IndexName"])
+            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(want["KeySchema"]))
+            if have is None:
+                problems.append(f"it has no global secondary index {want['IndexName']} on {expected}")
+            elif keys(have["KeySchema"]) != keys(want["KeySchema"]) or not key_types_ok(have["KeySchema"]):
+                problems.append(f"its index {want['IndexName']} is keyed {keys(have['KeySchema'])}, "
+                                f"not {expected}")
+            elif have.get("Projection", {}).get("ProjectionType") != "ALL":
+                problems.append(f"its index {want['IndexName']} does not project ALL attributes")
+        return problems
+
+    async def _wait_active(self):
+        """Poll DescribeTable (reactor timers between polls, growing from
+        WAIT_FIRST_S to WAIT_MAX_S) until the table and its indexes are
+        ACTIVE; TableSetupError after WAIT_TIMEOUT_S. Returns the description."""
+        deadline = self.reactor.seconds() + WAIT_TIMEOUT_S
+        delay = WAIT_FIRST_S
+        while True:
+            table = await self._describe()
+            if table is not None and table.get("TableStatus") == "ACTIVE" and all(
+                    i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])):
+                return table
+            if self.reactor.seconds() >= deadline:
+                status = table.get("TableStatus") if table else "missing"
+                raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
+                                      f"(status {status})")
+            await task.deferLater(self.reactor, delay, lambda: None)
+            delay = min(delay * 2, WAIT_MAX_S)
+
+    async def _ensure_table(self):
+        """Create the table (``_table_spec()``) if missing and wait until it
+        is ACTIVE; check an existing table's key and indexes. Returns lines
+        for a person (``["created DynamoDB table nommer_jobs"]`` or ``[...
+        exists]``). Raises TableSetupError when an existing table has another
+        shape (every problem named)."""
+        table = await self._describe()
+        line = f"DynamoDB table {self.table} exists"
+        if table is None:
+            try:
+                await self.aws.call("dynamodb", "create_table", **self._table_spec())
+                line = f"created DynamoDB table {self.table}"
+            except Exception as exc:
+                if error_code(exc) != "ResourceInUseException":  # created meanwhile by another process
+                    raise
+        table = await self._wait_active()
+        problems = self._problems(table)
+        if problems:
+            raise TableSetupError(f"DynamoDB table {self.table} cannot hold {self.what}: " + "; ".join(problems)
+                                  + f". Delete it or set {self.setting} to another name.")
+        return [line]
+
+
+class DynamoDBJobStore(DynamoDBTable, JobStore):
     """Jobs in the DynamoDB table ``settings.DYNAMODB_JOB_TABLE`` (see the
     module docstring for its design).
 
@@ -139,25 +270,17 @@ class DynamoDBJobStore(JobStore):
     other than the ones named arrive as ``botocore.exceptions.ClientError``.
     """
 
-    log = Logger()
+    what = "nommer's jobs"
+    setting = "DYNAMODB_JOB_TABLE"
 
     def __init__(self, settings, reactor, clock=None):
-        self.settings = settings
-        self.reactor = reactor
-        self.table = settings.DYNAMODB_JOB_TABLE
+        self._open(settings, reactor, settings.DYNAMODB_JOB_TABLE, "dynamodb-store")
         self.ttl_s = settings.DYNAMODB_JOB_TTL_S
-        self.aws = AWS(settings, reactor, name="dynamodb-store")
         self._clock = clock or reactor
-        self._resources_ok = not settings.AWS_CREATE_RESOURCES
-        self._setup_lock = defer.DeferredLock()
 
     @classmethod
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
-
-    def close(self):
-        """Stop the boto3 thread pool. Returns None."""
-        self.aws.close()
 
     # --- items ------------------------------------------------------------
 
@@ -184,30 +307,6 @@ class DynamoDBJobStore(JobStore):
         return Job.from_dict(doc), version
 
     # --- calls ------------------------------------------------------------
-
-    async def _call(self, method, **kwargs):
-        """One DynamoDB call in the pool, after the lazy set-up; a missing
-        table becomes ``TableSetupError``."""
-        await self._ready()
-        try:
-            return await self.aws.call("dynamodb", method, **kwargs)
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                raise TableSetupError(
-                    f"DynamoDB table {self.table} does not exist: run `nommer aws setup` or set "
-                    f"AWS_CREATE_RESOURCES = True") from exc
-            raise
-
-    async def _ready(self):
-        if self._resources_ok:
-            return
-        await self._setup_lock.acquire()
-        try:
-            if not self._resources_ok:
-                for line in await self.ensure_resources():
-                    self.log.info("{line}", line=line)
-        finally:
-            self._setup_lock.release()
 
     async def _read(self, job_id):
         """(Job, version) read consistently; raises NoSuchJob."""
@@ -374,60 +473,6 @@ class DynamoDBJobStore(JobStore):
             KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
             GlobalSecondaryIndexes=[gsi(GSI_BY_TIME, "gsi_all"), gsi(GSI_BY_STATE, "job_state")])
 
-    async def _describe(self):
-        """The table's description, or None when it does not exist."""
-        try:
-            return (await self.aws.call("dynamodb", "describe_table", TableName=self.table))["Table"]
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
-
-    def _problems(self, table):
-        """What keeps an existing table from serving as the job table (list of str)."""
-        spec = self._table_spec()
-        types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-        problems = []
-
-        def keys(schema):
-            return [(k["AttributeName"], k["KeyType"]) for k in schema]
-
-        def key_types_ok(schema):
-            return all(types.get(k["AttributeName"]) == "S" for k in schema)
-
-        if keys(table.get("KeySchema", [])) != keys(spec["KeySchema"]) or not key_types_ok(table["KeySchema"]):
-            problems.append(f"its key is {keys(table.get('KeySchema', []))}, not job_id (HASH, type S)")
-        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
-        for want in spec["GlobalSecondaryIndexes"]:
-            have = indexes.get(want["IndexName"])
-            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(want["KeySchema"]))
-            if have is None:
-                problems.append(f"it has no global secondary index {want['IndexName']} on {expected}")
-            elif keys(have["KeySchema"]) != keys(want["KeySchema"]) or not key_types_ok(have["KeySchema"]):
-                problems.append(f"its index {want['IndexName']} is keyed {keys(have['KeySchema'])}, "
-                                f"not {expected}")
-            elif have.get("Projection", {}).get("ProjectionType") != "ALL":
-                problems.append(f"its index {want['IndexName']} does not project ALL attributes")
-        return problems
-
-    async def _wait_active(self):
-        """Poll DescribeTable (reactor timers between polls, growing from
-        WAIT_FIRST_S to WAIT_MAX_S) until the table and its indexes are
-        ACTIVE; TableSetupError after WAIT_TIMEOUT_S. Returns the description."""
-        deadline = self.reactor.seconds() + WAIT_TIMEOUT_S
-        delay = WAIT_FIRST_S
-        while True:
-            table = await self._describe()
-            if table is not None and table.get("TableStatus") == "ACTIVE" and all(
-                    i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])):
-                return table
-            if self.reactor.seconds() >= deadline:
-                status = table.get("TableStatus") if table else "missing"
-                raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
-                                      f"(status {status})")
-            await task.deferLater(self.reactor, delay, lambda: None)
-            delay = min(delay * 2, WAIT_MAX_S)
-
     async def _ensure_ttl(self):
         """Enable TTL on ``expires_at`` unless it is; returns a line or None."""
         result = await self.aws.call("dynamodb", "describe_time_to_live", TableName=self.table)
@@ -448,23 +493,7 @@ class DynamoDBJobStore(JobStore):
         when DYNAMODB_JOB_TTL_S is set. Returns lines for a person, e.g.
         ``["created DynamoDB table nommer_jobs"]``. Raises TableSetupError
         when an existing table has another shape (every problem named)."""
-        lines = []
-        table = await self._describe()
-        if table is None:
-            try:
-                await self.aws.call("dynamodb", "create_table", **self._table_spec())
-                lines.append(f"created DynamoDB table {self.table}")
-            except Exception as exc:
-                if error_code(exc) != "ResourceInUseException":  # created meanwhile by another process
-                    raise
-                lines.append(f"DynamoDB table {self.table} exists")
-        else:
-            lines.append(f"DynamoDB table {self.table} exists")
-        table = await self._wait_active()
-        problems = self._problems(table)
-        if problems:
-            raise TableSetupError(f"DynamoDB table {self.table} cannot hold nommer's jobs: " + "; ".join(problems)
-                                  + ". Delete it or set DYNAMODB_JOB_TABLE to another name.")
+        lines = await self._ensure_table()
         if self.ttl_s is not None:
             line = await self._ensure_ttl()
             if line:

@@ -95,12 +95,47 @@ def created_key(created_at, job_id):
     return f"{iso_fixed(created_at)} {job_id}"
 
 
-def _time_text(epoch_s):
+def time_text(epoch_s):
+    """Epoch seconds (or None) as text whose order is time order:
+    ``"2023-11-14T22:13:20.000000Z 1700000000.0"`` (``iso_fixed``, a space,
+    the exact epoch seconds), or ``"null"``."""
     return "null" if epoch_s is None else f"{iso_fixed(epoch_s)} {float(epoch_s)!r}"
 
 
-def _time_value(text):
+def time_value(text):
+    """Inverse of ``time_text``: float epoch seconds or None."""
     return None if text == "null" else float(text.rsplit(" ", 1)[1])
+
+
+def chunked(texts):
+    """Attributes (dict name -> text, each at most MAX_VALUE_BYTES) holding
+    ``texts`` (dict name -> ASCII text): a text longer than MAX_VALUE_BYTES
+    is split over ``<name>.0`` .. ``<name>.<n-1>`` instead of ``<name>``, and
+    the ``chunks`` attribute lists those (``"job_options=3 output=2"``, or "")."""
+    attrs, split = {}, []
+    for name, text in texts.items():
+        if len(text) <= MAX_VALUE_BYTES:
+            attrs[name] = text
+            continue
+        pieces = [text[i:i + MAX_VALUE_BYTES] for i in range(0, len(text), MAX_VALUE_BYTES)]
+        attrs.update((f"{name}.{i}", piece) for i, piece in enumerate(pieces))
+        split.append(f"{name}={len(pieces)}")
+    attrs["chunks"] = " ".join(split)
+    return attrs
+
+
+def unchunked(attrs, names):
+    """Inverse of ``chunked``: dict name -> text of those ``names`` that
+    ``attrs`` holds (whole or in chunks); attributes ``chunks`` does not
+    name (stale chunks of a longer earlier version) are ignored."""
+    counts = dict(entry.split("=") for entry in attrs.get("chunks", "").split())
+    texts = {}
+    for name in names:
+        if name in counts:
+            texts[name] = "".join(attrs[f"{name}.{i}"] for i in range(int(counts[name])))
+        elif name in attrs:
+            texts[name] = attrs[name]
+    return texts
 
 
 def encode_job(job, version):
@@ -108,17 +143,8 @@ def encode_job(job, version):
     at ``version``. Raises ValueError if they would not fit in one item."""
     attrs = {"version": str(version), "job_state": job.job_state.value,
              "created_key": created_key(job.created_at, job.job_id)}
-    chunked = []
-    for name in JSON_FIELDS + TIME_FIELDS:
-        value = getattr(job, name)
-        text = _time_text(value) if name in TIME_FIELDS else json.dumps(value)
-        if len(text) <= MAX_VALUE_BYTES:
-            attrs[name] = text
-            continue
-        pieces = [text[i:i + MAX_VALUE_BYTES] for i in range(0, len(text), MAX_VALUE_BYTES)]
-        attrs.update((f"{name}.{i}", piece) for i, piece in enumerate(pieces))
-        chunked.append(f"{name}={len(pieces)}")
-    attrs["chunks"] = " ".join(chunked)
+    attrs.update(chunked({name: time_text(getattr(job, name)) if name in TIME_FIELDS
+                          else json.dumps(getattr(job, name)) for name in JSON_FIELDS + TIME_FIELDS}))
     if len(attrs) > MAX_JOB_ATTRIBUTES:
         raise ValueError(f"job {job.job_id} needs {len(attrs)} SimpleDB attributes, more than the "
                          f"{MAX_JOB_ATTRIBUTES} one item can hold (about {MAX_JOB_ATTRIBUTES} KB of "
@@ -127,23 +153,37 @@ def encode_job(job, version):
 
 
 def decode_job(job_id, attrs):
-    """The Job an item's attributes (dict name -> text) hold."""
-    chunks = dict(entry.split("=") for entry in attrs.get("chunks", "").split())
+    """The Job an item's attributes (dict name -> text) hold; a field the
+    item predates gets the Job default."""
     fields = {"job_id": job_id, "job_state": attrs["job_state"]}
-    for name in JSON_FIELDS + TIME_FIELDS:
-        if name in chunks:
-            text = "".join(attrs[f"{name}.{i}"] for i in range(int(chunks[name])))
-        elif name in attrs:
-            text = attrs[name]
-        else:
-            continue            # a field this item predates: the Job default
-        fields[name] = _time_value(text) if name in TIME_FIELDS else json.loads(text)
+    for name, text in unchunked(attrs, JSON_FIELDS + TIME_FIELDS).items():
+        fields[name] = time_value(text) if name in TIME_FIELDS else json.loads(text)
     return Job.from_dict(fields)
 
 
-def _quote(value):
+def quote(value):
     """A SimpleDB Select string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def quote_name(name):
+    """A SimpleDB Select domain (or attribute) name."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+async def select(aws, expression, limit=None):
+    """Items (list of (name, attrs dict)) of a consistent Select through
+    ``aws`` (an ``AWS``), following NextToken until ``limit`` items (or all
+    when None)."""
+    items, token = [], None
+    while True:
+        kwargs = {"NextToken": token} if token else {}
+        page = await aws.call("sdb", "select", SelectExpression=expression, ConsistentRead=True, **kwargs)
+        items += [(i["Name"], {a["Name"]: a["Value"] for a in i.get("Attributes", [])})
+                  for i in page.get("Items", [])]
+        token = page.get("NextToken")
+        if not token or (limit is not None and len(items) >= limit):
+            return items
 
 
 class SimpleDBJobStore(JobStore):
@@ -218,21 +258,10 @@ class SimpleDBJobStore(JobStore):
                               job_id=job_id, error=e)
 
     async def _select(self, expression, limit=None):
-        """Items (list of (name, attrs)) of a Select, following NextToken until
-        ``limit`` items (or all when None)."""
-        items, token = [], None
-        while True:
-            kwargs = {"NextToken": token} if token else {}
-            page = await self._aws.call("sdb", "select", SelectExpression=expression,
-                                        ConsistentRead=True, **kwargs)
-            items += [(i["Name"], {a["Name"]: a["Value"] for a in i.get("Attributes", [])})
-                      for i in page.get("Items", [])]
-            token = page.get("NextToken")
-            if not token or (limit is not None and len(items) >= limit):
-                return items
+        return await select(self._aws, expression, limit)
 
     def _from(self):
-        return "`" + self._domain.replace("`", "``") + "`"
+        return quote_name(self._domain)
 
     # --- JobStore ----------------------------------------------------------------------------
 
@@ -314,10 +343,10 @@ class SimpleDBJobStore(JobStore):
             raise ValueError(f"limit must be at least 1, not {limit}")
         where = []
         if state is not None:
-            where.append(f"job_state = {_quote(JobState(state).value)}")
+            where.append(f"job_state = {quote(JobState(state).value)}")
         if cursor is not None:
             created_at, job_id = decode_cursor(cursor)
-            where.append(f"created_key < {_quote(created_key(created_at, job_id))}")
+            where.append(f"created_key < {quote(created_key(created_at, job_id))}")
         else:
             where.append("created_key is not null")
         await self._ready()
@@ -336,7 +365,7 @@ class SimpleDBJobStore(JobStore):
 
     async def _list_unfinished(self):
         await self._ready()
-        states = ", ".join(_quote(s) for s in UNFINISHED_STATES)
+        states = ", ".join(quote(s) for s in UNFINISHED_STATES)
         items = await self._select(
             f"select * from {self._from()} where job_state in ({states}) and created_key is not null"
             f" order by created_key asc limit {MAX_SELECT_LIMIT}")
@@ -352,7 +381,7 @@ class SimpleDBJobStore(JobStore):
 
         async def count(state):
             pages = await self._select(f"select count(*) from {self._from()} where job_state = "
-                                       f"{_quote(state.value)} and created_key is not null")
+                                       f"{quote(state.value)} and created_key is not null")
             return sum(int(attrs["Count"]) for _, attrs in pages)
         try:
             counts = await defer.gatherResults(

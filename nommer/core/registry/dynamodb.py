@@ -1,0 +1,124 @@
+"""WorkerRegistry on a DynamoDB table of its own, DYNAMODB_WORKER_TABLE
+(default ``nommer_workers``): PAY_PER_REQUEST, key ``worker_id`` (S), one
+item per worker holding ``WorkerRecord.to_dict()`` (floats as Decimal, None
+as NULL, ``jobs`` as a list; no index).
+
+``list`` and ``forget_older_than`` Scan the table: it holds one small item
+per worker (tens, at most a few hundred), so a Scan is a page or two and
+cheaper than keeping an index. Reads are consistent.
+"""
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from twisted.internet import defer
+
+from nommer.core.aws import error_code
+from nommer.core.registry.base import WorkerRecord, WorkerRegistry
+from nommer.core.store.dynamodb import DynamoDBTable, from_dynamo, to_dynamo
+
+_FLOAT_FIELDS = ("started_at", "last_seen")
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_item(record):
+    """The DynamoDB item (attribute-value map) of a WorkerRecord."""
+    return {k: _serializer.serialize(to_dynamo(v)) for k, v in record.to_dict().items()}
+
+
+def from_item(item):
+    """The WorkerRecord of a DynamoDB item (times back as float)."""
+    doc = from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()})
+    for name in _FLOAT_FIELDS:
+        if doc.get(name) is not None:
+            doc[name] = float(doc[name])
+    return WorkerRecord.from_dict(doc)
+
+
+class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
+    """Worker records in ``settings.DYNAMODB_WORKER_TABLE`` (see the module
+    docstring). Its own boto3 thread pool; with AWS_CREATE_RESOURCES the
+    table is created on first use. Every method returns a Deferred (see
+    ``WorkerRegistry``); a missing table is ``TableSetupError``, other AWS
+    errors ``botocore.exceptions.ClientError``. ``list`` orders ties of
+    ``last_seen`` by worker_id."""
+
+    what = "the worker registry"
+    setting = "DYNAMODB_WORKER_TABLE"
+
+    def __init__(self, settings, reactor):
+        self._open(settings, reactor, settings.DYNAMODB_WORKER_TABLE, "dynamodb-registry")
+
+    @classmethod
+    def from_settings(cls, settings, reactor):
+        return cls(settings, reactor)
+
+    def _table_spec(self):
+        return dict(TableName=self.table, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "worker_id", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "worker_id", "KeyType": "HASH"}])
+
+    async def ensure_resources(self):
+        """Create the table if missing (and wait until ACTIVE) or check the
+        key of an existing one. Returns lines for a person, e.g.
+        ``["created DynamoDB table nommer_workers"]``; TableSetupError when
+        an existing table has another key."""
+        lines = await self._ensure_table()
+        self._resources_ok = True
+        return lines
+
+    def _key(self, worker_id):
+        return {"worker_id": {"S": worker_id}}
+
+    async def _scan(self, **kwargs):
+        """Every item of a consistent Scan, following LastEvaluatedKey."""
+        items = []
+        while True:
+            result = await self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
+            items += result.get("Items", [])
+            if "LastEvaluatedKey" not in result:
+                return items
+            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
+    def heartbeat(self, record):
+        return defer.Deferred.fromCoroutine(self._call("put_item", TableName=self.table, Item=to_item(record)))
+
+    def get(self, worker_id):
+        return defer.Deferred.fromCoroutine(self._get(worker_id))
+
+    async def _get(self, worker_id):
+        result = await self._call("get_item", TableName=self.table, Key=self._key(worker_id), ConsistentRead=True)
+        if "Item" not in result:
+            raise KeyError(worker_id)
+        return from_item(result["Item"])
+
+    def list(self):
+        return defer.Deferred.fromCoroutine(self._list())
+
+    async def _list(self):
+        records = [from_item(item) for item in await self._scan()]
+        return sorted(records, key=lambda r: (-r.last_seen, r.worker_id))
+
+    def remove(self, worker_id):
+        return defer.Deferred.fromCoroutine(self._call("delete_item", TableName=self.table,
+                                                       Key=self._key(worker_id)))
+
+    def forget_older_than(self, t):
+        """Scan for records seen before ``t``, then delete each on the
+        condition that it still is (a worker that heartbeated meanwhile
+        stays). Deferred[int]: how many were deleted."""
+        return defer.Deferred.fromCoroutine(self._forget(t))
+
+    async def _forget(self, t):
+        older = {":t": _serializer.serialize(to_dynamo(float(t)))}
+        items = await self._scan(FilterExpression="last_seen < :t", ProjectionExpression="worker_id",
+                                 ExpressionAttributeValues=older)
+        deleted = 0
+        for item in items:
+            try:
+                await self._call("delete_item", TableName=self.table, Key=item,
+                                 ConditionExpression="last_seen < :t", ExpressionAttributeValues=older)
+                deleted += 1
+            except Exception as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        return deleted
