@@ -1,6 +1,17 @@
 """Fleets: where workers come from. The local fleet starts ``twistd workerd``
-child processes on this machine; an EC2 fleet will launch spot instances
-behind the same two calls (``counts``, ``launch``)."""
+child processes on this machine; the EC2 fleet (``nommer.feederd.ec2fleet``)
+launches spot instances behind the same calls.
+
+The interface the autoscaler uses (each call may return a plain value or a
+Deferred of it):
+
+- ``counts()`` -> ``(running, booting)``; raises ``FleetUnavailable`` when
+  the numbers cannot be had this time (the tick is skipped);
+- ``launch(n)`` -> ids of the workers started;
+- ``worker_ids()`` -> ids (for ``/health``);
+- ``max_workers``: most workers there may be (the capacity policy's M);
+- optional ``housekeeping()``: called first in every autoscaler tick.
+"""
 
 import os
 import socket
@@ -11,6 +22,11 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class FleetUnavailable(Exception):
+    """A fleet could not tell its counts this time (e.g. an AWS call
+    failed); the autoscaler logs it and tries again next tick."""
 
 
 def workerd_argv(settings, worker_id):
@@ -59,6 +75,8 @@ class LocalFleet(Service):
         self._argv_for = argv_for
         self.stop_grace_s = stop_grace_s
         self.on_change = on_change
+        #: Most workers there may be (the autoscaler's M): MAX_NUM_WORKERS.
+        self.max_workers = settings.MAX_NUM_WORKERS
         self._workers = {}
         self._serial = 0
 
@@ -111,6 +129,9 @@ class LocalFleet(Service):
 
 class NoFleet(Service):
     """FLEET_BACKEND = "none": workers are started by someone else."""
+
+    #: Nothing is ever started here.
+    max_workers = 0
 
     def counts(self):
         return 0, 0

@@ -1,0 +1,575 @@
+"""The EC2 fleet and the autoscaler on a scripted EC2 and a fake clock.
+
+``FakeEc2`` has ``Ec2Api``'s methods and answers at once; the test decides
+what happens to each launch (refused for capacity per instance type and
+market, partly granted, never registering, going silent, interrupted) and
+``World`` plays the workers: an instance boots in ``boot_s`` seconds, then
+heartbeats to the fake registry every 30 s, unless the test broke it. A
+``task.Clock`` drives the Autoscaler's timer and the fleet's notion of now.
+"""
+
+import copy
+import datetime
+
+from botocore.exceptions import ClientError
+from twisted.internet import defer, task
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from nommer.core.registry.base import WorkerRecord
+from nommer.feederd.autoscaler import Autoscaler
+from nommer.feederd.ec2fleet import (LIVE_STATES, ON_DEMAND, SPOT, Ec2Fleet, FleetInstance, NoCapacity,
+                                     count_instances, estimate_cost_usd, is_fleet_instance, launch_specs,
+                                     plan_terminations, records_by_instance)
+from tests.helpers import temp_settings
+
+T0 = 1_700_000_000.0
+SUBNET_AZ = {"subnet-aaaa": "us-east-1a", "subnet-bbbb": "us-east-1b", None: "us-east-1c"}
+
+
+def client_error(code, operation="DescribeInstances"):
+    return ClientError({"Error": {"Code": code, "Message": f"{code} (scripted)"}}, operation)
+
+
+class FakeEc2:
+    """An in-memory EC2 with Ec2Api's methods (Deferreds that have fired)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.instances = {}        # id -> boto3-shaped instance dict
+        self.refused = set()       # instance types or (market, type) without capacity
+        self.grant = {}            # instance type -> most instances one call gets
+        self.errors = {}           # method name -> exceptions raised by its next calls
+        self.prices = {}           # instance type -> USD/hour (None: no history)
+        self.describe_lag_s = 0.0  # a new instance shows in describe_fleet after this long
+        self.run_calls = []        # LaunchSpecs asked, in order
+        self.terminate_calls = []  # ids asked
+        self.peak = 0              # most live instances ever
+        self.on_launch = None      # callable(instance id) run for each new instance
+        self._serial = 0
+
+    def _fail(self, method):
+        queued = self.errors.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def run_instances(self, spec):
+        self.run_calls.append(spec)
+        try:
+            self._fail("run_instances")
+            if spec.instance_type in self.refused or (spec.market, spec.instance_type) in self.refused:
+                raise NoCapacity("InsufficientInstanceCapacity", f"no {spec.market} {spec.instance_type}")
+        except Exception as e:
+            return defer.fail(e)
+        out = []
+        for _ in range(min(spec.count, self.grant.get(spec.instance_type, spec.count))):
+            self._serial += 1
+            iid = f"i-{self._serial:017x}"
+            d = {"InstanceId": iid, "InstanceType": spec.instance_type, "ImageId": spec.image_id,
+                 "State": {"Code": 0, "Name": "pending"},
+                 "LaunchTime": datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.timezone.utc),
+                 "Placement": {"AvailabilityZone": SUBNET_AZ[spec.subnet_id]}, "Tags": spec.tags(),
+                 "SubnetId": spec.subnet_id}
+            if spec.market == SPOT:
+                d["InstanceLifecycle"] = "spot"
+            self.instances[iid] = d
+            out.append(copy.deepcopy(d))
+            if self.on_launch is not None:
+                self.on_launch(iid)
+        self.peak = max(self.peak, len(self.live()))
+        return defer.succeed(out)
+
+    def describe_fleet(self, fleet_name):
+        try:
+            self._fail("describe_fleet")
+        except Exception as e:
+            return defer.fail(e)
+        now = self.clock.seconds()
+        return defer.succeed([copy.deepcopy(d) for d in self.instances.values()
+                              if d["State"]["Name"] in LIVE_STATES and is_fleet_instance(d, fleet_name)
+                              and now - d["LaunchTime"].timestamp() >= self.describe_lag_s])
+
+    def terminate(self, instance_ids):
+        self.terminate_calls.extend(instance_ids)
+        try:
+            self._fail("terminate")
+        except Exception as e:
+            return defer.fail(e)
+        for iid in instance_ids:
+            self.instances[iid]["State"] = {"Code": 48, "Name": "terminated"}
+        return defer.succeed({iid: "shutting-down" for iid in instance_ids})
+
+    def spot_price(self, instance_type, az=None):
+        try:
+            self._fail("spot_price")
+        except Exception as e:
+            return defer.fail(e)
+        return defer.succeed(self.prices.get(instance_type))
+
+    # --- the test's controls ---
+
+    def live(self, state=None):
+        return sorted(iid for iid, d in self.instances.items()
+                      if d["State"]["Name"] in LIVE_STATES and (state is None or d["State"]["Name"] == state))
+
+    def set_state(self, iid, name):
+        self.instances[iid]["State"] = {"Code": 0, "Name": name}
+
+    def interrupt(self, iid):
+        """A spot interruption: AWS terminates the instance."""
+        self.set_state(iid, "terminated")
+
+    def launched(self):
+        """Instances ever launched (ids, in order)."""
+        return list(self.instances)
+
+
+class FakeRegistry:
+    def __init__(self):
+        self.records = {}
+        self.errors = []  # exceptions raised by the next list() calls
+
+    def beat(self, instance_id, at):
+        self.records[instance_id] = WorkerRecord(worker_id=instance_id, instance_id=instance_id,
+                                                 state="running", last_seen=at, started_at=at)
+
+    def list(self):
+        if self.errors:
+            return defer.fail(self.errors.pop(0))
+        return defer.succeed(sorted(self.records.values(), key=lambda r: -r.last_seen))
+
+
+class FakeStore:
+    def __init__(self):
+        self.unfinished = 0
+
+    def count_by_state(self):
+        return defer.succeed({"PENDING": self.unfinished, "FINISHED": 7})
+
+
+class World:
+    """Clock, scripted EC2, registry, store, the real Ec2Fleet and Autoscaler."""
+
+    HEARTBEAT_EVERY_S = 30.0
+
+    def __init__(self, testcase, boot_s=90.0, **overrides):
+        values = dict(EC2_AMI_ID="ami-0123456789abcdef0", EC2_INSTANCE_TYPES=["c7i.large", "m7i.large"],
+                      MAX_NUM_EC2_INSTANCES=5, MAX_ENCODING_JOBS_PER_WORKER=2, JOB_OVERFLOW_THRESH=0,
+                      AUTOSCALE_INTERVAL_S=5.0, EC2_BOOT_TIMEOUT_S=600.0, WORKER_HEARTBEAT_TIMEOUT_S=180.0,
+                      EC2_SPOT_PRICE_PER_HOUR=0.04, CONFIG_S3_BUCKET="nommer-config", AWS_REGION="us-east-1")
+        values.update(overrides)
+        self.settings, _ = temp_settings(testcase, **values)
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+        self.boot_s = boot_s
+        self.ec2 = FakeEc2(self.clock)
+        self.ec2.on_launch = self._launched
+        self.registry = FakeRegistry()
+        self.store = FakeStore()
+        self.fleet = Ec2Fleet(self.settings, self.clock, self.registry, api=self.ec2, clock=self.clock,
+                              hostname="feederd-test")
+        self.autoscaler = Autoscaler(self.store, self.fleet, self.settings, self.clock)
+        self.never_register = set()   # instance ids that boot but never heartbeat
+        self.silent = set()           # instance ids that stopped heartbeating
+        self._break_next = []         # what happens to the next launches
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        testcase.addCleanup(self.stop)
+
+    def start(self, unfinished=0):
+        self.store.unfinished = unfinished
+        self.fleet.startService()
+        self.autoscaler.startService()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        if self.autoscaler.running:
+            yield self.autoscaler.stopService()
+        if self.fleet.running:
+            yield defer.ensureDeferred(self.fleet.stopService())
+
+    def break_next(self, how):
+        """The next launched instance will ``how``: "never-register"."""
+        self._break_next.append(how)
+
+    def _launched(self, iid):
+        if self._break_next:
+            how = self._break_next.pop(0)
+            assert how == "never-register"
+            self.never_register.add(iid)
+
+    @property
+    def now(self):
+        return self.clock.seconds()
+
+    def advance(self, seconds, step=1.0):
+        """Let ``seconds`` pass, one ``step`` at a time: instances boot after
+        boot_s, then heartbeat every 30 s unless broken."""
+        for _ in range(int(round(seconds / step))):
+            self.clock.advance(step)
+            now = self.now
+            for iid, d in self.ec2.instances.items():
+                state = d["State"]["Name"]
+                if state == "pending" and now - d["LaunchTime"].timestamp() >= self.boot_s:
+                    self.ec2.set_state(iid, "running")
+                    state = "running"
+                if state != "running" or iid in self.never_register or iid in self.silent:
+                    continue
+                record = self.registry.records.get(iid)
+                if record is None or now - record.last_seen >= self.HEARTBEAT_EVERY_S:
+                    self.registry.beat(iid, now)
+
+    def logged(self, text, **fields):
+        """Events whose format contains ``text`` and whose fields match."""
+        return [e for e in self.events if text in (e.get("log_format") or "")
+                and all(e.get(k) == v for k, v in fields.items())]
+
+
+def launched_counts(ec2):
+    return [(s.market, s.instance_type, s.subnet_id, s.count) for s in ec2.run_calls]
+
+
+class BurstTests(TestCase):
+
+    def test_burst_never_over_max_and_no_over_launch_while_booting(self):
+        """20 jobs at once, P=2, M=5, 90 s boots: 5 launched in one call, none more while they boot or after."""
+        w = World(self)
+        w.start(unfinished=20)
+        self.assertEqual(launched_counts(w.ec2), [("spot", "c7i.large", None, 5)])
+        w.advance(89)
+        self.assertEqual(len(w.ec2.launched()), 5)
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 5))
+        w.advance(120)
+        self.assertEqual(len(w.ec2.run_calls), 1)
+        self.assertEqual(w.ec2.peak, 5)
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (5, 0))
+        self.assertEqual(w.ec2.terminate_calls, [])
+
+    def test_jobs_trickling_in_during_boot(self):
+        """One job every 2 s for 40 s: launches follow the jobs, counting booting instances, up to M and no more."""
+        w = World(self)
+        w.start(unfinished=0)
+        for _ in range(20):
+            w.store.unfinished += 1
+            w.autoscaler.poke()
+            w.advance(2)
+            self.assertLessEqual(len(w.ec2.live()), 5)
+            # capacity launched so far always covers the jobs seen (up to M), and never exceeds what they need
+            self.assertEqual(len(w.ec2.launched()), min(5, -(-w.store.unfinished // 2)))
+        w.advance(300)
+        self.assertEqual(w.ec2.peak, 5)
+        self.assertEqual(len(w.ec2.launched()), 5)
+
+    def test_launch_not_visible_in_describe_yet_is_counted(self):
+        """EC2 is eventually consistent: an instance missing from DescribeInstances for 20 s is not launched twice."""
+        w = World(self)
+        w.ec2.describe_lag_s = 20.0
+        w.start(unfinished=2)
+        w.advance(30)
+        self.assertEqual(len(w.ec2.launched()), 1)
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1))
+
+
+class HousekeepingTests(TestCase):
+
+    def test_never_registers_is_terminated_and_replaced(self):
+        """An instance with no heartbeat EC2_BOOT_TIMEOUT_S after launch is terminated (cost logged), then replaced."""
+        w = World(self, MAX_NUM_EC2_INSTANCES=1)
+        w.break_next("never-register")
+        w.start(unfinished=1)
+        [first] = w.ec2.launched()
+        w.advance(599)
+        self.assertEqual(w.ec2.terminate_calls, [])
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1))
+        w.advance(10)
+        self.assertEqual(w.ec2.terminate_calls, [first])
+        [event] = w.logged("terminated", instance_id=first)
+        self.assertIn("never registered", event["reason"])
+        self.assertGreaterEqual(event["uptime_s"], 600)
+        self.assertEqual(event["cost"], f"{0.04 * event['uptime_s'] / 3600:.4f} USD")
+        # replaced in the same tick; the cap (1) held throughout
+        self.assertEqual(len(w.ec2.launched()), 2)
+        self.assertEqual(w.ec2.peak, 1)
+        w.advance(120)
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (1, 0))
+
+    def test_heartbeat_loss_is_a_zombie(self):
+        """A registered worker silent for WORKER_HEARTBEAT_TIMEOUT_S is terminated; a healthy one never is."""
+        w = World(self, MAX_NUM_EC2_INSTANCES=2, MAX_ENCODING_JOBS_PER_WORKER=1)
+        w.start(unfinished=2)
+        w.advance(120)
+        sick, healthy = w.ec2.launched()
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (2, 0))
+        w.silent.add(sick)
+        last_beat = w.registry.records[sick].last_seen
+        w.advance(last_beat + 180 - w.now)
+        self.assertEqual(w.ec2.terminate_calls, [])
+        w.advance(6)
+        self.assertEqual(w.ec2.terminate_calls, [sick])
+        [event] = w.logged("terminated", instance_id=sick)
+        self.assertIn("zombie", event["reason"])
+        self.assertNotIn(healthy, w.ec2.terminate_calls)
+        self.assertEqual(len(w.ec2.launched()), 3)  # the jobs still wait: replaced
+
+    def test_idle_healthy_instances_are_never_terminated(self):
+        """No job left, instances idle and heartbeating: feederd leaves them to terminate themselves."""
+        w = World(self)
+        w.start(unfinished=4)
+        w.advance(120)
+        w.store.unfinished = 0
+        w.advance(3600, step=5)
+        self.assertEqual(w.ec2.terminate_calls, [])
+        self.assertEqual(len(w.ec2.live("running")), 2)
+
+    def test_spot_interruption_is_replaced_while_jobs_remain(self):
+        """An interrupted instance disappears: its cost is logged and a replacement starts if the jobs need it."""
+        w = World(self, EC2_SPOT_PRICE_PER_HOUR=None)
+        w.ec2.prices = {"c7i.large": 0.05}
+        w.start(unfinished=4)
+        w.advance(360)
+        first, second = w.ec2.launched()
+        w.ec2.interrupt(first)
+        w.advance(5)
+        [gone] = w.logged("is gone", instance_id=first)
+        self.assertEqual(gone["uptime_s"], 365)
+        self.assertEqual(gone["cost"], f"{0.05 * 365 / 3600:.4f} USD")
+        self.assertEqual(len(w.ec2.launched()), 3)
+        # with only as many jobs as the survivor holds, an interruption is not replaced
+        w.advance(120)
+        w.store.unfinished = 2
+        w.ec2.interrupt(second)
+        w.advance(30)
+        self.assertEqual(len(w.ec2.launched()), 3)
+        self.assertEqual(w.ec2.terminate_calls, [])
+
+
+class FallbackTests(TestCase):
+
+    def test_capacity_refused_for_the_first_type(self):
+        """No spot capacity for c7i.large: the same request goes to m7i.large."""
+        w = World(self, MAX_ENCODING_JOBS_PER_WORKER=1)
+        w.ec2.refused = {"c7i.large"}
+        w.start(unfinished=2)
+        self.assertEqual(launched_counts(w.ec2), [("spot", "c7i.large", None, 2), ("spot", "m7i.large", None, 2)])
+        self.assertEqual({d["InstanceType"] for d in w.ec2.instances.values()}, {"m7i.large"})
+        self.assertTrue(w.logged("no {market} capacity", instance_type="c7i.large",
+                                 code="InsufficientInstanceCapacity"))
+
+    def test_types_then_subnets_in_order_with_partial_grants(self):
+        """Each type is tried in each subnet in order; a partial grant moves the remainder on."""
+        w = World(self, MAX_ENCODING_JOBS_PER_WORKER=1, EC2_SUBNET_IDS=["subnet-aaaa", "subnet-bbbb"])
+        w.ec2.grant = {"c7i.large": 1}
+        w.start(unfinished=4)
+        self.assertEqual(launched_counts(w.ec2), [("spot", "c7i.large", "subnet-aaaa", 4),
+                                                  ("spot", "c7i.large", "subnet-bbbb", 3),
+                                                  ("spot", "m7i.large", "subnet-aaaa", 2)])
+        self.assertEqual(len(w.ec2.live()), 4)
+
+    def test_all_spot_refused_falls_back_to_on_demand(self):
+        """With EC2_ON_DEMAND_FALLBACK, when no type has spot capacity, on-demand instances are launched."""
+        w = World(self, MAX_ENCODING_JOBS_PER_WORKER=1, EC2_ON_DEMAND_FALLBACK=True)
+        w.ec2.refused = {("spot", "c7i.large"), ("spot", "m7i.large")}
+        w.start(unfinished=2)
+        self.assertEqual(launched_counts(w.ec2), [("spot", "c7i.large", None, 2), ("spot", "m7i.large", None, 2),
+                                                  ("on-demand", "c7i.large", None, 2)])
+        self.assertNotIn("InstanceMarketOptions", w.ec2.run_calls[-1].request())
+        w.advance(1)
+        self.assertEqual({i["market"] for i in w.fleet.instances()}, {ON_DEMAND})
+        self.assertEqual({i["price_per_hour"] for i in w.fleet.instances()}, {None})
+
+    def test_all_spot_refused_without_fallback_launches_nothing_and_retries(self):
+        """Without the fallback nothing is launched; each tick asks again, and capacity coming back is used."""
+        w = World(self, MAX_ENCODING_JOBS_PER_WORKER=1)
+        w.ec2.refused = {"c7i.large", "m7i.large"}
+        w.start(unfinished=1)
+        self.assertEqual(len(w.ec2.run_calls), 2)
+        self.assertEqual(w.ec2.launched(), [])
+        self.assertTrue(w.logged("launched {launched} of {n}", launched=0, n=1))
+        w.advance(5)
+        self.assertEqual(len(w.ec2.run_calls), 4)
+        self.assertNotIn("on-demand", {s.market for s in w.ec2.run_calls})
+        w.ec2.refused = {"c7i.large"}
+        w.advance(5)
+        self.assertEqual(len(w.ec2.launched()), 1)
+
+    def test_launches_disabled(self):
+        """FEEDERD_ALLOW_EC2_LAUNCHES False: nothing is ever launched, and it is said (not every tick)."""
+        w = World(self, FEEDERD_ALLOW_EC2_LAUNCHES=False)
+        w.start(unfinished=10)
+        w.advance(60)
+        self.assertEqual(w.ec2.run_calls, [])
+        self.assertEqual(len(w.logged("FEEDERD_ALLOW_EC2_LAUNCHES is False")), 1)
+
+
+class ErrorTests(TestCase):
+
+    def test_describe_error_in_one_tick(self):
+        """DescribeInstances throttled for one tick: logged, nothing launched; the next tick launches."""
+        w = World(self)
+        w.ec2.errors["describe_fleet"] = [client_error("RequestLimitExceeded"), client_error("RequestLimitExceeded")]
+        w.start(unfinished=1)
+        self.assertEqual(w.ec2.run_calls, [])
+        self.assertTrue(w.logged("housekeeping skipped"))
+        [event] = w.logged("fleet unknown")
+        self.assertIn("RequestLimitExceeded", event["error"])
+        w.advance(5)
+        self.assertEqual(len(w.ec2.launched()), 1)
+
+    def test_run_instances_error_in_one_tick(self):
+        """RunInstances failing (not for capacity): logged with context, the other types not tried; next tick works."""
+        w = World(self)
+        w.ec2.errors["run_instances"] = [client_error("InternalError", "RunInstances")]
+        w.start(unfinished=1)
+        self.assertEqual(len(w.ec2.run_calls), 1)
+        [event] = w.logged("RunInstances of", instance_type="c7i.large")
+        self.assertIn("InternalError", event["error"])
+        w.advance(5)
+        self.assertEqual(len(w.ec2.launched()), 1)
+        self.assertTrue(w.autoscaler.running)
+
+    def test_registry_error_decides_nothing(self):
+        """Registry unreadable for a tick: no instance is taken for never registered, nothing is launched."""
+        w = World(self, MAX_NUM_EC2_INSTANCES=2, MAX_ENCODING_JOBS_PER_WORKER=1)
+        w.start(unfinished=1)
+        w.advance(700)
+        [healthy] = w.ec2.launched()
+        w.store.unfinished = 2
+        w.registry.errors = [ConnectionError("registry down"), ConnectionError("registry down")]
+        w.advance(5)
+        self.assertEqual(w.ec2.terminate_calls, [])
+        self.assertEqual(w.ec2.launched(), [healthy])
+        [event] = w.logged("fleet unknown")
+        self.assertIn("could not read the worker registry", event["error"])
+        w.advance(5)
+        self.assertEqual(len(w.ec2.launched()), 2)
+        self.assertEqual(w.ec2.terminate_calls, [])
+
+    def test_terminate_error_is_retried(self):
+        """TerminateInstances failing once: logged, the instance still counts, terminated next tick."""
+        w = World(self, MAX_NUM_EC2_INSTANCES=1)
+        w.break_next("never-register")
+        w.ec2.errors["terminate"] = [client_error("InternalError", "TerminateInstances")]
+        w.start(unfinished=1)
+        [stuck] = w.ec2.launched()
+        w.advance(600)
+        self.assertEqual(w.ec2.terminate_calls, [stuck])
+        self.assertTrue(w.logged("could not terminate", instance_id=stuck))
+        self.assertEqual(len(w.ec2.launched()), 1)  # it still counts: the cap holds
+        w.advance(5)
+        self.assertEqual(w.ec2.terminate_calls, [stuck, stuck])
+        self.assertEqual(len(w.ec2.launched()), 2)
+
+    def test_spot_price_error_falls_back_to_the_setting(self):
+        """DescribeSpotPriceHistory failing: the estimate uses EC2_SPOT_PRICE_PER_HOUR."""
+        w = World(self)
+        w.ec2.errors["spot_price"] = [client_error("UnauthorizedOperation", "DescribeSpotPriceHistory")]
+        w.start(unfinished=1)
+        w.advance(720, step=5)
+        [inst] = w.fleet.instances()
+        self.assertEqual(inst["price_per_hour"], 0.04)
+        self.assertAlmostEqual(inst["cost_usd"], 0.04 * 720 / 3600)
+        self.assertTrue(w.logged("no spot price"))
+
+
+class InstancesTests(TestCase):
+
+    def test_instances_for_get_workers(self):
+        """instances(): id, type, AZ, market, state, launch time, uptime, price, cost, registered."""
+        w = World(self)
+        w.ec2.prices = {"c7i.large": 0.05}
+        w.start(unfinished=1)
+        w.advance(5)
+        [booting] = w.fleet.instances()
+        self.assertFalse(booting["registered"])
+        w.advance(715)
+        [inst] = w.fleet.instances()
+        self.assertEqual(inst, {"instance_id": w.ec2.launched()[0], "instance_type": "c7i.large",
+                                "availability_zone": "us-east-1c", "market": "spot", "state": "running",
+                                "launched_at": T0, "uptime_s": 720.0, "price_per_hour": 0.05,
+                                "cost_usd": round(0.05 * 720 / 3600, 6), "registered": True})
+        self.assertEqual(w.fleet.worker_ids(), [inst["instance_id"]])
+        self.assertEqual(w.fleet.max_workers, 5)
+
+
+class PureTests(TestCase):
+
+    def inst(self, **kw):
+        values = dict(instance_id="i-1", state="running", launched_at=1000.0)
+        values.update(kw)
+        return FleetInstance(**values)
+
+    def test_plan_terminations(self):
+        """Only never-registered past the boot timeout and silent registered workers are planned."""
+        booting = self.inst(instance_id="i-boot", state="pending", launched_at=1500.0)
+        late = self.inst(instance_id="i-late", launched_at=1000.0)
+        zombie = self.inst(instance_id="i-zombie", registered=True, last_seen=1700.0)
+        healthy = self.inst(instance_id="i-ok", registered=True, last_seen=1950.0)
+        stopped = self.inst(instance_id="i-stopped", state="stopped", launched_at=0.0)
+        plan = plan_terminations([booting, late, zombie, healthy, stopped], now=2000.0,
+                                 boot_timeout_s=600.0, heartbeat_timeout_s=180.0)
+        self.assertEqual([(i.instance_id, r.split(":")[0]) for i, r in plan],
+                         [("i-late", "never registered"), ("i-zombie", "zombie")])
+
+    def test_count_instances(self):
+        """running = EC2 running and registered; everything else live is booting (the cap counts all)."""
+        instances = [self.inst(registered=True), self.inst(), self.inst(state="pending"),
+                     self.inst(state="stopped", registered=True)]
+        self.assertEqual(count_instances(instances), (1, 3))
+
+    def test_records_by_instance(self):
+        """Records name their instance by instance_id or worker_id; the most recent wins."""
+        old = WorkerRecord(worker_id="i-1", instance_id="i-1", last_seen=10.0)
+        new = WorkerRecord(worker_id="w-x", instance_id="i-1", last_seen=20.0)
+        local = WorkerRecord(worker_id="host-1-w1", last_seen=30.0)
+        index = records_by_instance([old, new, local])
+        self.assertIs(index["i-1"], new)
+        self.assertEqual(set(index), {"i-1", "w-x", "host-1-w1"})
+
+    def test_cost_estimate(self):
+        """Per-second billing with a 60 s minimum; unknown price: no estimate."""
+        self.assertAlmostEqual(estimate_cost_usd(3600, 0.1), 0.1)
+        self.assertAlmostEqual(estimate_cost_usd(10, 0.36), 0.006)
+        self.assertIsNone(estimate_cost_usd(100, None))
+
+    def test_launch_specs_order(self):
+        """Markets, then types, then subnets: the order tried."""
+        settings, _ = temp_settings(self, EC2_AMI_ID="ami-1", EC2_INSTANCE_TYPES=["a.large", "b.large"],
+                                    EC2_SUBNET_IDS=["subnet-01", "subnet-02"], EC2_ON_DEMAND_FALLBACK=True,
+                                    SPOT_MAX_PRICE="0.07")
+        specs = launch_specs(settings, "#cloud-config\n{}", "me")
+        self.assertEqual([(s.market, s.instance_type, s.subnet_id, s.max_price) for s in specs], [
+            ("spot", "a.large", "subnet-01", "0.07"), ("spot", "a.large", "subnet-02", "0.07"),
+            ("spot", "b.large", "subnet-01", "0.07"), ("spot", "b.large", "subnet-02", "0.07"),
+            ("on-demand", "a.large", "subnet-01", None), ("on-demand", "a.large", "subnet-02", None),
+            ("on-demand", "b.large", "subnet-01", None), ("on-demand", "b.large", "subnet-02", None)])
+        on_demand, _ = temp_settings(self, EC2_AMI_ID="ami-1", EC2_MARKET="on-demand", EC2_ON_DEMAND_FALLBACK=True)
+        self.assertEqual({s.market for s in launch_specs(on_demand, "", "me")}, {"on-demand"})
+
+
+class SyncFleetTests(TestCase):
+
+    def test_plain_value_fleet_and_its_maximum(self):
+        """A fleet answering with plain values (LocalFleet's shape) still works; its max_workers is the cap."""
+        settings, _ = temp_settings(self, MAX_NUM_WORKERS=8, AUTOSCALE_INTERVAL_S=5.0)
+
+        class Plain:
+            max_workers = 3
+
+            def __init__(self):
+                self.started = []
+
+            def counts(self):
+                return len(self.started), 0
+
+            def launch(self, n):
+                self.started.extend(range(n))
+                return list(range(n))
+
+        fleet, store, clock = Plain(), FakeStore(), task.Clock()
+        store.unfinished = 10
+        autoscaler = Autoscaler(store, fleet, settings, clock)
+        autoscaler.startService()
+        self.addCleanup(autoscaler.stopService)
+        clock.advance(20)
+        self.assertEqual(len(fleet.started), 3)
