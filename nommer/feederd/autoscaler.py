@@ -67,14 +67,15 @@ class Autoscaler(TimerService):
         counts = await self.store.count_by_state()
         unfinished = sum(n for state, n in counts.items() if state not in {s.value for s in FINAL_STATES})
         try:
-            running, booting = await defer.maybeDeferred(self.fleet.counts)
+            running, booting, *leaving = await defer.maybeDeferred(self.fleet.counts)
         except FleetUnavailable as e:
             self.log.error("{unfinished} unfinished jobs, fleet unknown ({error}): no launch this tick",
                            unfinished=unfinished, error=str(e))
             return
         n = workers_to_start(unfinished, running, booting, self.settings.MAX_ENCODING_JOBS_PER_WORKER,
-                             self.settings.JOB_OVERFLOW_THRESH, self.max_workers)
+                             self.settings.JOB_OVERFLOW_THRESH, self.max_workers, leaving=sum(leaving))
         if n:
-            self.log.info("{unfinished} unfinished jobs, {running} workers (+{booting} booting): starting {n}",
-                          unfinished=unfinished, running=running, booting=booting, n=n)
+            self.log.info("{unfinished} unfinished jobs, {running} workers (+{booting} booting, {leaving} leaving): "
+                          "starting {n}", unfinished=unfinished, running=running, booting=booting,
+                          leaving=sum(leaving), n=n)
             await defer.maybeDeferred(self.fleet.launch, n)

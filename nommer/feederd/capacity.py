@@ -29,7 +29,8 @@ def target_workers(unfinished_jobs, jobs_per_worker, overflow_thresh):
     return max(1, -(-over // jobs_per_worker))  # ceil(over / P), integers only
 
 
-def workers_to_start(unfinished_jobs, running, booting, jobs_per_worker, overflow_thresh, max_workers):
+def workers_to_start(unfinished_jobs, running, booting, jobs_per_worker, overflow_thresh, max_workers,
+                     leaving=0):
     """Number of workers to start now (0 or more).
 
     - ``unfinished_jobs``: jobs not in a final state (waiting or running).
@@ -38,6 +39,9 @@ def workers_to_start(unfinished_jobs, running, booting, jobs_per_worker, overflo
     - ``overflow_thresh``: unfinished jobs tolerated above capacity before
       another worker is started (T).
     - ``max_workers``: most workers there may ever be, running and booting (M).
+    - ``leaving``: workers on their way out (spot interruption, idle
+      termination, exited on an instance not gone yet): they count against
+      M but run no job, so they are no capacity.
 
     With no workers, one job is enough to start one. Otherwise start only when
     ``unfinished > n * P + T``: ``ceil((unfinished - n * P - T) / P)`` workers,
@@ -45,7 +49,8 @@ def workers_to_start(unfinished_jobs, running, booting, jobs_per_worker, overflo
     stays <= M.
     """
     n = running + booting
-    if n >= max_workers or unfinished_jobs <= 0:
+    room = max_workers - n - leaving
+    if room <= 0 or unfinished_jobs <= 0:
         return 0
     wanted = target_workers(unfinished_jobs, jobs_per_worker, overflow_thresh) - n
-    return max(0, min(wanted, max_workers - n))
+    return max(0, min(wanted, room))

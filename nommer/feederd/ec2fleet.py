@@ -64,6 +64,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from nommer.core.aws import AWS, error_code
+from nommer.core.registry.base import EXITED, INTERRUPTED, TERMINATING
 from nommer.feederd.fleet import FleetUnavailable
 from nommer.feederd.userdata import render_user_data
 
@@ -396,13 +397,25 @@ def records_by_instance(records):
     return index
 
 
+#: Worker states of a worker on its way out: its instance still counts
+#: against MAX_NUM_EC2_INSTANCES but is no capacity.
+LEAVING_STATES = (INTERRUPTED, TERMINATING, EXITED)
+
+
+def is_leaving(inst):
+    return inst.registered and inst.worker_state in LEAVING_STATES
+
+
 def count_instances(instances):
-    """``(running, booting)`` of FleetInstances: running = EC2 running and
-    registered; booting = every other live instance (pending, running but
-    not registered yet, and stopping/stopped, which are left alone), so that
-    running + booting is every instance there is and the maximum holds."""
-    running = sum(1 for i in instances if i.state == RUNNING and i.registered)
-    return running, len(instances) - running
+    """``(running, booting, leaving)`` of FleetInstances: running = EC2
+    running and registered as taking jobs; leaving = registered with a
+    worker interrupted, terminating its instance or exited; booting = every
+    other live instance (pending, running but not registered yet, and
+    stopping/stopped, which are left alone), so that the three sum to every
+    instance there is and the maximum holds."""
+    leaving = sum(1 for i in instances if is_leaving(i))
+    running = sum(1 for i in instances if i.state == RUNNING and i.registered and not is_leaving(i))
+    return running, len(instances) - running - leaving, leaving
 
 
 def plan_terminations(instances, now, boot_timeout_s, heartbeat_timeout_s):
@@ -411,7 +424,10 @@ def plan_terminations(instances, now, boot_timeout_s, heartbeat_timeout_s):
     - pending or running, never registered, launched at least
       ``boot_timeout_s`` seconds before ``now``: it will never come up;
     - running and registered, last heartbeat more than
-      ``heartbeat_timeout_s`` seconds before ``now``: a zombie.
+      ``heartbeat_timeout_s`` seconds before ``now``: a zombie;
+    - running, and its worker reported it exited: nothing runs there any
+      more (the worker's own TerminateInstances failed, or it is still in
+      flight: terminating twice is harmless).
 
     Anything else (booting in time, healthy, idle, stopped) is left alone.
     ``now`` is epoch seconds."""
@@ -421,6 +437,8 @@ def plan_terminations(instances, now, boot_timeout_s, heartbeat_timeout_s):
         if inst.state in (PENDING, RUNNING) and not inst.registered and age >= boot_timeout_s:
             plan.append((inst, f"never registered: no heartbeat {age:.0f} s after launch "
                                f"(EC2_BOOT_TIMEOUT_S = {boot_timeout_s:g})"))
+        elif inst.state == RUNNING and inst.registered and inst.worker_state == EXITED:
+            plan.append((inst, "its worker exited"))
         elif (inst.state == RUNNING and inst.registered and inst.last_seen is not None
               and now - inst.last_seen > heartbeat_timeout_s):
             plan.append((inst, f"zombie: last heartbeat {now - inst.last_seen:.0f} s ago "
@@ -452,7 +470,7 @@ class Ec2Fleet(Service):
     Raises ValueError at construction if the user data cannot be rendered
     (``render_user_data``), so a bad configuration fails at start.
 
-    ``counts()`` -> Deferred ``(running, booting)``; raises
+    ``counts()`` -> Deferred ``(running, booting, leaving)``; raises
     ``FleetUnavailable`` when the fleet cannot be listed. ``launch(n)`` ->
     Deferred list of the instance ids launched (never raises; failures are
     logged). ``housekeeping()`` -> Deferred None (never raises).

@@ -11,10 +11,11 @@ from nommer.core.registry import make_registry
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.draining import DrainingSite, RequestDrain
+from nommer.feederd.ec2fleet import Ec2Fleet
 from nommer.feederd.fleet import LocalFleet, NoFleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.publish import ConfigPublisher
-from nommer.feederd.reaper import Abandoner, DeadLetterWatcher
+from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
 
 log = Logger()
 
@@ -43,8 +44,12 @@ def build(settings, reactor=default_reactor):
     ledger = attach_backends(settings, reactor, top)
     store = ledger.store
 
+    registry = make_registry(settings, reactor)
+    top.closables.append(registry)
     if settings.FLEET_BACKEND == "local":
         fleet = LocalFleet(settings, reactor)
+    elif settings.FLEET_BACKEND == "ec2":
+        fleet = Ec2Fleet(settings, reactor, registry)
     else:
         fleet = NoFleet()
     fleet.setServiceParent(top)
@@ -53,17 +58,16 @@ def build(settings, reactor=default_reactor):
     fleet.on_change = autoscaler.poke
 
     for svc in (Notifier(ledger, settings, reactor), DeadLetterWatcher(ledger, settings, reactor),
-                Abandoner(ledger, settings, reactor)):
+                Abandoner(ledger, settings, reactor), RegistryPruner(registry, settings, reactor)):
         svc.setServiceParent(top)
 
     if settings.WORK_QUEUE_BACKEND == "sqs":
         ConfigPublisher(settings, reactor).setServiceParent(top)
 
-    registry = make_registry(settings, reactor)
-    top.closables.append(registry)
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
-                 registry=registry, clock=reactor)
+                 registry=registry, clock=reactor,
+                 fleet_view=fleet.instances if isinstance(fleet, Ec2Fleet) else None)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
     site = DrainingSite(api.resource())
     strports.service(endpoint, site).setServiceParent(top)

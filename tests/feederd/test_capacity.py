@@ -102,3 +102,13 @@ def test_target_workers():
     assert target_workers(6, 2, 2) == 2
     assert target_workers(7, 2, 2) == 3
     assert target_workers(3, 2, 0) == 2
+
+
+def test_leaving_workers_use_room_but_give_no_capacity():
+    """One worker interrupted (leaving), one job waiting, M = 2: a replacement starts; with M = 1 it cannot."""
+    assert workers_to_start(1, running=0, booting=0, jobs_per_worker=1, overflow_thresh=0, max_workers=2,
+                            leaving=1) == 1
+    assert workers_to_start(1, running=0, booting=0, jobs_per_worker=1, overflow_thresh=0, max_workers=1,
+                            leaving=1) == 0
+    assert workers_to_start(5, running=1, booting=0, jobs_per_worker=1, overflow_thresh=0, max_workers=4,
+                            leaving=2) == 1

@@ -129,13 +129,13 @@ class Ec2FleetMotoTests(TestCase):
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [
                                 {"Key": "nommer:fleet", "Value": "other"}, {"Key": "nommer:role", "Value": "worker"}]}])
         fleet = self.fleet()
-        self.assertEqual(await fleet.counts(), (0, 0))
+        self.assertEqual(await fleet.counts(), (0, 0, 0))
         ids = await fleet.launch(2)
-        self.assertEqual(await fleet.counts(), (0, 2))
+        self.assertEqual(await fleet.counts(), (0, 2, 0))
         await self.registry.heartbeat(WorkerRecord(worker_id=ids[0], instance_id=ids[0], instance_type="c7i.large",
                                                    market="spot", last_seen=reactor.seconds()))
         fleet._view_at = None  # a new tick
-        self.assertEqual(await fleet.counts(), (1, 1))
+        self.assertEqual(await fleet.counts(), (1, 1, 0))
         self.assertEqual(fleet.worker_ids(), sorted(ids))
         self.assertEqual({i["registered"] for i in fleet.instances()}, {True, False})
 

@@ -239,11 +239,11 @@ class BurstTests(TestCase):
         self.assertEqual(launched_counts(w.ec2), [("spot", "c7i.large", None, 5)])
         w.advance(89)
         self.assertEqual(len(w.ec2.launched()), 5)
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 5))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 5, 0))
         w.advance(120)
         self.assertEqual(len(w.ec2.run_calls), 1)
         self.assertEqual(w.ec2.peak, 5)
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (5, 0))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (5, 0, 0))
         self.assertEqual(w.ec2.terminate_calls, [])
 
     def test_jobs_trickling_in_during_boot(self):
@@ -268,7 +268,7 @@ class BurstTests(TestCase):
         w.start(unfinished=2)
         w.advance(30)
         self.assertEqual(len(w.ec2.launched()), 1)
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1, 0))
 
 
 class HousekeepingTests(TestCase):
@@ -281,7 +281,7 @@ class HousekeepingTests(TestCase):
         [first] = w.ec2.launched()
         w.advance(599)
         self.assertEqual(w.ec2.terminate_calls, [])
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (0, 1, 0))
         w.advance(10)
         self.assertEqual(w.ec2.terminate_calls, [first])
         [event] = w.logged("terminated", instance_id=first)
@@ -292,7 +292,7 @@ class HousekeepingTests(TestCase):
         self.assertEqual(len(w.ec2.launched()), 2)
         self.assertEqual(w.ec2.peak, 1)
         w.advance(120)
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (1, 0))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (1, 0, 0))
 
     def test_heartbeat_loss_is_a_zombie(self):
         """A registered worker silent for WORKER_HEARTBEAT_TIMEOUT_S is terminated; a healthy one never is."""
@@ -300,7 +300,7 @@ class HousekeepingTests(TestCase):
         w.start(unfinished=2)
         w.advance(120)
         sick, healthy = w.ec2.launched()
-        self.assertEqual(self.successResultOf(w.fleet.counts()), (2, 0))
+        self.assertEqual(self.successResultOf(w.fleet.counts()), (2, 0, 0))
         w.silent.add(sick)
         last_beat = w.registry.records[sick].last_seen
         w.advance(last_beat + 180 - w.now)
@@ -515,7 +515,22 @@ class PureTests(TestCase):
         """running = EC2 running and registered; everything else live is booting (the cap counts all)."""
         instances = [self.inst(registered=True), self.inst(), self.inst(state="pending"),
                      self.inst(state="stopped", registered=True)]
-        self.assertEqual(count_instances(instances), (1, 3))
+        self.assertEqual(count_instances(instances), (1, 3, 0))
+
+    def test_leaving_workers_count_against_the_max_but_are_no_capacity(self):
+        """Interrupted / terminating / exited workers: in the total, not in the capacity."""
+        instances = [self.inst(registered=True, worker_state="running"),
+                     self.inst(registered=True, worker_state="interrupted"),
+                     self.inst(registered=True, worker_state="terminating"),
+                     self.inst(registered=True, worker_state="exited")]
+        self.assertEqual(count_instances(instances), (1, 0, 3))
+
+    def test_exited_worker_instance_is_terminated(self):
+        """A running instance whose worker said it exited is terminated at once (nothing runs there)."""
+        exited = self.inst(instance_id="i-exited", registered=True, last_seen=1990.0, worker_state="exited")
+        interrupted = self.inst(instance_id="i-int", registered=True, last_seen=1990.0, worker_state="interrupted")
+        plan = plan_terminations([exited, interrupted], now=2000.0, boot_timeout_s=600.0, heartbeat_timeout_s=180.0)
+        self.assertEqual([(i.instance_id, r) for i, r in plan], [("i-exited", "its worker exited")])
 
     def test_records_by_instance(self):
         """Records name their instance by instance_id or worker_id; the most recent wins."""
