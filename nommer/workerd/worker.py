@@ -30,7 +30,17 @@ is still announced). Same for ERROR.
 
 Shutdown: the first SIGTERM stops taking jobs and exits when the running ones
 are done (warm); a second one stops them now and releases them to the queue
-(cold). A worker that has run nothing for WORKER_MAX_IDLE_S exits by itself.
+(cold). A worker that has run nothing for WORKER_MAX_IDLE_S exits by itself;
+no job is taken once that exit has begun (the receive loops have ended, so a
+job queued meanwhile waits for another worker).
+
+On EC2 (``nommer.workerd.ec2``): a spot interruption notice calls
+``interrupt``: no new job, the running ones are stopped and released to the
+queue at once (visibility 0), with their progress kept and details saying so,
+then the worker exits, well within the two minutes the notice gives. The
+attempt counts as one, as in a cold shutdown (attempts and the queue's
+receive count are not given back). A rebalance recommendation calls
+``drain``, the warm shutdown. ``on_exit`` then terminates the instance.
 """
 
 import os
@@ -84,6 +94,12 @@ def owner_check(worker_id, attempt):
 CANCELED = "canceled"        # the job was canceled (stored state final)
 LEASE_LOST = "lease lost"    # another worker holds the job now
 SHUTDOWN = "shutdown"        # cold shutdown: release the job to the queue
+SPOT_INTERRUPTION = "spot interruption"  # spot notice: release the job at once, progress kept
+
+#: After a spot interruption notice the worker exits at the latest this many
+#: seconds later, released or not (EC2 takes the instance back two minutes
+#: after the notice); a job not released by then comes back when its lease ends.
+SPOT_EXIT_DEADLINE_S = 90.0
 
 
 class JobContext:
@@ -97,6 +113,7 @@ class JobContext:
         self.scratch_dir = scratch_dir
         self.log = Logger(namespace=f"nommer.job.{job.job_id[:12]}")
         self.stop_reason = None
+        self.progress = None  # last percent reported (written or not yet)
         self._cancel_callbacks = []
         self._last_progress_write = None
         self._progress_write = None
@@ -128,6 +145,7 @@ class JobContext:
 
     def report_progress(self, percent):
         """Record progress (0..100); written at most every PROGRESS_WRITE_INTERVAL_S."""
+        self.progress = max(0.0, min(100.0, float(percent)))
         now = self.reactor.seconds()
         last = self._last_progress_write
         if last is not None and now - last < self.settings.PROGRESS_WRITE_INTERVAL_S:
@@ -201,12 +219,19 @@ class Worker(Service):
     """Runs up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
 
     ``on_exit(reason)`` is called once when the worker is done (idle, or a
-    shutdown finished); the default stops the reactor.
+    shutdown finished); the default stops the reactor. It may return a
+    Deferred or be a coroutine function (``nommer.workerd.ec2.exit_on_ec2``).
+
+    ``on_state_change()`` (attribute of the same name; e.g. the registry
+    heartbeat's ``beat_now``), if set, is called with no argument each time
+    ``state`` changes (DRAINING, INTERRUPTED, EXITED); it may return a
+    Deferred; its failure is logged.
     """
 
     log = Logger()
 
-    def __init__(self, ledger, settings, reactor, worker_id=None, on_exit=None, install_signals=True):
+    def __init__(self, ledger, settings, reactor, worker_id=None, on_exit=None, install_signals=True,
+                 on_state_change=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
@@ -222,6 +247,14 @@ class Worker(Service):
         self._last_activity = None
         self._exited = False
         self._shutdown_level = 0
+        self._busy = 0            # slots holding a message (taken or about to be)
+        self._stop_new = None     # stop reason for a job starting after a cold stop
+        self._interrupted = False
+        self._exit_reason = None
+        self._exit_waiting = False
+        self._exit_deadline = None
+        self._state_reported = None
+        self.on_state_change = on_state_change
         self.jobs_done = 0
         self.state = registry.base.RUNNING
         self.started_at = reactor.seconds()
@@ -255,17 +288,76 @@ class Worker(Service):
         """First call: warm shutdown (finish running jobs). Second: cold
         (stop them now and release them to the queue)."""
         self._shutdown_level += 1
+        if self._interrupted or self._exited:
+            return  # already releasing its jobs, or gone: nothing more to stop
         if self._shutdown_level == 1:
-            self.log.info("worker {worker_id}: warm shutdown, finishing {n} running job(s)",
-                          worker_id=self.worker_id, n=len(self._contexts))
-            self.state = registry.base.DRAINING
-            self._stop_accepting()
-            self._exit_when_idle("shutdown")
+            self._drain("shutdown", "shutdown")
         else:
             self.log.info("worker {worker_id}: cold shutdown, releasing {n} job(s)",
                           worker_id=self.worker_id, n=len(self._contexts))
+            self._stop_new = SHUTDOWN
             for ctx in list(self._contexts.values()):
                 ctx.stop(SHUTDOWN)
+
+    def drain(self, reason):
+        """Warm shutdown for ``reason`` (an EC2 rebalance recommendation):
+        take no new job, finish the running ones, then exit with ``reason``.
+        As a first SIGTERM (a later one is cold); no-op if already stopping."""
+        if self._shutdown_level or self._interrupted or self._exited:
+            self.log.info("worker {worker_id}: already stopping; ignoring drain ({reason})",
+                          worker_id=self.worker_id, reason=reason)
+            return
+        self._shutdown_level = 1
+        self._drain(reason, reason)
+
+    def _drain(self, why, exit_reason):
+        self.log.info("worker {worker_id}: warm shutdown ({why}), finishing {n} running job(s)",
+                      worker_id=self.worker_id, why=why, n=len(self._contexts))
+        self._stop_accepting()
+        self._set_state(registry.base.DRAINING)
+        self._exit_when_idle(exit_reason)
+
+    def interrupt(self, reason="spot interruption notice"):
+        """A spot interruption notice (``reason`` says which): take no new
+        job, state INTERRUPTED, stop every running job and release it to the
+        queue at once with its progress (details "released: spot interruption
+        notice on <worker_id>"), then ``on_exit("spot interruption")``: when
+        the jobs are released (seconds: ffmpeg gets TERM, KILL after
+        FFMPEG_KILL_GRACE_S), at the latest after SPOT_EXIT_DEADLINE_S.
+        Called again, or after the worker exited: no-op."""
+        if self._interrupted or self._exited:
+            return
+        self._interrupted = True
+        self.log.warn("worker {worker_id}: {reason}; releasing {n} job(s) and exiting",
+                      worker_id=self.worker_id, reason=reason, n=len(self._contexts))
+        self._stop_new = SPOT_INTERRUPTION
+        self._stop_accepting()
+        self._set_state(registry.base.INTERRUPTED)
+        for ctx in list(self._contexts.values()):
+            ctx.stop(SPOT_INTERRUPTION)
+        self._exit_deadline = self.reactor.callLater(
+            SPOT_EXIT_DEADLINE_S, self._exit, "spot interruption (not every job released in time)")
+        self._exit_when_idle("spot interruption")
+
+    def _set_state(self, state):
+        """``state`` = ``state``, then ``on_state_change()`` (never raises)."""
+        self.state = state
+        if self.on_state_change is None:
+            return
+        d = defer.maybeDeferred(self.on_state_change)
+        d.addErrback(lambda f: self.log.failure("reporting worker {worker_id} {state} failed", f,
+                                                worker_id=self.worker_id, state=state))
+        self._state_reported = d
+
+    def state_reported(self):
+        """Deferred (never failing) that fires when the last
+        ``on_state_change`` call is done; at once if there is none."""
+        done = defer.Deferred()
+        if self._state_reported is None:
+            done.callback(None)
+        else:
+            self._state_reported.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
     def status(self):
         """What the worker registry shows of this worker: dict with ``state``
@@ -281,16 +373,28 @@ class Worker(Service):
             d.cancel()
 
     def _exit_when_idle(self, reason):
+        """Exit once every slot loop has ended. Called again before then (a
+        drain escalated to an interrupt), the later reason is the one given."""
+        self._exit_reason = reason
+        if self._exit_waiting:
+            return
+        self._exit_waiting = True
         d = defer.DeferredList(self._loops)
-        d.addCallback(lambda _: self._exit(reason))
+        d.addCallback(lambda _: self._exit(self._exit_reason))
 
     def _exit(self, reason):
         if self._exited:
             return
         self._exited = True
+        if self._exit_deadline is not None and self._exit_deadline.active():
+            self._exit_deadline.cancel()
+        self._stop_accepting()
         self.log.info("worker {worker_id} exiting: {reason} ({n} jobs done)", worker_id=self.worker_id,
                       reason=reason, n=self.jobs_done)
-        self._on_exit(reason)
+        self._set_state(registry.base.EXITED)
+        d = defer.maybeDeferred(self._on_exit, reason)
+        d.addErrback(lambda f: self.log.failure("on_exit of worker {worker_id} failed", f,
+                                                worker_id=self.worker_id))
 
     # --- the loop ------------------------------------------------------------
 
@@ -317,11 +421,17 @@ class Worker(Service):
                 await task.deferLater(self.reactor, 1.0)
                 continue
             if messages:
-                await self._run_message(messages[0])
+                self._busy += 1
+                try:
+                    await self._run_message(messages[0])
+                finally:
+                    self._busy -= 1
                 self._last_activity = self.reactor.seconds()
                 continue
-            if idle_exit_due(self.reactor.seconds(), self._last_activity, len(self._contexts),
-                             s.WORKER_MAX_IDLE_S, s.WORKER_TERMINATE_WHEN_IDLE):
+            # Busy slots, not only running jobs: a message another slot just
+            # received is not running yet, and will be.
+            if self._accepting and idle_exit_due(self.reactor.seconds(), self._last_activity, self._busy,
+                                                 s.WORKER_MAX_IDLE_S, s.WORKER_TERMINATE_WHEN_IDLE):
                 self._stop_accepting()
                 self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
                 break
@@ -363,6 +473,12 @@ class Worker(Service):
                                      job_id=job_id, state=job.job_state.value)
                     return
             return await self._delete(message)
+        if self._stop_new is not None:
+            # Received just as the worker was interrupted or cold-stopped:
+            # not taken; visible again at once for another worker.
+            self.log.info("not taking job {job_id}: worker {worker_id} stopping ({why})", job_id=job_id,
+                          worker_id=self.worker_id, why=self._stop_new)
+            return await self._change_visibility(message, 0)
         now = self.reactor.seconds()
         # Fenced on the attempt count read above: if another worker took the
         # job meanwhile (a message delivered twice), leave it to that one.
@@ -393,6 +509,8 @@ class Worker(Service):
         scratch = os.path.join(s.SCRATCH_DIR, f"{job_id}-{job.attempts}")
         os.makedirs(scratch, exist_ok=True)
         ctx = self._contexts[job_id] = JobContext(self, job, scratch)
+        if self._stop_new is not None:
+            ctx.stop(self._stop_new)  # interrupted while DOWNLOADING was being stored
         lease = task.LoopingCall(self._keep_lease, ctx, message)
         lease.clock = self.reactor
         lease.start(s.HEARTBEAT_INTERVAL_S, now=False)
@@ -491,11 +609,12 @@ class Worker(Service):
         await self._release(ctx, message, f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
                             delay, "sending it back to the queue")
 
-    async def _release(self, ctx, message, details, delay_s, doing):
-        """Store the job PENDING (if this worker still owns it) and make its
-        message visible again after ``delay_s`` seconds."""
+    async def _release(self, ctx, message, details, delay_s, doing, **fields):
+        """Store the job PENDING (if this worker still owns it; ``fields``
+        changed too) and make its message visible again after ``delay_s``
+        seconds."""
         try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned)
+            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned, **fields)
         except IllegalTransition:
             return await self._delete(message)
         except NotOwner:
@@ -511,6 +630,14 @@ class Worker(Service):
         if reason == SHUTDOWN:
             return await self._release(ctx, message, f"released by worker {self.worker_id} shutting down",
                                        0, "releasing it")
+        if reason == SPOT_INTERRUPTION:
+            await ctx.wait_progress_written()
+            details = f"released: spot interruption notice on {self.worker_id}"
+            fields = {}
+            if ctx.progress is not None:
+                details += f" ({ctx.progress:.0f}% done)"
+                fields["progress"] = ctx.progress
+            return await self._release(ctx, message, details, 0, "releasing it", **fields)
         # Canceled: the stored state is final already.
         await self._delete(message)
 
