@@ -548,7 +548,7 @@ class Ec2Fleet(Service):
             out.append({"instance_id": inst.instance_id, "instance_type": inst.instance_type,
                         "availability_zone": inst.availability_zone, "market": inst.market,
                         "state": inst.state, "launched_at": inst.launched_at, "uptime_s": round(uptime, 3),
-                        "price_per_hour": price, "cost_usd": None if cost is None else round(cost, 6),
+                        "price_per_hour": price, "cost_usd": None if cost is None else round(cost, 8),
                         "registered": inst.registered})
         return out
 

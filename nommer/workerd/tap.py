@@ -1,27 +1,143 @@
-"""``twistd workerd``: one worker taking jobs from the queue."""
+"""``twistd workerd``: one worker taking jobs from the queue.
 
+With ``--local`` (feederd's local fleet, or a machine you run yourself) the
+worker is named by ``--worker-id`` or host-pid and exits by itself when idle.
+Without it the worker is on an EC2 instance: it reads its identity from the
+instance metadata (IMDSv2, EC2_METADATA_URL or ``--metadata-url``), takes the
+instance id as its name, heartbeats it to the worker registry, watches for a
+spot interruption notice (spot instances), and when idle terminates its own
+instance before exiting.
+"""
 
+from twisted.application.service import Service
+from twisted.internet import defer, task
 from twisted.internet import reactor as default_reactor
+from twisted.logger import Logger
 from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
+from nommer.core.aws import AWS
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
+from nommer.core.registry import make_registry
+from nommer.workerd.ec2 import InstanceMetadata, MetadataUnavailable, SpotWatcher, exit_on_ec2
+from nommer.workerd.heartbeat import RegistryHeartbeat
 from nommer.workerd.worker import Worker
+
+log = Logger()
+
+#: Attempts at reading the instance identity at boot, and the pause between
+#: two, seconds (the metadata service can lag the first seconds of a boot).
+IDENTITY_ATTEMPTS = 5
+IDENTITY_RETRY_S = 2.0
+
 
 class Options(usage.Options):
     optFlags = [["local", "l", "not on EC2: skip the instance metadata (as in the original)"]]
     optParameters = [
-        ["config", "c", DEFAULT_CONFIG, "nomconf module name or path to a nomconf.py file"],
-        ["worker-id", None, None, "name of this worker in logs and job records (default: host-pid)"],
+        ["config", "c", DEFAULT_CONFIG, "nomconf module name, path to a nomconf.py file, or s3://bucket/key"],
+        ["worker-id", None, None, "name of this worker in logs and job records "
+                                  "(default: host-pid; on EC2 the instance id)"],
+        ["metadata-url", None, None, "base URL of the instance metadata service (default: EC2_METADATA_URL)"],
     ]
 
 
+def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
+    worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit)
+    heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
+    worker.on_state_change = heartbeat.beat_now
+    heartbeat.setServiceParent(top)
+    worker.setServiceParent(top)
+    return worker, heartbeat
+
+
 def build(settings, reactor=default_reactor, worker_id=None):
+    """The service tree of a local worker (``--local``)."""
     top = DaemonService()
-    Worker(attach_backends(settings, reactor, top), settings, reactor, worker_id=worker_id).setServiceParent(top)
+    ledger = attach_backends(settings, reactor, top)
+    registry = make_registry(settings, reactor)
+    top.closables.append(registry)
+    _attach_worker(top, settings, reactor, ledger, registry, worker_id)
+    return top
+
+
+class Ec2Boot(Service):
+    """Starts the worker once the instance identity is known.
+
+    Reads the identity (IMDSv2; IDENTITY_ATTEMPTS tries), then adds the
+    worker, its registry heartbeat and, on a spot instance, the
+    ``SpotWatcher`` to ``top``. The worker's exit terminates the instance
+    (``exit_on_ec2``). If the metadata cannot be read the process stops
+    with the reason logged; the instance, never registered, is terminated by
+    feederd after EC2_BOOT_TIMEOUT_S."""
+
+    def __init__(self, top, settings, reactor, metadata_url, worker_id=None):
+        self.top = top
+        self.settings = settings
+        self.reactor = reactor
+        self.metadata_url = metadata_url
+        self.worker_id = worker_id
+        self.ledger = attach_backends(settings, reactor, top)
+        self.registry = make_registry(settings, reactor)
+        top.closables.append(self.registry)
+        self.booted = None
+
+    def startService(self):
+        super().startService()
+        self.booted = defer.Deferred.fromCoroutine(self._boot())
+        self.booted.addErrback(self._failed)
+
+    def _failed(self, failure):
+        failure.trap(MetadataUnavailable)
+        log.error("workerd: cannot read the instance metadata ({why}). Not on EC2? Start with --local. Stopping.",
+                  why=failure.getErrorMessage())
+        self.reactor.stop()
+
+    async def _identity(self, metadata):
+        for attempt in range(1, IDENTITY_ATTEMPTS + 1):
+            try:
+                return await metadata.identity()
+            except MetadataUnavailable as e:
+                if attempt == IDENTITY_ATTEMPTS:
+                    raise
+                log.warn("instance metadata not available yet ({why}); retrying in {s} s", why=str(e),
+                         s=IDENTITY_RETRY_S)
+                await task.deferLater(self.reactor, IDENTITY_RETRY_S)
+
+    async def _boot(self):
+        s, reactor = self.settings, self.reactor
+        metadata = InstanceMetadata(self.metadata_url, reactor)
+        identity = await self._identity(metadata)
+        instance_id = identity["instance_id"]
+        log.info("workerd on EC2: instance {instance_id} ({instance_type}, {market}, {az})",
+                 instance_id=instance_id, instance_type=identity["instance_type"], market=identity["market"],
+                 az=identity["availability_zone"])
+        aws = AWS(s, reactor, name="workerd-ec2")
+        self.top.closables.append(aws)
+        heartbeat = None
+
+        def on_exit(reason):
+            return defer.Deferred.fromCoroutine(exit_on_ec2(
+                worker, aws, instance_id, reason, reactor,
+                before_terminate=heartbeat.beat_now if heartbeat is not None else None))
+
+        record_identity = {k: identity[k] for k in ("instance_id", "instance_type", "availability_zone", "market")}
+        worker, heartbeat = _attach_worker(self.top, s, reactor, self.ledger, self.registry,
+                                           self.worker_id or instance_id, identity=record_identity,
+                                           on_exit=on_exit)
+        if identity["market"] == "spot":
+            SpotWatcher(metadata, worker, s, reactor).setServiceParent(self.top)
+        return worker
+
+
+def build_ec2(settings, reactor=default_reactor, metadata_url=None, worker_id=None):
+    """The service tree of a worker on an EC2 instance."""
+    top = DaemonService()
+    Ec2Boot(top, settings, reactor, metadata_url or settings.EC2_METADATA_URL, worker_id).setServiceParent(top)
     return top
 
 
 def makeService(options):
     settings = load_settings_or_exit("workerd", options["config"])
-    return build(settings, worker_id=options["worker-id"])
+    if options["local"]:
+        return build(settings, worker_id=options["worker-id"])
+    return build_ec2(settings, metadata_url=options["metadata-url"], worker_id=options["worker-id"])
