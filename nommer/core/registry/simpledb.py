@@ -27,10 +27,10 @@ from botocore.exceptions import ClientError
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from nommer.core.aws import AWS, error_code
+from nommer.core.aws import error_code
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
-from nommer.core.store.simpledb import (MAX_JOB_ATTRIBUTES, chunked, iso_fixed, quote, quote_name, select,
-                                        time_text, time_value, unchunked)
+from nommer.core.store.simpledb import (MAX_JOB_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed, quote,
+                                        quote_name, select, time_text, time_value, unchunked)
 
 #: WorkerRecord fields stored as JSON (all but worker_id, the item name, and last_seen).
 JSON_FIELDS = tuple(a.name for a in attr.fields(WorkerRecord) if a.name not in ("worker_id", "last_seen"))
@@ -56,7 +56,7 @@ def decode_record(worker_id, attrs):
     return WorkerRecord(worker_id=worker_id, last_seen=time_value(texts["last_seen"]), **fields)
 
 
-class SimpleDBWorkerRegistry(WorkerRegistry):
+class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
     """Worker records in a SimpleDB domain (see the module docstring).
 
     Its own boto3 thread pool; with AWS_CREATE_RESOURCES the domain is
@@ -70,32 +70,12 @@ class SimpleDBWorkerRegistry(WorkerRegistry):
 
     def __init__(self, settings, reactor):
         self._domain = settings.SIMPLEDB_EC2_NOMMER_STATE_DOMAIN
-        self._aws = AWS(settings, reactor, name="simpledb-registry")
-        self._resources_ready = not settings.AWS_CREATE_RESOURCES
-        self._resources_lock = defer.DeferredLock()
+        self._open_domain(settings, reactor, name="simpledb-registry")
         self._written = {}   # worker_id -> attributes of the last record this registry wrote
 
     @classmethod
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
-
-    async def ensure_resources(self):
-        """Create the domain (CreateDomain is idempotent). Returns
-        ``["SimpleDB domain media_nommer_ec2nommer_state ready"]``."""
-        await self._aws.call("sdb", "create_domain", DomainName=self._domain)
-        self._resources_ready = True
-        return [f"SimpleDB domain {self._domain} ready"]
-
-    async def _ready(self):
-        """Run ``ensure_resources`` once, before first use, when AWS_CREATE_RESOURCES."""
-        if self._resources_ready:
-            return
-        await self._resources_lock.acquire()
-        try:
-            if not self._resources_ready:
-                await self.ensure_resources()
-        finally:
-            self._resources_lock.release()
 
     async def _call(self, method, **kwargs):
         """One SimpleDB call on the domain, after the lazy set-up."""

@@ -186,7 +186,37 @@ async def select(aws, expression, limit=None):
             return items
 
 
-class SimpleDBJobStore(JobStore):
+class SimpleDBDomain:
+    """One SimpleDB domain through an ``AWS`` pool: the plumbing the job store
+    and the worker registry share. A subclass sets ``self._domain`` and calls
+    ``_open_domain``; with AWS_CREATE_RESOURCES the first ``_ready()`` runs
+    ``ensure_resources()`` once (concurrent first calls wait for that run)."""
+
+    def _open_domain(self, settings, reactor, name):
+        self._aws = AWS(settings, reactor, name=name)
+        self._resources_ready = not settings.AWS_CREATE_RESOURCES
+        self._resources_lock = defer.DeferredLock()
+
+    async def ensure_resources(self):
+        """Create the domain (CreateDomain is idempotent). Returns what was done,
+        one line each: ``["SimpleDB domain media_nommer ready"]``."""
+        await self._aws.call("sdb", "create_domain", DomainName=self._domain)
+        self._resources_ready = True
+        return [f"SimpleDB domain {self._domain} ready"]
+
+    async def _ready(self):
+        """Run ``ensure_resources`` once, before first use, when AWS_CREATE_RESOURCES."""
+        if self._resources_ready:
+            return
+        await self._resources_lock.acquire()
+        try:
+            if not self._resources_ready:
+                await self.ensure_resources()
+        finally:
+            self._resources_lock.release()
+
+
+class SimpleDBJobStore(SimpleDBDomain, JobStore):
     """Jobs in a SimpleDB domain (see the module docstring for the item layout).
 
     ``settings`` gives SIMPLEDB_JOB_STATE_DOMAIN, AWS_CREATE_RESOURCES and the
@@ -200,10 +230,8 @@ class SimpleDBJobStore(JobStore):
     def __init__(self, settings, reactor, clock=None):
         self._settings = settings
         self._domain = settings.SIMPLEDB_JOB_STATE_DOMAIN
-        self._aws = AWS(settings, reactor, name="simpledb-store")
+        self._open_domain(settings, reactor, name="simpledb-store")
         self._clock = clock or reactor
-        self._resources_ready = not settings.AWS_CREATE_RESOURCES
-        self._resources_lock = defer.DeferredLock()
 
     @classmethod
     def from_settings(cls, settings, reactor):
@@ -211,23 +239,6 @@ class SimpleDBJobStore(JobStore):
 
     # --- resources -------------------------------------------------------------------------
 
-    async def ensure_resources(self):
-        """Create the domain (CreateDomain is idempotent). Returns what was done,
-        one line each: ``["SimpleDB domain media_nommer ready"]``."""
-        await self._aws.call("sdb", "create_domain", DomainName=self._domain)
-        return [f"SimpleDB domain {self._domain} ready"]
-
-    async def _ready(self):
-        """Run ``ensure_resources`` once, before first use, when AWS_CREATE_RESOURCES."""
-        if self._resources_ready:
-            return
-        await self._resources_lock.acquire()
-        try:
-            if not self._resources_ready:
-                await self.ensure_resources()
-                self._resources_ready = True
-        finally:
-            self._resources_lock.release()
 
     # --- low level ---------------------------------------------------------------------------
 
