@@ -9,6 +9,7 @@ so two processes cannot both read, then both write.
 
 import os
 import sqlite3
+import time
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
@@ -27,6 +28,7 @@ class SQLiteDB:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._schema = list(schema)
+        self._busy_timeout_s = busy_timeout_s
         self._closed = False
         self._pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, isolation_level=None,
@@ -34,10 +36,27 @@ class SQLiteDB:
             cp_openfun=self._on_open, cp_reactor=reactor)
 
     def _on_open(self, conn):
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         for statement in self._schema:
             conn.execute(statement)
+
+    def _use_wal(self, conn):
+        """Put the file in WAL mode (it stays so: later opens only check).
+        Switching the journal mode can fail at once with "database is locked"
+        while another connection opens the same file (SQLite does not call the
+        busy handler for it), so it is retried for up to ``busy_timeout_s``
+        seconds, in the pool's thread."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def interaction(self, fn, *args, write=True):
         """Run ``fn(cursor, *args)`` in one transaction (``BEGIN IMMEDIATE`` when
