@@ -9,6 +9,13 @@ never dies. A failed delete (queue unreachable) is retried with backoff
 or the service stops. On stop, the handlers still running are cancelled and
 their messages released (visible again at once), so the next daemon handles
 them now rather than after a possibly long visibility timeout.
+
+Leases: a message is received with a short visibility timeout
+(``visibility_timeout_s``) and, while its handler runs (a webhook retrying
+with backoff may take many minutes), the consumer extends it every
+``visibility_timeout_s / 3`` seconds, as a worker does for a job. So a
+daemon killed outright (SIGKILL, no stop) holds its messages at most one
+visibility timeout, not for the longest a handler could take.
 """
 
 from twisted.application.service import Service
@@ -39,6 +46,8 @@ class QueueConsumer(Service):
         self._in_flight = set()  # Deferreds of running handlers
         self._loop = None
         self._waiting = None
+        self._extender = task.LoopingCall(self._extend_leases)
+        self._extender.clock = clock
 
     def handle(self, message):
         """Process one message; return a Deferred (or value). Subclasses."""
@@ -47,16 +56,32 @@ class QueueConsumer(Service):
     def startService(self):
         super().startService()
         self._loop = defer.Deferred.fromCoroutine(self._run())
+        self._extender.start(self.visibility_timeout_s / 3, now=False)
+
+    async def _extend_leases(self):
+        """Extend the visibility of every message being handled (never raises:
+        it runs in a LoopingCall). A failure is logged; the message may then
+        come back while still handled, which ``_run`` notices."""
+        for message_id, receipt in list(self._receipts.items()):
+            try:
+                await self.queue.change_visibility(self.queue_name, receipt, self.visibility_timeout_s)
+            except ReceiptHandleInvalid:
+                pass  # deleted meanwhile, or redelivered: the newer receipt is extended next time
+            except Exception:
+                self.log.failure("extending the lease of message {message_id} on {queue} failed",
+                                 message_id=message_id, queue=self.queue_name)
 
     async def stopService(self):
         super().stopService()
+        if self._extender.running:
+            self._extender.stop()
         if self._waiting is not None:
             self._waiting.cancel()
         held = dict(self._receipts)  # message_id -> receipt of messages being handled
         for d in list(self._in_flight):
             d.cancel()
         # Release what we held: left alone, a message would stay invisible for
-        # the rest of its visibility timeout (the notifier's is many minutes),
+        # the rest of its visibility timeout (a minute, extended while handled),
         # delaying it past newer ones after a restart. The releases are issued
         # at once, before anything here waits: the store and queue are closed
         # by a sibling service stopping at the same time, and only work queued

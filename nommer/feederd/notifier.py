@@ -81,13 +81,18 @@ def _follow(d):
     return follower
 
 
+#: Visibility timeout of a state change being delivered, seconds; extended
+#: every third of it while its webhook is retried (QueueConsumer), so a
+#: feederd killed outright holds undelivered changes about this long.
+STATE_CHANGE_LEASE_S = 60.0
+
+
 class Notifier(QueueConsumer):
     log = Logger()
 
     def __init__(self, ledger, settings, clock, post=post_form):
-        lease_s = settings.WEBHOOK_MAX_ATTEMPTS * (settings.WEBHOOK_TIMEOUT_S + 60) + 600
         super().__init__(ledger.queue, settings.STATE_CHANGE_QUEUE_NAME, clock,
-                         visibility_timeout_s=lease_s, wait_time_s=settings.QUEUE_WAIT_TIME_S)
+                         visibility_timeout_s=STATE_CHANGE_LEASE_S, wait_time_s=settings.QUEUE_WAIT_TIME_S)
         self.ledger = ledger
         self.settings = settings
         self._post = post
