@@ -271,6 +271,7 @@ class Worker(Service):
         self._loops = [defer.Deferred.fromCoroutine(self._slot_loop(i)) for i in range(slots)]
         for d in self._loops:
             d.addErrback(lambda f: self.log.failure("worker slot loop died", f))
+        self.swept = defer.Deferred.fromCoroutine(self._sweep_scratch())
         self.log.info("worker {worker_id} ready: {slots} slot(s), queue {queue}", worker_id=self.worker_id,
                       slots=slots, queue=self.settings.NEW_JOB_QUEUE_NAME)
 
@@ -279,6 +280,44 @@ class Worker(Service):
         super().stopService()
         self._stop_accepting()
         await defer.DeferredList(self._loops)
+
+    async def _sweep_scratch(self):
+        """Remove scratch directories left by workers that died mid-job
+        (SIGKILL, power loss): ``SCRATCH_DIR/<job_id>-<attempt>`` whose job
+        is gone, final, or on a later attempt. The directory of an attempt
+        still in progress is left alone (its worker may be alive; if not, the
+        job's next attempt makes it stale for the next sweep). Runs once at
+        start, beside the job loop; returns how many were removed; never
+        raises."""
+        root = self.settings.SCRATCH_DIR
+        removed = 0
+        try:
+            names = await threads.deferToThread(os.listdir, root)
+        except OSError:
+            return 0  # no scratch dir yet
+        for name in names:
+            job_id, sep, attempt = name.rpartition("-")
+            if not sep or not attempt.isdigit() or job_id in self._contexts:
+                continue
+            try:
+                job = await self.store.get(job_id)
+            except NoSuchJob:
+                stale = True
+            except Exception as e:
+                if self.running:
+                    self.log.warn("scratch sweep stopped: {error}", error=str(e))
+                return removed
+            else:
+                # "<", not "!=": a worker taking the job stores attempt N, then
+                # makes its directory N; a sweep that read N-1 must keep it.
+                stale = job.is_final or int(attempt) < job.attempts
+            if stale:
+                await threads.deferToThread(shutil.rmtree, os.path.join(root, name), True)
+                removed += 1
+        if removed:
+            self.log.info("removed {n} stale scratch director{ies} from {root}", n=removed,
+                          ies="y" if removed == 1 else "ies", root=root)
+        return removed
 
     def _install_signal_handlers(self):
         for sig in (signal.SIGTERM, signal.SIGINT):

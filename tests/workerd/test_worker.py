@@ -1,6 +1,7 @@
 """The worker loop in-process: real SQLite store and queue, a scripted nommer."""
 
 import json
+import os
 
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
@@ -70,6 +71,29 @@ class WorkerTests(TestCase):
 
     async def in_state(self, job_id, state):
         return (await self.store.get(job_id)).job_state == state
+
+    @ensure
+    async def test_start_sweeps_stale_scratch_dirs(self):
+        """Scratch dirs of dead attempts go at start: job final, job gone, older attempt; the
+        directory of the attempt in progress and anything not named <job_id>-<n> stay."""
+        def stored_job():  # in the store only: no message, so the worker takes neither
+            return self.store.create(Job(job_id=new_job_id(), source_path=f"file://{self.root}/in",
+                                         dest_path=f"file://{self.root}/out", nommer=NOMMER,
+                                         job_options={"script": "succeed"}))
+        finished = await stored_job()
+        await self.store.modify(finished.job_id, lambda j: j.evolve(job_state=JobState.DOWNLOADING, attempts=1))
+        await self.store.modify(finished.job_id, lambda j: j.evolve(job_state=JobState.ERROR))
+        running = await stored_job()
+        await self.store.modify(running.job_id, lambda j: j.evolve(job_state=JobState.DOWNLOADING, attempts=2))
+        names = {"final": f"{finished.job_id}-1", "gone": f"{new_job_id()}-1",
+                 "older": f"{running.job_id}-1", "current": f"{running.job_id}-2", "other": "notes"}
+        for name in names.values():
+            os.makedirs(os.path.join(self.settings.SCRATCH_DIR, name, "sub"))
+            with open(os.path.join(self.settings.SCRATCH_DIR, name, "sub", "f"), "w") as f:
+                f.write("x")
+        worker = self.start_worker()
+        self.assertEqual(await worker.swept, 3)
+        self.assertEqual(sorted(os.listdir(self.settings.SCRATCH_DIR)), sorted([names["current"], names["other"]]))
 
     @ensure
     async def test_success_path(self):
