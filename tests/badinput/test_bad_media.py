@@ -23,7 +23,7 @@ import pytest
 
 from nommer.client import presets
 from tests.badinput.conftest import assert_alive_and_clean, start_feederd, wait_final
-from tests.workerd.media import clip, probe_json
+from tests.workerd.media import clip, mp4_boxes, probe_json, top_level_boxes
 
 FFMPEG_TIMEOUT_S = 20.0
 KILL_GRACE_S = 2.0
@@ -61,25 +61,6 @@ class Tripwire:
 def ffmpeg(*args):
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
                    check=True, capture_output=True, timeout=120)
-
-
-def boxes(path):
-    """(type, offset, size) of the top-level MP4 boxes (as media.top_level_boxes reads them)."""
-    out, end = [], os.path.getsize(path)
-    with open(path, "rb") as f:
-        pos = 0
-        while pos + 8 <= end:
-            f.seek(pos)
-            size, kind = struct.unpack(">I4s", f.read(8))
-            if size == 1:
-                size = struct.unpack(">Q", f.read(8))[0]
-            elif size == 0:
-                size = end - pos
-            out.append((kind.decode("latin-1"), pos, size))
-            if size < 8:
-                break
-            pos += size
-    return out
 
 
 class MediaMaker:
@@ -121,17 +102,18 @@ class MediaMaker:
 
     def truncated_half(self):
         data = self.read(self.base)
-        assert boxes(self.base)[-1][0] == "moov"  # the cut loses the moov
+        assert mp4_boxes(self.base)[-1][0] == "moov"  # the cut loses the moov
         return self.write("truncated.mp4", data[:len(data) // 2])
 
     def moov_stripped(self):
         data = self.read(self.base)
-        kept = [data[pos:pos + size] for kind, pos, size in boxes(self.base) if kind != "moov"]
+        kept = [data[pos:pos + size] for kind, pos, size in mp4_boxes(self.base) if kind != "moov"]
         return self.write("nomoov.mp4", b"".join(kept))
 
     def truncated_faststart(self):
         data = self.read(self.faststart)
-        assert [b[0] for b in boxes(self.faststart)].index("moov") < [b[0] for b in boxes(self.faststart)].index("mdat")
+        kinds = top_level_boxes(self.faststart)
+        assert kinds.index("moov") < kinds.index("mdat")
         return self.write("truncated_faststart.mp4", data[:len(data) // 2])
 
     def text_named_mp4(self):

@@ -47,11 +47,11 @@ def clip(seconds=2, size="1280x720", rate=25, audio=True, video=True, fmt="mp4")
     return path
 
 
-def top_level_boxes(path):
-    """Names of the top-level MP4/QuickTime boxes of ``path``, in file order,
-    read from the box headers (32-bit size + type; size 1 = 64-bit size
-    follows; size 0 = to the end of the file)."""
-    names = []
+def mp4_boxes(path):
+    """``(type, offset, size)`` of the top-level MP4/QuickTime boxes of
+    ``path``, in file order, read from the box headers (32-bit size + type;
+    size 1 = 64-bit size follows; size 0 = to the end of the file)."""
+    boxes = []
     end = os.path.getsize(path)
     with open(path, "rb") as f:
         pos = 0
@@ -62,11 +62,16 @@ def top_level_boxes(path):
                 size = struct.unpack(">Q", f.read(8))[0]
             elif size == 0:
                 size = end - pos
-            names.append(kind.decode("latin-1"))
+            boxes.append((kind.decode("latin-1"), pos, size))
             if size < 8:
                 break
             pos += size
-    return names
+    return boxes
+
+
+def top_level_boxes(path):
+    """Names of the top-level MP4/QuickTime boxes of ``path``, in file order."""
+    return [kind for kind, _, _ in mp4_boxes(path)]
 
 
 # --- reactor helpers ----------------------------------------------------------
