@@ -25,8 +25,8 @@ from tests.aws_server import aws_settings, reset_moto
 from tests.fake_imds import FakeIMDS
 from tests.helpers import ensure, eventually, temp_settings
 from tests.workerd import media, scripted_nommer
+from tests.workerd.worker_harness import FAST, NOMMER, WorkerHarness
 
-NOMMER = "tests.workerd.scripted_nommer.ScriptedNommer"
 FFMPEG_NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 
 _SHARED = {}
@@ -359,44 +359,25 @@ class StopRecordingReactor:
         return getattr(reactor, name)
 
 
-class WorkerOnEC2Tests(TestCase):
+class WorkerOnEC2Tests(WorkerHarness, TestCase):
     """Worker.interrupt / drain / idle exit with a real store and queue."""
 
-    def setUp(self):
-        self.settings, self.root = temp_settings(
-            self, ALLOWED_NOMMERS=[NOMMER, FFMPEG_NOMMER], JOB_LEASE_S=0.6, HEARTBEAT_INTERVAL_S=0.1,
-            RETRY_BACKOFF_S=0.05, WORKER_MAX_IDLE_S=600.0, QUEUE_WAIT_TIME_S=0.5,
-            PROGRESS_WRITE_INTERVAL_S=0.01, SPOT_INTERRUPTION_POLL_S=0.05)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.addCleanup(self.store.close)
-        self.addCleanup(self.queue.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
-        self.exits = []
-        self.states = []
+    SETTINGS = dict(FAST, ALLOWED_NOMMERS=[NOMMER, FFMPEG_NOMMER], SPOT_INTERRUPTION_POLL_S=0.05)
 
-    def settings_with(self, **changes):
-        if not changes:
-            return self.settings
-        values = {k: v for k, v in self.settings.as_dict().items() if k.isupper()}
-        values.update(changes)
-        return type(self.settings).from_overrides(**values)
+    def hold_releases(self):
+        """Make the ledger's PENDING writes (a job released) wait for the
+        returned Deferred; the test fires it (or cleanup does, before the
+        worker's stop)."""
+        hold = defer.Deferred()
+        self.addCleanup(lambda: hold.called or hold.callback(None))
+        real_set_state = self.ledger.set_state
 
-    def start_worker(self, worker_id="test-worker", on_exit=None, **settings_changes):
-        worker = Worker(self.ledger, self.settings_with(**settings_changes), reactor, worker_id=worker_id,
-                        on_exit=on_exit or self.exits.append, install_signals=False)
-        worker.on_state_change = lambda: self.states.append((worker.worker_id, worker.state))
-        worker.startService()
-        self.addCleanup(lambda: worker.running and worker.stopService())
-        return worker
-
-    async def submit(self, script):
-        job = Job(job_id=new_job_id(), source_path=f"file://{self.root}/in", dest_path=f"file://{self.root}/out",
-                  nommer=NOMMER, job_options={"script": script})
-        return await self.ledger.submit(job)
-
-    async def in_state(self, job_id, state):
-        return (await self.store.get(job_id)).job_state == state
+        async def held_release(job_id, state, *args, **kwargs):
+            if state == JobState.PENDING:
+                await hold
+            return await real_set_state(job_id, state, *args, **kwargs)
+        self.patch(self.ledger, "set_state", held_release)
+        return hold
 
     async def encoding(self, job_id, progress=50.0):
         async def check():
@@ -444,15 +425,7 @@ class WorkerOnEC2Tests(TestCase):
         worker = self.start_worker(MAX_ENCODING_JOBS_PER_WORKER=2)
         running = await self.submit("block")
         await self.encoding(running.job_id)
-        hold = defer.Deferred()
-        self.addCleanup(lambda: hold.called or hold.callback(None))   # before the worker's stop
-        real_set_state = self.ledger.set_state
-
-        async def slow_release(job_id, state, *args, **kwargs):
-            if state == JobState.PENDING:
-                await hold
-            return await real_set_state(job_id, state, *args, **kwargs)
-        self.patch(self.ledger, "set_state", slow_release)
+        hold = self.hold_releases()
         worker.interrupt("spot interruption notice")
         during = await self.submit("succeed")
         await task.deferLater(reactor, 0.3, lambda: None)   # ~15 local-queue polls
@@ -520,15 +493,7 @@ class WorkerOnEC2Tests(TestCase):
         worker = self.start_worker()
         job = await self.submit("block")
         await self.encoding(job.job_id)
-        hold = defer.Deferred()
-        self.addCleanup(lambda: hold.called or hold.callback(None))   # before the worker's stop
-        real_set_state = self.ledger.set_state
-
-        async def hung_release(job_id, state, *args, **kwargs):
-            if state == JobState.PENDING:
-                await hold
-            return await real_set_state(job_id, state, *args, **kwargs)
-        self.patch(self.ledger, "set_state", hung_release)
+        hold = self.hold_releases()
         worker.interrupt("spot interruption notice")
         await eventually(lambda: self.exits, what="exit by deadline")
         self.assertEqual(self.exits, ["spot interruption (not every job released in time)"])

@@ -7,49 +7,14 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.job import Job, new_job_id
-from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
-from nommer.core.store import make_store
-from nommer.core.workqueue import make_queue
-from nommer.workerd.worker import Worker, idle_exit_due, retry_delay_s
-from tests.helpers import ensure, eventually, temp_settings
+from nommer.workerd.worker import idle_exit_due, retry_delay_s
+from tests.helpers import ensure, eventually
 from tests.workerd import scripted_nommer
-
-NOMMER = "tests.workerd.scripted_nommer.ScriptedNommer"
-
+from tests.workerd.worker_harness import NOMMER, WorkerHarness
 
 
-
-class WorkerTests(TestCase):
-
-    def setUp(self):
-        self.settings, self.root = temp_settings(
-            self, ALLOWED_NOMMERS=[NOMMER], JOB_LEASE_S=0.6, HEARTBEAT_INTERVAL_S=0.1,
-            RETRY_BACKOFF_S=0.05, WORKER_MAX_IDLE_S=600.0, QUEUE_WAIT_TIME_S=0.5,
-            PROGRESS_WRITE_INTERVAL_S=0.01)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.addCleanup(self.store.close)
-        self.addCleanup(self.queue.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
-        self.exits = []
-
-    def start_worker(self, **settings_changes):
-        settings = self.settings
-        if settings_changes:
-            values = settings.as_dict()
-            values.update(settings_changes)
-            settings = type(settings).from_overrides(**{k: v for k, v in values.items() if k.isupper()})
-        worker = Worker(self.ledger, settings, reactor, worker_id="test-worker",
-                        on_exit=self.exits.append, install_signals=False)
-        worker.startService()
-        self.addCleanup(lambda: worker.running and worker.stopService())
-        return worker
-
-    async def submit(self, script):
-        job = Job(job_id=new_job_id(), source_path=f"file://{self.root}/in", dest_path=f"file://{self.root}/out",
-                  nommer=NOMMER, job_options={"script": script})
-        return await self.ledger.submit(job)
+class WorkerTests(WorkerHarness, TestCase):
 
     async def final(self, job_id):
         async def check():
@@ -68,9 +33,6 @@ class WorkerTests(TestCase):
 
     async def queue_empty(self):
         return await self.queue_depth() == 0
-
-    async def in_state(self, job_id, state):
-        return (await self.store.get(job_id)).job_state == state
 
     @ensure
     async def test_start_sweeps_stale_scratch_dirs(self):
