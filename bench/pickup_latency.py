@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report, fmt  # noqa: E402
 from tests.e2e.harness import TWISTD, Feederd  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
 from tests.workerd.media import clip  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "50"))
@@ -129,12 +130,7 @@ def measure(label, root, settings, n=JOBS):
             probes.append(time.perf_counter() - h0)
     finally:
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker, grace_s=30)
         feederd.stop()
     return rows, health, probes
 

@@ -14,6 +14,8 @@ import sys
 import time
 import urllib.request
 
+from tests.processes import stop_process
+
 _SERVER = {}
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -49,11 +51,7 @@ def moto_endpoint():
             time.sleep(0.05)
 
     def stop():
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     atexit.register(stop)
     _SERVER["url"] = url

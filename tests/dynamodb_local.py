@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 
+from tests.processes import stop_process
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(REPO, ".cache", "dynamodb-local", "node_modules", "amplify-dynamodb-simulator",
                            "emulator")
@@ -89,13 +91,7 @@ def dynamodb_local_endpoint():
     url = f"http://127.0.0.1:{port}"
 
     def stop():
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
     atexit.register(stop)
     deadline = time.monotonic() + 60

@@ -55,6 +55,8 @@ import sys
 import time
 import urllib.request
 
+from tests.processes import stop_process
+
 MAX_TOKEN_TTL_S = 21600
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -309,13 +311,7 @@ class FakeIMDS:
 
     def stop(self):
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            stop_process(self._proc)
             self._proc.stdout.close()
             self._proc = None
         if self._log is not None:
