@@ -41,6 +41,14 @@ class Options(usage.Options):
     ]
 
 
+def _open_backends(settings, reactor, top):
+    """(JobLedger, worker registry) for ``settings``; ``top`` closes them."""
+    ledger = attach_backends(settings, reactor, top)
+    registry = make_registry(settings, reactor)
+    top.closables.append(registry)
+    return ledger, registry
+
+
 def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
     worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit)
     heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
@@ -53,9 +61,7 @@ def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity
 def build(settings, reactor=default_reactor, worker_id=None):
     """The service tree of a local worker (``--local``)."""
     top = DaemonService()
-    ledger = attach_backends(settings, reactor, top)
-    registry = make_registry(settings, reactor)
-    top.closables.append(registry)
+    ledger, registry = _open_backends(settings, reactor, top)
     _attach_worker(top, settings, reactor, ledger, registry, worker_id)
     return top
 
@@ -76,9 +82,7 @@ class Ec2Boot(Service):
         self.reactor = reactor
         self.metadata_url = metadata_url
         self.worker_id = worker_id
-        self.ledger = attach_backends(settings, reactor, top)
-        self.registry = make_registry(settings, reactor)
-        top.closables.append(self.registry)
+        self.ledger, self.registry = _open_backends(settings, reactor, top)
         self.booted = None
 
     def startService(self):
