@@ -38,9 +38,21 @@
 # TCP port of the JSON API, 1-65535.
 # API_PORT = 8001
 
-# Interface the API listens on ("" = all). The API has no authentication
-# yet: keep it on loopback unless the network is trusted.
+# Interface the API listens on ("" = all). On anything but loopback feederd
+# refuses to start until an API key exists (nommer keys create NAME); on
+# loopback, anonymous callers are served only while no key exists.
 # API_INTERFACE = "127.0.0.1"
+
+# Largest request body, bytes (413 from Content-Length or while streaming,
+# before anything is spooled), 1024 to 64 MiB.
+# MAX_REQUEST_BODY_BYTES = 1048576
+
+# Requests per minute one API key (or the anonymous caller) may make; then
+# 429 with Retry-After.
+# API_RATE_LIMIT_PER_MINUTE = 1200
+
+# Unfinished jobs one API key may have at once; a submit past it gets 429.
+# MAX_UNFINISHED_JOBS_PER_KEY = 1000
 
 # --- Queues and leases --------------------------------------------------------
 
@@ -103,6 +115,9 @@
 # WEBHOOK_BACKOFF_S = 1.0
 # WEBHOOK_TIMEOUT_S = 10.0
 
+# Most bytes of a webhook receiver's response read, bytes.
+# WEBHOOK_MAX_RESPONSE_BYTES = 65536
+
 # --- Encoding -----------------------------------------------------------------
 
 # ffmpeg and ffprobe executables (looked up on PATH when not absolute).
@@ -113,6 +128,33 @@
 # FFMPEG_KILL_GRACE_S.
 # FFMPEG_TIMEOUT_S = 21600.0
 # FFMPEG_KILL_GRACE_S = 5.0
+
+# Sandbox of every ffmpeg/ffprobe: "bwrap" (bubblewrap: no network, only the
+# job's scratch writable, nothing else of the host visible, empty environment)
+# or "none" (platforms without bubblewrap; a warning at every start). A worker
+# whose sandbox cannot start refuses to start.
+# FFMPEG_SANDBOX = "bwrap"
+# BWRAP_BIN = "bwrap"
+
+# Resource limits of each sandboxed ffmpeg/ffprobe: CPU seconds, address space
+# (bytes), size of a file it writes (bytes), processes/threads of the user.
+# FFMPEG_RLIMIT_CPU_S = 86400
+# FFMPEG_RLIMIT_AS_BYTES = 17179869184
+# FFMPEG_RLIMIT_FSIZE_BYTES = 68719476736
+# FFMPEG_RLIMIT_NPROC = 4096
+
+# Largest source a worker takes, bytes; largest output ffmpeg may write, bytes
+# (given as -fs).
+# MAX_SOURCE_BYTES = 53687091200
+# MAX_OUTPUT_BYTES = 53687091200
+
+# An output may last at most this many times the source's duration (+10 s),
+# so padding filters cannot write forever (>= 1).
+# MAX_OUTPUT_DURATION_FACTOR = 2.0
+
+# Free scratch space needed before a job starts, bytes (plus the source's size
+# when known); a worker short of it releases the job to another worker.
+# SCRATCH_MIN_FREE_BYTES = 1073741824
 
 # Progress is written to the job store at most this often.
 # PROGRESS_WRITE_INTERVAL_S = 1.0
@@ -141,7 +183,18 @@
 # Existing directories file:// sources and destinations must lie under, e.g.
 # ["/srv/media/in", "/srv/media/out"]. None means the directory the daemon
 # starts in.
+# None means ./media in the directory the daemons start in (feederd creates
+# it). A root may not contain DATA_DIR, the scratch directory, this file or
+# nommer's code: the daemons refuse to start if one does.
 # FILE_STORAGE_ROOTS = None
+
+# S3 buckets sources and destinations may name; None: any the credentials reach.
+# S3_ALLOWED_BUCKETS = None
+
+# Networks (CIDR) that http(s) sources and webhooks may reach although they are
+# loopback, private, link-local, unique-local, multicast or unspecified; checked
+# after DNS resolution and on every redirect. Empty: public addresses only.
+# ALLOWED_PRIVATE_NETWORKS = []
 
 # An http(s) download that receives no byte for this long fails (and is
 # retried).
@@ -185,6 +238,11 @@
 # DynamoDB table / SimpleDB domain (the original's) of the registry.
 # DYNAMODB_WORKER_TABLE = "nommer_workers"
 # SIMPLEDB_EC2_NOMMER_STATE_DOMAIN = "media_nommer_ec2nommer_state"
+
+# DynamoDB table / SimpleDB domain of the API keys (hashes only), used with
+# those job stores; the SQLite store keeps keys in DATA_DIR.
+# DYNAMODB_KEY_TABLE = "nommer_api_keys"
+# SIMPLEDB_KEY_DOMAIN = "nommer_api_keys"
 
 # --- EC2 fleet (FLEET_BACKEND = "ec2": needs sqs and dynamodb or simpledb) ----------
 # Image the workers boot from (deploy/packer builds it).

@@ -35,9 +35,22 @@ FLEET_BACKEND = "local"
 #: TCP port of the JSON API (the original's default).
 API_PORT = 8001
 
-#: Interface the API listens on. Loopback by default: the API has no
-#: authentication yet, so do not expose it to a network you do not trust.
+#: Interface the API listens on. Loopback by default. On any other interface
+#: feederd refuses to start until an API key exists (``nommer keys create``);
+#: on loopback, anonymous callers are served while no key exists.
 API_INTERFACE = "127.0.0.1"
+
+#: Largest request body accepted, bytes. Refused (413) from Content-Length, or
+#: as soon as a streamed body passes it, before anything is spooled to disk.
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+
+#: Requests one API key (or the anonymous caller) may make per minute; past it
+#: the answer is 429 with Retry-After (seconds). /health is not counted.
+API_RATE_LIMIT_PER_MINUTE = 1200
+
+#: Unfinished jobs (PENDING to UPLOADING) one API key may have at once; a
+#: submit past it is refused with 429 and Retry-After.
+MAX_UNFINISHED_JOBS_PER_KEY = 1000
 
 # --- Queues and leases --------------------------------------------------------
 
@@ -118,6 +131,9 @@ WEBHOOK_BACKOFF_S = 1.0
 #: Timeout of one notification request, seconds (connect + response).
 WEBHOOK_TIMEOUT_S = 10.0
 
+#: Most bytes of a webhook receiver's response body read (the rest is dropped).
+WEBHOOK_MAX_RESPONSE_BYTES = 64 * 1024
+
 # --- Encoding -----------------------------------------------------------------
 
 #: ffmpeg and ffprobe executables (looked up on PATH when not absolute).
@@ -128,6 +144,41 @@ FFPROBE_BIN = "ffprobe"
 #: gets SIGTERM, then SIGKILL after FFMPEG_KILL_GRACE_S.
 FFMPEG_TIMEOUT_S = 6 * 3600.0
 FFMPEG_KILL_GRACE_S = 5.0
+
+#: Sandbox every ffmpeg and ffprobe runs in: ``"bwrap"`` (bubblewrap: no
+#: network, only the job's scratch writable, nothing else of the host visible,
+#: empty environment) or ``"none"`` (for platforms without it; a warning is
+#: logged at every start). A worker whose sandbox cannot start refuses to start.
+FFMPEG_SANDBOX = "bwrap"
+
+#: The bubblewrap executable (looked up on PATH when not absolute).
+BWRAP_BIN = "bwrap"
+
+#: Resource limits (setrlimit) of every sandboxed ffmpeg/ffprobe: CPU time,
+#: seconds; address space, bytes; size of any file it writes, bytes (the
+#: output cap MAX_OUTPUT_BYTES is also passed as ``-fs``); processes and
+#: threads of the worker's user.
+FFMPEG_RLIMIT_CPU_S = 24 * 3600
+FFMPEG_RLIMIT_AS_BYTES = 16 * 1024 ** 3
+FFMPEG_RLIMIT_FSIZE_BYTES = 64 * 1024 ** 3
+FFMPEG_RLIMIT_NPROC = 4096
+
+#: Largest source a worker downloads or reads, bytes; larger ones end the job
+#: in ERROR.
+MAX_SOURCE_BYTES = 50 * 1024 ** 3
+
+#: Largest output ffmpeg may write, bytes (``-fs``; the file-size rlimit backs it).
+MAX_OUTPUT_BYTES = 50 * 1024 ** 3
+
+#: An output may last at most this many times the source's duration (plus
+#: 10 s): ffmpeg is given ``-t`` accordingly, so a padding filter cannot write
+#: forever.
+MAX_OUTPUT_DURATION_FACTOR = 2.0
+
+#: Free space the scratch directory must have before a job starts, bytes (the
+#: source's size is added when known). A worker short of it, or one that runs
+#: out of space (ENOSPC), releases the job to another worker.
+SCRATCH_MIN_FREE_BYTES = 1024 ** 3
 
 #: Progress is written to the job store at most this often, seconds.
 PROGRESS_WRITE_INTERVAL_S = 1.0
@@ -153,8 +204,21 @@ STORAGE_BACKENDS = {
 }
 
 #: Directories file:// sources and destinations must lie under. ``None`` means
-#: the working directory feederd/workerd were started in.
+#: ``./media`` in the working directory feederd/workerd were started in
+#: (feederd creates it when missing). A root may not contain DATA_DIR, the
+#: scratch directory, the config file or nommer's installed code: feederd
+#: and workerd refuse to start if one does.
 FILE_STORAGE_ROOTS = None
+
+#: S3 buckets sources and destinations may name; ``None`` allows any bucket
+#: the credentials reach. Others are refused at submit (BADINPUT).
+S3_ALLOWED_BUCKETS = None
+
+#: Networks (CIDR strings such as ``"10.0.0.0/8"``) that http(s) sources and
+#: webhooks may reach although they are loopback, private, link-local,
+#: unique-local, multicast or unspecified. Empty: only public addresses.
+#: Checked after DNS resolution and on every redirect.
+ALLOWED_PRIVATE_NETWORKS = []
 
 #: An http(s) download that receives no byte for this long fails, seconds
 #: (a transient failure: the job is retried).
@@ -215,6 +279,11 @@ WORKER_FORGET_AFTER_S = 86400.0
 
 #: DynamoDB table of the worker registry.
 DYNAMODB_WORKER_TABLE = "nommer_workers"
+
+#: DynamoDB table and SimpleDB domain of the API keys (hashes only); the key
+#: store follows JOB_STORE_BACKEND (SQLite keeps them in DATA_DIR).
+DYNAMODB_KEY_TABLE = "nommer_api_keys"
+SIMPLEDB_KEY_DOMAIN = "nommer_api_keys"
 
 # --- EC2 fleet (FLEET_BACKEND = "ec2") ----------------------------------------------
 

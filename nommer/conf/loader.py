@@ -15,6 +15,7 @@ returned on ``Settings.warnings`` for the daemons to log.
 
 import copy
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -28,6 +29,8 @@ from nommer.conf import defaults as _defaults_module
 #: The ``--config`` default of both daemons, as in the original. When no module
 #: of this name exists the embedded defaults are used (not an error).
 DEFAULT_CONFIG = "nomconf"
+#: The file root used when FILE_STORAGE_ROOTS is None, relative to the working directory.
+DEFAULT_MEDIA_DIR = "media"
 
 #: Original media-nommer name -> new name (same meaning, same value).
 RENAMED = {
@@ -236,6 +239,15 @@ def _url(value, ctx):
     return value
 
 
+def _cidr(value, ctx):
+    """A network such as "10.0.0.0/8" or "fd00::/8" (host bits allowed) -> str."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except (TypeError, ValueError):
+        raise _Invalid("expected a network in CIDR form such as '10.0.0.0/8'", value) from None
+    return value
+
+
 def _list_of(item_rule, what, nonempty=False):
     """A list (or tuple) whose items pass ``item_rule`` -> list. Every bad item
     is reported."""
@@ -381,6 +393,25 @@ RULES = {
     "STORAGE_BACKENDS": _storage_backends,
     "FILE_STORAGE_ROOTS": _optional(_list_of(_existing_dir, "existing directories", nonempty=True)),
     "HTTP_DOWNLOAD_TIMEOUT_S": _POSITIVE_S,
+    "S3_ALLOWED_BUCKETS": _optional(_list_of(_str(re.compile(r"^[a-z0-9][a-z0-9._-]{1,254}$"), "a bucket name"),
+                                             "bucket names")),
+    "ALLOWED_PRIVATE_NETWORKS": _list_of(_cidr, "networks in CIDR form"),
+    "MAX_REQUEST_BODY_BYTES": _int(1024, 64 * 1024 ** 2),
+    "API_RATE_LIMIT_PER_MINUTE": _int(1),
+    "MAX_UNFINISHED_JOBS_PER_KEY": _int(1),
+    "WEBHOOK_MAX_RESPONSE_BYTES": _int(0),
+    "FFMPEG_SANDBOX": _backend(["bwrap", "none"], {}),
+    "BWRAP_BIN": _str(what="an executable name or path"),
+    "FFMPEG_RLIMIT_CPU_S": _int(1),
+    "FFMPEG_RLIMIT_AS_BYTES": _int(64 * 1024 ** 2),
+    "FFMPEG_RLIMIT_FSIZE_BYTES": _int(1024 ** 2),
+    "FFMPEG_RLIMIT_NPROC": _int(16),
+    "MAX_SOURCE_BYTES": _int(1),
+    "MAX_OUTPUT_BYTES": _int(1024),
+    "MAX_OUTPUT_DURATION_FACTOR": _seconds(ge=1, what="a factor"),
+    "SCRATCH_MIN_FREE_BYTES": _int(0),
+    "DYNAMODB_KEY_TABLE": _str(re.compile(r"^[A-Za-z0-9_.-]{3,255}$"), "a DynamoDB table name"),
+    "SIMPLEDB_KEY_DOMAIN": _str(what="a domain name"),
     "AWS_ACCESS_KEY_ID": _optional(_str(), "a string"),
     "AWS_SECRET_ACCESS_KEY": _optional(_str(), "a string"),
     "AWS_REGION": _optional(_str(what="a region name such as 'us-east-1'"),
@@ -812,4 +843,4 @@ def _resolve_paths(values, valid, cwd):
             values["SCRATCH_DIR"] = (os.path.join(values["DATA_DIR"], "scratch") if scratch is None
                                      else os.path.abspath(os.path.join(cwd, scratch)))
     if "FILE_STORAGE_ROOTS" in valid and values["FILE_STORAGE_ROOTS"] is None:
-        values["FILE_STORAGE_ROOTS"] = [os.path.realpath(cwd)]
+        values["FILE_STORAGE_ROOTS"] = [os.path.join(os.path.realpath(cwd), DEFAULT_MEDIA_DIR)]

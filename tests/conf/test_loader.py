@@ -36,7 +36,7 @@ def test_no_config_gives_defaults(tmp_path):
     assert set(s.as_dict()) == DEFAULT_NAMES
     assert s.DATA_DIR == os.path.join(str(tmp_path), defaults.DATA_DIR)
     assert s.SCRATCH_DIR == os.path.join(s.DATA_DIR, "scratch")
-    assert s.FILE_STORAGE_ROOTS == [os.path.realpath(str(tmp_path))]
+    assert s.FILE_STORAGE_ROOTS == [os.path.join(os.path.realpath(str(tmp_path)), "media")]
     assert s.config_path is None
     assert s.warnings == [] and s.notes == []
 
