@@ -8,10 +8,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test deps system-deps venv install test-deps dynamodb-local clean bench
 
-# ffmpeg/ffprobe from Debian when missing (also python3-venv, which Debian ships separately).
+# ffmpeg/ffprobe from Debian when missing (also python3-venv, which Debian ships separately), and
+# bubblewrap: every ffmpeg/ffprobe a worker starts runs in its sandbox (FFMPEG_SANDBOX = "bwrap").
 system-deps:
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
-	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg python3-venv )
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v bwrap >/dev/null \
+	  && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg python3-venv bubblewrap )
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +32,11 @@ dynamodb-local:
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless )
 	@[ -f $(DDB_LOCAL_JAR) ] || npm install --no-save --no-audit --no-fund --prefix $(DDB_LOCAL_DIR) amplify-dynamodb-simulator
 
-# shellcheck lints deploy/provision.sh (tests/deploy).
+# shellcheck lints deploy/provision.sh and systemd-analyze verifies the units (tests/deploy); under CI a
+# test that would skip for a missing tool fails instead (tests/conftest.py), so they are installed here.
 test-deps: install dynamodb-local
-	@command -v shellcheck >/dev/null \
-	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq shellcheck )
+	@command -v shellcheck >/dev/null && command -v systemd-analyze >/dev/null \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq shellcheck systemd )
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
 
 # Starts feederd with the embedded default (SQLite store, local queue, local workers) in the foreground.
