@@ -1,0 +1,184 @@
+"""KeyStore on a DynamoDB table of its own, DYNAMODB_KEY_TABLE (default
+``nommer_api_keys``): PAY_PER_REQUEST, key ``key_id`` (S). One item per key::
+
+    key_id       S   "3f9c0a1b2c3d4e5f"
+    secret_hash  S   SHA-256 hex of the secret (the secret is never written)
+    name         S
+    scopes       SS  {"read", "submit"}
+    created_at   N   epoch seconds
+    revoked_at   N   epoch seconds; absent while the key is active
+
+``create`` is a conditional PutItem (a key_id drawn twice is drawn again);
+``revoke`` an UpdateItem ``SET revoked_at = if_not_exists(revoked_at, :now)``
+on the condition the item exists; ``list`` and ``any_active`` a consistent
+Scan (a table of tens of keys: a page). ``authenticate`` is a consistent
+GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
+"""
+
+from twisted.internet import defer
+
+from nommer.core.aws import error_code
+from nommer.core.keys.base import (DEFAULT_SCOPES, ApiKey, KeyStore, NoSuchKey, hash_secret, hashes_match,
+                                   new_key_id, new_secret, parse_secret, validate_name, validate_scopes)
+from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
+from nommer.core.store.dynamodb import DynamoDBTable
+
+
+def _number(value):
+    return {"N": repr(float(value))}
+
+
+def to_item(key, secret_hash):
+    """The DynamoDB item of ``key`` (its secret's hash beside it)."""
+    item = {"key_id": {"S": key.key_id}, "secret_hash": {"S": secret_hash}, "name": {"S": key.name},
+            "scopes": {"SS": sorted(key.scopes)}, "created_at": _number(key.created_at)}
+    if key.revoked_at is not None:
+        item["revoked_at"] = _number(key.revoked_at)
+    return item
+
+
+def from_item(item):
+    """The ApiKey of an item (its hash left out)."""
+    revoked = item.get("revoked_at")
+    return ApiKey(key_id=item["key_id"]["S"], name=item["name"]["S"], scopes=frozenset(item["scopes"]["SS"]),
+                  created_at=float(item["created_at"]["N"]),
+                  revoked_at=float(revoked["N"]) if revoked and "N" in revoked else None)
+
+
+class DynamoDBKeyStore(DynamoDBTable, KeyStore):
+    """API keys in ``settings.DYNAMODB_KEY_TABLE`` (see the module docstring).
+
+    boto3 calls run in ``pool`` (an ``AWS``, left open by ``close``) or in
+    this store's own pool; with AWS_CREATE_RESOURCES the table is created on
+    first use. ``clock.seconds()`` (default ``reactor``) stamps the times and
+    ages the cache. Every method returns a Deferred (see ``KeyStore``); a
+    missing table is ``TableSetupError``, other AWS errors
+    ``botocore.exceptions.ClientError``."""
+
+    what = "the API keys"
+    setting = "DYNAMODB_KEY_TABLE"
+
+    def __init__(self, settings, reactor, pool=None, clock=None, cache_ttl_s=CACHE_TTL_S):
+        self._open(settings, reactor, settings.DYNAMODB_KEY_TABLE, "dynamodb-keys")
+        self._owns_pool = pool is None
+        if pool is not None:
+            self.aws.close()
+            self.aws = pool
+        self._clock = clock or reactor
+        self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
+
+    @classmethod
+    def from_settings(cls, settings, reactor, pool=None, clock=None):
+        return cls(settings, reactor, pool=pool, clock=clock)
+
+    def _table_spec(self):
+        return dict(TableName=self.table, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}])
+
+    async def ensure_resources(self):
+        """Create the table if missing (and wait until ACTIVE) or check the
+        key of an existing one. Returns lines for a person
+        (``["created DynamoDB table nommer_api_keys"]``); TableSetupError
+        when an existing table has another key."""
+        lines = await self._ensure_table()
+        self._resources_ok = True
+        return lines
+
+    def close(self):
+        """Stop this store's thread pool (not a ``pool`` it was given)."""
+        if self._owns_pool:
+            self.aws.close()
+        return defer.succeed(None)
+
+    def _key(self, key_id):
+        return {"key_id": {"S": str(key_id)}}
+
+    async def _scan(self):
+        items, kwargs = [], {}
+        while True:
+            result = await self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
+            items += result.get("Items", [])
+            if "LastEvaluatedKey" not in result:
+                return items
+            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
+    # --- KeyStore ----------------------------------------------------------------------------
+
+    def create(self, name, scopes=DEFAULT_SCOPES):
+        try:
+            name, scopes = validate_name(name), validate_scopes(scopes)
+        except Exception:
+            return defer.fail()
+        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+
+    async def _create(self, name, scopes):
+        while True:
+            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
+            secret = new_secret(key.key_id)
+            try:
+                await self._call("put_item", TableName=self.table, Item=to_item(key, hash_secret(secret)),
+                                 ConditionExpression="attribute_not_exists(key_id)")
+            except Exception as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":   # key_id drawn twice
+                    continue
+                raise
+            return key, secret
+
+    def authenticate(self, secret):
+        key_id = parse_secret(secret)
+        if key_id is None:
+            return defer.succeed(None)
+        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
+
+    async def _authenticate(self, key_id, secret):
+        cached = self._cache.get(hash_secret(secret))
+        if cached is not AuthCache.MISSING:
+            return cached
+        result = await self._call("get_item", TableName=self.table, Key=self._key(key_id), ConsistentRead=True)
+        item = result.get("Item")
+        answer = None
+        if item is not None and hashes_match(item["secret_hash"]["S"], secret):
+            key = from_item(item)
+            answer = key if key.active else None
+        self._cache.put(hash_secret(secret), answer)
+        return answer
+
+    def get(self, key_id):
+        return defer.Deferred.fromCoroutine(self._get(key_id))
+
+    async def _get(self, key_id):
+        result = await self._call("get_item", TableName=self.table, Key=self._key(key_id), ConsistentRead=True)
+        if "Item" not in result:
+            raise NoSuchKey(key_id)
+        return from_item(result["Item"])
+
+    def list(self):
+        return defer.Deferred.fromCoroutine(self._list())
+
+    async def _list(self):
+        keys = [from_item(item) for item in await self._scan()]
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke(self, key_id):
+        return defer.Deferred.fromCoroutine(self._revoke(key_id))
+
+    async def _revoke(self, key_id):
+        try:
+            result = await self._call(
+                "update_item", TableName=self.table, Key=self._key(key_id),
+                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :now)",
+                ConditionExpression="attribute_exists(key_id)",
+                ExpressionAttributeValues={":now": _number(self._clock.seconds())}, ReturnValues="ALL_NEW")
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise NoSuchKey(key_id) from None
+            raise
+        self._cache.forget_key(str(key_id))
+        return from_item(result["Attributes"])
+
+    def any_active(self):
+        return defer.Deferred.fromCoroutine(self._any_active())
+
+    async def _any_active(self):
+        return any(from_item(item).active for item in await self._scan())
