@@ -106,14 +106,16 @@ def validate_scopes(scopes):
 
 def validate_name(name):
     """The name, stripped. Raises InvalidKeySpec if empty, longer than
-    MAX_NAME_CHARS or holding control characters."""
+    MAX_NAME_CHARS or holding control characters or lone surrogates (it must
+    fit every backend: at most 800 bytes of UTF-8, valid XML for SimpleDB)."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidKeySpec("name", "a key needs a non-empty name")
     name = name.strip()
     if len(name) > MAX_NAME_CHARS:
         raise InvalidKeySpec("name", f"longer than {MAX_NAME_CHARS} characters")
-    if any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029" for c in name):
-        raise InvalidKeySpec("name", "control characters are not allowed")
+    if any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c in "\u2028\u2029\ufffe\uffff" or 0xd800 <= ord(c) < 0xe000
+           for c in name):
+        raise InvalidKeySpec("name", "control characters and lone surrogates are not allowed")
     return name
 
 

@@ -1,0 +1,177 @@
+"""KeyStore on a SimpleDB domain of its own, SIMPLEDB_KEY_DOMAIN (default
+``nommer_api_keys``). One item per key, item name = key_id::
+
+    secret_hash  SHA-256 hex of the secret (the secret is never written)
+    name         the name as is (at most 200 characters: under SimpleDB's 1024 bytes)
+    scopes       "cancel,read,submit" (sorted)
+    created_at   "2023-11-14T22:13:20.000000Z 1700000000.0" (see ``time_text``:
+                 text order = time order, then the exact epoch seconds)
+    revoked_at   the same, absent while the key is active
+
+``create`` is a PutAttributes on the condition that ``secret_hash`` is
+absent (a key_id drawn twice is drawn again); ``revoke`` puts ``revoked_at``
+on the condition that it is absent (the first revocation's time stays).
+Reads are consistent. ``authenticate`` answers are cached CACHE_TTL_S (5 s,
+see ``nommer.core.keys.cache``).
+"""
+
+from botocore.exceptions import ClientError
+from twisted.internet import defer
+
+from nommer.core.aws import error_code
+from nommer.core.keys.base import (DEFAULT_SCOPES, ApiKey, KeyStore, NoSuchKey, hash_secret, hashes_match,
+                                   new_key_id, new_secret, parse_secret, validate_name, validate_scopes)
+from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
+from nommer.core.store.simpledb import SimpleDBDomain, quote_name, select, time_text, time_value
+
+_CONFLICT = ("ConditionalCheckFailed", "AttributeDoesNotExist")
+
+
+def encode_key(key, secret_hash):
+    """The attributes (dict name -> text) storing ``key`` and its secret's hash."""
+    attrs = {"secret_hash": secret_hash, "name": key.name, "scopes": ",".join(sorted(key.scopes)),
+             "created_at": time_text(key.created_at)}
+    if key.revoked_at is not None:
+        attrs["revoked_at"] = time_text(key.revoked_at)
+    return attrs
+
+
+def decode_key(key_id, attrs):
+    """The ApiKey an item's attributes hold (its hash left out)."""
+    revoked = attrs.get("revoked_at")
+    return ApiKey(key_id=key_id, name=attrs["name"], scopes=frozenset(attrs["scopes"].split(",")),
+                  created_at=time_value(attrs["created_at"]),
+                  revoked_at=time_value(revoked) if revoked else None)
+
+
+class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
+    """API keys in ``settings.SIMPLEDB_KEY_DOMAIN`` (see the module docstring).
+
+    boto3 calls run in ``pool`` (an ``AWS``, left open by ``close``) or in
+    this store's own pool; with AWS_CREATE_RESOURCES the domain is created on
+    first use. ``clock.seconds()`` (default ``reactor``) stamps the times and
+    ages the cache. Every method returns a Deferred (see ``KeyStore``); AWS
+    failures are ``botocore.exceptions.ClientError`` (``NoSuchDomain`` for a
+    missing domain)."""
+
+    def __init__(self, settings, reactor, pool=None, clock=None, cache_ttl_s=CACHE_TTL_S):
+        self._domain = settings.SIMPLEDB_KEY_DOMAIN
+        self._open_domain(settings, reactor, name="simpledb-keys")
+        self._owns_pool = pool is None
+        if pool is not None:
+            self._aws.close()
+            self._aws = pool
+        self._clock = clock or reactor
+        self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
+
+    @classmethod
+    def from_settings(cls, settings, reactor, pool=None, clock=None):
+        return cls(settings, reactor, pool=pool, clock=clock)
+
+    @property
+    def aws(self):
+        return self._aws
+
+    def close(self):
+        """Stop this store's thread pool (not a ``pool`` it was given)."""
+        if self._owns_pool:
+            self._aws.close()
+        return defer.succeed(None)
+
+    async def _call(self, method, **kwargs):
+        await self._ready()
+        return await self._aws.call("sdb", method, DomainName=self._domain, **kwargs)
+
+    async def _read(self, key_id):
+        result = await self._call("get_attributes", ItemName=str(key_id), ConsistentRead=True)
+        return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
+
+    async def _select(self, what, where, limit=None):
+        await self._ready()
+        expression = f"select {what} from {quote_name(self._domain)} where {where}"
+        if limit is not None:
+            expression += f" limit {int(limit)}"
+        return await select(self._aws, expression, limit=limit)
+
+    # --- KeyStore ----------------------------------------------------------------------------
+
+    def create(self, name, scopes=DEFAULT_SCOPES):
+        try:
+            name, scopes = validate_name(name), validate_scopes(scopes)
+        except Exception:
+            return defer.fail()
+        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+
+    async def _create(self, name, scopes):
+        while True:
+            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
+            secret = new_secret(key.key_id)
+            attrs = encode_key(key, hash_secret(secret))
+            try:
+                await self._call("put_attributes", ItemName=key.key_id,
+                                 Attributes=[{"Name": n, "Value": v, "Replace": True} for n, v in attrs.items()],
+                                 Expected={"Name": "secret_hash", "Exists": False})
+            except ClientError as e:
+                if error_code(e) in _CONFLICT:   # key_id drawn twice
+                    continue
+                raise
+            return key, secret
+
+    def authenticate(self, secret):
+        key_id = parse_secret(secret)
+        if key_id is None:
+            return defer.succeed(None)
+        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
+
+    async def _authenticate(self, key_id, secret):
+        cached = self._cache.get(hash_secret(secret))
+        if cached is not AuthCache.MISSING:
+            return cached
+        attrs = await self._read(key_id)
+        answer = None
+        if "secret_hash" in attrs and hashes_match(attrs["secret_hash"], secret):
+            key = decode_key(key_id, attrs)
+            answer = key if key.active else None
+        self._cache.put(hash_secret(secret), answer)
+        return answer
+
+    def get(self, key_id):
+        return defer.Deferred.fromCoroutine(self._get(key_id))
+
+    async def _get(self, key_id):
+        attrs = await self._read(key_id)
+        if "secret_hash" not in attrs:
+            raise NoSuchKey(key_id)
+        return decode_key(str(key_id), attrs)
+
+    def list(self):
+        return defer.Deferred.fromCoroutine(self._list())
+
+    async def _list(self):
+        items = await self._select("*", "secret_hash is not null")
+        keys = [decode_key(name, attrs) for name, attrs in items]
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke(self, key_id):
+        return defer.Deferred.fromCoroutine(self._revoke(key_id))
+
+    async def _revoke(self, key_id):
+        key = await self._get(key_id)
+        if key.active:
+            try:
+                await self._call("put_attributes", ItemName=key.key_id,
+                                 Attributes=[{"Name": "revoked_at", "Value": time_text(self._clock.seconds()),
+                                              "Replace": True}],
+                                 Expected={"Name": "revoked_at", "Exists": False})
+            except ClientError as e:
+                if error_code(e) not in _CONFLICT:   # revoked meanwhile: that time stays
+                    raise
+            key = await self._get(key_id)
+        self._cache.forget_key(key.key_id)
+        return key
+
+    def any_active(self):
+        return defer.Deferred.fromCoroutine(self._any_active())
+
+    async def _any_active(self):
+        return bool(await self._select("itemName()", "secret_hash is not null and revoked_at is null", limit=1))
