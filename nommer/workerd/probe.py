@@ -2,7 +2,8 @@
 
 ``ffprobe(reactor, settings, path)`` runs ``ffprobe -v error -print_format
 json -show_format -show_streams <path>`` through ``nommer.workerd.process``
-and returns ffprobe's JSON as a dict. ``summarize(probe_dict)`` turns that
+and returns ffprobe's JSON as a dict. ffprobe runs in the worker's sandbox
+(``nommer.workerd.sandbox``), seeing only the file it probes, read-only. ``summarize(probe_dict)`` turns that
 into the small dict a job shows as its ``output``.
 """
 
@@ -13,6 +14,7 @@ from twisted.internet import threads
 
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.workerd.process import run_process
+from nommer.workerd.sandbox import Sandbox
 
 #: Most seconds one ffprobe run may take (capped further by FFMPEG_TIMEOUT_S).
 PROBE_TIMEOUT_S = 300.0
@@ -96,7 +98,8 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
             "-show_format", "-show_streams", os.path.abspath(path)]
     try:
         result = await run_process(reactor, argv, timeout_s=timeout_s,
-                                   kill_grace_s=settings.FFMPEG_KILL_GRACE_S)
+                                   kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
+                                   sandbox=Sandbox(settings), readable=[os.path.abspath(path)])
     except OSError as e:
         raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
     stderr = _tail(result.stderr_tail).replace(os.path.abspath(path), name)

@@ -16,6 +16,10 @@ its caller:
   SIGKILL ``kill_grace_s`` seconds later if it is still there.
 * ``terminate()``: the same TERM-then-KILL on demand (job canceled, worker
   shutting down).
+* ``sandbox``: a ``nommer.workerd.sandbox.Sandbox``; the child then runs in
+  it, with ``writable`` directories and ``readable`` paths (see
+  ``Sandbox.wrap``). The signals go to the sandbox (bwrap), which ends with
+  everything in it; an exit status 128 + N from it is reported as signal N.
 
 All time comes from the injected reactor (``callLater``), so tests can drive
 the timers with ``twisted.internet.task.Clock``.
@@ -124,11 +128,15 @@ class ProcessRunner:
     :param env: environment of the child (None: a copy of ours).
     :param log_fields: dict of extra fields for this runner's log events
         (e.g. ``{"job_id": ...}``).
+    :param sandbox: a ``nommer.workerd.sandbox.Sandbox`` to run the child in
+        (None: run it as it is). ``env`` is then ignored: the sandbox's is used.
+    :param writable: directories the sandboxed child may write.
+    :param readable: paths the sandboxed child may read.
     """
 
     def __init__(self, reactor, argv, *, timeout_s, kill_grace_s, on_progress_line=None,
                  cwd=None, stderr_tail_lines=40, max_stdout_bytes=16 * 1024 * 1024,
-                 env=None, log_fields=None):
+                 env=None, log_fields=None, sandbox=None, writable=(), readable=()):
         if not argv:
             raise ValueError("argv must name an executable")
         self.reactor = reactor
@@ -140,6 +148,10 @@ class ProcessRunner:
         self.max_stdout_bytes = max_stdout_bytes
         self.env = dict(os.environ) if env is None else dict(env)
         self.log_fields = dict(log_fields or {})
+        self.sandbox = sandbox
+        self.writable = list(writable)
+        self.readable = list(readable)
+        self._signal_exit_codes = False
         self._stderr_lines = collections.deque(maxlen=max(1, stderr_tail_lines))
         self._stderr_split = _LineSplitter()
         self._stdout_split = _LineSplitter()
@@ -179,14 +191,25 @@ class ProcessRunner:
             self._ended_already = True
             self._deferred.callback(self._result(None, None))
             return self._deferred
-        executable = self._resolve(self.argv[0])
+        argv, env, cwd = self.argv, self.env, self.cwd
+        if self.sandbox is not None:
+            try:
+                launch = self.sandbox.wrap(self.argv, writable=self.writable,
+                                           readable=self.readable, cwd=self.cwd)
+            except OSError as e:
+                self._ended_already = True
+                self._deferred.errback(e)
+                return self._deferred
+            argv, env, cwd = launch.argv, launch.env, launch.cwd
+            self._signal_exit_codes = launch.signal_exit_codes
+        executable = self._resolve(argv[0])
         if executable is None:
             self._ended_already = True
-            self._deferred.errback(FileNotFoundError(f"executable not found: {self.argv[0]}"))
+            self._deferred.errback(FileNotFoundError(f"executable not found: {argv[0]}"))
             return self._deferred
         try:
             self._transport = self.reactor.spawnProcess(
-                _RunnerProtocol(self), executable, self.argv, env=self.env, path=self.cwd,
+                _RunnerProtocol(self), executable, argv, env=env, path=cwd,
                 childFDs={0: "w", 1: "r", 2: "r"})
         except OSError as e:
             self._ended_already = True
@@ -287,6 +310,9 @@ class ProcessRunner:
         sig = getattr(value, "signal", None)
         if isinstance(value, error.ProcessDone):
             exit_code, sig = 0, None
+        if self._signal_exit_codes and sig is None and exit_code is not None \
+                and 128 < exit_code <= 128 + 64:
+            exit_code, sig = None, exit_code - 128  # bwrap: its child died of a signal
         if not self._deferred.called:
             self._deferred.callback(self._result(exit_code, sig))
 
@@ -302,7 +328,7 @@ class ProcessRunner:
 
 
 async def run_process(reactor, argv, *, timeout_s, kill_grace_s, on_progress_line=None,
-                      cwd=None, stderr_tail_lines=40):
+                      cwd=None, stderr_tail_lines=40, sandbox=None, writable=(), readable=()):
     """Run ``argv`` to its end and return its ``ProcessResult``.
 
     Same arguments as ``ProcessRunner``; use the class when the run must be
@@ -311,5 +337,6 @@ async def run_process(reactor, argv, *, timeout_s, kill_grace_s, on_progress_lin
     """
     runner = ProcessRunner(reactor, argv, timeout_s=timeout_s, kill_grace_s=kill_grace_s,
                            on_progress_line=on_progress_line, cwd=cwd,
-                           stderr_tail_lines=stderr_tail_lines)
+                           stderr_tail_lines=stderr_tail_lines, sandbox=sandbox,
+                           writable=writable, readable=readable)
     return await runner.start()

@@ -24,8 +24,19 @@ the worker records the outcome.
 
 import os
 
-from nommer.core.errors import JobCanceled
+from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.states import JobState
+
+#: What the kernel's ENOSPC says (in storage errors and ffmpeg's stderr).
+NO_SPACE_MARKER = "No space left on device"
+
+
+class NoScratchSpace(TransientJobError):
+    """This worker's scratch directory is too full for the job (short before
+    it starts, or ENOSPC while downloading or encoding). Not the job's fault
+    and not this attempt's: the worker releases the job at once to another
+    worker (PENDING, message visible again), neither retrying it here nor
+    failing it."""
 
 
 class BaseNommer:
@@ -96,7 +107,12 @@ class BaseNommer:
         directory; return the local path (str)."""
         await self.set_state(JobState.DOWNLOADING)
         local = self.scratch_path(local_name)
-        await self.context.download(self.job.source_path, local)
+        try:
+            await self.context.download(self.job.source_path, local)
+        except TransientJobError as e:
+            if NO_SPACE_MARKER in e.message and not isinstance(e, NoScratchSpace):
+                raise NoScratchSpace(f"downloading the source failed: {e.message}") from e
+            raise
         self.check_canceled()
         return local
 

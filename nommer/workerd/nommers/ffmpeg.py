@@ -7,8 +7,12 @@
 2. DOWNLOADING: fetches the source into the scratch dir as ``source`` (no
    extension: ffmpeg detects the format by content), ffprobes it and fails
    fast (``PermanentJobError``) if it is not media;
-3. ENCODING: runs each pass with ``ProcessRunner`` (cwd and ``-passlogfile``
-   in the scratch dir; pass 1 of 2 writes to ``/dev/null``), reporting
+3. ENCODING: runs each pass with ``ProcessRunner`` in the worker's sandbox
+   (``nommer.workerd.sandbox``: only the scratch dir writable, the source
+   readable; cwd and ``-passlogfile`` in the scratch dir; pass 1 of 2 writes
+   to ``/dev/null``), with the output caps (``output_caps``: ``-fs
+   MAX_OUTPUT_BYTES``, and ``-t`` at MAX_OUTPUT_DURATION_FACTOR times the
+   source's duration plus 10 s when it is known), reporting
    progress 0..100 over all passes; then moves the moov atom to the front
    with qtfaststart (in a thread) if any pass asks for
    ``move_atom_to_front`` and the muxer is a QuickTime one; ffprobes the
@@ -18,11 +22,15 @@
 
 Errors: ``PermanentJobError`` for what a retry cannot fix (bad options, not
 media, ffmpeg exit status != 0: the message ends with ffmpeg's last stderr
-lines); ``TransientJobError`` for a timeout, a signal we did not send, a
-full disk or a missing ffmpeg; ``JobCanceled`` once ``cancel()`` was called.
+lines; an output cut at MAX_OUTPUT_BYTES; a resource limit hit);
+``NoScratchSpace`` (the worker releases the job to another worker) when the
+scratch disk fills up; ``TransientJobError`` for a timeout, a signal we did
+not send, lack of memory or a missing ffmpeg; ``JobCanceled`` once
+``cancel()`` was called.
 """
 
 import os
+import signal
 
 from twisted.internet import threads
 
@@ -32,15 +40,19 @@ from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
 from nommer.workerd.nommers import ffmpeg_options as opts
-from nommer.workerd.nommers.base import BaseNommer
+from nommer.workerd.nommers.base import NO_SPACE_MARKER, BaseNommer, NoScratchSpace
 from nommer.workerd.process import ProcessRunner, run_process
+from nommer.workerd.sandbox import Sandbox
 
 #: How many of ffmpeg's last stderr lines go into an error message.
 ERROR_TAIL_LINES = 12
 #: Most characters of ffmpeg output in an error message.
 ERROR_TAIL_CHARS = 2000
 #: stderr text that means the machine, not the job, is at fault.
-_TRANSIENT_MARKERS = ("No space left on device", "Cannot allocate memory")
+_TRANSIENT_MARKERS = ("Cannot allocate memory",)
+
+#: Seconds an output may last beyond MAX_OUTPUT_DURATION_FACTOR x the source's.
+OUTPUT_DURATION_SLACK_S = 10.0
 
 #: ffmpeg's words when the options leave the output without any stream.
 _NO_STREAM_MARKER = "does not contain any stream"
@@ -66,7 +78,8 @@ async def available_encoders(reactor, settings):
         return _encoders_cache[binary]
     try:
         result = await run_process(reactor, [binary, "-hide_banner", "-encoders"],
-                                   timeout_s=60.0, kill_grace_s=settings.FFMPEG_KILL_GRACE_S)
+                                   timeout_s=60.0, kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
+                                   sandbox=Sandbox(settings))
     except OSError:
         return None
     if not result.ok or not result.stdout:
@@ -81,6 +94,47 @@ async def available_encoders(reactor, settings):
             names.add(parts[1])
     _encoders_cache[binary] = frozenset(names)
     return _encoders_cache[binary]
+
+
+def max_output_duration_s(source_duration_s, factor):
+    """Longest output (seconds) a source of ``source_duration_s`` may give:
+    ``factor`` x its duration + OUTPUT_DURATION_SLACK_S; None when the
+    duration is unknown (or not positive)."""
+    if not source_duration_s or source_duration_s <= 0:
+        return None
+    return source_duration_s * float(factor) + OUTPUT_DURATION_SLACK_S
+
+
+def output_caps(argv, pass_opts, *, max_bytes, max_duration_s):
+    """``argv`` (from ``ffmpeg_options.build_argv``, output path last) with
+    the worker's caps on its output, inserted just before the output path,
+    after every option of the job, so that ffmpeg (the last of an output's
+    repeated options wins) applies them:
+
+    * ``-fs max_bytes``: ffmpeg stops writing at that size;
+    * ``-t D`` when ``max_duration_s`` is given: D is the smallest of
+      ``max_duration_s`` and the job's own output ``-t`` (or ``-to`` minus
+      its output ``-ss``), so a job's shorter limit still holds while a
+      padding filter (``apad``, ``tpad``, ``loop``) cannot write forever.
+
+    Pure: returns a new list.
+    """
+    argv = list(argv)
+    caps = ["-fs", str(int(max_bytes))]
+    if max_duration_s is not None:
+        given = {}
+        for flag, value in pass_opts.get("outfile_options", ()):
+            if flag in ("t", "to", "ss"):
+                seconds = opts.parse_time(value)
+                if seconds is not None:
+                    given[flag] = min(seconds, given.get(flag, seconds))
+        limits = [float(max_duration_s)]
+        if "t" in given:
+            limits.append(given["t"])
+        elif "to" in given:  # -t overrides -to: keep the job's -to as the -t it means
+            limits.append(given["to"] - max(given.get("ss", 0.0), 0.0))
+        caps += ["-t", f"{max(min(limits), 0.0):.3f}"]
+    return argv[:-1] + caps + argv[-1:]
 
 
 def _moov_before_mdat(index):
@@ -192,18 +246,29 @@ class FFmpegNommer(BaseNommer):
             encoders = await available_encoders(self.reactor, self.settings)
         output = self.scratch_path("output." + opts.MUXER_EXTENSIONS.get(muxer, "out"))
         passlog = self.scratch_path("passlog") if opts.uses_pass(passes) else None
+        max_bytes = int(self.settings.MAX_OUTPUT_BYTES)
+        max_duration = max_output_duration_s(source_duration,
+                                             self.settings.MAX_OUTPUT_DURATION_FACTOR)
         n = len(passes)
         for k, pass_opts in enumerate(passes):
             target = os.devnull if (n == 2 and k == 0) else output
             argv = opts.build_argv(pass_opts, ffmpeg_bin=self.settings.FFMPEG_BIN,
                                    input_path=source, output_path=target, muxer=muxer,
                                    passlogfile=passlog, encoders=encoders)
+            argv = output_caps(argv, pass_opts, max_bytes=max_bytes, max_duration_s=max_duration)
             expected = opts.expected_duration_s(pass_opts, source_duration)
             self.log.info("job {job_id}: ffmpeg pass {k} of {n}: {argv}",
                           job_id=job_id, k=k + 1, n=n, argv=" ".join(argv))
             await self._run_ffmpeg(argv, k, n, expected,
                                    names={source: source_name,
-                                          output: redact_uri(self.job.dest_path)})
+                                          output: redact_uri(self.job.dest_path)},
+                                   source=source)
+        size = await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                               os.path.getsize, output)
+        if size >= max_bytes:
+            raise PermanentJobError(
+                f"the output reached MAX_OUTPUT_BYTES ({max_bytes} bytes) and ffmpeg stopped "
+                "there (-fs): it is cut short")
 
         if any(p["move_atom_to_front"] for p in passes):
             if muxer in opts.QUICKTIME_MUXERS:
@@ -221,6 +286,11 @@ class FFmpegNommer(BaseNommer):
         self.check_canceled()
         await self.upload_result(output)
         summary = probe.summarize(output_info)
+        if max_duration and (summary["duration_s"] or 0) >= max_duration - 1.0:
+            self.log.warn("job {job_id}: output cut at {max_s:.1f} s (MAX_OUTPUT_DURATION_FACTOR "
+                          "{factor} x the source's {source_s:.1f} s + {slack:g} s)", job_id=job_id,
+                          max_s=max_duration, factor=self.settings.MAX_OUTPUT_DURATION_FACTOR,
+                          source_s=source_duration, slack=OUTPUT_DURATION_SLACK_S)
         self.log.info("job {job_id}: encoded {size_bytes} bytes, {duration_s} s",
                       job_id=job_id, size_bytes=summary["size_bytes"],
                       duration_s=summary["duration_s"])
@@ -246,14 +316,18 @@ class FFmpegNommer(BaseNommer):
                 self.context.report_progress(percent)
         return on_block
 
-    async def _run_ffmpeg(self, argv, k, n, expected_s, names):
+    async def _run_ffmpeg(self, argv, k, n, expected_s, names, source):
+        """Run one pass in the sandbox: the scratch dir writable, ``source``
+        readable (bound read-only when it lies outside the scratch dir)."""
         self.check_canceled()
         settings = self.settings
+        scratch = os.path.abspath(self.context.scratch_dir)
         runner = ProcessRunner(self.reactor, argv, timeout_s=settings.FFMPEG_TIMEOUT_S,
                                kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
                                on_progress_line=self._progress_callback(k, n, expected_s),
-                               cwd=self.context.scratch_dir,
-                               log_fields={"job_id": self.job.job_id})
+                               cwd=scratch, log_fields={"job_id": self.job.job_id},
+                               sandbox=Sandbox(settings), writable=[scratch],
+                               readable=[os.path.abspath(source)])
         self._runner = runner
         try:
             result = await runner.start()
@@ -273,8 +347,17 @@ class FFmpegNommer(BaseNommer):
             raise TransientJobError(
                 f"{where} ran longer than FFMPEG_TIMEOUT_S ({settings.FFMPEG_TIMEOUT_S:g} s) "
                 "and was stopped")
+        if result.signal == signal.SIGXFSZ:
+            raise PermanentJobError(f"{where} wrote a file larger than FFMPEG_RLIMIT_FSIZE_BYTES "
+                                    f"({settings.FFMPEG_RLIMIT_FSIZE_BYTES} bytes) and was stopped")
+        if result.signal == signal.SIGXCPU:
+            raise PermanentJobError(f"{where} used more than FFMPEG_RLIMIT_CPU_S "
+                                    f"({settings.FFMPEG_RLIMIT_CPU_S} s) of CPU time and was stopped")
         if result.signal is not None:
             raise TransientJobError(f"{where} was killed by signal {result.signal}:\n{said}")
+        if NO_SPACE_MARKER in said:
+            # The scratch disk is full: another worker (or this one later) may have room.
+            raise NoScratchSpace(f"{where} ran out of scratch space:\n{said}")
         if any(marker in said for marker in _TRANSIENT_MARKERS):
             raise TransientJobError(f"{where} failed for lack of resources:\n{said}")
         if _NO_STREAM_MARKER in said:
