@@ -3,6 +3,7 @@ check the ones that exist. Idempotent; safe to run at every deploy."""
 
 from nommer.conf.remote import _ensure_bucket
 from nommer.core.aws import AWS
+from nommer.core.keys import open_key_store
 from nommer.core.registry import make_registry
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
@@ -10,14 +11,15 @@ from nommer.core.workqueue import make_queue
 
 async def setup_resources(settings, reactor):
     """Create or validate, per ``settings``: the DynamoDB tables or SimpleDB
-    domains of the jobs and of the worker registry (JOB_STORE_BACKEND), the
+    domains of the jobs, of the worker registry and of the API keys
+    (JOB_STORE_BACKEND), the
     SQS queues with the dead-letter redrive (WORK_QUEUE_BACKEND), and the
     config bucket. Returns what was done, one line each (list of str).
     Raises the backend's error on an existing resource that does not fit
     (e.g. a queue without its redrive policy)."""
     lines = []
     if settings.JOB_STORE_BACKEND != "sqlite":
-        for make in (make_store, make_registry):
+        for make in (make_store, make_registry, _make_key_store):
             backend = make(settings, reactor)
             try:
                 lines += await backend.ensure_resources()
@@ -39,3 +41,7 @@ async def setup_resources(settings, reactor):
     if not lines:
         lines.append("nothing to do: this configuration uses no AWS backend")
     return lines
+
+
+def _make_key_store(settings, reactor):
+    return open_key_store(settings, reactor=reactor)
