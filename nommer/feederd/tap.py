@@ -8,6 +8,7 @@ from twisted.python import usage
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.core.registry import make_registry
+from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.draining import DrainingSite, RequestDrain
@@ -79,4 +80,7 @@ def build(settings, reactor=default_reactor):
 
 
 def makeService(options):
-    return build(load(options))
+    settings = load(options)
+    # file:// roots: ./media created when it is the default; none may hold nommer's own files.
+    enforce_roots("feederd", settings, create_default=True)
+    return build(settings)

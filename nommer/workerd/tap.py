@@ -7,7 +7,15 @@ instance metadata (IMDSv2, EC2_METADATA_URL or ``--metadata-url``), takes the
 instance id as its name, heartbeats it to the worker registry, watches for a
 spot interruption notice (spot instances), and when idle terminates its own
 instance before exiting.
+
+Either way the worker first checks that the ffmpeg sandbox starts
+(``nommer.workerd.sandbox.check``); when it does not, workerd logs why and
+how to fix it and exits with status 1 (systemd restarts it a few times, then
+gives up; feederd's local fleet logs the exit status).
 """
+
+import os
+import sys
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -19,6 +27,7 @@ from nommer.conf import DEFAULT_CONFIG
 from nommer.core.aws import AWS
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.core.registry import make_registry
+from nommer.core.storage.roots import enforce_roots
 from nommer.workerd.ec2 import InstanceMetadata, MetadataUnavailable, SpotWatcher, exit_on_ec2
 from nommer.workerd.heartbeat import RegistryHeartbeat
 from nommer.workerd.worker import Worker
@@ -49,8 +58,35 @@ def _open_backends(settings, reactor, top):
     return ledger, registry
 
 
+#: Exit status of a worker that refuses to start (the sandbox does not work).
+EXIT_REFUSED = 1
+
+
+def _exit_now(status):
+    """Leave the process with ``status``: twistd has no other way to return
+    a non-zero status once the reactor runs. Called after the reactor's
+    shutdown (services stopped, logs written)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def refuse_to_start(reactor):
+    """``on_fatal`` for a twistd worker: log the reason, stop the reactor,
+    exit with EXIT_REFUSED."""
+    def fatal(message):
+        log.critical("workerd: {message}. Not starting.", message=message)
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, EXIT_REFUSED)
+        reactor.stop()
+    return fatal
+
+
 def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
-    worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit)
+    worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit,
+                    on_fatal=refuse_to_start(reactor))
     heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
     worker.on_state_change = heartbeat.beat_now
     heartbeat.setServiceParent(top)
@@ -142,6 +178,7 @@ def build_ec2(settings, reactor=default_reactor, metadata_url=None, worker_id=No
 
 def makeService(options):
     settings = load_settings_or_exit("workerd", options["config"])
+    enforce_roots("workerd", settings)  # no file:// root may hold nommer's own files
     if options["local"]:
         return build(settings, worker_id=options["worker-id"])
     return build_ec2(settings, metadata_url=options["metadata-url"], worker_id=options["worker-id"])
