@@ -36,6 +36,9 @@ class Job:
     (either key may be absent) when a URI had credentials: the stored URI is
     then redacted and the token is the original, encrypted (see
     ``nommer.core.secrets``); None otherwise. The API never shows it.
+    ``owner`` is the ``key_id`` of the API key that submitted the job (public,
+    not a secret), or None for a job submitted anonymously (loopback, no key
+    yet) or stored before API keys existed.
     """
 
     job_id: str
@@ -56,6 +59,7 @@ class Job:
     finished_at: float = None
     heartbeat_at: float = None
     sealed_credentials: dict = attr.ib(default=None, repr=False)
+    owner: str = None
 
     @property
     def is_final(self):

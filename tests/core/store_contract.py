@@ -128,3 +128,61 @@ class JobStoreContract:
         unfinished = await self.store.list_unfinished()
         self.assertEqual([j.job_id for j in unfinished], [a.job_id, b.job_id])
         self.assertEqual(await self.store.count_by_state(), {"PENDING": 1, "DOWNLOADING": 1, "ERROR": 1})
+
+    @ensure
+    async def test_owner_round_trips(self):
+        """A job's owner (an API key's key_id) reads back, survives modify, and None stays None."""
+        owned = await self.store.create(make_job(owner="3f9c0a1b2c3d4e5f"))
+        anonymous = await self.store.create(make_job())
+        self.assertEqual((await self.store.get(owned.job_id)).owner, "3f9c0a1b2c3d4e5f")
+        self.assertIsNone((await self.store.get(anonymous.job_id)).owner)
+        await self.store.modify(owned.job_id, lambda j: j.evolve(job_state=JobState.DOWNLOADING))
+        self.assertEqual((await self.store.get(owned.job_id)).owner, "3f9c0a1b2c3d4e5f")
+        await self.store.modify(anonymous.job_id, lambda j: j.evolve(job_state=JobState.CANCELED))
+        self.assertIsNone((await self.store.get(anonymous.job_id)).owner)
+
+    @ensure
+    async def test_list_filtered_by_owner_pages_with_cursor(self):
+        """list(owner=) shows only that key's jobs, newest first, paging through a cursor
+        over the filtered listing; with state= both filters apply; list() still shows all."""
+        owners = ["k1", "k2", None, "k1", "k1", None, "k2", "k1"]
+        ids = []
+        for owner in owners:
+            ids.append((await self.store.create(make_job(owner=owner))).job_id)
+            self.clock.advance(1)
+        mine = [i for i, o in zip(ids, owners) if o == "k1"][::-1]
+        await self.store.modify(mine[1], lambda j: j.evolve(job_state=JobState.CANCELED))
+        seen, cursor = [], None
+        while True:
+            page, cursor = await self.store.list(limit=3, cursor=cursor, owner="k1")
+            self.assertLessEqual(len(page), 3)
+            seen += [j.job_id for j in page]
+            if cursor is None:
+                break
+        self.assertEqual(seen, mine)
+        page, cursor = await self.store.list(limit=2, owner="k1")
+        self.assertEqual([j.job_id for j in page], mine[:2])
+        self.assertIsNotNone(cursor)
+        canceled, _ = await self.store.list(state=JobState.CANCELED, owner="k1")
+        self.assertEqual([j.job_id for j in canceled], [mine[1]])
+        pending, _ = await self.store.list(state=JobState.PENDING, owner="k2")
+        self.assertEqual([j.job_id for j in pending], [ids[6], ids[1]])
+        self.assertEqual((await self.store.list(owner="k3")), ([], None))
+        everything, _ = await self.store.list(limit=50)
+        self.assertEqual([j.job_id for j in everything], ids[::-1])
+
+    @ensure
+    async def test_count_unfinished_by_owner(self):
+        """count_unfinished(owner) counts that key's jobs not in a final state, no one else's."""
+        a = await self.store.create(make_job(owner="k1"))
+        b = await self.store.create(make_job(owner="k1"))
+        c = await self.store.create(make_job(owner="k1"))
+        await self.store.create(make_job(owner="k2"))
+        await self.store.create(make_job())
+        await self.store.modify(b.job_id, lambda j: j.evolve(job_state=JobState.DOWNLOADING))
+        await self.store.modify(c.job_id, lambda j: j.evolve(job_state=JobState.CANCELED))
+        self.assertEqual(await self.store.count_unfinished("k1"), 2)
+        self.assertEqual(await self.store.count_unfinished("k2"), 1)
+        self.assertEqual(await self.store.count_unfinished("k3"), 0)
+        await self.store.modify(a.job_id, lambda j: j.evolve(job_state=JobState.ERROR))
+        self.assertEqual(await self.store.count_unfinished("k1"), 1)

@@ -147,7 +147,31 @@ class DynamoDBSpecifics:
         self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_setup exists"])
         table = (await store.aws.call("dynamodb", "describe_table", TableName="nommer_jobs_setup"))["Table"]
         self.assertEqual(table["TableStatus"], "ACTIVE")
-        self.assertEqual(sorted(i["IndexName"] for i in table["GlobalSecondaryIndexes"]), ["by_state", "by_time"])
+        self.assertEqual(sorted(i["IndexName"] for i in table["GlobalSecondaryIndexes"]),
+                         ["by_owner", "by_state", "by_time"])
+
+    @ensure
+    async def test_table_made_before_owner_gets_the_index(self):
+        """A job table made before jobs had owners (no by_owner index) gets the index added by
+        ensure_resources; its old jobs read back without owner and list(owner=) works."""
+        store = self.other_store(DYNAMODB_JOB_TABLE="nommer_jobs_old")
+        spec = store._table_spec()
+        spec["GlobalSecondaryIndexes"] = [i for i in spec["GlobalSecondaryIndexes"] if i["IndexName"] != "by_owner"]
+        spec["AttributeDefinitions"] = [a for a in spec["AttributeDefinitions"] if a["AttributeName"] != "owner"]
+        await store.aws.call("dynamodb", "create_table", **spec)
+        await store._wait_active()
+        old = make_job(created_at=1_600_000_000.0, updated_at=1_600_000_000.0)
+        item = store._to_item(old, 1)
+        await store.aws.call("dynamodb", "put_item", TableName="nommer_jobs_old", Item=item)
+        lines = await store.ensure_resources()
+        self.assertEqual(lines[0], "added index by_owner to DynamoDB table nommer_jobs_old")
+        table = (await store.aws.call("dynamodb", "describe_table", TableName="nommer_jobs_old"))["Table"]
+        self.assertIn("by_owner", [i["IndexName"] for i in table["GlobalSecondaryIndexes"]])
+        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_old exists"])
+        self.assertIsNone((await store.get(old.job_id)).owner)
+        new = await store.create(make_job(owner="k1"))
+        self.assertEqual([j.job_id for j in (await store.list(owner="k1"))[0]], [new.job_id])
+        self.assertEqual(await store.count_unfinished("k1"), 1)
 
     @ensure
     async def test_wrong_existing_table_refused(self):
@@ -248,17 +272,17 @@ class DynamoDBUnitTests(TestCase):
         from botocore.exceptions import ClientError
         missing = ClientError({"Error": {"Code": "ResourceNotFoundException"}}, "DescribeTable")
         store = self.make_store({"create_table": [{}], "describe_table": []})
-        store.aws.answers["describe_table"] = [missing, self.described(store, "CREATING"),
+        store.aws.answers["describe_table"] = [missing, missing, self.described(store, "CREATING"),
                                                self.described(store, "ACTIVE", "CREATING"),
                                                self.described(store, "ACTIVE")]
         d = defer.Deferred.fromCoroutine(store.ensure_resources())
         self.assertNoResult(d)
-        self.assertEqual(store.aws.calls, ["describe_table", "create_table", "describe_table"])
+        self.assertEqual(store.aws.calls, ["describe_table", "describe_table", "create_table", "describe_table"])
         store.reactor.advance(dynamodb.WAIT_FIRST_S)
         self.assertNoResult(d)
         store.reactor.advance(dynamodb.WAIT_FIRST_S * 2)
         self.assertEqual(self.successResultOf(d), ["created DynamoDB table nommer_jobs"])
-        self.assertEqual(store.aws.calls.count("describe_table"), 4)
+        self.assertEqual(store.aws.calls.count("describe_table"), 5)
 
     def test_wait_gives_up(self):
         """A table that never turns ACTIVE fails with TableSetupError after WAIT_TIMEOUT_S."""

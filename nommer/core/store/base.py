@@ -53,11 +53,15 @@ class JobStore:
       ``fn(job)`` (a pure function run once under the store's lock; it may
       raise to abort). The change passes ``apply_change``: an illegal state
       transition raises ``IllegalTransition``; raises ``NoSuchJob``.
-    - ``list(state=None, limit=50, cursor=None) -> Deferred[(jobs, next_cursor)]``:
-      newest first; ``state`` a JobState or None for all; ``next_cursor`` is
-      None on the last page. A bad cursor raises ``ValueError``.
+    - ``list(state=None, limit=50, cursor=None, owner=None) -> Deferred[(jobs, next_cursor)]``:
+      newest first; ``state`` a JobState or None for all; ``owner`` a key_id
+      (only the jobs that key submitted) or None for every job, whoever
+      submitted it; ``next_cursor`` is None on the last page (pages and
+      cursors are of the filtered listing). A bad cursor raises ``ValueError``.
     - ``list_unfinished() -> Deferred[list[Job]]``: every job not in a final
       state, oldest first.
+    - ``count_unfinished(owner) -> Deferred[int]``: how many jobs not in a
+      final state the API key ``owner`` (a key_id) has.
     - ``count_by_state() -> Deferred[dict[str, int]]``.
     - ``close() -> Deferred|None``.
     """
@@ -71,10 +75,13 @@ class JobStore:
     def modify(self, job_id, fn):
         raise NotImplementedError
 
-    def list(self, state=None, limit=50, cursor=None):
+    def list(self, state=None, limit=50, cursor=None, owner=None):
         raise NotImplementedError
 
     def list_unfinished(self):
+        raise NotImplementedError
+
+    def count_unfinished(self, owner):
         raise NotImplementedError
 
     def count_by_state(self):

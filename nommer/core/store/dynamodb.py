@@ -8,6 +8,8 @@ attribute               type  what
 ``job_id``              S     partition key (the table's only key)
 job fields              any   ``Job.to_dict()``: strings, numbers (floats stored
                               as Decimal), NULL, lists and maps; ``job_state`` S
+``owner``               S     the submitting API key's key_id; absent on a job
+                              without owner (anonymous), so ``by_owner`` is sparse
 ``version``             N     1 on create, +1 on each write (optimistic locking)
 ``gsi_all``             S     always ``"job"``: the one partition of ``by_time``
 ``created_key``         S     ``created_at`` as ``%020.6f`` + ``#`` + ``job_id``:
@@ -21,8 +23,16 @@ Global secondary indexes (projection ALL, so a listing needs no extra reads):
 - ``by_time``: ``gsi_all`` (HASH) + ``created_key`` (RANGE): ``list()`` of
   every job, newest first, from a Query with ``ScanIndexForward=False``.
 - ``by_state``: ``job_state`` (HASH) + ``created_key`` (RANGE): ``list(state=)``,
-  ``list_unfinished()`` (one Query per unfinished state, merged) and
-  ``count_by_state()`` (``Select=COUNT`` per state). Nothing ever Scans.
+  ``list_unfinished()`` (one Query per unfinished state, merged),
+  ``count_by_state()`` (``Select=COUNT`` per state) and
+  ``count_unfinished(owner)`` (``Select=COUNT`` per unfinished state, filtered
+  on ``owner``: it reads every unfinished job, a set the per-key quota keeps
+  small, rather than the key's whole history). Nothing ever Scans.
+- ``by_owner``: ``owner`` (HASH) + ``created_key`` (RANGE): ``list(owner=)``
+  (with ``state=`` too: filtered on ``job_state``). A table made before
+  ``owner`` existed gets this index added (UpdateTable) by
+  ``ensure_resources()``: with AWS_CREATE_RESOURCES on first use, otherwise
+  by ``nommer aws setup``.
 
 ``by_time`` keeps every job under one GSI partition key, which caps the
 table's write rate at what one GSI partition takes (about 1,000 writes/s):
@@ -61,6 +71,7 @@ from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode
 
 GSI_BY_TIME = "by_time"
 GSI_BY_STATE = "by_state"
+GSI_BY_OWNER = "by_owner"
 GSI_ALL_VALUE = "job"
 TTL_ATTRIBUTE = "expires_at"
 #: Attributes the store adds to a job's own fields.
@@ -287,6 +298,8 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
     def _to_item(self, job, version):
         """The DynamoDB item (attribute-value map) for ``job`` at ``version``."""
         doc = job.to_dict()
+        if doc.get("owner") is None:
+            doc.pop("owner", None)  # a GSI key may not be NULL: no owner, no attribute
         doc.update(version=version, gsi_all=GSI_ALL_VALUE,
                    created_key=created_key(job.created_at, job.job_id))
         if self.ttl_s is not None and job.is_final and job.finished_at is not None:
@@ -377,10 +390,11 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
                                job_id=job_id, attempt=attempt)
         raise TooManyConflicts(f"job {job_id}: changed by other writers {MODIFY_ATTEMPTS} times in a row")
 
-    def list(self, state=None, limit=50, cursor=None):
+    def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)]: at most ``limit`` jobs newest first
-        (all, or those in ``state``) after ``cursor``; ``next_cursor`` is None
-        on the last page. A bad cursor (or limit < 1) raises ValueError."""
+        (all, or those in ``state``, of ``owner`` if given) after ``cursor``;
+        ``next_cursor`` is None on the last page. A bad cursor (or limit < 1)
+        raises ValueError."""
         try:
             limit = int(limit)
             if limit < 1:
@@ -389,10 +403,17 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
             state = JobState(state) if state is not None else None
         except ValueError as exc:
             return defer.fail(exc)
-        return defer.Deferred.fromCoroutine(self._list(state, limit, after))
+        return defer.Deferred.fromCoroutine(self._list(state, limit, after, owner))
 
-    async def _list(self, state, limit, after):
-        if state is None:
+    async def _list(self, state, limit, after, owner=None):
+        extra = {}
+        if owner is not None:
+            index, names, values = GSI_BY_OWNER, {"#p": "owner"}, {":p": {"S": str(owner)}}
+            if state is not None:
+                names["#s"] = "job_state"
+                values[":s"] = {"S": state.value}
+                extra["FilterExpression"] = "#s = :s"
+        elif state is None:
             index, names, values = GSI_BY_TIME, {"#p": "gsi_all"}, {":p": {"S": GSI_ALL_VALUE}}
         else:
             index, names, values = GSI_BY_STATE, {"#p": "job_state"}, {":p": {"S": state.value}}
@@ -402,7 +423,7 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
             names["#k"] = "created_key"
             values[":k"] = {"S": created_key(*after)}
         kwargs = dict(IndexName=index, KeyConditionExpression=condition, ExpressionAttributeNames=names,
-                      ExpressionAttributeValues=values, ScanIndexForward=False)
+                      ExpressionAttributeValues=values, ScanIndexForward=False, **extra)
         items = []
         while len(items) <= limit:
             result = await self._call("query", TableName=self.table, Limit=limit + 1 - len(items), **kwargs)
@@ -433,14 +454,31 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
         items.sort(key=lambda item: item["created_key"]["S"])
         return [self._from_item(item)[0] for item in items]
 
+    def count_unfinished(self, owner):
+        """Deferred[int]: jobs of ``owner`` (a key_id) not in a final state
+        (a ``by_state`` ``Select=COUNT`` Query per unfinished state, filtered
+        on ``owner``)."""
+        return defer.Deferred.fromCoroutine(self._count_unfinished(owner))
+
+    async def _count_unfinished(self, owner):
+        await self._ready()
+        counts = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._count(s, owner)) for s in _UNFINISHED],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        return sum(counts)
+
     def count_by_state(self):
         """Deferred[dict[str, int]]: state name -> number of jobs, states
         with no job left out (a ``Select=COUNT`` Query per state)."""
         return defer.Deferred.fromCoroutine(self._count_by_state())
 
-    async def _count(self, state):
+    async def _count(self, state, owner=None):
         kwargs = dict(TableName=self.table, IndexName=GSI_BY_STATE, Select="COUNT",
                       KeyConditionExpression="job_state = :s", ExpressionAttributeValues={":s": {"S": state.value}})
+        if owner is not None:
+            kwargs["FilterExpression"] = "#o = :o"
+            kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
+            kwargs["ExpressionAttributeValues"][":o"] = {"S": str(owner)}
         total = 0
         while True:
             result = await self._call("query", **kwargs)
@@ -458,20 +496,47 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
 
     # --- resources ----------------------------------------------------------
 
+    @staticmethod
+    def _gsi(name, partition):
+        return {"IndexName": name,
+                "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
+                              {"AttributeName": "created_key", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"}}
+
     def _table_spec(self):
-        """CreateTable arguments: the key, both GSIs, on-demand billing."""
-        def gsi(name, partition):
-            return {"IndexName": name,
-                    "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
-                                  {"AttributeName": "created_key", "KeyType": "RANGE"}],
-                    "Projection": {"ProjectionType": "ALL"}}
+        """CreateTable arguments: the key, the three GSIs, on-demand billing."""
         return dict(
             TableName=self.table,
             BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
-                                  for n in ("job_id", "gsi_all", "job_state", "created_key")],
+                                  for n in ("job_id", "gsi_all", "job_state", "created_key", "owner")],
             KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[gsi(GSI_BY_TIME, "gsi_all"), gsi(GSI_BY_STATE, "job_state")])
+            GlobalSecondaryIndexes=[self._gsi(GSI_BY_TIME, "gsi_all"), self._gsi(GSI_BY_STATE, "job_state"),
+                                    self._gsi(GSI_BY_OWNER, "owner")])
+
+    async def _add_owner_index(self):
+        """On a table made before ``owner`` existed (no ``by_owner`` index),
+        add the index (UpdateTable; ``_ensure_table`` then waits until it is
+        ACTIVE). Returns a line or None."""
+        table = await self._describe()
+        if table is None:
+            return None
+        if GSI_BY_OWNER in {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}:
+            return None
+        try:
+            await self.aws.call("dynamodb", "update_table", TableName=self.table,
+                                # Every key attribute, not only the new index's: moto replaces the list.
+                                AttributeDefinitions=self._table_spec()["AttributeDefinitions"],
+                                GlobalSecondaryIndexUpdates=[{"Create": self._gsi(GSI_BY_OWNER, "owner")}])
+        except Exception as exc:
+            # Another process added it meanwhile (or is adding it): fine if it is there now.
+            if error_code(exc) not in ("ResourceInUseException", "ValidationException", "LimitExceededException"):
+                raise
+            table = await self._describe()
+            if GSI_BY_OWNER not in {i["IndexName"] for i in (table or {}).get("GlobalSecondaryIndexes", [])}:
+                raise
+            return None
+        return f"added index {GSI_BY_OWNER} to DynamoDB table {self.table}"
 
     async def _ensure_ttl(self):
         """Enable TTL on ``expires_at`` unless it is; returns a line or None."""
@@ -490,10 +555,14 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
     async def ensure_resources(self):
         """Create the job table (with both GSIs) if missing and wait until
         it is ACTIVE; check an existing table's keys and indexes; enable TTL
-        when DYNAMODB_JOB_TTL_S is set. Returns lines for a person, e.g.
+        when DYNAMODB_JOB_TTL_S is set; add the ``by_owner`` index to a table
+        made before it. Returns lines for a person, e.g.
         ``["created DynamoDB table nommer_jobs"]``. Raises TableSetupError
         when an existing table has another shape (every problem named)."""
+        added = await self._add_owner_index()
         lines = await self._ensure_table()
+        if added:
+            lines.insert(0, added)
         if self.ttl_s is not None:
             line = await self._ensure_ttl()
             if line:

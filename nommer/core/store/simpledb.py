@@ -14,7 +14,7 @@ Attribute layout (every value at most 1024 bytes, SimpleDB's limit)::
                                     fixed-width UTC ISO 8601 (text order = time order),
                                     then the exact epoch seconds
     every other Job field (source_path, dest_path, nommer, job_options, notify_url,
-    job_state_details, progress, attempts, worker_id, output)
+    job_state_details, progress, attempts, worker_id, output, owner)
                   JSON, ASCII-only  '"file:///in.mp4"', '[{"outfile_options": []}]', 'null'
     chunks        "job_options=3 job_state_details=2" | ""
                                     fields whose text is longer than 1024 characters:
@@ -40,6 +40,12 @@ predicate, not SimpleDB's NextToken, so cursors do not expire). An item
 without ``created_key`` in the domain (a 2011 media-nommer item: attributes
 ``unique_id``, ``creation_dtime``...) is not a nommer job: ``get`` raises
 NoSuchJob and ``list``, ``list_unfinished`` and ``count_by_state`` skip it.
+
+``owner`` (the submitting API key's key_id) is JSON like the other fields
+(``'"3f9c0a1b2c3d4e5f"'``, or ``'null'``): ``list(owner=)`` and
+``count_unfinished(owner)`` select on that exact text. An item written
+before ``owner`` existed has no such attribute: it reads as no owner and no
+key's listing shows it.
 """
 
 import datetime
@@ -159,6 +165,11 @@ def decode_job(job_id, attrs):
     for name, text in unchunked(attrs, JSON_FIELDS + TIME_FIELDS).items():
         fields[name] = time_value(text) if name in TIME_FIELDS else json.loads(text)
     return Job.from_dict(fields)
+
+
+def owner_text(owner):
+    """The stored text of an ``owner`` (a key_id): its JSON, as ``encode_job`` writes it."""
+    return json.dumps(str(owner))
 
 
 def quote(value):
@@ -342,17 +353,20 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
             return job
         raise StoreConflict(job_id, MAX_WRITE_ATTEMPTS)
 
-    def list(self, state=None, limit=50, cursor=None):
+    def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)], newest first (created_at, then job_id,
-        descending); ``state`` a JobState or None; ``limit`` >= 1;
-        ``next_cursor`` None on the last page. ValueError on a bad cursor."""
-        return defer.Deferred.fromCoroutine(self._list(state, limit, cursor))
+        descending); ``state`` a JobState or None; ``owner`` a key_id or None
+        (every job); ``limit`` >= 1; ``next_cursor`` None on the last page.
+        ValueError on a bad cursor."""
+        return defer.Deferred.fromCoroutine(self._list(state, limit, cursor, owner))
 
-    async def _list(self, state, limit, cursor):
+    async def _list(self, state, limit, cursor, owner=None):
         limit = int(limit)
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         where = []
+        if owner is not None:
+            where.append(f"owner = {quote(owner_text(owner))}")
         if state is not None:
             where.append(f"job_state = {quote(JobState(state).value)}")
         if cursor is not None:
@@ -381,6 +395,18 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
             f"select * from {self._from()} where job_state in ({states}) and created_key is not null"
             f" order by created_key asc limit {MAX_SELECT_LIMIT}")
         return [decode_job(name, attrs) for name, attrs in items]
+
+    def count_unfinished(self, owner):
+        """Deferred[int]: jobs of ``owner`` (a key_id) not in a final state
+        (one ``select count(*)``)."""
+        return defer.Deferred.fromCoroutine(self._count_unfinished(owner))
+
+    async def _count_unfinished(self, owner):
+        await self._ready()
+        states = ", ".join(quote(s) for s in UNFINISHED_STATES)
+        pages = await self._select(f"select count(*) from {self._from()} where owner = {quote(owner_text(owner))}"
+                                   f" and job_state in ({states}) and created_key is not null")
+        return sum(int(attrs["Count"]) for _, attrs in pages)
 
     def count_by_state(self):
         """Deferred[dict[str, int]]: state name -> number of jobs, states with

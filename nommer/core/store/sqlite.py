@@ -1,4 +1,12 @@
-"""JobStore on one SQLite file (WAL), shared by feederd and its local workers."""
+"""JobStore on one SQLite file (WAL), shared by feederd and its local workers.
+
+Table ``jobs``: the job as a JSON document (``doc``) plus the columns the
+indexes need: ``job_state``, ``created_at``, ``updated_at`` and ``owner``
+(the submitting API key's ``key_id``, NULL for anonymous jobs). ``owner``
+came later: a database made before it gets the column (NULL: jobs stored
+before API keys have no owner) and its indexes when first opened
+(``add_owner_column``).
+"""
 
 import json
 import os
@@ -22,6 +30,12 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (job_state, created_at DESC, job_id DESC)",
 ]
 
+#: Made by ``add_owner_column`` once the ``owner`` column exists.
+OWNER_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, job_id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner_state ON jobs (owner, job_state, created_at DESC, job_id DESC)",
+]
+
 _FINAL = tuple(s.value for s in FINAL_STATES)
 
 
@@ -29,12 +43,43 @@ def _row_to_job(doc):
     return Job.from_dict(json.loads(doc))
 
 
+def _columns(conn):
+    return {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+
+
+def add_owner_column(conn):
+    """Schema migration, run on each connection right after ``SCHEMA``:
+    add the ``owner`` column to a ``jobs`` table made before it (existing
+    jobs get NULL: no owner) and create its indexes. Under ``BEGIN
+    IMMEDIATE``, so feederd and its workers opening one old file at once
+    add it once."""
+    if "owner" not in _columns(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "owner" not in _columns(conn):
+                conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    for statement in OWNER_INDEXES:
+        conn.execute(statement)
+
+
+class _JobsDB(SQLiteDB):
+    """The jobs file: ``SCHEMA``, then ``add_owner_column``, at each open."""
+
+    def _on_open(self, conn):
+        super()._on_open(conn)
+        add_owner_column(conn)
+
+
 class SQLiteJobStore(JobStore):
     """Jobs as JSON documents in ``<DATA_DIR>/jobs.sqlite``, with the state and
     times also in columns for the indexes. ``clock`` provides ``seconds()``."""
 
     def __init__(self, path, reactor, clock=None):
-        self._db = SQLiteDB(path, SCHEMA, reactor)
+        self._db = _JobsDB(path, SCHEMA, reactor)
         self._clock = clock or reactor
 
     @classmethod
@@ -48,9 +93,9 @@ class SQLiteJobStore(JobStore):
         def txn(cur):
             try:
                 cur.execute(
-                    "INSERT INTO jobs (job_id, job_state, created_at, updated_at, doc)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (job.job_id, job.job_state.value, job.created_at, job.updated_at,
+                    "INSERT INTO jobs (job_id, job_state, created_at, updated_at, owner, doc)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (job.job_id, job.job_state.value, job.created_at, job.updated_at, job.owner,
                      json.dumps(job.to_dict())))
             except IntegrityError:
                 raise ValueError(f"a job with id {job.job_id} already exists")
@@ -77,13 +122,16 @@ class SQLiteJobStore(JobStore):
             old = _row_to_job(row[0])
             new = apply_change(old, fn(old), now)
             cur.execute(
-                "UPDATE jobs SET job_state = ?, updated_at = ?, doc = ? WHERE job_id = ?",
-                (new.job_state.value, new.updated_at, json.dumps(new.to_dict()), job_id))
+                "UPDATE jobs SET job_state = ?, updated_at = ?, owner = ?, doc = ? WHERE job_id = ?",
+                (new.job_state.value, new.updated_at, new.owner, json.dumps(new.to_dict()), job_id))
             return new
         return self._db.interaction(txn)
 
-    def list(self, state=None, limit=50, cursor=None):
+    def list(self, state=None, limit=50, cursor=None, owner=None):
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if state is not None:
             where.append("job_state = ?")
             args.append(JobState(state).value)
@@ -114,6 +162,15 @@ class SQLiteJobStore(JobStore):
             cur.execute(f"SELECT doc FROM jobs WHERE job_state NOT IN ({marks})"
                         " ORDER BY created_at, job_id", _FINAL)
             return [_row_to_job(r[0]) for r in cur.fetchall()]
+        return self._db.interaction(txn, write=False)
+
+    def count_unfinished(self, owner):
+        marks = ",".join("?" * len(_FINAL))
+
+        def txn(cur):
+            cur.execute(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND job_state NOT IN ({marks})",
+                        (owner, *_FINAL))
+            return cur.fetchone()[0]
         return self._db.interaction(txn, write=False)
 
     def count_by_state(self):
