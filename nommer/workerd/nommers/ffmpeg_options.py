@@ -28,6 +28,7 @@ import urllib.parse
 import attr
 
 from nommer.core.errors import InvalidJobSpec
+from nommer.workerd.nommers import filtergraph as fg
 
 MAX_PASSES = 2
 #: Most [flag, value] pairs in one infile_options / outfile_options list.
@@ -76,6 +77,60 @@ map_metadata = _regex_checker(r"-1|0(:[A-Za-z0-9]{1,8}){0,3}",
 stream_map = _regex_checker(r"-?0(:[A-Za-z0-9_.-]{1,32}){0,4}\??|\[[A-Za-z0-9_]{1,32}\]",
                             "a stream specifier of input 0 (e.g. 0:v:0, 0:a?) or a [label]")
 
+
+
+def _in_range(check, low, high, *, parse=None, unit=""):
+    """``check`` then: the number the value holds (``parse(value)``, float or
+    None to skip, e.g. for named rates) must lie in [low, high]."""
+    parse = parse or float
+
+    def ranged(value):
+        value = check(value)
+        got = parse(value)
+        if got is not None and not low <= got <= high:
+            raise ValueError(f"{value!r} is out of range ({low:g} to {high:g}{unit})")
+        return value
+    ranged.__name__ = check.__name__
+    return ranged
+
+
+def _size_value(value):
+    """A ``-s`` size: each side 1..MAX_PICTURE_SIDE (names such as hd720 are ffmpeg's)."""
+    value = size(value)
+    if "x" in value and value.replace("x", "", 1).isdigit():
+        for side in value.split("x"):
+            if not 1 <= int(side) <= MAX_PICTURE_SIDE:
+                raise ValueError(f"{value!r}: each side must be 1 to {MAX_PICTURE_SIDE} pixels")
+    return value
+
+
+def _rate_number(value):
+    return fg.rate(value) if not value.isalpha() else None
+
+
+# Value ranges (constants). probesize: ffmpeg keeps what it probes in memory
+# before encoding starts; 100x the 5 MB default (500 MB) covers files whose
+# streams start late and stays under a worker's memory. analyzeduration is
+# in microseconds: at most an hour of media.
+MAX_PROBESIZE = 500_000_000
+MAX_ANALYZEDURATION_US = 3600 * 1_000_000
+MAX_THREADS = 64
+MAX_FRAMES = 24 * 3600 * 1000  # 24 h at 1000 fps
+frame_rate = _in_range(rate, 0, 1000, parse=_rate_number, unit=" fps")
+picture_size = _size_value
+sample_rate = _in_range(integer, 1, 768000, unit=" Hz")
+channels = _in_range(integer, 1, 64)
+probesize = _in_range(integer, 32, MAX_PROBESIZE, unit=" bytes")
+analyzeduration = _in_range(integer, 0, MAX_ANALYZEDURATION_US, unit=" microseconds")
+thread_count = _in_range(threads, 0, MAX_THREADS, parse=lambda v: None if v == "auto" else int(v))
+gop = _in_range(integer, -1, 100_000, unit=" frames")
+b_frames = _in_range(integer, -1, 16)
+ref_frames = _in_range(integer, -1, 16)
+frame_count = _in_range(integer, 0, MAX_FRAMES)
+crf = _in_range(number, -1, 63)
+qp = _in_range(integer, -1, 255)
+quantizer = _in_range(number, -1, 255)
+queue_size = _in_range(integer, 1, 100_000, unit=" packets")
 
 def metadata(value):
     """``key=value`` with a plain key."""
@@ -186,70 +241,175 @@ REFUSED_FILTERS = {
     "metadata": "may write a file", "ametadata": "may write a file",
 }
 
-_FILE_ARG_RX = re.compile(r"[A-Za-z_]*file[A-Za-z_]*\s*=", re.IGNORECASE)
+#: Option names that would name a file, URL, font or plugin (none of the
+#: allowed filters has one; defence in depth, and the reason told to a person).
+_FILE_KEY_RX = re.compile(r"file|url|path|font|dump|stats|script|plugin|lib", re.IGNORECASE)
+#: Values that look like a path out of the working directory.
+_PATH_VALUE_RX = re.compile(r"^\s*[/~]|(^|/)\.\.(/|$)")
+#: A filter as written: name, or name@instance (split as ffmpeg does, see filtergraph).
+_FILTER_NAME_RX = re.compile(r"[A-Za-z0-9_]{1,40}(@[A-Za-z0-9_]{1,28})?")
+#: Most filter instances in one graph.
+MAX_GRAPH_FILTERS = 64
+
+# Bounds (constants, not settings): the largest picture side, frame rate,
+# sample rate and channel count any option may ask for, and the longest
+# padding a filter may add. What they do not catch (expressions, setpts
+# stretching time, tile) is capped by the worker's output limits (-t, -fs,
+# rlimits).
+MAX_PICTURE_SIDE = 16384
+MAX_FRAME_RATE = 1000
+MAX_SAMPLE_RATE = 768000
+MAX_CHANNELS = 64
+MAX_PAD_S = 24 * 3600
+MAX_PAD_FRAMES = MAX_PAD_S * MAX_FRAME_RATE
+MAX_PAD_SAMPLES = MAX_PAD_S * MAX_SAMPLE_RATE
+
+
+def _bounded(fname, option, value, low, high, parse=fg.number, what="a number"):
+    """``value`` read by ``parse`` must lie in [low, high]; returns it (float)."""
+    got = parse(value)
+    if got is None:
+        raise ValueError(f"filter {fname!r}: {option}={value!r} must be {what} "
+                         "(expressions are not allowed here)")
+    if not low <= got <= high:
+        raise ValueError(f"filter {fname!r}: {option}={value!r} is out of range "
+                         f"({low:g} to {high:g})")
+    return got
+
+
+def _check_sides(f, names):
+    """Numeric width/height literals at most MAX_PICTURE_SIDE (expressions pass)."""
+    for name in names:
+        value = f.value_of(name)
+        if value is None:
+            continue
+        got = fg.number(value)
+        if got is not None and got > MAX_PICTURE_SIDE:
+            raise ValueError(f"filter {f.name!r}: {name}={value!r} is larger than "
+                             f"{MAX_PICTURE_SIDE} pixels")
+
+
+def _check_rate(f, name="fps"):
+    value = f.value_of(name)
+    if value is not None:
+        _bounded(f.name, name, value, 0, MAX_FRAME_RATE, fg.rate,
+                 "a frame rate such as 25, 30000/1001 or ntsc")
+
+
+def _check_apad(f):
+    given = False
+    for name, parse, high, what in (("pad_len", fg.number, MAX_PAD_SAMPLES, "a sample count"),
+                                    ("whole_len", fg.number, MAX_PAD_SAMPLES, "a sample count"),
+                                    ("pad_dur", fg.duration, MAX_PAD_S, "a duration"),
+                                    ("whole_dur", fg.duration, MAX_PAD_S, "a duration")):
+        value = f.value_of(name)
+        if value is not None:
+            if _bounded(f.name, name, value, 0, high, parse, what) <= 0:
+                raise ValueError(f"filter 'apad': {name} must be positive (0 or less pads "
+                                 "forever)")
+            given = True
+    if not given:
+        raise ValueError("filter 'apad' pads forever unless given pad_len, whole_len, pad_dur "
+                         f"or whole_dur (at most {MAX_PAD_S} s)")
+    value = f.value_of("packet_size")
+    if value is not None:
+        _bounded(f.name, "packet_size", value, 0, MAX_SAMPLE_RATE)
+
+
+def _check_tpad(f):
+    for name in ("start", "stop"):
+        value = f.value_of(name)
+        if value is not None:
+            _bounded(f.name, name, value, 0, MAX_PAD_FRAMES, what="a frame count "
+                     "(-1, forever, is not allowed)")
+    for name in ("start_duration", "stop_duration"):
+        value = f.value_of(name)
+        if value is not None:
+            _bounded(f.name, name, value, 0, MAX_PAD_S, fg.duration, "a duration")
+
+
+def _check_adelay(f):
+    value = f.value_of("delays")
+    for item in (value or "").split("|"):
+        item = item.strip()
+        if not item:
+            continue
+        unit = item[-1] if item[-1] in "sS" else ""
+        high = {"S": MAX_PAD_SAMPLES, "s": MAX_PAD_S}.get(unit, MAX_PAD_S * 1000)
+        _bounded(f.name, "delays", item[:len(item) - len(unit)], 0, high,
+                 what="a delay in ms, or with s (seconds) or S (samples)")
+
+
+#: Per-filter value bounds (see POSITIONAL in filtergraph.py for unnamed values).
+FILTER_BOUNDS = {
+    "scale": lambda f: _check_sides(f, ("w", "h")),
+    "scale2ref": lambda f: _check_sides(f, ("w", "h")),
+    "pad": lambda f: _check_sides(f, ("width", "height")),
+    "crop": lambda f: _check_sides(f, ("out_w", "out_h")),
+    "fps": _check_rate, "framerate": _check_rate, "minterpolate": _check_rate,
+    "apad": _check_apad, "tpad": _check_tpad, "adelay": _check_adelay,
+    "asetrate": lambda f: f.value_of("sample_rate") is None or _bounded(
+        f.name, "sample_rate", f.value_of("sample_rate"), 1, MAX_SAMPLE_RATE),
+    "asetnsamples": lambda f: f.value_of("nb_out_samples") is None or _bounded(
+        f.name, "nb_out_samples", f.value_of("nb_out_samples"), 1, MAX_SAMPLE_RATE),
+}
+
+
+def check_filter(f):
+    """One parsed filter (filtergraph.Filter) against the allow-list, the
+    forbidden option names and values, and FILTER_BOUNDS. ValueError."""
+    name = f.name
+    if name == "sws_flags":
+        raise ValueError("sws_flags=...; may only come first in a filter graph")
+    if not _FILTER_NAME_RX.fullmatch(f.name_token.text):
+        raise ValueError(f"{f.name_token.text!r} is not a filter name (a name, or "
+                         "name@instance: letters, digits and _)")
+    if name in REFUSED_FILTERS:
+        raise ValueError(f"filter {name!r} is not allowed: it {REFUSED_FILTERS[name]}")
+    if name not in ALLOWED_FILTERS:
+        raise ValueError(f"filter {name!r} is not in the allowed filter list")
+    if f.args and _URL_RX.search(f.args):
+        raise ValueError(f"filter {name!r}: URLs and protocols (://, concat:, subfile, "
+                         "file:...) are not allowed in its options")
+    for opt in f.options:
+        if opt.key is not None and _FILE_KEY_RX.search(opt.key):
+            raise ValueError(f"filter {name!r}: arguments naming files are not allowed "
+                             f"({opt.key}=)")
+        if _URL_RX.search(opt.value):
+            raise ValueError(f"filter {name!r}: URLs and protocols (://, concat:, subfile, "
+                             "file:...) are not allowed in values")
+        if _PATH_VALUE_RX.search(opt.value):
+            raise ValueError(f"filter {name!r}: values naming files are not allowed "
+                             f"({opt.value!r})")
+    bounds = FILTER_BOUNDS.get(name)
+    if bounds is not None:
+        bounds(f)
+
+
+def parse_filtergraph(value):
+    """A filter graph (str) -> filtergraph.Graph, read strictly as ffmpeg 5.1
+    reads it and checked (``check_filter`` on each filter). ValueError."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("the filter graph holds control characters")
+    graph = fg.parse(value, strict=True)
+    if len(graph.filters) > MAX_GRAPH_FILTERS:
+        raise ValueError(f"at most {MAX_GRAPH_FILTERS} filters in a graph")
+    for f in graph.filters:
+        check_filter(f)
+    return graph
 
 
 def split_filtergraph(graph):
-    """A filter graph (str) -> list of ``(name, args)`` per filter, in order.
-
-    Follows ffmpeg's graph syntax: filters separated by ``,``, chains by
-    ``;``, ``[labels]`` around them, ``'...'`` quoting and ``\\`` escapes.
-    ``args`` is the text after ``=``, with quotes and escapes removed (good
-    enough to look for forbidden arguments; not for running). Raises
-    ValueError on a malformed graph (unbalanced quote or label).
-    """
-    segments, cur, i, quoted = [], [], 0, False
-    while i < len(graph):
-        ch = graph[i]
-        if ch == "\\" and i + 1 < len(graph):
-            cur.append(ch + graph[i + 1])
-            i += 2
-            continue
-        if ch == "'":
-            quoted = not quoted
-            cur.append(ch)
-        elif not quoted and ch == "[":
-            end = graph.find("]", i)
-            if end < 0:
-                raise ValueError("unbalanced [ in filter graph")
-            i = end  # labels are dropped
-        elif not quoted and ch in ",;":
-            segments.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    if quoted:
-        raise ValueError("unbalanced quote in filter graph")
-    segments.append("".join(cur))
-    out = []
-    for seg in segments:
-        seg = seg.strip()
-        if not seg:
-            continue
-        name, _, args = seg.partition("=")
-        name = name.strip().split("@", 1)[0]
-        out.append((name, re.sub(r"\\(.)", r"\1", args).replace("'", "")))
-    return out
+    """A filter graph (str) -> list of ``(name, args)`` per filter, in order,
+    as ffmpeg reads it (``filtergraph.parse``; ``args`` is the options text
+    the filter gets, "" without one). ValueError on a malformed graph."""
+    return [(f.name, f.args or "") for f in fg.parse(graph, strict=True).filters]
 
 
 def filtergraph(value):
-    """Check a filter graph: allowed filters only, no file arguments."""
-    try:
-        filters = split_filtergraph(value)
-    except ValueError as e:
-        raise ValueError(str(e)) from None
-    for index, (name, args) in enumerate(filters):
-        if index == 0 and name == "sws_flags":
-            continue
-        if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", name):
-            raise ValueError(f"{name!r} is not a filter name")
-        if name in REFUSED_FILTERS:
-            raise ValueError(f"filter {name!r} is not allowed: it {REFUSED_FILTERS[name]}")
-        if name not in ALLOWED_FILTERS:
-            raise ValueError(f"filter {name!r} is not in the allowed filter list")
-        if _FILE_ARG_RX.search(args):
-            raise ValueError(f"filter {name!r}: arguments naming files are not allowed")
+    """Check a filter graph: read as ffmpeg reads it, allowed filters only, no
+    file arguments, bounded values. Returns ``value`` unchanged."""
+    parse_filtergraph(value)
     return value
 
 
@@ -280,15 +440,15 @@ FLAGS = {
     "b": Flag(bitrate, OUT, True), "vb": Flag(bitrate), "ab": Flag(bitrate),
     "maxrate": Flag(bitrate, OUT, True), "minrate": Flag(bitrate, OUT, True),
     "bufsize": Flag(bitrate, OUT, True),
-    "crf": Flag(number, OUT, True), "qp": Flag(integer, OUT, True),
-    "q": Flag(number, OUT, True), "qscale": Flag(number, OUT, True),
+    "crf": Flag(crf, OUT, True), "qp": Flag(qp, OUT, True),
+    "q": Flag(quantizer, OUT, True), "qscale": Flag(quantizer, OUT, True),
     "qmin": Flag(integer, OUT, True), "qmax": Flag(integer, OUT, True),
     "compression_level": Flag(integer, OUT, True), "vbr": Flag(word, OUT, True),
     # encoder settings
     "preset": Flag(word, OUT, True), "tune": Flag(word, OUT, True),
     "profile": Flag(word, OUT, True), "vprofile": Flag(word), "level": Flag(word, OUT, True),
-    "g": Flag(integer, OUT, True), "keyint_min": Flag(integer, OUT, True),
-    "bf": Flag(integer, OUT, True), "refs": Flag(integer, OUT, True),
+    "g": Flag(gop, OUT, True), "keyint_min": Flag(gop, OUT, True),
+    "bf": Flag(b_frames, OUT, True), "refs": Flag(ref_frames, OUT, True),
     "sc_threshold": Flag(integer, OUT, True), "trellis": Flag(integer, OUT, True),
     "subq": Flag(integer, OUT, True), "me_method": Flag(word, OUT, True),
     "coder": Flag(word, OUT, True), "flags": Flag(flags_value, OUT, True),
@@ -297,11 +457,11 @@ FLAGS = {
     "row-mt": Flag(integer, OUT, True), "tile-columns": Flag(integer, OUT, True),
     "lag-in-frames": Flag(integer, OUT, True), "auto-alt-ref": Flag(integer, OUT, True),
     "pass": Flag(pass_number, OUT, True), "strict": Flag(word, BOTH, True),
-    "threads": Flag(threads, BOTH, True),
+    "threads": Flag(thread_count, BOTH, True),
     # picture and sound
-    "r": Flag(rate, BOTH, True), "s": Flag(size, BOTH, True), "aspect": Flag(aspect, OUT, True),
-    "pix_fmt": Flag(word, BOTH, True), "ar": Flag(integer, BOTH, True),
-    "ac": Flag(integer, BOTH, True), "sample_fmt": Flag(word, OUT, True),
+    "r": Flag(frame_rate, BOTH, True), "s": Flag(picture_size, BOTH, True), "aspect": Flag(aspect, OUT, True),
+    "pix_fmt": Flag(word, BOTH, True), "ar": Flag(sample_rate, BOTH, True),
+    "ac": Flag(channels, BOTH, True), "sample_fmt": Flag(word, OUT, True),
     "color_primaries": Flag(word, OUT, True), "color_trc": Flag(word, OUT, True),
     "colorspace": Flag(word, OUT, True), "color_range": Flag(word, OUT, True),
     "async": Flag(integer), "vsync": Flag(word), "fps_mode": Flag(word, OUT, True),
@@ -313,20 +473,21 @@ FLAGS = {
     "an": Flag(None), "vn": Flag(None), "sn": Flag(None), "dn": Flag(None),
     "map": Flag(stream_map), "map_metadata": Flag(map_metadata, OUT, True),
     "map_chapters": Flag(map_metadata), "shortest": Flag(None),
-    "frames": Flag(integer, OUT, True), "vframes": Flag(integer), "aframes": Flag(integer),
+    "frames": Flag(frame_count, OUT, True), "vframes": Flag(frame_count),
+    "aframes": Flag(frame_count),
     "tag": Flag(word, OUT, True), "vtag": Flag(word), "atag": Flag(word),
     "disposition": Flag(flags_value, OUT, True),
     # container
     "f": Flag(output_muxer, BOTH), "movflags": Flag(flags_value), "brand": Flag(word),
     "metadata": Flag(metadata, OUT, True), "avoid_negative_ts": Flag(word),
-    "max_muxing_queue_size": Flag(integer, OUT, True),
+    "max_muxing_queue_size": Flag(queue_size, OUT, True),
     # time
     "t": Flag(time_value, BOTH), "ss": Flag(time_value, BOTH), "to": Flag(time_value, BOTH),
     "itsoffset": Flag(time_value, IN),
     # input-only
     "accurate_seek": Flag(None, IN), "noaccurate_seek": Flag(None, IN),
     "autorotate": Flag(None, IN), "noautorotate": Flag(None, IN),
-    "probesize": Flag(integer, IN), "analyzeduration": Flag(integer, IN),
+    "probesize": Flag(probesize, IN), "analyzeduration": Flag(analyzeduration, IN),
     "fflags": Flag(flags_value, IN),
     "re": Flag(None, IN),  # read the input at its native rate (live-like pacing)
 }
