@@ -7,7 +7,15 @@ instance metadata (IMDSv2, EC2_METADATA_URL or ``--metadata-url``), takes the
 instance id as its name, heartbeats it to the worker registry, watches for a
 spot interruption notice (spot instances), and when idle terminates its own
 instance before exiting.
+
+Either way the worker first checks that the ffmpeg sandbox starts
+(``nommer.workerd.sandbox.check``); when it does not, workerd logs why and
+how to fix it and exits with status 1 (systemd restarts it a few times, then
+gives up; feederd's local fleet logs the exit status).
 """
+
+import os
+import sys
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
@@ -50,8 +58,36 @@ def _open_backends(settings, reactor, top):
     return ledger, registry
 
 
+#: Exit status of a worker that refuses to start (the sandbox does not work).
+EXIT_REFUSED = 1
+
+
+def _exit_now(status):
+    """Leave the process with ``status``: twistd has no other way to return
+    a non-zero status once the reactor runs. Called after the reactor's
+    shutdown (services stopped, logs written)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def refuse_to_start(reactor):
+    """``on_fatal`` for a twistd worker: log the reason, stop the reactor,
+    exit with EXIT_REFUSED."""
+    def fatal(message):
+        log.critical("workerd: {message}. Not starting.", message=message)
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, EXIT_REFUSED)
+        # The check may fail before the reactor runs (bwrap missing: at once).
+        reactor.callWhenRunning(reactor.stop)
+    return fatal
+
+
 def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
-    worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit)
+    worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit,
+                    on_fatal=refuse_to_start(reactor))
     heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
     worker.on_state_change = heartbeat.beat_now
     heartbeat.setServiceParent(top)

@@ -28,6 +28,22 @@ message is left, and the worker that takes it next finds the job FINISHED
 and announces it again (so a FINISHED whose writer died before announcing it
 is still announced). Same for ERROR.
 
+Start: before taking any job the worker checks that the ffmpeg sandbox
+(``nommer.workerd.sandbox``) really starts, by running ``ffmpeg -version`` in
+it; if it cannot, the worker refuses to start (``on_fatal``, which in twistd
+exits with status 1 and the reason). With FFMPEG_SANDBOX = "none" it logs a
+warning at every start.
+
+Scratch space: a worker whose scratch directory has less than
+SCRATCH_MIN_FREE_BYTES free takes no job (it checks again every
+SCRATCH_RECHECK_S), so the jobs wait for a worker with room. A job taken when
+the space left is short of SCRATCH_MIN_FREE_BYTES + the source's size (known
+for file:// sources), or whose download or ffmpeg runs out of space (ENOSPC,
+``NoScratchSpace``), is released to the queue at once (PENDING, visible
+again, details "released: scratch space low on <worker_id>: N bytes free, M
+needed"): neither failed nor retried here. The attempt counts, as any
+receive does for the queue's dead-letter limit.
+
 Shutdown: the first SIGTERM stops taking jobs and exits when the running ones
 are done (warm); a second one stops them now and releases them to the queue
 (cold). A worker that has run nothing for WORKER_MAX_IDLE_S exits by itself;
@@ -47,6 +63,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
@@ -60,13 +77,50 @@ from nommer.core.secrets import unseal_uri
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.storage import get_storage
+from nommer.core.uri import as_media_uri
 from nommer.core.workqueue import ReceiptHandleInvalid
+from nommer.workerd import sandbox
+from nommer.workerd.nommers.base import NoScratchSpace
 
 
 def idle_exit_due(now, last_activity, running_jobs, max_idle_s, enabled=True):
     """Whether an idle worker should exit: it is enabled, runs no job, and
     has run none for at least ``max_idle_s`` seconds (times in seconds)."""
     return enabled and running_jobs == 0 and now - last_activity >= max_idle_s
+
+
+def scratch_needed_bytes(free_bytes, min_free_bytes, source_bytes=None):
+    """Bytes of free scratch space a job needs (``min_free_bytes`` + the
+    source's size when known) if ``free_bytes`` is short of it, else None.
+    ``free_bytes`` None (unknown): None."""
+    needed = int(min_free_bytes) + int(source_bytes or 0)
+    if free_bytes is None or free_bytes >= needed:
+        return None
+    return needed
+
+
+def _free_bytes(path):
+    """Free bytes (for an unprivileged user) of the file system of ``path``,
+    created if missing; None if it cannot be told. Blocking (statvfs): run it
+    in a thread."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _file_source_bytes(uri):
+    """Size of a file:// source (bytes), None for other schemes or when it
+    cannot be told (the download then says why). Blocking (stat)."""
+    try:
+        muri = as_media_uri(uri)
+        if muri.scheme != "file":
+            return None
+        st = os.stat(muri.path)
+    except Exception:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def retry_delay_s(attempt, base_s):
@@ -100,6 +154,9 @@ SPOT_INTERRUPTION = "spot interruption"  # spot notice: release the job at once,
 #: seconds later, released or not (EC2 takes the instance back two minutes
 #: after the notice); a job not released by then comes back when its lease ends.
 SPOT_EXIT_DEADLINE_S = 90.0
+
+#: A worker short of scratch space looks again this often, seconds.
+SCRATCH_RECHECK_S = 30.0
 
 
 class JobContext:
@@ -226,12 +283,18 @@ class Worker(Service):
     heartbeat's ``beat_now``), if set, is called with no argument each time
     ``state`` changes (DRAINING, INTERRUPTED, EXITED); it may return a
     Deferred; its failure is logged.
+
+    ``on_fatal(message)`` is called, instead of taking any job, when the
+    worker cannot run jobs at all (the ffmpeg sandbox does not start); the
+    default logs it and exits (``on_exit``). ``ready`` (a Deferred set by
+    ``startService``) fires with True once the sandbox check passed and the
+    job loops run, with False when the worker refused to start.
     """
 
     log = Logger()
 
     def __init__(self, ledger, settings, reactor, worker_id=None, on_exit=None, install_signals=True,
-                 on_state_change=None):
+                 on_state_change=None, on_fatal=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
@@ -240,6 +303,9 @@ class Worker(Service):
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self._on_exit = on_exit or (lambda reason: reactor.stop())
         self._install_signals = install_signals
+        self._on_fatal = on_fatal
+        self._space_low_logged = False
+        self.ready = None
         self._accepting = False
         self._contexts = {}   # job_id -> JobContext
         self._receives = set()
@@ -267,18 +333,47 @@ class Worker(Service):
         self._last_activity = self.reactor.seconds()
         if self._install_signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
+        self.swept = defer.Deferred.fromCoroutine(self._sweep_scratch())
+        self.ready = defer.Deferred.fromCoroutine(self._start_loops())
+        self.ready.addErrback(self._refuse_to_start)
+
+    async def _start_loops(self):
+        """Check the ffmpeg sandbox, then start the slot loops."""
+        if self.settings.FFMPEG_SANDBOX == "none":
+            self.log.warn("worker {worker_id}: {what}", worker_id=self.worker_id,
+                          what=sandbox.describe(self.settings))
+        else:
+            version = await sandbox.check(self.reactor, self.settings)
+            self.log.info("worker {worker_id}: {what}; {version}", worker_id=self.worker_id,
+                          what=sandbox.describe(self.settings), version=version)
+        if not self._accepting:
+            return False
         slots = self.settings.MAX_ENCODING_JOBS_PER_WORKER
         self._loops = [defer.Deferred.fromCoroutine(self._slot_loop(i)) for i in range(slots)]
         for d in self._loops:
             d.addErrback(lambda f: self.log.failure("worker slot loop died", f))
-        self.swept = defer.Deferred.fromCoroutine(self._sweep_scratch())
         self.log.info("worker {worker_id} ready: {slots} slot(s), queue {queue}", worker_id=self.worker_id,
                       slots=slots, queue=self.settings.NEW_JOB_QUEUE_NAME)
+        return True
+
+    def _refuse_to_start(self, failure):
+        self._accepting = False
+        message = f"worker {self.worker_id} refuses to start: {failure.getErrorMessage()}"
+        if not failure.check(sandbox.SandboxUnavailable):
+            self.log.failure("worker {worker_id}: start-up check crashed", failure, worker_id=self.worker_id)
+        if self._on_fatal is not None:
+            self._on_fatal(message)
+        else:
+            self.log.critical("{message}", message=message)
+            self._exit(message)
+        return False
 
     async def stopService(self):
         """Warm stop: take no new job, wait for the running ones."""
         super().stopService()
         self._stop_accepting()
+        if self.ready is not None:
+            await self.ready
         await defer.DeferredList(self._loops)
 
     async def _sweep_scratch(self):
@@ -444,10 +539,15 @@ class Worker(Service):
             if s.WORKER_TERMINATE_WHEN_IDLE:
                 left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
                 wait_s = max(0.0, min(wait_s, left))
+            short = await self._scratch_short()
             try:
-                d = defer.Deferred.fromCoroutine(self.queue.receive(
-                    s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
-                    wait_time_s=wait_s))
+                if short is not None:
+                    # Take nothing: the job waits in the queue for a worker with room.
+                    d = task.deferLater(self.reactor, min(wait_s, SCRATCH_RECHECK_S), lambda: [])
+                else:
+                    d = defer.Deferred.fromCoroutine(self.queue.receive(
+                        s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
+                        wait_time_s=wait_s))
                 self._receives.add(d)
                 try:
                     messages = await d
@@ -474,6 +574,38 @@ class Worker(Service):
                 self._stop_accepting()
                 self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
                 break
+
+    async def _scratch_short(self):
+        """None when the scratch directory has SCRATCH_MIN_FREE_BYTES free
+        (or it cannot be told); else (free, needed) bytes, logged once per
+        spell of low space."""
+        s = self.settings
+        free = await threads.deferToThread(_free_bytes, s.SCRATCH_DIR)
+        needed = scratch_needed_bytes(free, s.SCRATCH_MIN_FREE_BYTES)
+        if needed is None:
+            if self._space_low_logged:
+                self.log.info("worker {worker_id}: scratch space back ({free} bytes free); taking jobs",
+                              worker_id=self.worker_id, free=free)
+            self._space_low_logged = False
+            return None
+        if not self._space_low_logged:
+            self._space_low_logged = True
+            self.log.warn("worker {worker_id}: scratch space low in {root}: {free} bytes free, "
+                          "{needed} needed (SCRATCH_MIN_FREE_BYTES); taking no job until there is room",
+                          worker_id=self.worker_id, root=s.SCRATCH_DIR, free=free, needed=needed)
+        return free, needed
+
+    async def _check_scratch(self, ctx):
+        """Raise NoScratchSpace if the scratch directory has less than
+        SCRATCH_MIN_FREE_BYTES + the source's size (file:// sources) free."""
+        s = self.settings
+        source_bytes = await threads.deferToThread(_file_source_bytes, ctx.job.source_path)
+        free = await threads.deferToThread(_free_bytes, ctx.scratch_dir)
+        needed = scratch_needed_bytes(free, s.SCRATCH_MIN_FREE_BYTES, source_bytes)
+        if needed is not None:
+            source = f" + the source's {source_bytes}" if source_bytes else ""
+            raise NoScratchSpace(f"{free} bytes free, {needed} needed "
+                                 f"(SCRATCH_MIN_FREE_BYTES {s.SCRATCH_MIN_FREE_BYTES}{source})")
 
     async def _run_message(self, message):
         try:
@@ -566,6 +698,7 @@ class Worker(Service):
         s = self.settings
         job = ctx.job
         try:
+            await self._check_scratch(ctx)
             _, nommer_class = resolve_nommer(job.nommer, s)
             output = await nommer_class(job, ctx).run()
             await ctx.wait_progress_written()
@@ -573,6 +706,8 @@ class Worker(Service):
                 raise JobCanceled(ctx.stop_reason)
         except JobCanceled:
             return await self._stopped(ctx, message)
+        except NoScratchSpace as exc:
+            return await self._release_for_space(ctx, message, exc.message)
         except TransientJobError as exc:
             return await self._transient(ctx, message, exc.message)
         except (PermanentJobError, InvalidJobSpec) as exc:
@@ -647,6 +782,20 @@ class Worker(Service):
         delay = retry_delay_s(attempts, self.settings.RETRY_BACKOFF_S)
         await self._release(ctx, message, f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
                             delay, "sending it back to the queue")
+
+    async def _release_for_space(self, ctx, message, reason):
+        """Scratch space too low for the job (``NoScratchSpace``): release it
+        to another worker at once, with the reason; not an attempt failure."""
+        if ctx.stop_reason is not None:
+            return await self._stopped(ctx, message)
+        free = await threads.deferToThread(_free_bytes, ctx.scratch_dir)
+        if reason[:1].isdigit():  # the pre-start check's "N bytes free, M needed (...)"
+            details = f"released: scratch space low on {self.worker_id}: {reason}"
+        else:
+            details = (f"released: scratch space low on {self.worker_id}: {free} bytes free; "
+                       f"{reason}")
+        self.log.warn("job {job_id}: {details}", job_id=ctx.job.job_id, details=details)
+        await self._release(ctx, message, details, 0, "releasing it")
 
     async def _release(self, ctx, message, details, delay_s, doing, **fields):
         """Store the job PENDING (if this worker still owns it; ``fields``
