@@ -5,22 +5,30 @@ Users' scripts are not Twisted programs, so this module blocks: it is built on
 
     from nommer.client import NommerClient, presets
 
-    client = NommerClient("http://127.0.0.1:8001")
+    client = NommerClient("http://127.0.0.1:8001", api_key="nmk_...")  # or env NOMMER_API_KEY
     job_id = client.submit("file:///videos/in.mov", "file:///videos/out.mp4",
                            presets.get("web-640"))
     job = client.wait(job_id, on_update=lambda j: print(j["job_state"], j["progress"]))
 
+API keys: every request carries ``Authorization: Bearer <key>`` when the
+client has a key (``api_key=``, else the environment variable
+NOMMER_API_KEY). The key is never printed, logged nor shown by ``repr``, and
+is not sent on to wherever a redirect points.
+
 Errors: the server's error answers become :class:`APIError` (subclasses
-:class:`BadInput`, :class:`NoSuchJob`, :class:`Conflict`); not reaching the
-server at all is :class:`ConnectionFailed`.
+:class:`BadInput`, :class:`NoSuchJob`, :class:`Conflict`,
+:class:`Unauthorized`, :class:`Forbidden`, :class:`RateLimited`); not
+reaching the server at all is :class:`ConnectionFailed`.
 
 The original media-nommer client's shape (``connect(api_hostname)`` ->
 ``APIConnection.job_submit(...)`` -> ``APIResponse``) is kept at the end of
 this module for scripts written against ``media_nommer_api``.
 """
 
+import email.utils
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +47,9 @@ FINAL_STATE_NAMES = frozenset(s.value for s in FINAL_STATES)
 
 _USER_AGENT = f"nommer-client/{__version__}"
 
+#: Environment variable holding the API key when none is given.
+API_KEY_ENV = "NOMMER_API_KEY"
+
 
 # --- Errors -----------------------------------------------------------------
 
@@ -56,8 +67,11 @@ class APIError(ClientError):
     answer was not the API's JSON), ``message`` the text meant for a person.
     """
 
+    #: A sentence telling the user what to do about it, or None.
+    hint = None
+
     def __init__(self, status, error_code, message):
-        super().__init__(f"{message} ({error_code})")
+        super().__init__(f"{message} ({error_code})" + (f"; {self.hint}" if self.hint else ""))
         self.status = status
         self.error_code = error_code
         self.message = message
@@ -74,6 +88,32 @@ class NoSuchJob(APIError):
 class Conflict(APIError):
     """The request does not fit the job's state, e.g. cancelling a finished
     job (409, ``CONFLICT``)."""
+
+
+class Unauthorized(APIError):
+    """No API key, or one feederd does not know or that was revoked (401,
+    ``UNAUTHORIZED``)."""
+
+    hint = (f"give a valid API key (--api-key, the environment variable {API_KEY_ENV}, or api_key=); "
+            "whoever runs feederd creates one with `nommer keys create NAME`")
+
+
+class Forbidden(APIError):
+    """The API key is valid but lacks the scope this request needs (403,
+    ``FORBIDDEN``), e.g. a read-only key submitting a job."""
+
+    hint = "this API key lacks the scope for it; see `nommer keys list` for the scopes of each key"
+
+
+class RateLimited(APIError):
+    """Too many requests (429, ``RATELIMITED``). ``retry_after_s``: seconds
+    to wait before trying again, from the Retry-After header (None if absent)."""
+
+    def __init__(self, status, error_code, message, retry_after_s=None):
+        self.retry_after_s = retry_after_s
+        if retry_after_s is not None:
+            self.hint = f"try again in {retry_after_s:g} s"
+        super().__init__(status, error_code, message)
 
 
 class InvalidInputError(ClientError, ValueError):
@@ -104,12 +144,32 @@ class WaitTimeout(ClientError):
         self.job = job
 
 
-_ERRORS_BY_CODE = {"BADINPUT": BadInput, "NOSUCHJOB": NoSuchJob, "CONFLICT": Conflict}
-_ERRORS_BY_STATUS = {400: BadInput, 404: NoSuchJob, 409: Conflict}
+_ERRORS_BY_CODE = {"BADINPUT": BadInput, "NOSUCHJOB": NoSuchJob, "CONFLICT": Conflict,
+                   "UNAUTHORIZED": Unauthorized, "FORBIDDEN": Forbidden, "RATELIMITED": RateLimited}
+_ERRORS_BY_STATUS = {400: BadInput, 404: NoSuchJob, 409: Conflict, 401: Unauthorized, 403: Forbidden,
+                     429: RateLimited}
 
 
-def _api_error(status, data, text):
-    """The exception for an error answer (JSON ``data`` or, failing that, ``text``)."""
+def retry_after_seconds(value, now=None):
+    """Seconds a Retry-After header value asks for (delta-seconds or an
+    HTTP date), at least 0; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _api_error(status, data, text, headers=None):
+    """The exception for an error answer (JSON ``data`` or, failing that, ``text``;
+    ``headers`` for Retry-After)."""
     if isinstance(data, dict):
         code = data.get("error_code")
         message = data.get("message") or data.get("error") or "request failed"
@@ -120,6 +180,8 @@ def _api_error(status, data, text):
     cls = _ERRORS_BY_CODE.get(code) or _ERRORS_BY_STATUS.get(status, APIError)
     if not code:
         code = f"HTTP_{status}" if status >= 400 else "ERROR"
+    if cls is RateLimited:
+        return cls(status, code, str(message), retry_after_s=retry_after_seconds((headers or {}).get("Retry-After")))
     return cls(status, code, str(message))
 
 
@@ -152,25 +214,41 @@ class NommerClient:
     """Blocking client of one feederd.
 
     ``timeout_s`` bounds each HTTP request (connect and each read).
+    ``api_key``: sent as ``Authorization: Bearer <api_key>`` on every
+    request; None (the default) takes the environment variable
+    NOMMER_API_KEY, "" sends no key. Surrounding blanks are dropped; a key
+    holding other blanks or control characters is refused
+    (:class:`InvalidInputError`, the key not repeated).
     ``sleep`` and ``clock`` are what :meth:`wait` uses to pause and to
     measure time; tests replace them.
     """
 
-    def __init__(self, base_url=DEFAULT_API_URL, timeout_s=30, *,
+    def __init__(self, base_url=DEFAULT_API_URL, timeout_s=30, *, api_key=None,
                  sleep=time.sleep, clock=time.monotonic):
         self.base_url = normalize_base_url(base_url)
         self.timeout_s = timeout_s
+        self._api_key = _checked_api_key(os.environ.get(API_KEY_ENV) if api_key is None else api_key)
         self._sleep = sleep
         self._clock = clock
 
     def __repr__(self):
-        return f"NommerClient({self.base_url!r})"
+        return f"NommerClient({self.base_url!r}{', with an API key' if self._api_key else ''})"
+
+    @property
+    def has_api_key(self):
+        """Whether requests carry an API key (the key itself is not shown)."""
+        return bool(self._api_key)
 
     # -- plumbing --
 
     def _send(self, method, path, body=None, query=None):
         """Send one request; return ``(status, text, parsed JSON or None)``
         whatever the status. Raises only :class:`ConnectionFailed`."""
+        status, text, parsed, _ = self._exchange(method, path, body, query)
+        return status, text, parsed
+
+    def _exchange(self, method, path, body=None, query=None):
+        """``_send`` plus the answer's headers (an ``http.client.HTTPMessage``)."""
         url = self.base_url + path
         query = {k: v for k, v in (query or {}).items() if v is not None}
         if query:
@@ -181,20 +259,23 @@ class NommerClient:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        if self._api_key:
+            # Unredirected: urllib would otherwise copy it to wherever a redirect points.
+            req.add_unredirected_header("Authorization", f"Bearer {self._api_key}")
         try:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    status, raw = resp.status, resp.read()
+                    status, raw, answer_headers = resp.status, resp.read(), resp.headers
             except urllib.error.HTTPError as e:
                 with e:
-                    status, raw = e.code, e.read()
+                    status, raw, answer_headers = e.code, e.read(), e.headers
         except urllib.error.URLError as e:
             raise self._unreachable(method, path, e.reason) from None
         except (OSError, http.client.HTTPException) as e:
             # TimeoutError, ConnectionResetError, RemoteDisconnected, BadStatusLine...
             raise self._unreachable(method, path, e) from None
         text = raw.decode("utf-8", "replace")
-        return status, text, _loads_or_none(text)
+        return status, text, _loads_or_none(text), answer_headers
 
     def _unreachable(self, method, path, reason):
         if isinstance(reason, TimeoutError):
@@ -208,9 +289,9 @@ class NommerClient:
     def _request(self, method, path, body=None, query=None):
         """Send one request; return the JSON object of a successful answer,
         raise :class:`APIError` for any other."""
-        status, text, parsed = self._send(method, path, body, query)
+        status, text, parsed, headers = self._exchange(method, path, body, query)
         if status >= 400 or (isinstance(parsed, dict) and parsed.get("success") is False):
-            raise _api_error(status, parsed, text)
+            raise _api_error(status, parsed, text, headers)
         if not isinstance(parsed, dict):
             raise APIError(status, "BADRESPONSE",
                            f"{method} {path} did not answer with a JSON object")
@@ -279,23 +360,43 @@ class NommerClient:
         """Poll the job until it is final and return it.
 
         ``on_update(job)`` is called after every poll, the last one included.
+        A poll answered 429 (:class:`RateLimited`) is tried again after its
+        Retry-After (at least ``poll_interval_s``).
         Raises :class:`WaitTimeout` if the job is not final after
         ``timeout_s`` seconds (None = wait for ever).
         """
         deadline = None if timeout_s is None else self._clock() + timeout_s
+        job = None
         while True:
-            job = self.get(job_id)
-            if on_update is not None:
-                on_update(job)
-            if job.get("job_state") in FINAL_STATE_NAMES:
-                return job
             pause = poll_interval_s
+            try:
+                job = self.get(job_id)
+            except RateLimited as e:
+                pause = max(poll_interval_s, e.retry_after_s or 0.0)
+            else:
+                if on_update is not None:
+                    on_update(job)
+                if job.get("job_state") in FINAL_STATE_NAMES:
+                    return job
             if deadline is not None:
                 left = deadline - self._clock()
                 if left <= 0:
                     raise WaitTimeout(job_id, timeout_s, job)
                 pause = min(pause, left)
             self._sleep(pause)
+
+
+def _checked_api_key(api_key):
+    """The key to send (blanks around it dropped), or None for none."""
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise InvalidInputError(f"an API key must be a string, not {type(api_key).__name__}")
+    api_key = api_key.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or ord(c) > 126 for c in api_key):
+        raise InvalidInputError("the API key holds blanks, control or non-ASCII characters (is it the right "
+                                "value? it is not repeated here)")
+    return api_key or None
 
 
 def _quote_id(job_id):
@@ -334,10 +435,10 @@ class APIConnection:
     sent with HTTP 200) come back as an unsuccessful :class:`APIResponse`;
     only an unreachable server raises (:class:`ConnectionFailed`)."""
 
-    def __init__(self, api_hostname, timeout_s=30):
+    def __init__(self, api_hostname, timeout_s=30, api_key=None):
         self.api_hostname = normalize_base_url(api_hostname)
         #: The full client, for everything the original could not do.
-        self.client = NommerClient(self.api_hostname, timeout_s=timeout_s)
+        self.client = NommerClient(self.api_hostname, timeout_s=timeout_s, api_key=api_key)
 
     def job_submit(self, source_path, dest_path, job_options, notify_url=None):
         missing = [name for name, value in (("source_path", source_path),
@@ -356,7 +457,8 @@ class APIConnection:
         return APIResponse(text, data)
 
 
-def connect(api_hostname):
+def connect(api_hostname, api_key=None):
     """``connect("http://localhost:8001")`` -> :class:`APIConnection` (the
-    original ``media_nommer_api.connect``)."""
-    return APIConnection(api_hostname)
+    original ``media_nommer_api.connect``; the API key from NOMMER_API_KEY
+    unless given)."""
+    return APIConnection(api_hostname, api_key=api_key)

@@ -1,9 +1,16 @@
-"""The ``nommer`` command: submit, watch, list and cancel encoding jobs; list the workers.
+"""The ``nommer`` command: submit, watch, list and cancel encoding jobs; list
+the workers; manage API keys (``nommer keys``) and AWS resources (``nommer aws``).
+
+Every command that talks to feederd sends the API key given with
+``--api-key`` or the environment variable NOMMER_API_KEY. ``nommer keys``
+does not talk to feederd: it opens the key store the configuration names
+(``--config``), so the first key can be made before any exists.
 
 Exit codes: 0 success (for ``--wait`` and ``wait``: the job FINISHED);
-1 the job ended in another final state; 2 feederd refused the request or the
-command line is wrong; 3 feederd could not be reached; 4 ``wait --timeout``
-ran out; 130 interrupted.
+1 the job ended in another final state; 2 feederd refused the request (a
+missing or wrong API key too), the key store refused it, or the command line
+is wrong; 3 feederd could not be reached; 4 ``wait --timeout`` ran out; 130
+interrupted.
 """
 
 import json
@@ -18,10 +25,12 @@ import tqdm
 from nommer import __version__
 from nommer.client import presets as presets_mod
 from nommer.client.api import (
+    API_KEY_ENV,
     DEFAULT_API_URL,
     APIError,
     ClientError,
     ConnectionFailed,
+    InvalidInputError,
     NommerClient,
     WaitTimeout,
     job_options_from,
@@ -57,6 +66,8 @@ class _Group(click.Group):
             ctx.exit(EXIT_UNREACHABLE)
         except APIError as e:
             click.echo(f"error: {e.message} ({e.error_code})", err=True)
+            if e.hint:
+                click.echo(e.hint, err=True)
             ctx.exit(EXIT_API_ERROR)
         except WaitTimeout as e:
             click.echo(f"error: {e}", err=True)
@@ -72,11 +83,23 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api", metavar="URL", envvar="NOMMER_API", default=DEFAULT_API_URL,
               show_default=True, help="feederd's base URL (env NOMMER_API).")
+@click.option("--api-key", metavar="KEY", envvar=API_KEY_ENV,
+              help=f"API key sent to feederd (env {API_KEY_ENV}; prefer the variable: "
+                   "a command line is visible to other users of the machine).")
 @click.version_option(__version__, prog_name="nommer")
 @click.pass_context
-def cli(ctx, api):
+def cli(ctx, api, api_key):
     """Submit encoding jobs to feederd and follow them."""
-    ctx.obj = NommerClient(api)
+    try:
+        ctx.obj = NommerClient(api, api_key=api_key or "")
+    except InvalidInputError:
+        if ctx.invoked_subcommand not in _LOCAL_COMMANDS:
+            raise
+        ctx.obj = None
+
+
+#: Commands that never talk to feederd (a malformed --api-key does not stop them).
+_LOCAL_COMMANDS = ("keys", "aws", "presets")
 
 
 def _print_json(value):
@@ -415,6 +438,141 @@ def setup(config):
     if failed:
         click.echo(f"error: {failed[0]}", err=True)
         raise SystemExit(2)
+
+# --- API keys -------------------------------------------------------------------
+
+
+_config_option = click.option(
+    "--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
+    help="nomconf module name or path to a nomconf.py file: the one feederd runs with "
+         "(relative DATA_DIR is taken from the current directory, as feederd does).")
+
+
+def _run_on_reactor(work):
+    """Run ``work(reactor)`` (a coroutine function) on a reactor of its own
+    and return its result, or raise its exception once the reactor stopped."""
+    from twisted.internet import defer, task
+    outcome = {}
+
+    def run(reactor):
+        d = defer.Deferred.fromCoroutine(work(reactor))
+        d.addCallbacks(lambda result: outcome.update(result=result),
+                       lambda failure: outcome.update(failure=failure))
+        return d
+    try:
+        task.react(run)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    if "failure" in outcome:
+        outcome["failure"].raiseException()
+    return outcome["result"]
+
+
+def _with_key_store(config, operation):
+    """``await operation(store)`` on the key store of ``config``'s settings;
+    its result. Expected failures become one line on stderr and exit 2."""
+    from nommer.conf import ConfigErrors, load_settings
+    from nommer.core.errors import NommerError
+    from nommer.core.keys import open_key_store
+
+    try:
+        settings = load_settings(config)
+    except ConfigErrors as exc:
+        raise click.ClickException(str(exc))
+
+    async def work(reactor):
+        store = open_key_store(settings, reactor=reactor)
+        try:
+            return await operation(store)
+        finally:
+            await store.close()
+    try:
+        return _run_on_reactor(work)
+    except NommerError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+    except Exception as exc:   # the backend's own: a missing table, AWS refusing, a locked file
+        click.echo(f"error: the key store ({settings.JOB_STORE_BACKEND}) failed: {exc}", err=True)
+    click.get_current_context().exit(EXIT_API_ERROR)
+
+
+def _utc(epoch_s):
+    import datetime
+    if epoch_s is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _scope_callback(ctx, param, values):
+    from nommer.core.keys import DEFAULT_SCOPES, InvalidKeySpec, validate_scopes
+    if not values:
+        return frozenset(DEFAULT_SCOPES)
+    try:
+        return validate_scopes(",".join(values))
+    except InvalidKeySpec as exc:
+        raise click.BadParameter(exc.message.removeprefix("scopes: ")) from None
+
+
+@cli.group(short_help="Create, list and revoke API keys.")
+def keys():
+    """API keys of feederd. These commands open the key store of the
+    configuration directly (the SQLite file in DATA_DIR, or the DynamoDB
+    table / SimpleDB domain), not feederd's API: run them where feederd
+    runs, with its --config. A key is shown once, when it is created; the
+    store keeps only its hash."""
+
+
+@keys.command(name="create")
+@click.argument("name")
+@click.option("--scope", "scopes", metavar="SCOPES", multiple=True, callback=_scope_callback,
+              help="Comma-separated, or repeated: submit, read, cancel, admin (admin sees every job "
+                   "and /workers). Default: submit,read,cancel.")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the key and its secret as JSON.")
+def keys_create(name, scopes, config, as_json):
+    """Create an API key called NAME and print its secret, once.
+
+    The secret alone goes to stdout (KEY=$(nommer keys create ci) keeps
+    it); what it is goes to stderr."""
+    key, secret = _with_key_store(config, lambda store: store.create(name, scopes))
+    if as_json:
+        _print_json({"key": key.to_dict(), "secret": secret})
+    else:
+        click.echo(f"created API key {key.key_id} {key.name!r}, scopes {','.join(sorted(key.scopes))}", err=True)
+        click.echo(secret)
+    click.echo("This secret is shown only now and cannot be shown again: keep it somewhere safe. "
+               f"Clients send it as `Authorization: Bearer <secret>` (nommer: {API_KEY_ENV} or --api-key).",
+               err=True)
+
+
+@keys.command(name="list")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+def keys_list(config, as_json):
+    """List the API keys, oldest first, revoked ones too (never their secrets)."""
+    found = _with_key_store(config, lambda store: store.list())
+    if as_json:
+        _print_json([key.to_dict() for key in found])
+        return
+    if not found:
+        click.echo("no API keys (create one with `nommer keys create NAME`)")
+        return
+    rows = [("KEY_ID", "NAME", "SCOPES", "CREATED (UTC)", "REVOKED (UTC)")]
+    for key in found:
+        rows.append((key.key_id, key.name, ",".join(sorted(key.scopes)), _utc(key.created_at),
+                     _utc(key.revoked_at)))
+    _table(rows)
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@_config_option
+def keys_revoke(key_id, config):
+    """Revoke the API key KEY_ID (see `nommer keys list`): feederd refuses
+    it from then on (within 5 s with the DynamoDB and SimpleDB stores)."""
+    key = _with_key_store(config, lambda store: store.revoke(key_id))
+    click.echo(f"revoked API key {key.key_id} {key.name!r} at {_utc(key.revoked_at)} UTC")
+
 
 def main(argv=None):
     """Entry point of the ``nommer`` command."""

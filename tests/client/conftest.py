@@ -4,6 +4,8 @@ port, in a thread, with jobs in a dict.
 Each job follows a script of ``(state, progress, details)`` steps; every
 ``GET /job/<id>`` moves it one step on, so a client that polls sees the
 states one after the other. Every request is recorded in ``requests``.
+With ``api_key`` set, a request without ``Authorization: Bearer <api_key>``
+is answered 401 UNAUTHORIZED, as feederd does.
 """
 
 import json
@@ -42,7 +44,8 @@ class FakeFeederd:
         self.order = []         # job ids, oldest first
         self.requests = []      # (method, path, headers, body bytes)
         self.script = list(DEFAULT_SCRIPT)
-        self.next_error = None  # (status, content_type, body bytes) for the next request
+        self.next_error = None  # (status, content_type, body bytes[, headers dict]) for the next request
+        self.api_key = None     # when set, requests must carry it as a Bearer token
         self.workers = []       # GET /workers answers these
         self._counter = 0
 
@@ -145,9 +148,12 @@ def _handler_for(fake):
             body = self.rfile.read(length) if length else b""
             fake.requests.append((method, self.path, dict(self.headers), body))
             if fake.next_error is not None:
-                status, ctype, payload = fake.next_error
+                status, ctype, payload, *headers = fake.next_error
                 fake.next_error = None
-                return self._send(status, payload, ctype)
+                return self._send(status, payload, ctype, *headers)
+            if fake.api_key is not None and self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                return self._send(401, json.dumps(_err("UNAUTHORIZED", "missing or invalid API key")).encode(),
+                                  "application/json")
             url = urllib.parse.urlsplit(self.path)
             parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
             if method == "POST" and parts == ["job", "submit"]:
@@ -168,9 +174,11 @@ def _handler_for(fake):
             status, data = result
             self._send(status, json.dumps(data).encode(), "application/json")
 
-        def _send(self, status, payload, ctype):
+        def _send(self, status, payload, ctype, headers=None):
             self.send_response(status)
             self.send_header("Content-Type", ctype)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -192,10 +200,20 @@ def _feederd_server():
 
 
 @pytest.fixture
-def feederd(_feederd_server):
-    """The stand-in feederd, emptied for this test."""
+def feederd(_feederd_server, monkeypatch):
+    """The stand-in feederd, emptied for this test (and no NOMMER_API_KEY
+    from the environment the tests run in)."""
+    monkeypatch.delenv("NOMMER_API_KEY", raising=False)
     _feederd_server.reset()
     return _feederd_server
+
+
+@pytest.fixture
+def other_server():
+    """A second stand-in feederd (a redirect's target), of this test only."""
+    fake = FakeFeederd().start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture
