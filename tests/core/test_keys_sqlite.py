@@ -44,3 +44,12 @@ class SQLiteKeyFileTests(TestCase):
         self.assertEqual(stat.S_IMODE(os.stat(keys.path).st_mode), 0o600)
         self.assertEqual(await keys.authenticate(secret), key)
         self.assertFalse(os.path.exists(os.path.join(settings.DATA_DIR, "jobs.sqlite")))
+
+    @ensure
+    async def test_open_key_store_takes_the_reactor_either_way(self):
+        """open_key_store(settings, reactor) works like make_store(settings, reactor); close() is awaitable."""
+        settings, _ = temp_settings(self)
+        keys = open_key_store(settings, reactor)
+        self.assertIsInstance(keys, SQLiteKeyStore)
+        self.assertFalse(await keys.any_active())
+        self.assertIsNone(await keys.close())
