@@ -10,8 +10,8 @@
 
 ``create`` is a conditional PutItem (a key_id drawn twice is drawn again);
 ``revoke`` an UpdateItem ``SET revoked_at = if_not_exists(revoked_at, :now)``
-on the condition the item exists; ``list`` and ``any_active`` a consistent
-Scan (a table of tens of keys: a page). ``authenticate`` is a consistent
+on the condition the item exists; ``list`` a consistent Scan (a table of tens
+of keys: a page), ``any_active`` one that stops at the first active key. ``authenticate`` is a consistent
 GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
 """
 
@@ -94,12 +94,14 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
     def _key(self, key_id):
         return {"key_id": {"S": str(key_id)}}
 
-    async def _scan(self):
-        items, kwargs = [], {}
+    async def _scan(self, first_only=False, **kwargs):
+        """Items of a consistent Scan, following LastEvaluatedKey (only until
+        a page holds some with ``first_only``)."""
+        items = []
         while True:
             result = await self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
             items += result.get("Items", [])
-            if "LastEvaluatedKey" not in result:
+            if "LastEvaluatedKey" not in result or (first_only and items):
                 return items
             kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
 
@@ -181,4 +183,6 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
         return defer.Deferred.fromCoroutine(self._any_active())
 
     async def _any_active(self):
-        return any(from_item(item).active for item in await self._scan())
+        # feederd asks this of anonymous requests while no key exists: stop at the first active key.
+        return bool(await self._scan(first_only=True, FilterExpression="attribute_not_exists(revoked_at)",
+                                     ProjectionExpression="key_id"))
