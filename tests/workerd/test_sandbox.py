@@ -1,0 +1,353 @@
+"""The ffmpeg sandbox (nommer.workerd.sandbox), checked by its effect.
+
+Every test runs real processes through the launcher the worker uses
+(``ProcessRunner(..., sandbox=Sandbox(settings))``) and checks what the child
+could or could not do; each escape attempt has a control run (unsandboxed, or
+with the path granted) showing the same command does succeed when allowed, so
+the test can fail.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from twisted.internet import protocol, reactor
+from twisted.trial import unittest
+
+from nommer.workerd.nommers import ffmpeg_options as opts
+from nommer.workerd.nommers.ffmpeg import output_caps
+from nommer.workerd.process import ProcessRunner
+from nommer.workerd.sandbox import Sandbox, SandboxUnavailable, check
+from tests.e2e.harness import TWISTD
+from tests.helpers import ensure, eventually
+from tests.workerd import media
+
+FAKE_SECRET = "fake-secret-" + uuid.uuid4().hex
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ffmpeg(*args):
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args]
+
+
+def sine_to(path, seconds=0.2):
+    return ffmpeg("-f", "lavfi", "-i", f"sine=d={seconds}", path)
+
+
+def pids_running(marker):
+    """Pids of live processes whose command line holds ``marker``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(name))
+    return found
+
+
+class SandboxTestCase(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        base = os.path.realpath(self.mktemp())
+        self.scratch_root = os.path.join(base, "data", "scratch")
+        self.scratch = os.path.join(self.scratch_root, "jobA-1")
+        self.data_dir = os.path.join(base, "data")
+        self.outside = os.path.join(base, "outside")
+        for d in (self.scratch, self.outside):
+            os.makedirs(d)
+        self.settings = media.settings(DATA_DIR=self.data_dir, SCRATCH_DIR=self.scratch_root)
+        old = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_SECRET
+        self.addCleanup(lambda: os.environ.pop("AWS_SECRET_ACCESS_KEY") if old is None
+                        else os.environ.__setitem__("AWS_SECRET_ACCESS_KEY", old))
+
+    async def launch(self, argv, *, sandboxed=True, writable=None, readable=(), settings=None, timeout_s=30):
+        runner = ProcessRunner(reactor, argv, timeout_s=timeout_s, kill_grace_s=2.0,
+                               sandbox=Sandbox(settings or self.settings) if sandboxed else None,
+                               writable=[self.scratch] if writable is None else writable,
+                               readable=readable, cwd=self.scratch)
+        return await runner.start()
+
+
+class Isolation(SandboxTestCase):
+
+    @ensure
+    async def test_environment_is_empty_and_pid_1_shows_none_of_ours(self):
+        """No variable of the worker (a fake AWS secret) reaches the child: not in its
+        environment, not in /proc/1/environ (bwrap, its pid 1), not in any /proc/N."""
+        script = ("env; echo ---; tr '\\0' '\\n' < /proc/1/environ; echo ---; "
+                  "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done; echo ---; "
+                  "ls -d /proc/[0-9]*")
+        control = await self.launch(["/bin/sh", "-c", script], sandboxed=False)
+        self.assertIn(FAKE_SECRET, control.stdout.decode())  # the check can see it when it is there
+        result = await self.launch(["/bin/sh", "-c", script])
+        self.assertTrue(result.ok, result.stderr_tail)
+        out = result.stdout.decode()
+        self.assertNotIn(FAKE_SECRET, out)
+        self.assertNotIn("AWS_", out)
+        env, pid1, _, pids = out.split("---\n")
+        names = {line.split("=", 1)[0] for line in env.splitlines() if "=" in line}
+        self.assertLessEqual(names, {"PATH", "PWD", "SHLVL", "_", "OLDPWD"}, env)
+        self.assertEqual(pid1.strip(), "")
+        # Its own pid namespace: bwrap, the shell and its children only, not the worker.
+        self.assertLessEqual(len(pids.split()), 4, pids)
+        self.assertNotIn(f"/proc/{os.getpid()}\n", pids if os.getpid() > 10 else "")
+
+    @ensure
+    async def test_writes_outside_scratch_leave_nothing(self):
+        """An output in a directory outside the scratch dir fails and no file appears; an
+        output in /tmp goes to the sandbox's own tmpfs, not the host's /tmp."""
+        target = os.path.join(self.outside, "escape.wav")
+        result = await self.launch(sine_to(target))
+        self.assertFalse(result.ok)
+        self.assertFalse(os.path.exists(target))
+        host_tmp = os.path.join(tempfile.gettempdir(), f"nommer-escape-{uuid.uuid4().hex}.wav")
+        self.addCleanup(lambda: os.path.exists(host_tmp) and os.unlink(host_tmp))
+        result = await self.launch(sine_to(host_tmp))
+        self.assertTrue(result.ok, result.stderr_tail)  # written, in the sandbox's /tmp
+        self.assertFalse(os.path.exists(host_tmp))
+        # Control: the same command writes the file when the directory is granted.
+        result = await self.launch(sine_to(target), writable=[self.scratch, self.outside])
+        self.assertTrue(result.ok, result.stderr_tail)
+        self.assertTrue(os.path.getsize(target) > 0)
+        # And the scratch dir is writable.
+        result = await self.launch(sine_to(os.path.join(self.scratch, "ok.wav")))
+        self.assertTrue(result.ok, result.stderr_tail)
+        self.assertTrue(os.path.exists(os.path.join(self.scratch, "ok.wav")))
+
+    @ensure
+    async def test_data_dir_and_other_jobs_scratch_are_invisible(self):
+        """Media in DATA_DIR and in another job's scratch dir, readable by the worker, cannot be
+        read by a sandboxed ffmpeg (or ffprobe); /etc beyond what ffmpeg needs is not there."""
+        in_data = os.path.join(self.data_dir, "jobs-secret.mp4")
+        other_job = os.path.join(self.scratch_root, "jobB-1", "source")
+        os.makedirs(os.path.dirname(other_job))
+        for path in (in_data, other_job):
+            shutil.copyfile(media.clip(seconds=1, size="160x120"), path)
+        for path in (in_data, other_job):
+            argv = ffmpeg("-i", path, "-f", "null", "-")
+            control = await self.launch(argv, sandboxed=False)
+            self.assertTrue(control.ok, control.stderr_tail)  # readable outside the sandbox
+            result = await self.launch(argv)
+            self.assertFalse(result.ok, path)
+            self.assertIn("No such file or directory", result.stderr_tail)
+            probe = await self.launch(["ffprobe", "-v", "error", path])
+            self.assertFalse(probe.ok, path)
+        # Granted read-only (an input outside scratch), it reads and cannot write there.
+        result = await self.launch(ffmpeg("-i", in_data, "-f", "null", "-"), readable=[in_data])
+        self.assertTrue(result.ok, result.stderr_tail)
+        result = await self.launch(["/bin/sh", "-c", f"echo x >> {in_data}"], readable=[in_data])
+        self.assertFalse(result.ok)
+        result = await self.launch(["/bin/sh", "-c", "ls /etc /; ls /root /home /var 2>&1; true"])
+        listing = result.stdout.decode()
+        self.assertNotIn("passwd", listing)
+        self.assertNotIn("shadow", listing)
+        self.assertIn("No such file", listing)
+
+    @ensure
+    async def test_no_network(self):
+        """A sandboxed ffmpeg cannot reach a listener on 127.0.0.1 (tcp:// nor http://): it fails
+        and the listener sees no connection. Unsandboxed, the same ffmpeg connects."""
+        connections = []
+
+        class Count(protocol.Protocol):
+            def connectionMade(self):
+                connections.append(self)
+                self.transport.loseConnection()
+
+        factory = protocol.Factory.forProtocol(Count)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        for url in (f"tcp://127.0.0.1:{number}", f"http://127.0.0.1:{number}/x.mp4"):
+            argv = ffmpeg("-rw_timeout", "3000000", "-i", url, "-f", "null", "-")
+            result = await self.launch(argv)
+            self.assertFalse(result.ok)
+            self.assertEqual(connections, [], result.stderr_tail)
+        control = await self.launch(argv, sandboxed=False)
+        self.assertFalse(control.ok)  # our listener hangs up: but it was reached
+        self.assertGreaterEqual(len(connections), 1)
+
+    @ensure
+    async def test_filter_graph_slipping_past_the_validator_writes_nothing(self):
+        """The graph the validator once misread (a quote after sws_flags hides a metadata filter
+        writing a file), run through build_argv without validation: in the sandbox nothing is
+        written outside scratch; unsandboxed, ffmpeg does create the file."""
+        target = os.path.join(self.outside, "metadata.txt")
+        graph = f"sws_flags=bicubic';[0:v]metadata=mode=print:file={target}'"
+        source = os.path.join(self.scratch, "source")
+        shutil.copyfile(media.clip(seconds=1, size="160x120", audio=False), source)
+        pass_opts = {"infile_options": [], "outfile_options": [["vf", graph], ["f", "null"]],
+                     "move_atom_to_front": False}
+        argv = opts.build_argv(pass_opts, ffmpeg_bin="ffmpeg", input_path=source,
+                               output_path=os.path.join(self.scratch, "out"), muxer="null")
+        argv = output_caps(argv, pass_opts, max_bytes=10 ** 9, max_duration_s=12.0)
+        await self.launch(argv)
+        self.assertFalse(os.path.exists(target))
+        control = await self.launch(argv, sandboxed=False)
+        self.assertTrue(control.ok, control.stderr_tail)
+        self.assertTrue(os.path.exists(target))  # the graph does write when not sandboxed
+
+    @ensure
+    async def test_resource_limits_apply(self):
+        """prlimit sets the FFMPEG_RLIMIT_* values; a write past the file-size limit dies of
+        SIGXFSZ (reported as the signal, not bwrap's exit status 153) and stops at the limit."""
+        settings = media.settings(SCRATCH_DIR=self.scratch_root, FFMPEG_RLIMIT_FSIZE_BYTES=65536,
+                                  FFMPEG_RLIMIT_CPU_S=77, FFMPEG_RLIMIT_NPROC=999,
+                                  FFMPEG_RLIMIT_AS_BYTES=3 * 1024 ** 3)
+        result = await self.launch(["/bin/cat", "/proc/self/limits"], settings=settings)
+        limits = {line[:26].strip(): line[26:].split() for line in result.stdout.decode().splitlines()[1:]}
+        self.assertEqual(limits["Max cpu time"][:2], ["77", "77"])
+        self.assertEqual(limits["Max file size"][:2], ["65536", "65536"])
+        self.assertEqual(limits["Max processes"][:2], ["999", "999"])
+        self.assertEqual(limits["Max address space"][:2], [str(3 * 1024 ** 3)] * 2)
+        big = os.path.join(self.scratch, "big")
+        result = await self.launch(["/bin/sh", "-c", f"exec /usr/bin/head -c 200000 /dev/zero > {big}"],
+                                settings=settings)
+        self.assertEqual(result.signal, signal.SIGXFSZ, result)
+        self.assertIsNone(result.exit_code)
+        self.assertEqual(os.path.getsize(big), 65536)
+        # Unsandboxed (FFMPEG_SANDBOX none) nothing limits it: the control.
+        result = await self.launch(["/bin/sh", "-c", f"exec /usr/bin/head -c 200000 /dev/zero > {big}"],
+                                sandboxed=False)
+        self.assertTrue(result.ok)
+        self.assertEqual(os.path.getsize(big), 200000)
+
+
+class Stopping(SandboxTestCase):
+
+    @ensure
+    async def test_terminate_stops_the_encode_and_leaves_no_ffmpeg(self):
+        """terminate() (job canceled, timeout) sends SIGTERM to bwrap: the sandbox and the
+        ffmpeg in it end at once, and no process of the run is left."""
+        marker = f"marker-{uuid.uuid4().hex}"
+        argv = ffmpeg("-re", "-f", "lavfi", "-i", "sine", "-f", "wav", os.path.join(self.scratch, marker))
+        runner = ProcessRunner(reactor, argv, timeout_s=60, kill_grace_s=30.0, sandbox=Sandbox(self.settings),
+                               writable=[self.scratch])
+        d = runner.start()
+        await eventually(lambda: len(pids_running(marker)) >= 3, what="bwrap, bwrap and ffmpeg running")
+        started = reactor.seconds()
+        runner.terminate()
+        result = await d
+        self.assertTrue(result.terminated)
+        self.assertLess(reactor.seconds() - started, 10.0)  # not the 30 s SIGKILL grace
+        await eventually(lambda: not pids_running(marker), what="every process of the run gone")
+
+    def test_worker_killed_takes_the_sandbox_with_it(self):
+        """--die-with-parent: a worker process dying of SIGKILL leaves no ffmpeg behind."""
+        marker = f"marker-{uuid.uuid4().hex}"
+        script = (
+            "import sys\n"
+            "from twisted.internet import reactor\n"
+            "from nommer.workerd.process import ProcessRunner\n"
+            "from nommer.workerd.sandbox import Sandbox\n"
+            "from tests.workerd import media\n"
+            f"argv = {ffmpeg('-re', '-f', 'lavfi', '-i', 'sine', '-f', 'wav', os.path.join(self.scratch, marker))!r}\n"
+            f"s = media.settings(SCRATCH_DIR={self.scratch_root!r})\n"
+            f"r = ProcessRunner(reactor, argv, timeout_s=60, kill_grace_s=5, sandbox=Sandbox(s), "
+            f"writable=[{self.scratch!r}])\n"
+            "reactor.callWhenRunning(r.start)\n"
+            "reactor.run()\n")
+        worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+        self.addCleanup(lambda: worker.poll() is None and worker.kill())
+        try:
+            for _ in range(500):
+                if len(pids_running(marker)) >= 3:
+                    break
+                subprocess.run(["sleep", "0.02"])
+            self.assertGreaterEqual(len(pids_running(marker)), 3)
+        finally:
+            worker.kill()
+            worker.wait(10)
+        for _ in range(500):
+            if not pids_running(marker):
+                break
+            subprocess.run(["sleep", "0.02"])
+        self.assertEqual(pids_running(marker), [])
+
+
+class StartCheck(SandboxTestCase):
+
+    @ensure
+    async def test_check_passes_and_names_ffmpeg(self):
+        version = await check(reactor, self.settings)
+        self.assertTrue(version.startswith("ffmpeg version"), version)
+
+    @ensure
+    async def test_check_fails_with_missing_or_broken_bwrap(self):
+        for bwrap, said in (("/nonexistent/bwrap", "not found"), ("/bin/false", "exit status 1")):
+            with self.assertRaises(SandboxUnavailable) as cm:
+                await check(reactor, media.settings(BWRAP_BIN=bwrap))
+            message = str(cm.exception)
+            for part in (said, "BWRAP_BIN", bwrap, "apt-get install bubblewrap", 'FFMPEG_SANDBOX = "none"'):
+                self.assertIn(part, message)
+
+    def test_twistd_workerd_refuses_to_start_without_bwrap(self):
+        """A real `twistd -n workerd --local` with BWRAP_BIN missing exits 1 and says why."""
+        base = os.path.realpath(self.mktemp())
+        os.makedirs(base)
+        config = os.path.join(base, "nomconf_nobwrap.py")
+        with open(config, "w") as f:
+            f.write(f"DATA_DIR = {os.path.join(base, 'data')!r}\nBWRAP_BIN = '/nonexistent/bwrap'\n")
+        proc = subprocess.run([sys.executable, "-c", TWISTD, "--pidfile=", "-n", "--logfile=-", "workerd",
+                               "--local", "--config", config], cwd=base, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        out = proc.stdout + proc.stderr
+        self.assertEqual(proc.returncode, 1, out[-3000:])
+        for part in ("refuses to start", "BWRAP_BIN", "/nonexistent/bwrap", "apt-get install bubblewrap",
+                     'FFMPEG_SANDBOX = "none"'):
+            self.assertIn(part, out)
+        self.assertNotIn("Traceback", out)
+
+
+class Unprivileged(SandboxTestCase):
+    """The same launch as an ordinary user (the `nommer` service user on EC2)."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0 or shutil.which("runuser") is None:
+            raise unittest.SkipTest("needs root to switch to an unprivileged user")
+        try:
+            import pwd
+            pwd.getpwnam("nomtest")
+        except KeyError:
+            raise unittest.SkipTest("no user nomtest on this machine")
+        # A scratch dir of its own, in a place the user can reach.
+        self.scratch = tempfile.mkdtemp(prefix="nommer-sbx-user-")
+        self.addCleanup(shutil.rmtree, self.scratch, True)
+        shutil.chown(self.scratch, "nomtest")
+        self.outside = tempfile.mkdtemp(prefix="nommer-sbx-outside-")
+        self.addCleanup(shutil.rmtree, self.outside, True)
+        os.chmod(self.outside, 0o777)
+
+    def as_user(self, argv, **wrap):
+        launch = Sandbox(self.settings).wrap(argv, **wrap)
+        return subprocess.run(["runuser", "-u", "nomtest", "--", "env", "-i"] + launch.argv, cwd="/",
+                              capture_output=True, timeout=60)
+
+    def test_runs_and_confines_as_an_unprivileged_user(self):
+        out = os.path.join(self.scratch, "ok.wav")
+        result = self.as_user(sine_to(out), writable=[self.scratch])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertGreater(os.path.getsize(out), 0)
+        escape = os.path.join(self.outside, "escape.wav")
+        result = self.as_user(sine_to(escape), writable=[self.scratch])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertFalse(os.path.exists(escape))
+        result = self.as_user(["/bin/sh", "-c", "id -u; cat /proc/self/status"], writable=[self.scratch])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        text = result.stdout.decode()
+        self.assertIn("CapEff:\t0000000000000000", text)
+        self.assertIn("NoNewPrivs:\t1", text)
