@@ -76,8 +76,8 @@ class FakeContext:
             callback()
 
 
-class NommerTests(unittest.TestCase):
-    """FFmpegNommer.run() on real clips."""
+class NommerCase(unittest.TestCase):
+    """A scratch dir, an output dir, and ``make()``: an FFmpegNommer on a fake context."""
 
     timeout = 60
 
@@ -98,6 +98,10 @@ class NommerTests(unittest.TestCase):
 
     def dest(self, name="result.mp4"):
         return os.path.join(self.outdir, name)
+
+
+class NommerTests(NommerCase):
+    """FFmpegNommer.run() on real clips."""
 
     @ensure
     async def test_2011_doc_example_end_to_end(self):
@@ -296,6 +300,71 @@ class NommerTests(unittest.TestCase):
         self.assertIn("aac", encoders)
         again = await ffmpeg_module.available_encoders(reactor, media.settings())
         self.assertIs(again, encoders)
+
+
+class OutputCapTests(NommerCase):
+    """-fs MAX_OUTPUT_BYTES and the -t cap on every ffmpeg output, by their effect."""
+
+    def make_capped(self, options, dest_name, **settings):
+        argvs = []
+        original = ffmpeg_module.FFmpegNommer._run_ffmpeg
+
+        async def recording(nommer, argv, *args, **kwargs):
+            argvs.append(argv)
+            return await original(nommer, argv, *args, **kwargs)
+        self.patch(ffmpeg_module.FFmpegNommer, "_run_ffmpeg", recording)
+        nommer = self.make(options, source=media.clip(seconds=1, video=False), dest_name=dest_name,
+                           settings=media.settings(**settings))
+        return nommer, argvs
+
+    @ensure
+    async def test_padding_forever_stops_at_the_duration_cap(self):
+        """apad=whole_dur=86400 (a day of silence, which the validator allows) on a 1 s source
+        stops at 1 x MAX_OUTPUT_DURATION_FACTOR + 10 s."""
+        nommer, argvs = self.make_capped(
+            [{"outfile_options": [["af", "apad=whole_dur=86400"], ["acodec", "pcm_s16le"], ["f", "wav"]]}],
+            "padded.wav", MAX_OUTPUT_DURATION_FACTOR=2.0)
+        output = await nommer.run()
+        source_s = float(media.probe_json(media.clip(seconds=1, video=False))["format"]["duration"])
+        cap = source_s * 2.0 + ffmpeg_module.OUTPUT_DURATION_SLACK_S
+        self.assertAlmostEqual(output["duration_s"], cap, delta=0.1)
+        self.assertAlmostEqual(float(media.probe_json(self.dest("padded.wav"))["format"]["duration"]),
+                               cap, delta=0.1)
+        argv = argvs[0]
+        self.assertEqual(argv[-5:-1], ["-fs", str(media.settings().MAX_OUTPUT_BYTES), "-t", f"{cap:.3f}"])
+
+    @ensure
+    async def test_output_past_max_output_bytes_is_cut_and_refused(self):
+        """-fs: ffmpeg stops writing at MAX_OUTPUT_BYTES; the job fails saying so, nothing uploaded."""
+        nommer, argvs = self.make_capped(
+            [{"outfile_options": [["af", "apad=whole_dur=60"], ["acodec", "pcm_s16le"], ["f", "wav"]]}],
+            "big.wav", MAX_OUTPUT_BYTES=100000)
+        with self.assertRaises(PermanentJobError) as cm:
+            await nommer.run()
+        self.assertIn("MAX_OUTPUT_BYTES (100000 bytes)", cm.exception.message)
+        self.assertIn("-fs", argvs[0])
+        written = os.path.getsize(os.path.join(self.scratch, "output.wav"))
+        self.assertGreaterEqual(written, 100000)
+        self.assertLess(written, 100000 + 64 * 1024)  # stopped there: 60 s would be ~5.7 MB
+        self.assertEqual(self.ctx.uploads, [])
+
+    def test_caps_keep_a_shorter_job_limit(self):
+        """The cap goes last (ffmpeg keeps an output's last -t) and never lengthens the job's
+        own -t, nor its -to (turned into the -t it means)."""
+        argv = ["ffmpeg", "-i", "in", "-t", "5", "-progress", "pipe:1", "out"]
+        capped = ffmpeg_module.output_caps(argv, {"outfile_options": [["t", "5"]]}, max_bytes=9,
+                                           max_duration_s=30.0)
+        self.assertEqual(capped, argv[:-1] + ["-fs", "9", "-t", "5.000", "out"])
+        capped = ffmpeg_module.output_caps(argv, {"outfile_options": [["t", "00:01:00"]]}, max_bytes=9,
+                                           max_duration_s=30.0)
+        self.assertEqual(capped[-3:], ["-t", "30.000", "out"])
+        capped = ffmpeg_module.output_caps(argv, {"outfile_options": [["ss", "2"], ["to", "6"]]},
+                                           max_bytes=9, max_duration_s=30.0)
+        self.assertEqual(capped[-3:], ["-t", "4.000", "out"])
+        capped = ffmpeg_module.output_caps(argv, {"outfile_options": []}, max_bytes=9, max_duration_s=None)
+        self.assertEqual(capped[-3:], ["-fs", "9", "out"])
+        self.assertEqual(ffmpeg_module.max_output_duration_s(None, 2.0), None)
+        self.assertEqual(ffmpeg_module.max_output_duration_s(3.0, 2.0), 16.0)
 
 
 class FaststartTests(unittest.SynchronousTestCase):
