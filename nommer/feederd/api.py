@@ -13,6 +13,15 @@ Routes (all answer JSON, never an HTML page)::
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
 "error_code": ..., "message": ...}`` with a 4xx status for the caller's
 mistakes and 500 (logged with the traceback) for ours.
+
+Every route but /health and /openapi.json takes an API key
+(``Authorization: Bearer KEY``) with the route's scope, and a key sees only
+its own jobs unless it is ``admin`` (``nommer.feederd.auth``: also the
+anonymous rule on loopback); each caller has a rate limit
+(``ratelimit``) and each key a quota of unfinished jobs (``quota``). On
+loopback, Host and Origin are checked first (``crosssite``). Request bodies
+are capped before they are read (``bodycap``, in the Site) and again here.
+The errors those raise carry no HTTP status: ``EDGE_ERRORS`` maps them.
 """
 
 import json
@@ -31,9 +40,12 @@ from nommer.core.registry.base import EXITED
 from nommer.core.spec import validate_submission
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.uri import redact_uri
+from nommer.feederd import crosssite
+from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
+from nommer.feederd.bodycap import refusal_message
+from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
+from nommer.feederd.ratelimit import RateLimited, RateLimiter, retry_after_header
 
-#: Largest request body read, bytes.
-MAX_BODY_BYTES = 1024 * 1024
 MAX_LIST_LIMIT = 500
 JOB_ID_RE = re.compile(r"^[0-9a-f]{50}$")
 #: Deepest nesting of lists and objects a request body may have (a job needs 5).
@@ -107,13 +119,33 @@ def job_to_api(job):
         "started_at": iso8601(job.started_at),
         "finished_at": iso8601(job.finished_at),
         "heartbeat_at": iso8601(job.heartbeat_at),
+        "owner": job.owner,
     }
 
 
-class _UTF8CheckedResource(KleinResource):
-    """Klein's resource, except that a URL whose path or Host header is not
-    UTF-8 once percent-decoded (``/job/%ED%A0%80``) gets the API's JSON 400:
-    Klein itself answers it with a text body and logs a traceback."""
+#: Errors of the API edge (no HTTP status of their own) -> (status, error_code).
+EDGE_ERRORS = {
+    Unauthorized: (401, "UNAUTHORIZED"),
+    Forbidden: (403, "FORBIDDEN"),
+    RateLimited: (429, "RATELIMITED"),
+    QuotaExceeded: (429, "QUOTA"),
+}
+
+
+class _EdgeResource(KleinResource):
+    """Klein's resource, except that:
+
+    - a URL whose path or Host header is not UTF-8 once percent-decoded
+      (``/job/%ED%A0%80``) gets the API's JSON 400: Klein itself answers it
+      with a text body and logs a traceback;
+    - when the API listens on loopback, a request whose Host is not a
+      loopback name (421 ``BADHOST``) or whose Origin is not the API's own
+      (403 ``FORBIDDEN``) is refused before any route runs
+      (``crosssite.check``)."""
+
+    def __init__(self, app, loopback):
+        super().__init__(app)
+        self.loopback = loopback
 
     def render(self, request):
         try:
@@ -122,6 +154,10 @@ class _UTF8CheckedResource(KleinResource):
         except UnicodeDecodeError:
             return _error(request, 400, "BADINPUT",
                           "the URL is not valid UTF-8 once percent-decoded (path or Host header)")
+        if self.loopback:
+            refused = crosssite.check(request, request.getHost().port)
+            if refused is not None:
+                return _error(request, *refused)
         return super().render(request)
 
 
@@ -155,14 +191,17 @@ class JobAPI:
     ``registry`` (a ``WorkerRegistry``, optional) serves ``GET /workers``;
     ``fleet_view()`` (optional) returns a list (or a Deferred of one) of
     instance dicts, each with an ``instance_id``, shown beside the workers.
+    ``keys`` (a ``KeyStore``; None behaves as an empty one) authenticates
+    callers; whether anonymous callers and the Host/Origin checks apply
+    follows ``settings.API_INTERFACE`` (loopback or not).
     ``clock`` (default: the global reactor) gives ``seconds()`` for how long
-    ago a worker was seen."""
+    ago a worker was seen, the rate limit and the key cache."""
 
     app = Klein()
     log = Logger()
 
     def __init__(self, ledger, settings, on_submit=None, health_extra=None, registry=None, fleet_view=None,
-                 clock=None):
+                 clock=None, keys=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
@@ -174,9 +213,13 @@ class JobAPI:
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
+        self.loopback = crosssite.is_loopback_interface(settings.API_INTERFACE)
+        self.keys = keys
+        self.auth = Authenticator(keys, self.loopback, clock)
+        self.limiter = RateLimiter(settings.API_RATE_LIMIT_PER_MINUTE, clock)
 
     def resource(self):
-        return _UTF8CheckedResource(self.app)
+        return _EdgeResource(self.app, self.loopback)
 
     # --- errors -------------------------------------------------------------
 
@@ -186,6 +229,18 @@ class JobAPI:
         if exc.http_status >= 500:
             self.log.failure("API error on {path}", failure, path=request.path)
         return _error(request, exc.http_status, exc.error_code, exc.message)
+
+    @app.handle_errors(*EDGE_ERRORS)
+    def _edge_error(self, request, failure):
+        exc = failure.value
+        status, code = next(v for cls, v in EDGE_ERRORS.items() if isinstance(exc, cls))
+        if isinstance(exc, Unauthorized):
+            challenge = 'Bearer realm="nommer"' + (', error="invalid_token"' if exc.invalid_token else "")
+            request.setHeader(b"WWW-Authenticate", challenge.encode())
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        if retry_after_s is not None:
+            request.setHeader(b"Retry-After", retry_after_header(retry_after_s).encode())
+        return _error(request, status, code, exc.message)
 
     @app.handle_errors(IllegalTransition)
     def _conflict(self, request, failure):
@@ -219,9 +274,11 @@ class JobAPI:
 
     @app.route("/job/submit", methods=["POST"], strict_slashes=False)
     async def submit(self, request):
+        caller = await self._caller(request, "submit")
         body = self._read_json(request)
         spec = validate_submission(body, self.settings)
-        job = await self.ledger.submit(Job(job_id=new_job_id(), **spec))
+        await check_unfinished_quota(self.store, caller, self.settings.MAX_UNFINISHED_JOBS_PER_KEY)
+        job = await self.ledger.submit(Job(job_id=new_job_id(), owner=caller.owner, **spec))
         if self._on_submit is not None:
             self._on_submit()
         return _json(request, 200, {"success": True, "job_id": job.job_id})
@@ -231,18 +288,21 @@ class JobAPI:
         if job_id == "submit":
             request.setHeader(b"Allow", b"POST")
             raise APIError(405, "METHODNOTALLOWED", "submit a job with POST /job/submit")
-        job = await self.store.get(self._job_id(job_id))
+        caller = await self._caller(request, "read")
+        job = await self._visible_job(caller, self._job_id(job_id))
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
 
     @app.route("/job/<string:job_id>/cancel", methods=["POST"], strict_slashes=False)
     async def cancel_job(self, request, job_id):
+        caller = await self._caller(request, "cancel")
         job_id = self._job_id(job_id)
-        await self.store.get(job_id)  # 404 before 409
+        await self._visible_job(caller, job_id)  # 404 (not found, or not this caller's) before 409
         job = await self.ledger.set_state(job_id, JobState.CANCELED, "canceled by request")
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
 
     @app.route("/jobs", methods=["GET"], strict_slashes=False)
     async def list_jobs(self, request):
+        caller = await self._caller(request, "read")
         state = self._arg(request, "state")
         if state is not None:
             try:
@@ -258,7 +318,8 @@ class JobAPI:
             raise InvalidJobSpec("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
         cursor = self._arg(request, "cursor")
         try:
-            jobs, next_cursor = await self.store.list(state=state, limit=int(limit), cursor=cursor)
+            jobs, next_cursor = await self.store.list(state=state, limit=int(limit), cursor=cursor,
+                                                      owner=None if caller.sees_all else caller.key_id)
         except ValueError as exc:
             raise InvalidJobSpec("cursor", str(exc))
         return _json(request, 200, {"success": True, "jobs": [job_to_api(j) for j in jobs],
@@ -288,7 +349,8 @@ class JobAPI:
         With a ``fleet_view``: ``instance`` (the instance dict of its
         ``instance_id``, or null) on each worker and ``instances`` (every
         instance); if the fleet fails to answer, ``fleet_error`` (a message)
-        instead. 503 ``NOREGISTRY`` without a registry."""
+        instead. 503 ``NOREGISTRY`` without a registry. Needs ``admin``."""
+        await self._caller(request, "admin")
         if self.registry is None:
             return _error(request, 503, "NOREGISTRY", "this feederd has no worker registry")
         records = await self.registry.list()
@@ -335,6 +397,27 @@ class JobAPI:
 
     # --- helpers ------------------------------------------------------------
 
+    async def _caller(self, request, scope):
+        """The request's ``auth.Caller``, counted against its rate limit and
+        allowed ``scope``; else Unauthorized, RateLimited or Forbidden."""
+        caller = await self.auth.caller(request)
+        wait_s = self.limiter.take(caller.rate_key)
+        if wait_s is not None:
+            raise RateLimited(f"more than {self.settings.API_RATE_LIMIT_PER_MINUTE} requests a minute "
+                              f"(API_RATE_LIMIT_PER_MINUTE); retry in {retry_after_header(wait_s)} s", wait_s)
+        if not caller.may(scope):
+            who = f"API key {caller.key_id} ({caller.name})"
+            raise Forbidden(f"{who} lacks the {scope!r} scope; it has " + ", ".join(sorted(caller.scopes)))
+        return caller
+
+    async def _visible_job(self, caller, job_id):
+        """The job, if ``caller`` may see it; NoSuchJob alike for a job that
+        does not exist and one of another caller (ids do not leak)."""
+        job = await self.store.get(job_id)
+        if not caller.can_see(job):
+            raise NoSuchJob(job_id)
+        return job
+
     @staticmethod
     def _job_id(job_id):
         if not JOB_ID_RE.match(job_id):
@@ -348,13 +431,15 @@ class JobAPI:
         values = request.args.get(name.encode())
         return values[0].decode("utf-8", "replace") if values else None
 
-    @staticmethod
-    def _read_json(request):
+    def _read_json(self, request):
         """The whole body as JSON, whatever the Content-Type (the original
-        client sent JSON labelled as a form)."""
-        raw = request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
-            raise APIError(413, "BADINPUT", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        client sent JSON labelled as a form). The Site's ``BodyCappedRequest``
+        already refused a body over MAX_REQUEST_BODY_BYTES; this checks again
+        (a resource served by another Site)."""
+        limit = self.settings.MAX_REQUEST_BODY_BYTES
+        raw = request.content.read(limit + 1)
+        if len(raw) > limit:
+            raise APIError(413, "BADINPUT", refusal_message(limit))
         if not raw.strip():
             raise InvalidJobSpec(None, "the request body is empty; send the job as a JSON object")
         try:

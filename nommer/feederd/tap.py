@@ -1,16 +1,22 @@
 """``twistd feederd``: the job API, notifier, reaper, autoscaler and fleet."""
 
+import os
+import sys
+
 from twisted.application import strports
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
+from nommer.core.keys import open_key_store
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
 from nommer.core.registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
+from nommer.feederd.auth import KeyRequirement
 from nommer.feederd.autoscaler import Autoscaler
+from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.draining import DrainingSite, RequestDrain
 from nommer.feederd.ec2fleet import Ec2Fleet
 from nommer.feederd.fleet import LocalFleet, NoFleet
@@ -19,6 +25,30 @@ from nommer.feederd.publish import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
 
 log = Logger()
+
+#: Exit status of a feederd that refuses to start (off loopback without an API key).
+EXIT_REFUSED = 1
+
+
+def _exit_now(status):
+    """Leave the process with ``status``: twistd has no other way to return
+    a non-zero status once the reactor runs. Called after the reactor's
+    shutdown (services stopped, store closed, logs written)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def refuse_to_start(reactor):
+    """``on_refuse`` of ``KeyRequirement``: log why, stop, exit EXIT_REFUSED."""
+    def refuse(message):
+        log.critical("feederd: {message}. Not starting.", message=message)
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, EXIT_REFUSED)
+        reactor.callWhenRunning(reactor.stop)
+    return refuse
 
 
 class Options(usage.Options):
@@ -47,6 +77,10 @@ def build(settings, reactor=default_reactor):
 
     registry = make_registry(settings, reactor)
     top.closables.append(registry)
+    # API keys beside the job store (its AWS pool, when it has one); closed after the store.
+    keys = open_key_store(settings, reactor=reactor, pool=store.aws_pool)
+    top.closables.append(keys)
+    KeyRequirement(keys, settings, refuse_to_start(reactor)).setServiceParent(top)
     if settings.FLEET_BACKEND == "local":
         fleet = LocalFleet(settings, reactor)
     elif settings.FLEET_BACKEND == "ec2":
@@ -67,10 +101,11 @@ def build(settings, reactor=default_reactor):
 
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
-                 registry=registry, clock=reactor,
+                 registry=registry, clock=reactor, keys=keys,
                  fleet_view=fleet.instances if isinstance(fleet, Ec2Fleet) else None)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
-    site = DrainingSite(api.resource())
+    # Bodies over MAX_REQUEST_BODY_BYTES are refused before they are read or spooled.
+    site = DrainingSite(api.resource(), requestFactory=capped_request_factory(settings.MAX_REQUEST_BODY_BYTES))
     strports.service(endpoint, site).setServiceParent(top)
     RequestDrain(site, reactor).setServiceParent(top)
     log.info("feederd: API on http://{iface}:{port}/, data in {data_dir}, fleet {fleet}",

@@ -47,7 +47,7 @@ class APITests(TestCase):
         kwargs = {"headers": headers or {}}
         if data is not None:
             kwargs["data"] = data
-        response = await pumped(self.stub, self.stub.request(method, "http://nommer" + path, **kwargs))
+        response = await pumped(self.stub, self.stub.request(method, "http://127.0.0.1:8001" + path, **kwargs))
         content = await pumped(self.stub, self.stub.content(response))
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"],
                          f"not JSON: {content[:200]!r}")

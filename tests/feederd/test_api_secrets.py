@@ -38,7 +38,7 @@ class APISecretsTests(TestCase):
 
     async def request(self, method, path, body=None):
         kwargs = {"data": json.dumps(body).encode()} if body is not None else {}
-        response = await pumped(self.stub, self.stub.request(method, "http://nommer" + path,
+        response = await pumped(self.stub, self.stub.request(method, "http://127.0.0.1:8001" + path,
                                                              **kwargs))
         raw = await pumped(self.stub, self.stub.content(response))
         return response.code, raw

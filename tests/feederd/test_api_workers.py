@@ -57,7 +57,7 @@ class WorkersAPITests(TestCase):
 
     async def get(self, api, path="/workers"):
         stub = StubTreq(api.resource())
-        response = await pumped(stub, stub.get("http://nommer" + path))
+        response = await pumped(stub, stub.get("http://127.0.0.1:8001" + path))
         content = await pumped(stub, stub.content(response))
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
         return response.code, json.loads(content)

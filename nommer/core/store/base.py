@@ -64,7 +64,12 @@ class JobStore:
       final state the API key ``owner`` (a key_id) has.
     - ``count_by_state() -> Deferred[dict[str, int]]``.
     - ``close() -> Deferred|None``.
+
+    ``aws_pool``: the ``nommer.core.aws.AWS`` pool an AWS backend makes its
+    calls in (None for SQLite), for a sibling store to share (the API keys).
     """
+
+    aws_pool = None
 
     def create(self, job):
         raise NotImplementedError

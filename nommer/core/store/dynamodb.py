@@ -293,6 +293,10 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
 
+    @property
+    def aws_pool(self):
+        return self.aws
+
     # --- items ------------------------------------------------------------
 
     def _to_item(self, job, version):

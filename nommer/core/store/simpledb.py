@@ -248,6 +248,10 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
 
+    @property
+    def aws_pool(self):
+        return self._aws
+
     # --- resources -------------------------------------------------------------------------
 
 
