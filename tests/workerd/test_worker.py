@@ -8,7 +8,7 @@ from twisted.trial.unittest import TestCase
 
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import JobState
-from nommer.workerd.worker import idle_exit_due, retry_delay_s
+from nommer.workerd.worker import idle_exit_due, retry_delay_s, scratch_needed_bytes
 from tests.helpers import ensure, eventually
 from tests.workerd import scripted_nommer
 from tests.workerd.worker_harness import NOMMER, WorkerHarness
@@ -178,6 +178,45 @@ class WorkerTests(WorkerHarness, TestCase):
         self.assertIn("idle", self.exits[0])
 
 
+    @ensure
+    async def test_refuses_to_start_when_the_sandbox_does_not_start(self):
+        """BWRAP_BIN missing: the worker takes no job and exits saying what to fix."""
+        from twisted.logger import formatEvent, globalLogPublisher
+        logged = []
+
+        def observe(event):
+            logged.append(formatEvent(event) or "")
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        job = await self.submit("succeed")
+        worker = self.start_worker(BWRAP_BIN="/nonexistent/bwrap")
+        self.assertFalse(await worker.ready)
+        self.assertEqual(len(self.exits), 1)
+        for part in ("refuses to start", "BWRAP_BIN", "apt-get install bubblewrap", 'FFMPEG_SANDBOX = "none"'):
+            self.assertIn(part, self.exits[0])
+        self.assertTrue(any("refuses to start" in line for line in logged))
+        stored = await self.store.get(job.job_id)
+        self.assertEqual((stored.job_state, stored.attempts), (JobState.PENDING, 0))
+        self.assertNotIn(job.job_id, scripted_nommer.RAN)
+
+    @ensure
+    async def test_sandbox_none_warns_at_start_and_runs(self):
+        """FFMPEG_SANDBOX = "none" is allowed, with a warning at every start."""
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+        warnings = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(formatEvent(event))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        worker = self.start_worker(FFMPEG_SANDBOX="none", BWRAP_BIN="/nonexistent/bwrap")
+        self.assertTrue(await worker.ready)
+        self.assertTrue(any("UNSANDBOXED" in w and "FFMPEG_SANDBOX" in w for w in warnings), warnings)
+        job = await self.submit("succeed")
+        self.assertEqual((await self.final(job.job_id)).job_state, JobState.FINISHED)
+
+
 class PolicyTests(TestCase):
 
     def test_idle_exit_due(self):
@@ -190,3 +229,11 @@ class PolicyTests(TestCase):
     def test_retry_delay_doubles(self):
         """Transient retries back off: base, 2x, 4x."""
         self.assertEqual([retry_delay_s(a, 5) for a in (1, 2, 3)], [5, 10, 20])
+
+    def test_scratch_needed_bytes(self):
+        """Short of SCRATCH_MIN_FREE_BYTES (+ the source's size when known): the bytes needed."""
+        self.assertIsNone(scratch_needed_bytes(100, 100))
+        self.assertEqual(scratch_needed_bytes(99, 100), 100)
+        self.assertEqual(scratch_needed_bytes(150, 100, 60), 160)
+        self.assertIsNone(scratch_needed_bytes(160, 100, 60))
+        self.assertIsNone(scratch_needed_bytes(None, 100, 60))  # unknown: do not block
