@@ -341,9 +341,17 @@ def _check_adelay(f):
 
 
 #: Per-filter value bounds (see POSITIONAL in filtergraph.py for unnamed values).
+def _check_scale(f):
+    _check_sides(f, ("w", "h"))
+    flags = f.value_of("flags")
+    if flags is not None and not fg.sws_flags_ok(flags):
+        raise ValueError(f"filter {f.name!r}: flags={flags!r} must be libswscale flag names "
+                         f"({', '.join(sorted(fg.SWS_FLAG_NAMES))}) joined by + or - "
+                         "(ffmpeg 5.1 crashes on others)")
+
+
 FILTER_BOUNDS = {
-    "scale": lambda f: _check_sides(f, ("w", "h")),
-    "scale2ref": lambda f: _check_sides(f, ("w", "h")),
+    "scale": _check_scale, "scale2ref": _check_scale,
     "pad": lambda f: _check_sides(f, ("width", "height")),
     "crop": lambda f: _check_sides(f, ("out_w", "out_h")),
     "fps": _check_rate, "framerate": _check_rate, "minterpolate": _check_rate,

@@ -10,7 +10,9 @@ mirrors the C that reads it, function by function (FFmpeg ``n5.1``):
   trailing whitespace trimmed unless it was quoted or escaped.
 * ``parse`` is libavfilter/graphparser.c ``avfilter_graph_parse2``: a
   leading ``sws_flags=`` segment taken verbatim up to the first ``;``
-  anywhere after it (quotes mean nothing there: ``parse_sws_flags``);
+  anywhere after it (quotes mean nothing there: ``parse_sws_flags``; ffmpeg 5.1 then appends it, as
+  ``:flags=<text>``, to the options of every ``scale`` whose options do not
+  hold the text ``flags``, so it can set any scale option);
   then chains of ``[in]...name@inst=opts[out]`` separated by ``,`` and
   ``;`` (``parse_inputs`` / ``parse_link_name`` / ``parse_filter`` /
   ``parse_outputs``), the name read with ``av_get_token(buf, "=,;[")``, the
@@ -82,7 +84,20 @@ ALIASES = {
 
 _LABEL_RX = re.compile(r"[A-Za-z0-9_.:]{1,64}")
 _NAME_RX = re.compile(r"[A-Za-z0-9_]{1,40}(@[A-Za-z0-9_]{1,40})?")
-_SWS_RX = re.compile(r"[A-Za-z0-9_+-]{1,200}")
+#: libswscale's flag names (``ffmpeg -h full``, SWScaler sws_flags). ffmpeg
+#: 5.1 crashes (SIGSEGV in scale's init) on any other name in scale's flags.
+SWS_FLAG_NAMES = frozenset({
+    "fast_bilinear", "bilinear", "bicubic", "experimental", "neighbor", "area", "bicublin",
+    "gauss", "sinc", "lanczos", "spline", "print_info", "accurate_rnd", "full_chroma_int",
+    "full_chroma_inp", "bitexact", "error_diffusion"})
+_SWS_RX = re.compile(r"[+-]?[a-z_]{1,20}([+-][a-z_]{1,20}){0,16}")
+
+
+def sws_flags_ok(value):
+    """True if ``value`` is libswscale flag names joined by ``+``/``-`` and
+    nothing else (no quotes, escapes, ``:``)."""
+    return bool(_SWS_RX.fullmatch(value)) and all(
+        name in SWS_FLAG_NAMES for name in re.split(r"[+-]", value) if name)
 
 
 class FilterGraphError(ValueError):
@@ -188,13 +203,17 @@ class Filter:
     ``instance``: the instance name ffmpeg gives it (``name@id`` as
     written, or ``Parsed_<name>_<index>`` cut to 29 bytes); ``args``: the
     options string it gets (None without ``=``); ``inputs``/``outputs``:
-    labels; ``options``: ``split_options(args)``; ``index``: ffmpeg's
-    filter index in the graph.
+    labels; ``init_args``: what the filter is initialized with: ``args``,
+    except that ffmpeg 5.1's ``create_filter`` appends ``:flags=<sws_flags>``
+    to a ``scale`` whose args lack the text ``flags`` (or uses it alone);
+    ``options``: ``split_options(init_args)``; ``index``: ffmpeg's filter
+    index in the graph.
     """
 
     name: str
     instance: str
     args: object
+    init_args: object
     inputs: tuple
     outputs: tuple
     options: tuple
@@ -321,9 +340,11 @@ def _sws_flags(text, pos, strict):
     if semi < 0:
         raise FilterGraphError("sws_flags not terminated with ';'", pos)
     value = text[pos + len("sws_flags="):semi]
-    if strict and not _SWS_RX.fullmatch(value):
-        raise FilterGraphError("sws_flags=... may hold only flag names joined by + or - "
-                               "(ffmpeg ends it at the first ';' and ignores quotes in it)", pos)
+    if strict and not sws_flags_ok(value):
+        raise FilterGraphError("sws_flags=... may hold only libswscale flag names (bicubic, "
+                               "lanczos, accurate_rnd...) joined by + or - (ffmpeg ends it at "
+                               "the first ';', ignores quotes in it, and adds it to every "
+                               "scale filter's options)", pos)
     return value, semi + 1
 
 
@@ -367,10 +388,13 @@ def parse(text, *, strict=False):
                                    "trailing backslash in its options", args_tok.start)
         fname, instance = _instance(name_tok.text, index)
         args = args_tok.text if args_tok is not None else None
-        options = split_options(fname, args, strict=strict)
+        init_args = args
+        if fname == "scale" and sws is not None and (args is None or "flags" not in args):
+            init_args = "flags=" + sws if args is None else f"{args}:flags={sws}"
+        options = split_options(fname, init_args, strict=strict)
         outputs, pos = _labels(text, pos, strict)
-        filters.append(Filter(fname, instance, args, inputs, outputs, options, index,
-                              name_tok, args_tok))
+        filters.append(Filter(fname, instance, args, init_args, inputs, outputs, options,
+                              index, name_tok, args_tok))
         while pos < n and text[pos] in WHITESPACES:
             pos += 1
         if pos >= n:
