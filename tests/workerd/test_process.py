@@ -294,3 +294,38 @@ class RealProcessTests(unittest.TestCase):
         result = await d
         self.assertEqual(result.signal, 9)
         self.assertTrue(result.timed_out)
+
+
+class SandboxedRunTests(unittest.TestCase):
+    """ProcessRunner with ``sandbox=``: the child runs in bwrap (nommer.workerd.sandbox;
+    its confinement is tested in test_sandbox)."""
+
+    timeout = 30
+
+    def sandbox(self, **overrides):
+        from nommer.workerd.sandbox import Sandbox
+        from tests.workerd import media
+        return Sandbox(media.settings(**overrides))
+
+    @ensure
+    async def test_exit_status_and_signals_come_back_as_the_childs(self):
+        """bwrap exits 128 + N when its child dies of signal N: reported as the signal."""
+        result = await run_process(reactor, ["/bin/sh", "-c", "exit 3"], timeout_s=10, kill_grace_s=1,
+                                   sandbox=self.sandbox())
+        self.assertEqual((result.exit_code, result.signal), (3, None))
+        result = await run_process(reactor, ["/bin/sh", "-c", "kill -SEGV $$"], timeout_s=10, kill_grace_s=1,
+                                   sandbox=self.sandbox())
+        self.assertEqual((result.exit_code, result.signal), (None, 11))
+        self.assertFalse(result.ok)
+        result = await run_process(reactor, ["/bin/sh", "-c", "echo hi"], timeout_s=10, kill_grace_s=1,
+                                   sandbox=self.sandbox())
+        self.assertTrue(result.ok)
+        self.assertEqual(result.stdout, b"hi\n")
+
+    @ensure
+    async def test_missing_bwrap_or_executable_fails_the_start(self):
+        for argv, sandbox, said in ((["/bin/true"], self.sandbox(BWRAP_BIN="/nonexistent/bwrap"), "BWRAP_BIN"),
+                                    (["/nonexistent/ffmpeg"], self.sandbox(), "/nonexistent/ffmpeg")):
+            with self.assertRaises(FileNotFoundError) as cm:
+                await run_process(reactor, argv, timeout_s=10, kill_grace_s=1, sandbox=sandbox)
+            self.assertIn(said, str(cm.exception))
