@@ -14,7 +14,7 @@ from twisted.internet import threads
 
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.workerd.process import run_process
-from nommer.workerd.sandbox import Sandbox
+from nommer.workerd.sandbox import Sandbox, sandbox_failure
 
 #: Most seconds one ffprobe run may take (capped further by FFMPEG_TIMEOUT_S).
 PROBE_TIMEOUT_S = 300.0
@@ -102,6 +102,9 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
                                    sandbox=Sandbox(settings), readable=[os.path.abspath(path)])
     except OSError as e:
         raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
+    broken = sandbox_failure(result)
+    if broken:
+        raise TransientJobError(f"the ffprobe sandbox failed to start: {broken}")
     stderr = _tail(result.stderr_tail).replace(os.path.abspath(path), name)
     if result.timed_out:
         raise TransientJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}")

@@ -194,6 +194,19 @@ class Sandbox:
         return out + list(args)
 
 
+def sandbox_failure(result):
+    """bwrap's own error (str) when ``result`` (a ``ProcessResult``) is the
+    sandbox failing to start rather than its child failing, else None: bwrap
+    then exits 1 having written only its "bwrap: ..." line. The machine, not
+    the job, is at fault: callers treat it as transient."""
+    if result.exit_code != 1 or result.signal is not None:
+        return None
+    lines = [line for line in result.stderr_tail.splitlines() if line.strip()]
+    if len(lines) == 1 and lines[0].startswith("bwrap: "):
+        return lines[0]
+    return None
+
+
 def describe(settings):
     """One line for the worker's start-up log: what the sandbox is."""
     if getattr(settings, "FFMPEG_SANDBOX", "bwrap") == "none":

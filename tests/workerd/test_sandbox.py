@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from nommer.workerd.nommers import ffmpeg_options as opts
 from nommer.workerd.nommers.ffmpeg import output_caps
 from nommer.workerd.process import ProcessRunner
-from nommer.workerd.sandbox import Sandbox, SandboxUnavailable, check
+from nommer.workerd.sandbox import Sandbox, SandboxUnavailable, check, sandbox_failure
 from tests.e2e.harness import TWISTD
 from tests.helpers import ensure, eventually
 from tests.workerd import media
@@ -224,6 +224,20 @@ class Isolation(SandboxTestCase):
                                 sandboxed=False)
         self.assertTrue(result.ok)
         self.assertEqual(os.path.getsize(big), 200000)
+
+
+class Failures(SandboxTestCase):
+
+    @ensure
+    async def test_bwrap_failing_is_told_from_ffmpeg_failing(self):
+        """bwrap's own failure (here: a scratch dir that vanished) is recognised, so the job is
+        retried rather than failed as bad media; an ffmpeg error is not mistaken for it."""
+        gone = os.path.join(self.scratch_root, "vanished")
+        result = await self.launch(ffmpeg("-version"), writable=[gone])
+        self.assertIn("bwrap: Can't find source path", sandbox_failure(result))
+        result = await self.launch(ffmpeg("-i", os.path.join(self.scratch, "missing.mp4"), "-f", "null", "-"))
+        self.assertFalse(result.ok)
+        self.assertIsNone(sandbox_failure(result))
 
 
 class Stopping(SandboxTestCase):

@@ -42,7 +42,7 @@ from nommer.workerd import probe
 from nommer.workerd.nommers import ffmpeg_options as opts
 from nommer.workerd.nommers.base import NO_SPACE_MARKER, BaseNommer, NoScratchSpace
 from nommer.workerd.process import ProcessRunner, run_process
-from nommer.workerd.sandbox import Sandbox
+from nommer.workerd.sandbox import Sandbox, sandbox_failure
 
 #: How many of ffmpeg's last stderr lines go into an error message.
 ERROR_TAIL_LINES = 12
@@ -339,6 +339,9 @@ class FFmpegNommer(BaseNommer):
             raise JobCanceled(f"job {self.job.job_id} was stopped while ffmpeg ran")
         if result.ok:
             return result
+        broken = sandbox_failure(result)
+        if broken:
+            raise TransientJobError(f"the ffmpeg sandbox failed to start: {broken}")
         said = _tail(result.stderr_tail)
         for path, name in names.items():
             said = said.replace(path, name)
