@@ -219,6 +219,38 @@ class RefusedTests(unittest.SynchronousTestCase):
             self.assertRefused([["metadata", value]], "URLs and protocols")
         self.assertRefused([["vf", "scale='w=1:h=1',null='ftp://x'"]], "URLs and protocols")
 
+    def test_graphs_read_as_ffmpeg_reads_them(self):
+        """What ffmpeg 5.1 reads differently from a naive reading is refused
+        (regression: sws_flags ends at the first ';' whatever the quotes)."""
+        for graph, says in (
+                ("sws_flags=bicubic';[0:v]metadata=mode=print:file=/any/path'", "sws_flags"),
+                ("sws_flags=bicubic';[0:v]null,movie=/etc/passwd'", "sws_flags"),
+                ("sws_flags=bicubic;[0:v]null,sendcmd=filename=/tmp/c", "'sendcmd'"),
+                ("sws_flags=bicubic:w=99;scale", "sws_flags"),
+                ("drawbox='1\\',movie=x.mkv", "lone backslash"),
+                ("drawbox='1\\\\',movie=x.mkv", "'movie'"),
+                ("['x]null[']", "label"), ("[a\\]b]null", "label"),
+                ("null,mov\\ie=x.mkv", "quotes or escapes"),
+                ("null,'movie'=x.mkv", "quotes or escapes"),
+                ("scale='640:-2", "unterminated"), ("null,sws_flags=area;null", "first"),
+                ("scale=w=640:-2", "without a name"),
+                ("null=\\;metadata=mode=print:file=/x", "files")):
+            for flag in ("vf", "filter_complex"):
+                self.assertRefused([[flag, graph]], says)
+
+    def test_values_checked_after_unescaping(self):
+        """Keys and values are checked as the filter gets them (both rounds of
+        unescaping), named or positional."""
+        self.assertRefused([["vf", "scale=640:-2:fil\\e\\name=x"]], "naming files")
+        self.assertRefused([["vf", "scale=w='/etc/passwd'"]], "naming files")
+        self.assertRefused([["vf", "drawbox=x=ht\\tp\\://h/x"]], "URLs and protocols")
+
+    def test_scale_flags_limited_to_libswscale_names(self):
+        """ffmpeg 5.1 crashes on unknown scale flags: only libswscale's names pass."""
+        self.assertRefused([["vf", "scale=640:-2:flags=nosuch"]], "flag names")
+        self.assertRefused([["vf", "sws_flags=nosuch;scale=640:-2"]], "sws_flags")
+        o.validate_passes(one_pass(["vf", "scale=640:-2:flags=lanczos+accurate_rnd"]))
+
     def test_x264_params_touching_files(self):
         """x264-params / x264opts keys that read or write files are refused."""
         for value in ("stats=/tmp/x", "keyint=50:qpfile=/etc/passwd", "dump-yuv=x.yuv",
@@ -232,6 +264,77 @@ class RefusedTests(unittest.SynchronousTestCase):
         o.validate_passes(one_pass(["map", "0:v:0"], ["map", "0:a?"], ["map", "[out]"]))
         for value in ("1:v", "0:v;ls", "/etc/passwd"):
             self.assertRefused([["map", value]], "stream specifier")
+
+
+class BoundsTests(unittest.SynchronousTestCase):
+    """Values that would make ffmpeg produce unbounded output or huge frames."""
+
+    def refused(self, pairs, says):
+        with self.assertRaises(InvalidJobSpec) as cm:
+            o.validate_passes(one_pass(*pairs))
+        self.assertIn(says, cm.exception.message)
+
+    def accepted(self, *pairs):
+        o.validate_passes(one_pass(*pairs))
+
+    def test_apad_must_be_bounded(self):
+        """apad pads forever unless given a positive length or duration up to 24 h."""
+        for graph in ("apad", "apad=packet_size=4096", "apad=pad_len=-1", "apad=whole_dur=0",
+                      "apad=4096:-1", "volume=2,apad@x"):
+            self.refused([["af", graph]], "apad")
+        self.refused([["af", "apad=pad_dur=86401"]], "out of range")
+        self.refused([["af", "apad=whole_len=1e15"]], "out of range")
+        for graph in ("apad=whole_dur=10", "apad=pad_len=48000", "apad=4096:48000",
+                      "apad=pad_dur=1.5"):
+            self.accepted(["af", graph])
+
+    def test_tpad_never_forever(self):
+        for graph in ("tpad=stop=-1", "tpad=0:-1", "tpad=stop_duration=-1",
+                      "tpad=stop_duration=100000", "tpad=start=99999999999"):
+            self.refused([["vf", graph]], "tpad")
+        self.accepted(["vf", "tpad=stop=25:stop_mode=clone:start_duration=1.5"])
+
+    def test_frame_rates(self):
+        for graph in ("fps=1001", "fps=fps=100000/3", "framerate=5000", "minterpolate=2000",
+                      "fps=source_fps*100"):
+            self.refused([["vf", graph]], "fps")
+        self.accepted(["vf", "fps=30000/1001,framerate=fps=60,minterpolate=fps=ntsc"])
+
+    def test_picture_sides(self):
+        for graph in ("scale=16385:-2", "scale=w=640:h=20000", "scale=width=99999",
+                      "pad=20000:100", "pad=w=100:h=17000", "crop=out_w=16400"):
+            self.refused([["vf", graph]], "16384")
+        self.accepted(["vf", "scale=16384:-2,pad=iw+20:ih*2,crop=w=iw*100"])
+
+    def test_sample_rates_and_delays(self):
+        self.refused([["af", "asetrate=800000"]], "sample_rate")
+        self.refused([["af", "asetrate=r=48000*100"]], "expressions")
+        self.refused([["af", "adelay=86400001"]], "out of range")
+        self.refused([["af", "adelay=1|2s|99999999999S"]], "out of range")
+        self.refused([["af", "asetnsamples=n=100000000"]], "out of range")
+        self.accepted(["af", "asetrate=44100,adelay=1000|2s|480S,asetnsamples=1024"])
+
+    def test_flag_ranges(self):
+        """-s, -r, -ar, -ac, -probesize, -analyzeduration, -threads, -g, -bf,
+        -refs, -frames, -crf, -qp: values out of range are refused."""
+        for flag, bad, good in (
+                ("s", ["16385x100", "100x99999", "0x10"], ["16384x16384", "hd720", "1x1"]),
+                ("r", ["1001", "100000/3"], ["1000", "30000/1001", "ntsc"]),
+                ("ar", ["768001", "0"], ["48000", "768000"]),
+                ("ac", ["0", "65"], ["1", "64"]),
+                ("threads", ["65"], ["0", "64", "auto"]),
+                ("g", ["100001"], ["250", "-1"]), ("bf", ["17"], ["3"]),
+                ("refs", ["17"], ["4"]), ("frames:v", ["86400001"], ["100"]),
+                ("crf", ["64", "-2"], ["23", "18.5"]), ("qp", ["256"], ["0", "30"])):
+            for value in bad:
+                self.refused([[flag, value]], "out of range" if flag != "s" else "each side")
+            for value in good:
+                self.accepted([flag, value])
+        for flag, bad, good in (("probesize", "500000001", "5000000"),
+                                ("analyzeduration", "3600000001", "10000000")):
+            with self.assertRaises(InvalidJobSpec):
+                o.validate_passes(one_pass(infile=[[flag, bad]]))
+            o.validate_passes(one_pass(infile=[[flag, good]]))
 
 
 class TranslateTests(unittest.SynchronousTestCase):
@@ -316,7 +419,8 @@ class HelperTests(unittest.SynchronousTestCase):
     """Graph splitting, muxer inference, time parsing."""
 
     def test_split_filtergraph(self):
-        """Quoted and escaped commas do not split filters; labels are dropped."""
+        """Quoted and escaped commas do not split filters; labels are dropped
+        (filtergraph.parse underneath: (name, args as the filter gets them))."""
         self.assertEqual(
             o.split_filtergraph("[in]scale='640:trunc(ow/a/2)*2',pad=w=1\\,2[x];[x]null[out]"),
             [("scale", "640:trunc(ow/a/2)*2"), ("pad", "w=1,2"), ("null", "")])
