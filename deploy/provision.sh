@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Provisions a nommer worker image (Debian 12 / Ubuntu 24.04): ffmpeg, a system user
+# Provisions a nommer worker image (Debian 12 / Ubuntu 24.04): ffmpeg, bubblewrap (the
+# sandbox every ffmpeg runs in), on Ubuntu an AppArmor profile letting bwrap create
+# user namespaces, a system user
 # `nommer`, a venv at /opt/nommer/venv with nommer in it, the systemd units. Packer
 # runs it on the image build instance (deploy/packer); it also runs anywhere under
 # --root for CI. Idempotent: running it twice is fine.
@@ -12,12 +14,15 @@
 #   --nommer PIP_SPEC  what pip installs (default: $NOMMER_SPEC, else the pinned release
 #                      nommer==NOMMER_VERSION below): a requirement, a wheel, or a
 #                      source checkout (built from a clean copy; the checkout is not written).
-#   --skip-apt         do not apt-get install ffmpeg and python3-venv (they must be there).
+#   --skip-apt         do not apt-get install ffmpeg, bubblewrap and python3-venv (they must
+#                      be there).
 #   --no-systemd       install the unit files but do not run systemctl.
 #   --python PYTHON    interpreter the venv is made with (default: python3).
 #
 # The environment's pip settings apply (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, ...).
-# Ends with a self-check: ffmpeg/ffprobe run and the venv's twistd knows workerd and feederd.
+# Ends with a self-check: ffmpeg/ffprobe run, ffmpeg runs in the sandbox exactly as the
+# worker starts it (as the nommer user when installing into /), and the venv's twistd
+# knows workerd and feederd.
 set -euo pipefail
 
 # The release the image installs by default; tests/deploy checks it equals pyproject.toml's version.
@@ -76,9 +81,41 @@ else
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     # The build instance's first boot may still hold the apt lock (cloud-init, unattended-upgrades).
     APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q)
-    say "apt: installing ffmpeg python3-venv"
+    say "apt: installing ffmpeg bubblewrap python3-venv"
     "${APT[@]}" update
-    "${APT[@]}" install --no-install-recommends ffmpeg python3-venv ca-certificates
+    "${APT[@]}" install --no-install-recommends ffmpeg bubblewrap util-linux python3-venv ca-certificates
+fi
+
+# --- AppArmor: bwrap may create user namespaces (Ubuntu 23.10+) ---------------------------
+# Ubuntu restricts unprivileged user namespaces to programs whose AppArmor profile says
+# `userns`; without one, the worker's sandbox cannot start as the nommer user. Debian 12
+# has no such restriction (the file is harmless there). Ubuntu's own profile for bwrap,
+# when present, is left alone.
+APPARMOR_DIR="$PREFIX/etc/apparmor.d"
+if [ -d "$APPARMOR_DIR" ] || [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
+    if grep -lqs '^profile .*/usr/bin/bwrap' "$APPARMOR_DIR"/* 2>/dev/null \
+            && [ ! -e "$APPARMOR_DIR/nommer-bwrap" ]; then
+        say "apparmor: a profile for /usr/bin/bwrap exists; kept"
+    else
+        mkdir -p "$APPARMOR_DIR"
+        cat > "$APPARMOR_DIR/nommer-bwrap" <<'PROFILE'
+# Installed by nommer's provision.sh: bubblewrap (the sandbox of nommer's ffmpeg) may
+# create the user namespace it confines ffmpeg in. Otherwise unconfined, as before.
+abi <abi/4.0>,
+include <tunables/global>
+
+profile nommer-bwrap /usr/bin/bwrap flags=(unconfined) {
+  userns,
+  include if exists <local/nommer-bwrap>
+}
+PROFILE
+        say "apparmor: $APPARMOR_DIR/nommer-bwrap (userns for /usr/bin/bwrap)"
+        if [ -z "$PREFIX" ] && command -v apparmor_parser >/dev/null \
+                && [ -e /sys/kernel/security/apparmor/profiles ]; then
+            apparmor_parser -r "$APPARMOR_DIR/nommer-bwrap" || die "apparmor_parser refused $APPARMOR_DIR/nommer-bwrap"
+            say "apparmor: profile nommer-bwrap loaded"
+        fi
+    fi
 fi
 
 # --- user and directories ------------------------------------------------------------
@@ -167,6 +204,21 @@ check() {
 }
 check "ffmpeg -version" ffmpeg -version
 check "ffprobe -version" ffprobe -version
+# ffmpeg in the sandbox, built by the installed nommer from its default settings, as the
+# service user when installing into / (the case user namespaces matter for).
+SANDBOX_CHECK='
+import subprocess, sys, types
+from nommer.conf import defaults
+from nommer.workerd.sandbox import Sandbox
+settings = types.SimpleNamespace(**{k: getattr(defaults, k) for k in dir(defaults) if k.isupper()})
+launch = Sandbox(settings).wrap(["ffmpeg", "-hide_banner", "-version"])
+sys.exit(subprocess.run(launch.argv, env=launch.env, cwd=launch.cwd).returncode)
+'
+if [ -z "$PREFIX" ] && command -v runuser >/dev/null; then
+    check "ffmpeg in the bwrap sandbox as nommer" runuser -u nommer -- "$VENV/bin/python" -c "$SANDBOX_CHECK"
+else
+    check "ffmpeg in the bwrap sandbox" "$VENV/bin/python" -c "$SANDBOX_CHECK"
+fi
 # As root this also writes twisted/plugins/dropin.cache into the venv, which the services
 # (read-only /opt under ProtectSystem=strict) could not write themselves.
 check "twistd workerd --help" "$VENV/bin/twistd" workerd --help

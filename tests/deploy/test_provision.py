@@ -81,7 +81,8 @@ def test_units_and_directories_are_under_the_root(provisioned):
     assert not (root / "etc/nommer/workerd.env").exists()
     # --no-systemd: nothing enabled.
     assert not (root / "etc/systemd/system/multi-user.target.wants").exists()
-    for check in ("ffmpeg -version", "ffprobe -version", "twistd workerd --help", "twistd feederd --help"):
+    for check in ("ffmpeg -version", "ffprobe -version", "ffmpeg in the bwrap sandbox",
+                  "twistd workerd --help", "twistd feederd --help"):
         assert f"check: {check} ok" in first.stdout
 
 

@@ -3,6 +3,7 @@
 twistd command line, and `systemd-analyze verify` when it is installed."""
 
 import configparser
+import os
 import shlex
 import shutil
 import subprocess
@@ -131,3 +132,53 @@ def test_systemd_analyze_verify(tmp_path):
                           capture_output=True, text=True, timeout=120)
     # verify exits 0 on unknown keys and bad values, only saying so: any word is a failure.
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+#: The namespaces bubblewrap creates for the ffmpeg sandbox (--unshare-all).
+SANDBOX_NAMESPACES = {"user", "mnt", "pid", "ipc", "uts", "net", "cgroup"}
+
+
+@pytest.mark.parametrize("path", [WORKERD, FEEDERD])
+def test_hardening_leaves_room_for_the_ffmpeg_sandbox(path):
+    """Workers (and feederd's local workers) build a bwrap sandbox as the nommer user:
+    the unit must allow its namespaces, the netlink socket bwrap brings the sandbox's
+    loopback up with, and must not cover parts of /proc (see the next test)."""
+    unit = parse_unit(path)
+    namespaces = one(unit, "Service", "RestrictNamespaces")
+    assert namespaces not in ("yes", "true", "1") and not namespaces.startswith("~"), namespaces
+    assert SANDBOX_NAMESPACES <= set(namespaces.split()), namespaces
+    assert "AF_NETLINK" in one(unit, "Service", "RestrictAddressFamilies").split()
+    assert one(unit, "Service", "ProtectKernelTunables") == "no"
+    assert one(unit, "Service", "ProtectKernelLogs") == "no"
+    assert "ProtectProc" not in unit["Service"] and "PrivateUsers" not in unit["Service"]
+
+
+def _sandbox_argv():
+    from types import SimpleNamespace
+
+    from nommer.conf import defaults
+    from nommer.workerd.sandbox import Sandbox
+    settings = SimpleNamespace(**{k: getattr(defaults, k) for k in dir(defaults) if k.isupper()})
+    return Sandbox(settings).wrap(["/bin/true"]).argv
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("runuser") is None,
+                    reason="needs root, unshare and runuser")
+def test_covering_proc_sys_as_protect_kernel_tunables_does_stops_an_unprivileged_sandbox():
+    """Why ProtectKernelTunables stays off: with /proc/sys covered by a read-only bind mount
+    (what systemd does for it), the worker's sandbox cannot start as an ordinary user; with
+    nothing covered it does."""
+    import pwd
+    try:
+        pwd.getpwnam("nomtest")
+    except KeyError:
+        pytest.skip("no unprivileged user nomtest on this machine")
+    sandbox = shlex.join(_sandbox_argv())
+    plain = f"mount --make-rprivate / && runuser -u nomtest -- env -i {sandbox}"
+    covered = ("mount --make-rprivate / && mount --bind /proc/sys /proc/sys && "
+               f"mount -o remount,bind,ro /proc/sys && runuser -u nomtest -- env -i {sandbox}")
+    ok = subprocess.run(["unshare", "-m", "sh", "-c", plain], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(["unshare", "-m", "sh", "-c", covered], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "proc" in refused.stderr, refused.stderr
