@@ -44,11 +44,21 @@ def doc_two_pass():
     ]
 
 
+#: What the test settings allow of the non-public networks: the loopback
+#: servers tests fetch from and notify (the SSRF guard refuses them otherwise).
+TEST_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
 def temp_settings(testcase, **overrides):
-    """Settings whose data dir and file root are a fresh temp dir."""
-    root = os.path.realpath(testcase.mktemp())
+    """Settings for a fresh temp dir ``base``: the file root is ``base/media``
+    (returned as ``root``) and DATA_DIR ``base/data``, beside it, not inside
+    (a root may not contain nommer's data: nommer.core.storage.roots); loopback
+    servers are allowed (ALLOWED_PRIVATE_NETWORKS = TEST_ALLOWED_NETWORKS)."""
+    base = os.path.realpath(testcase.mktemp())
+    root = os.path.join(base, "media")
     os.makedirs(root)
-    values = dict(DATA_DIR=os.path.join(root, "data"), FILE_STORAGE_ROOTS=[root])
+    values = dict(DATA_DIR=os.path.join(base, "data"), FILE_STORAGE_ROOTS=[root],
+                  ALLOWED_PRIVATE_NETWORKS=list(TEST_ALLOWED_NETWORKS))
     values.update(overrides)
     settings = Settings.from_overrides(**values)
     return settings, root
@@ -70,3 +80,47 @@ async def pumped(stub, d):
             break
         await task.deferLater(reactor, 0.001, lambda: None)
     return await d
+
+
+class FakeResolver:
+    """An ``IHostnameResolver`` answering from a table instead of DNS:
+    ``{"evil.example": ["127.0.0.1"]}``; a value may also be a callable
+    returning the list (answers that change between lookups: DNS rebinding).
+    Names not in the table resolve to nothing. ``calls`` lists the names
+    asked, in order."""
+
+    def __init__(self, table):
+        self.table = dict(table)
+        self.calls = []
+
+    def resolveHostName(self, resolutionReceiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):
+        from twisted.internet.address import IPv4Address, IPv6Address
+        self.calls.append(hostName)
+        answer = self.table.get(hostName, [])
+        if callable(answer):
+            answer = answer()
+        resolution = object()
+        resolutionReceiver.resolutionBegan(resolution)
+        for ip in answer:
+            cls = IPv6Address if ":" in ip else IPv4Address
+            resolutionReceiver.addressResolved(cls("TCP", ip, portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+def listen_counting(site, interface="127.0.0.1", port=0):
+    """``reactor.listenTCP`` of ``site`` wrapped so that ``counter.connections``
+    counts every TCP connection accepted (what a security test checks: the
+    listener saw none). Returns (listening port, counter)."""
+    from twisted.protocols.policies import WrappingFactory
+
+    class Counting(WrappingFactory):
+        connections = 0
+
+        def buildProtocol(self, addr):
+            self.connections += 1
+            return super().buildProtocol(addr)
+
+    counter = Counting(site)
+    return reactor.listenTCP(port, counter, interface=interface), counter

@@ -13,8 +13,11 @@ form working without a secret ever reaching the job store: at submit,
   (AES-128-CBC + HMAC-SHA256, ``cryptography.fernet``) under
   ``settings.JOB_CREDENTIALS_KEY``.
 
-The worker calls ``unseal_uri(stored, sealed, settings)`` right before the
-transfer; the key must be the same on feederd and the workers. Without a key
+This applies to ``source_path``, ``dest_path`` and ``notify_url`` alike
+(``Job.sealed_credentials`` maps each field to its token). The worker calls
+``unseal_uri(stored, sealed, settings)`` right before the transfer, feederd's
+notifier right before POSTing a webhook; the key must be the same on feederd
+and the workers. Without a key
 configured, a URI with credentials is refused at submit (``InvalidJobSpec``):
 use the instance role or the default credential chain instead.
 

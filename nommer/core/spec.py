@@ -11,6 +11,7 @@ Every problem raises ``InvalidJobSpec(field, message)``; nothing here does I/O.
 from twisted.python.reflect import namedAny
 
 from nommer.core.errors import InvalidJobSpec
+from nommer.core.netguard import allowed_networks
 from nommer.core.secrets import seal_uri
 from nommer.core.storage import check_destination, check_source
 from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_reason
@@ -29,11 +30,13 @@ def _required_string(body, key):
     return value
 
 
-def _refuse_link_local(field, muri):
-    """Refuse a URL whose host is a link-local IP literal (169.254.0.0/16 with
-    the cloud metadata service, fe80::/10) in any spelling
-    (``nommer.core.uri.refused_host_reason``). Host names are not resolved."""
-    reason = refused_host_reason(muri.host)
+def _refuse_private_literal(field, muri, settings):
+    """Refuse a URL whose host is an IP literal of a non-public range
+    (loopback, private, link-local with the cloud metadata service, ...) in
+    any spelling (``nommer.core.uri.refused_host_reason``), unless
+    ALLOWED_PRIVATE_NETWORKS allows it. Host names are not resolved here: the
+    worker and the notifier check the addresses they connect to."""
+    reason = refused_host_reason(muri.host, allowed_networks(settings))
     if reason:
         raise InvalidJobSpec(field, reason)
 
@@ -56,10 +59,12 @@ def resolve_nommer(name, settings):
 def validate_submission(body, settings):
     """Check a submit body. Returns a dict with ``source_path``, ``dest_path``,
     ``notify_url``, ``nommer`` (canonical dotted path) and ``job_options``
-    (the nommer's normalized options), plus ``sealed_credentials`` when a URI
-    holds credentials: the URIs returned are then redacted and the originals
-    sealed (``nommer.core.secrets.seal_uri``), so the job store never holds a
-    secret in clear. Raises ``InvalidJobSpec``."""
+    (the nommer's normalized options), plus ``sealed_credentials``
+    (``{field: token}``, fields ``source_path``, ``dest_path``, ``notify_url``)
+    when a URI holds credentials (a password, or a secret query parameter such
+    as a presigned URL's ``X-Amz-Signature``): the URIs returned are then
+    redacted and the originals sealed (``nommer.core.secrets.seal_uri``), so
+    the job store never holds a secret in clear. Raises ``InvalidJobSpec``."""
     if not isinstance(body, dict):
         raise InvalidJobSpec(None, "the request body must be a JSON object")
     # The original's order: source_path, dest_path, job_options.
@@ -88,17 +93,20 @@ def validate_submission(body, settings):
             raise InvalidJobSpec("notify_url", f"must be an http:// or https:// URL: {e.reason}")
         if notify.scheme not in ("http", "https") or not notify.host:
             raise InvalidJobSpec("notify_url", "must be an http:// or https:// URL")
-        _refuse_link_local("notify_url", notify)
+        _refuse_private_literal("notify_url", notify, settings)
 
-    # Badinput (SSRF): an http(s) source may not name a link-local address.
+    # Badinput (SSRF): an http(s) source may not name a non-public address.
     if isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https"):
-        _refuse_link_local("source_path", as_media_uri(source, "source_path"))
+        _refuse_private_literal("source_path", as_media_uri(source, "source_path"), settings)
     check_source(source, settings)
     check_destination(dest, settings)
     normalized = nommer_class.validate_options(options["options"], settings, dest_path=dest)
     spec = {"notify_url": notify_url or None, "nommer": canonical, "job_options": normalized}
     sealed = {}
-    for field, uri in (("source_path", source), ("dest_path", dest)):
+    uris = [("source_path", source), ("dest_path", dest)]
+    if notify_url:
+        uris.append(("notify_url", notify_url))
+    for field, uri in uris:
         spec[field], token = seal_uri(uri, settings, field)
         if token is not None:
             sealed[field] = token

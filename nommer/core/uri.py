@@ -49,10 +49,12 @@ invisible bidirectional-text controls (U+202E...) that make a URI display
 differently from what it names, whether written or percent-encoded. A host
 holding ``:`` must be a bracketed IPv6 literal.
 
-``refused_host_reason(host)`` says why a host may not be fetched from or
-notified: link-local IP literals (169.254.0.0/16, where cloud metadata
-services answer, and fe80::/10) and AWS's IPv6 metadata address, in any
-spelling (``0xa9fea9fe``, ``2852039166``, ``[::ffff:169.254.169.254]``...).
+``refused_host_reason(host, allowed_networks)`` says why a host may not be
+fetched from or notified: IP literals of a non-public range (loopback,
+private, link-local with the cloud metadata service at 169.254.169.254, ...;
+see ``nommer.core.netguard``) in any spelling (``0xa9fea9fe``, ``2852039166``,
+``[::ffff:169.254.169.254]``...), unless ALLOWED_PRIVATE_NETWORKS allows them.
+Names are checked when nommer connects (``nommer.core.netguard``).
 """
 
 import ipaddress
@@ -62,9 +64,10 @@ from urllib.parse import quote, unquote
 import attr
 
 from nommer.core.errors import InvalidJobSpec
+from nommer.core.netguard import describe_refusal, host_literal, refuse_reason
 
 __all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri",
-           "refused_host_reason"]
+           "host_literal", "refused_host_reason"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
@@ -74,12 +77,14 @@ _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f"
                          "\u202a-\u202e\u2066-\u2069]")
 
-#: Query parameters whose values are secrets (compared lower-cased): presigned
-#: S3 / GCS URLs, Azure SAS tokens, common API tokens. ``redact_uri`` masks them.
+#: Query parameters whose values are secrets (compared lower-cased, after
+#: percent-decoding): presigned S3 / GCS URLs, Azure SAS tokens, API keys and
+#: tokens, passwords. ``redact_uri`` masks them; a URI holding one is sealed.
 SECRET_QUERY_PARAMS = frozenset({
-    "x-amz-signature", "x-amz-security-token", "x-goog-signature", "signature",
-    "sig", "token", "access_token", "password", "passwd", "secret", "api_key",
-    "apikey",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+    "x-goog-signature", "x-goog-credential", "signature", "sig", "key", "token",
+    "access_token", "refresh_token", "id_token", "auth", "password", "passwd", "pwd",
+    "secret", "client_secret", "api_key", "apikey", "api-key",
 })
 
 REDACTED = "***"
@@ -283,81 +288,26 @@ def _describe_char(ch):
 
 # --- hosts nommer never fetches from or notifies --------------------------------
 
-#: Link-local networks: 169.254.0.0/16 (the cloud metadata service answers at
-#: 169.254.169.254: instance credentials) and fe80::/10.
-_LINK_LOCAL_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
-#: Metadata addresses outside those networks (AWS's IPv6 IMDS endpoint).
-_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
-
-
-def _inet_aton(text):
-    """The IPv4 address ``text`` reaches when a resolver reads it as
-    inet_aton() does (``0xa9fea9fe``, ``2852039166``, ``0251.0376.0251.0376``,
-    ``169.254.43518``), or None if it is not such a literal."""
-    parts = text.split(".")
-    if not 1 <= len(parts) <= 4 or not all(_INET_ATON_PART.fullmatch(p) for p in parts):
-        return None
-    values = [int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p.startswith("0")
-              else int(p) for p in parts]
-    *head, last = values
-    if any(v > 255 for v in head) or last >= 1 << (8 * (5 - len(values))):
-        return None
-    number = last
-    for i, v in enumerate(head):
-        number |= v << (8 * (3 - i))
-    return ipaddress.IPv4Address(number)
-
-
-def _embedded_ipv4(addr):
-    """The IPv4 address an IPv6 one carries (mapped, compatible, 6to4,
-    NAT64), or None."""
-    if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    if addr.sixtofour is not None:
-        return addr.sixtofour
-    if addr in _NAT64 or 1 < int(addr) < 1 << 32:
-        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
-    return None
-
-
-def refused_host_reason(host):
+def refused_host_reason(host, allowed_networks=()):
     """Why nommer must not connect to ``host`` (a ``MediaURI.host``), or None.
 
-    Refused: IP literals that are link-local (169.254.0.0/16, home of the
-    cloud metadata service at 169.254.169.254; fe80::/10) or AWS's IPv6
-    metadata address fd00:ec2::254, in every spelling a resolver accepts
-    (dotted, hex, octal, decimal integer, short forms, IPv4-mapped /
-    compatible / 6to4 / NAT64 IPv6, zone ids, a trailing dot, percent-
-    encoding). Host *names* are allowed: they are not resolved here, so a
-    name that resolves to such an address is not caught (out of scope).
+    Refused: IP literals of every range ``nommer.core.netguard.refuse_reason``
+    refuses (loopback, private, shared, link-local with the cloud metadata
+    service at 169.254.169.254, unique-local, multicast, unspecified,
+    reserved...) unless ``allowed_networks`` (``ipaddress`` networks, from
+    ALLOWED_PRIVATE_NETWORKS) allows them, in every spelling a resolver
+    accepts (see ``host_literal``; IPv4-mapped / compatible / 6to4 / NAT64
+    IPv6 forms are judged by their IPv4 address). Host *names* are not
+    resolved here (no I/O): the connection-time check of
+    ``nommer.core.netguard`` catches a name that resolves to such an address.
     """
-    text = unquote(host or "").strip().lower().rstrip(".")
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    addr = None
-    if ":" in text:
-        try:
-            addr = ipaddress.IPv6Address(text.partition("%")[0])
-        except ValueError:
-            return None
-    else:
-        addr = _inet_aton(text)
-        if addr is None:
-            return None
-    candidates = [addr]
-    if addr.version == 6:
-        embedded = _embedded_ipv4(addr)
-        if embedded is not None:
-            candidates.append(embedded)
-    for a in candidates:
-        if a in _METADATA_ADDRESSES or any(a in net for net in _LINK_LOCAL_NETS
-                                           if net.version == a.version):
-            return (f"{host} is a link-local address ({a}); link-local addresses "
-                    "(169.254.0.0/16, where cloud metadata services answer, and fe80::/10) "
-                    "are refused")
-    return None
+    addr = host_literal(host)
+    if addr is None:
+        return None
+    reason = refuse_reason(addr, allowed_networks)
+    if reason is None:
+        return None
+    return describe_refusal("", host, str(addr), reason)
 
 
 def as_media_uri(uri, field=None):
@@ -371,14 +321,20 @@ def as_media_uri(uri, field=None):
         raise e.for_field(field) from None
 
 
+_QUERY_SEPARATOR_RE = re.compile(r"([&;])")
+
+
 def _redact_query(query):
+    """``query`` with the value of every secret parameter (``SECRET_QUERY_PARAMS``)
+    replaced by ``***``; ``&`` and ``;`` both separate parameters (servers
+    differ), so either way the secret is hidden."""
     parts = []
-    for item in query.split("&"):
+    for item in _QUERY_SEPARATOR_RE.split(query):
         name, eq, _ = item.partition("=")
-        if eq and unquote(name).strip().lower() in SECRET_QUERY_PARAMS:
+        if eq and unquote(name.replace("+", " ")).strip().lower() in SECRET_QUERY_PARAMS:
             item = f"{name}={REDACTED}"
         parts.append(item)
-    return "&".join(parts)
+    return "".join(parts)
 
 
 def _join(scheme, username, password, host, port, raw_path, query):

@@ -11,6 +11,19 @@ non-2xx answer, a timeout or a connection error is retried with exponential
 backoff (WEBHOOK_BACKOFF_S doubling) up to WEBHOOK_MAX_ATTEMPTS, then given up
 and logged. Receivers may see a notification twice (at-least-once).
 
+Where it connects (SSRF): through ``nommer.core.netguard.guarded_agent``, so
+the receiver's host name is resolved when connecting and only public
+addresses, or those inside ALLOWED_PRIVATE_NETWORKS, are connected to (a
+redirect is checked the same way). A refused address is logged and the
+notification given up at once (no retry: the answer would be the same).
+Credentials in a ``notify_url`` (``user:password@``, a secret query
+parameter) are sealed in the job store (``nommer.core.secrets``) and unsealed
+here right before the POST; the password goes as HTTP basic auth.
+
+A receiver's answer costs at most WEBHOOK_TIMEOUT_S in all (connect, headers
+and body) and WEBHOOK_MAX_RESPONSE_BYTES of its body: the rest is not read
+and the connection is dropped.
+
 Never backwards: a job's changes are ordered by ``(attempts, rank of the
 state)`` (attempts as stored with the change; within an attempt DOWNLOADING <
 ENCODING < UPLOADING < PENDING < a final state), which only grows along the
@@ -22,16 +35,20 @@ DOWNLOADING. (Remembered for the last KEYS_REMEMBERED jobs, per process.)
 """
 
 import collections
-
+import functools
 import json
 
 import tenacity
-import treq
+from treq.client import HTTPClient
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
+from nommer.conf import defaults
 from nommer.core.errors import NoSuchJob
+from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
+from nommer.core.secrets import SealedCredentialsError, unseal_uri
 from nommer.core.uri import InvalidURI, parse_uri, redact_uri, refused_host_reason
 from nommer.feederd.consumer import QueueConsumer
 
@@ -55,17 +72,107 @@ class WebhookFailed(Exception):
     """One delivery attempt failed (non-2xx status or transport error)."""
 
 
-async def post_form(url, fields, timeout_s, pool=None):
+class WebhookTimeout(WebhookFailed):
+    """The receiver did not answer within WEBHOOK_TIMEOUT_S."""
+
+
+class _CappedBody(Protocol):
+    """Reads a response body up to ``max_bytes``, then drops the connection;
+    ``done`` fires (with the byte count read) at the end of the body, at the
+    cap, or when ``abort()`` is called (the deadline)."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.done = defer.Deferred()
+
+    def connectionMade(self):
+        if self.max_bytes <= 0:
+            self.abort()
+
+    def dataReceived(self, data):
+        self.size += len(data)
+        if self.size >= self.max_bytes:
+            self.abort()
+
+    def connectionLost(self, reason):
+        self._finish()
+
+    def abort(self):
+        if self.transport is not None:
+            self.transport.stopProducing()
+        self._finish()
+
+    def _finish(self):
+        if not self.done.called:
+            self.done.callback(min(self.size, self.max_bytes))
+
+
+async def post_form(url, fields, timeout_s, pool=None, *, networks=(), resolver=None,
+                    max_response_bytes=defaults.WEBHOOK_MAX_RESPONSE_BYTES, clock=None):
     """POST ``fields`` as a form to ``url``; returns the HTTP status code.
-    Raises on transport errors and after ``timeout_s`` seconds. ``pool`` is
-    a ``twisted.web.client.HTTPConnectionPool`` (default: one connection per
-    request, nothing kept open)."""
+
+    ``timeout_s`` bounds the whole exchange (connect, headers, body): past it
+    a request still unanswered fails with ``WebhookTimeout``; a body still
+    coming is dropped (the status stands). At most ``max_response_bytes`` of
+    the body are read, then the connection is dropped. Credentials in ``url``
+    (``user:password@``) go as HTTP basic auth.
+
+    Connections go through ``nommer.core.netguard.guarded_agent``: only
+    public addresses, or those inside ``networks`` (``ipaddress`` networks),
+    are connected to, on every redirect; else ``AddressRefused``.
+    ``resolver``: an ``IHostnameResolver`` (default: the reactor's).
+    ``pool``: a ``twisted.web.client.HTTPConnectionPool`` (default: one
+    connection per request, nothing kept open). ``clock``: the
+    ``IReactorTime`` of the deadline (default: the reactor).
+
+    @raise AddressRefused: the receiver's address is refused.
+    @raise WebhookTimeout: no answer within ``timeout_s``.
+    @raise Exception: transport errors (connection refused, DNS...).
+    """
+    clock = clock if clock is not None else reactor
     if pool is None:
         pool = HTTPConnectionPool(reactor, persistent=False)
-    response = await treq.post(url, data=fields, timeout=timeout_s, pool=pool,
-                               headers={b"User-Agent": [USER_AGENT]})
-    await response.content()
+    muri = parse_uri(url)
+    auth = (muri.username, muri.password or "") if muri.username is not None else None
+    client = HTTPClient(guarded_agent(reactor, networks, "webhook", pool=pool, resolver=resolver))
+    request = client.post(muri.url_without_userinfo(), data=fields, auth=auth, unbuffered=True,
+                          headers={b"User-Agent": [USER_AGENT]})
+    body = None
+    timed_out = []
+
+    def on_deadline():
+        timed_out.append(True)
+        if body is None:
+            request.cancel()
+        else:
+            body.abort()
+    deadline = clock.callLater(timeout_s, on_deadline)
+    try:
+        try:
+            response = await request
+        except Exception:
+            if timed_out:
+                raise WebhookTimeout(f"no answer within {timeout_s:g} s") from None
+            raise
+        body = _CappedBody(max_response_bytes)
+        response.deliverBody(body)
+        await body.done
+    finally:
+        if deadline.active():
+            deadline.cancel()
     return response.code
+
+
+def _refusal(exc):
+    """The ``AddressRefused`` behind ``exc`` (raw or wrapped by the web
+    client in ``reasons``), or None."""
+    if isinstance(exc, AddressRefused):
+        return exc
+    for failure in getattr(exc, "reasons", None) or ():
+        if isinstance(getattr(failure, "value", None), AddressRefused):
+            return failure.value
+    return None
 
 
 def _follow(d):
@@ -88,13 +195,25 @@ STATE_CHANGE_LEASE_S = 60.0
 
 
 class Notifier(QueueConsumer):
+    """The webhook sender (see the module docstring).
+
+    @param post: ``post(url, fields, timeout_s)`` returning (a Deferred of)
+        the HTTP status; default ``post_form`` with the settings' address
+        policy (ALLOWED_PRIVATE_NETWORKS) and WEBHOOK_MAX_RESPONSE_BYTES.
+    """
+
     log = Logger()
 
-    def __init__(self, ledger, settings, clock, post=post_form):
+    def __init__(self, ledger, settings, clock, post=None):
         super().__init__(ledger.queue, settings.STATE_CHANGE_QUEUE_NAME, clock,
                          visibility_timeout_s=STATE_CHANGE_LEASE_S, wait_time_s=settings.QUEUE_WAIT_TIME_S)
         self.ledger = ledger
         self.settings = settings
+        if post is None:
+            post = functools.partial(
+                post_form, networks=allowed_networks(settings),
+                max_response_bytes=getattr(settings, "WEBHOOK_MAX_RESPONSE_BYTES",
+                                           defaults.WEBHOOK_MAX_RESPONSE_BYTES))
         self._post = post
         self._tails = {}  # job_id -> Deferred firing once its last queued delivery is settled
         self._last = collections.OrderedDict()  # job_id -> change_order of its last delivered change
@@ -157,11 +276,20 @@ class Notifier(QueueConsumer):
         if not job.notify_url:
             return
         fields = {"unique_id": job_id, "job_id": job_id, "job_state": state, "job_state_details": details}
-        url = job.notify_url
-        # Badinput (SSRF): submit refuses link-local notify_urls; a job stored
-        # before that rule is not notified either.
+        # The stored notify_url is redacted when it had credentials; the
+        # original is sealed (nommer.core.secrets) and opened only here.
         try:
-            refused = refused_host_reason(parse_uri(url).host)
+            url = unseal_uri(job.notify_url, (job.sealed_credentials or {}).get("notify_url"),
+                             self.settings)
+        except SealedCredentialsError as exc:
+            self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
+                           job_id=job_id, state=state, url=redact_uri(job.notify_url), why=exc.message)
+            return
+        # Badinput (SSRF): submit refuses non-public IP literals; a job stored
+        # before that rule is not notified either. Names are checked when
+        # connecting (post_form's guarded agent).
+        try:
+            refused = refused_host_reason(parse_uri(url).host, allowed_networks(self.settings))
         except InvalidURI as exc:
             refused = exc.reason
         if refused:
@@ -177,8 +305,10 @@ class Notifier(QueueConsumer):
             sleep=lambda seconds: task.deferLater(self.clock, seconds),
             # Not on CancelledError (an Exception too): a cancelled delivery
             # (feederd stopping) must stop, not be retried behind our back.
+            # Nor on a refused address: the answer would be the same.
             retry=(tenacity.retry_if_exception_type(Exception)
-                   & tenacity.retry_if_not_exception_type(defer.CancelledError)),
+                   & tenacity.retry_if_not_exception_type(defer.CancelledError)
+                   & tenacity.retry_if_exception(lambda exc: _refusal(exc) is None)),
             before_sleep=lambda rs: self.log.warn(
                 "webhook for job {job_id} ({state}) to {url} failed (attempt {n}): {why}; retrying",
                 job_id=job_id, state=state, url=redact_uri(url), n=rs.attempt_number,
@@ -189,6 +319,11 @@ class Notifier(QueueConsumer):
         except defer.CancelledError:
             raise
         except Exception as exc:
+            refusal = _refusal(exc)
+            if refusal is not None:
+                self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
+                               job_id=job_id, state=state, url=redact_uri(url), why=str(refusal))
+                return
             if not self.running:
                 # Stopped mid-delivery: a cancelled request fails with treq's
                 # own error (ResponseNeverReceived), not CancelledError. Not

@@ -1,5 +1,6 @@
-"""Unit checks of the small helpers the bad-input fixes added: the link-local
-classifier, the URI character and bracket rules, the playlist sniffer and the
+"""Unit checks of the small helpers the bad-input fixes added: the address
+classifier (link-local and every other non-public range), the URI character
+and bracket rules, the playlist sniffer and the
 request-body shape check."""
 
 import pytest
@@ -22,12 +23,28 @@ def test_link_local_spellings_refused(host):
 
 
 @pytest.mark.parametrize("host", [
-    "127.0.0.1", "10.0.0.1", "169.255.0.1", "169.253.255.255", "::1", "fec0::1", "example.com",
+    "169.255.0.1", "169.253.255.255", "93.184.216.34", "2606:4700::1", "example.com",
     "metadata.google.internal", "1.2.3.4.5", "08.1.1.1", "0x", "", "1e3", "+1", "1_000",
 ])
 def test_other_hosts_allowed(host):
-    """Loopback, private, neighbouring ranges, names and non-literals are not refused."""
+    """Public neighbours of the link-local range, names and non-literals are not refused
+    (names are checked when nommer connects: nommer.core.netguard)."""
     assert refused_host_reason(host) is None
+
+
+@pytest.mark.parametrize("host,words", [
+    ("127.0.0.1", "loopback"), ("0x7f000001", "loopback"), ("2130706433", "loopback"), ("::1", "loopback"),
+    ("10.0.0.1", "private"), ("012.0.0.1", "private"), ("100.64.0.1", "carrier-grade"),
+    ("fec0::1", "site-local"), ("fd12::1", "unique-local"), ("224.0.0.1", "multicast"), ("0", "unspecified"),
+])
+def test_non_public_literals_refused_unless_allowed(host, words):
+    """Loopback, private, shared, site/unique-local, multicast and unspecified literals are refused
+    in any spelling, naming the setting; ALLOWED_PRIVATE_NETWORKS lets them through."""
+    import ipaddress
+    reason = refused_host_reason(host)
+    assert reason is not None and words in reason and "ALLOWED_PRIVATE_NETWORKS" in reason
+    everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+    assert refused_host_reason(host, everything) is None
 
 
 @pytest.mark.parametrize("uri", [

@@ -155,7 +155,9 @@ class HTTPStorageTests(TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
         self.local = os.path.join(self.tmp, "download")
         self.settings = types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=TIMEOUT_S,
-                                              FILE_STORAGE_ROOTS=[self.tmp])
+                                              FILE_STORAGE_ROOTS=[self.tmp],
+                                              ALLOWED_PRIVATE_NETWORKS=["127.0.0.0/8"],
+                                              MAX_SOURCE_BYTES=10 ** 12)
         root = resource.Resource()
         root.putChild(b"file.mp4", static.Data(PAYLOAD, "video/mp4"))
         root.putChild(b"missing", Status(404))
@@ -415,6 +417,145 @@ class HTTPCheckTests(TestCase):
         d = defer.Deferred.fromCoroutine(self.storage.upload("/tmp/x", "http://h/o.mp4"))
         f = self.failureResultOf(d, PermanentJobError)
         self.assertIn("not supported", f.value.message)
+
+
+class Payload(resource.Resource):
+    """PAYLOAD (with its Content-Length) at every path."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"video/mp4")
+        return PAYLOAD
+
+
+class Endless(resource.Resource):
+    """A body with no Content-Length that never ends: 64 KiB per reactor turn
+    until the client goes away. ``sent`` counts the bytes written."""
+
+    isLeaf = True
+    sent = 0
+    gone = None
+
+    def render_GET(self, request):
+        self.gone = request.notifyFinish()
+        self.gone.addErrback(lambda _: None)
+        chunk = b"x" * 65536
+
+        def more():
+            if self.gone.called:
+                return
+            request.write(chunk)
+            self.sent += len(chunk)
+            reactor.callLater(0, more)
+        more()
+        return server.NOT_DONE_YET
+
+
+class HTTPGuardTests(TestCase):
+    """Where a download may connect (SSRF) and how much it may bring
+    (MAX_SOURCE_BYTES), against real servers on loopback."""
+
+    timeout = 30
+
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="nommer-test-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.local = os.path.join(self.tmp, "download")
+
+    def serve(self, res, interface="127.0.0.1"):
+        from tests.helpers import listen_counting
+        site = server.Site(res)
+        site.displayTracebacks = False
+        port, counter = listen_counting(site, interface)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, counter
+
+    def storage(self, allowed=(), max_bytes=10 ** 12, resolver=None):
+        settings = types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=TIMEOUT_S, ALLOWED_PRIVATE_NETWORKS=list(allowed),
+                                         MAX_SOURCE_BYTES=max_bytes)
+        return HTTPStorage(settings, reactor, resolver=resolver)
+
+    async def refused(self, storage, url):
+        with self.assertRaises(PermanentJobError) as cm:
+            await storage.download(url, self.local)
+        self.assertFalse(os.path.exists(self.local))
+        return cm.exception.message
+
+    @inline
+    async def test_localhost_source_refused(self):
+        """http://localhost/ (real lookup) is refused for good, naming the host, the address and the setting;
+        the server sees no connection."""
+        port, counter = self.serve(Payload())
+        message = await self.refused(self.storage(), f"http://localhost:{port}/a.mp4")
+        self.assertIn(f"GET http://localhost:{port}/a.mp4: source host localhost resolves to", message)
+        self.assertIn("loopback address; set ALLOWED_PRIVATE_NETWORKS to allow it", message)
+        self.assertEqual(counter.connections, 0)
+        size = await self.storage(["127.0.0.0/8", "::1/128"]).download(f"http://localhost:{port}/a.mp4", self.local)
+        self.assertEqual((size, counter.connections), (len(PAYLOAD), 1))
+
+    @inline
+    async def test_name_resolving_to_loopback_refused(self):
+        """A name resolving to 127.0.0.1 is refused at connect time; with 127.0.0.0/8 allowed it downloads."""
+        from tests.helpers import FakeResolver
+        port, counter = self.serve(Payload())
+        resolver = FakeResolver({"evil.example": ["127.0.0.1"]})
+        message = await self.refused(self.storage(resolver=resolver), f"http://evil.example:{port}/a.mp4")
+        self.assertIn("source host evil.example resolves to 127.0.0.1, a loopback address", message)
+        self.assertEqual(counter.connections, 0)
+        size = await self.storage(["127.0.0.0/8"], resolver=resolver).download(
+            f"http://evil.example:{port}/a.mp4", self.local)
+        self.assertEqual(size, len(PAYLOAD))
+
+    @inline
+    async def test_literal_refused_before_connecting(self):
+        """http://127.0.0.1/ and http://0x7f000001/ fail check (BADINPUT at submit, permanent on the worker)."""
+        port, counter = self.serve(Payload())
+        for host in ("127.0.0.1", "0x7f000001", "2130706433"):
+            with self.assertRaises(InvalidJobSpec):
+                self.storage().check(f"http://{host}:{port}/a.mp4", for_write=False)
+            message = await self.refused(self.storage(), f"http://{host}:{port}/a.mp4")
+            self.assertIn("loopback", message)
+        self.assertEqual(counter.connections, 0)
+
+    @inline
+    async def test_redirect_to_private_address_refused(self):
+        """An allowed server redirecting to a loopback address the settings refuse: job ERROR, and the
+        redirect target sees no connection."""
+        from tests.helpers import FakeResolver
+        target_port, target = self.serve(Payload(), interface="127.0.0.1")
+        resolver = FakeResolver({"evil.example": ["127.0.0.1"]})
+        for location in (f"http://127.0.0.1:{target_port}/a.mp4", f"http://evil.example:{target_port}/a.mp4"):
+            port, first = self.serve(_Redirect(location.encode()), interface="127.0.0.2")
+            message = await self.refused(self.storage(["127.0.0.2/32"], resolver=resolver),
+                                         f"http://127.0.0.2:{port}/start")
+            self.assertIn("resolves to 127.0.0.1" if "evil" in location else "127.0.0.1 is a loopback", message)
+            self.assertEqual(first.connections, 1)
+        self.assertEqual(target.connections, 0)
+
+    @inline
+    async def test_content_length_over_cap_refused(self):
+        """A Content-Length above MAX_SOURCE_BYTES: ERROR before the body is read, no local file."""
+        port, _ = self.serve(Payload())
+        message = await self.refused(self.storage(["127.0.0.0/8"], max_bytes=len(PAYLOAD) - 1),
+                                     f"http://127.0.0.1:{port}/a.mp4")
+        self.assertIn(f"the source is {len(PAYLOAD)} bytes, more than MAX_SOURCE_BYTES ({len(PAYLOAD) - 1})",
+                      message)
+        size = await self.storage(["127.0.0.0/8"], max_bytes=len(PAYLOAD)).download(
+            f"http://127.0.0.1:{port}/a.mp4", self.local)
+        self.assertEqual(size, len(PAYLOAD))
+
+    @inline
+    async def test_streamed_body_over_cap_stopped(self):
+        """A body without Content-Length that goes on forever is cut at MAX_SOURCE_BYTES: ERROR, the
+        connection dropped (the server stops sending), no local file."""
+        endless = Endless()
+        port, _ = self.serve(endless)
+        cap = 1024 * 1024
+        message = await self.refused(self.storage(["127.0.0.0/8"], max_bytes=cap), f"http://127.0.0.1:{port}/x")
+        self.assertIn(f"larger than MAX_SOURCE_BYTES ({cap}); the download was stopped", message)
+        await endless.gone
+        self.assertLess(endless.sent, cap + 16 * 1024 * 1024)
 
 
 class _Redirect(resource.Resource):

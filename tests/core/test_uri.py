@@ -166,13 +166,32 @@ class RedactionTests(SynchronousTestCase):
         self.assertEqual(redact_uri(uri), uri)
 
     def test_presigned_query_masked(self):
-        """Signature and token query parameters are masked, others kept."""
+        """Signature, credential and token query parameters are masked, others kept."""
         shown = redact_uri("https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA%2F1"
-                           "&X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok&sig=s")
+                           "&X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok&sig=s&X-Amz-Expires=60")
         self.assertNotIn("deadbeef", shown)
         self.assertNotIn("=tok", shown)
         self.assertNotIn("sig=s", shown)
-        self.assertIn("X-Amz-Credential=AKIA%2F1", shown)
+        self.assertNotIn("AKIA", shown)
+        self.assertIn("X-Amz-Credential=***", shown)
+        self.assertIn("X-Amz-Expires=60", shown)
+
+    def test_secret_query_parameters_masked_any_case(self):
+        """key, token, signature, password, secret, access_token, api_key... are masked,
+        whatever their case or percent-encoding, with & or ; between parameters."""
+        names = ["key", "token", "signature", "X-Amz-Signature", "X-Amz-Credential",
+                 "X-Amz-Security-Token", "sig", "password", "secret", "access_token", "api_key",
+                 "KEY", "Access_Token", "%6Bey", "x-amz-signature"]
+        for i, name in enumerate(names):
+            for sep in ("&", ";"):
+                uri = f"https://h/v.mp4?a=1{sep}{name}=SECRET{i}x{sep}b=2"
+                shown = redact_uri(uri)
+                self.assertNotIn(f"SECRET{i}x", shown, uri)
+                self.assertIn(f"{name}=***", shown)
+                self.assertIn("a=1", shown)
+                self.assertIn("b=2", shown)
+        # A parameter merely containing a secret word is kept.
+        self.assertIn("monkey=1", redact_uri("https://h/v?monkey=1"))
 
     def test_mediauri_repr_and_str_redacted(self):
         """repr() and str() of a MediaURI never show the password."""
@@ -199,3 +218,29 @@ class RedactionTests(SynchronousTestCase):
         for value in (None, 3, "", "::::", "http://[::1", "a\x00b://x:y@z"):
             self.assertIsInstance(redact_uri(value), str)
         self.assertNotIn("y@z", redact_uri("http://x:y@z\x00/"))
+
+
+class RefusedHostTests(SynchronousTestCase):
+    """refused_host_reason: IP literals of non-public ranges, unless allowed."""
+
+    def test_private_literals_refused_with_the_setting_named(self):
+        from nommer.core.uri import refused_host_reason
+        for host, words in [("127.0.0.1", "loopback"), ("10.0.0.5", "private"), ("0x7f000001", "loopback"),
+                            ("::1", "loopback"), ("100.64.1.1", "carrier-grade"), ("[fc00::1]", "unique-local"),
+                            ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
+                            ("255.255.255.255", "broadcast"), ("::ffff:10.0.0.5", "IPv4-mapped")]:
+            reason = refused_host_reason(host)
+            self.assertIsNotNone(reason, host)
+            self.assertIn(words, reason)
+            self.assertIn("ALLOWED_PRIVATE_NETWORKS", reason)
+
+    def test_allowed_networks(self):
+        import ipaddress
+        from nommer.core.uri import refused_host_reason
+        allowed = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16")]
+        self.assertIsNone(refused_host_reason("127.0.0.1", allowed))
+        self.assertIsNone(refused_host_reason("2130706433", allowed))  # 127.0.0.1 as an integer
+        self.assertIsNone(refused_host_reason("10.1.2.3", allowed))
+        self.assertIsNotNone(refused_host_reason("10.2.0.1", allowed))
+        self.assertIsNone(refused_host_reason("example.internal", allowed))  # names: checked at connect
+        self.assertIsNone(refused_host_reason("93.184.216.34"))

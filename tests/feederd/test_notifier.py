@@ -1,6 +1,9 @@
 """Webhooks: order per job, retries with backoff on the clock, at-least-once
 via the state-change queue, and one real HTTP delivery."""
 
+import base64
+import ipaddress
+import os
 import urllib.parse
 
 from twisted.internet import defer, reactor, task
@@ -12,8 +15,10 @@ from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
-from nommer.feederd.notifier import Notifier, post_form
-from tests.helpers import ensure, eventually, temp_settings
+from nommer.feederd.notifier import Notifier, WebhookTimeout, post_form
+from tests.helpers import FakeResolver, ensure, eventually, listen_counting, temp_settings
+
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 
 
 class Recorder:
@@ -158,9 +163,281 @@ class PostFormTests(TestCase):
         port = reactor.listenTCP(0, server.Site(hook), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         status = await post_form(f"http://127.0.0.1:{port.getHost().port}/x",
-                                 {"unique_id": "abc", "job_state": "FINISHED", "job_state_details": ""}, 5)
+                                 {"unique_id": "abc", "job_state": "FINISHED", "job_state_details": ""}, 5,
+                                 networks=LOOPBACK)
         self.assertEqual(status, 200)
         [(ctype, body)] = hook.requests
         self.assertEqual(ctype, b"application/x-www-form-urlencoded")
         self.assertEqual(urllib.parse.parse_qs(body.decode(), keep_blank_values=True),
                          {"unique_id": ["abc"], "job_state": ["FINISHED"], "job_state_details": [""]})
+
+
+class Endless(resource.Resource):
+    """200 and a body that never ends (64 KiB per reactor turn until the client goes away)."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.sent = 0
+        self.gone = None
+
+    def render_POST(self, request):
+        self.gone = request.notifyFinish()
+        self.gone.addErrback(lambda _: None)
+
+        def more():
+            if not self.gone.called:
+                request.write(b"x" * 65536)
+                self.sent += 65536
+                reactor.callLater(0, more)
+        more()
+        return server.NOT_DONE_YET
+
+
+class Silent(resource.Resource):
+    """Holds every request; with ``first`` it sends the headers and that much body first."""
+
+    isLeaf = True
+
+    def __init__(self, first=None):
+        super().__init__()
+        self.first = first
+        self.requests = []
+        self.gone = []
+
+    def render_POST(self, request):
+        gone = request.notifyFinish()
+        gone.addErrback(lambda _: None)
+        self.gone.append(gone)
+        if self.first is not None:
+            request.write(self.first)
+        self.requests.append(request)
+        return server.NOT_DONE_YET
+
+
+class SeeOther(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, to):
+        super().__init__()
+        self.to = to
+
+    def render_POST(self, request):
+        request.setResponseCode(303)
+        request.setHeader(b"location", self.to)
+        return b""
+
+
+class WebhookGuardTests(TestCase):
+    """post_form: where it may connect, how long and how much it reads."""
+
+    timeout = 20
+
+    def serve(self, res, interface="127.0.0.1"):
+        port, counter = listen_counting(server.Site(res), interface)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, counter
+
+    @ensure
+    async def test_loopback_refused_by_default(self):
+        """localhost (real lookup) and a name resolving to 127.0.0.1 are refused; the receiver sees no
+        connection; allowed, the same POST is delivered."""
+        port, counter = self.serve(Hook())
+        from nommer.core.netguard import AddressRefused
+        with self.assertRaises(AddressRefused) as cm:
+            await post_form(f"http://localhost:{port}/x", {"a": "1"}, 5)
+        self.assertIn("webhook host localhost resolves to", str(cm.exception))
+        self.assertIn("set ALLOWED_PRIVATE_NETWORKS to allow it", str(cm.exception))
+        resolver = FakeResolver({"evil.example": ["127.0.0.1"]})
+        with self.assertRaises(AddressRefused):
+            await post_form(f"http://evil.example:{port}/x", {"a": "1"}, 5, resolver=resolver)
+        self.assertEqual(counter.connections, 0)
+        self.assertEqual(await post_form(f"http://evil.example:{port}/x", {"a": "1"}, 5, resolver=resolver,
+                                         networks=LOOPBACK), 200)
+
+    @ensure
+    async def test_redirect_to_private_address_refused(self):
+        """A 303 from an allowed receiver to a refused address is not followed: refused, no connection there."""
+        from nommer.core.netguard import AddressRefused
+        target_port, target = self.serve(Hook(), "127.0.0.1")
+        port, first = self.serve(SeeOther(f"http://127.0.0.1:{target_port}/x".encode()), "127.0.0.2")
+        with self.assertRaises(AddressRefused):
+            await post_form(f"http://127.0.0.2:{port}/x", {"a": "1"}, 5,
+                            networks=[ipaddress.ip_network("127.0.0.2/32")])
+        self.assertEqual((first.connections, target.connections), (1, 0))
+
+    @ensure
+    async def test_response_body_capped(self):
+        """An endless answer is read up to WEBHOOK_MAX_RESPONSE_BYTES, then the connection is dropped;
+        the status stands (the deadline clock never moves, so the cap ended it)."""
+        endless = Endless()
+        port, _ = self.serve(endless)
+        clock = task.Clock()
+        status = await post_form(f"http://127.0.0.1:{port}/x", {"a": "1"}, 5, networks=LOOPBACK,
+                                 max_response_bytes=100_000, clock=clock)
+        self.assertEqual(status, 200)
+        await endless.gone
+        self.assertLess(endless.sent, 32 * 1024 * 1024)
+
+    @ensure
+    async def test_timeout_covers_waiting_for_the_answer(self):
+        """A receiver that never answers: WebhookTimeout at WEBHOOK_TIMEOUT_S, connection dropped."""
+        silent = Silent()
+        port, _ = self.serve(silent)
+        clock = task.Clock()
+        d = defer.Deferred.fromCoroutine(post_form(f"http://127.0.0.1:{port}/x", {"a": "1"}, 7,
+                                                   networks=LOOPBACK, clock=clock))
+        await eventually(lambda: silent.requests, what="the request at the receiver")
+        clock.advance(6.9)
+        self.assertFalse(d.called)
+        clock.advance(0.2)
+        with self.assertRaises(WebhookTimeout) as cm:
+            await d
+        self.assertIn("no answer within 7 s", str(cm.exception))
+        await silent.gone[0]
+
+    @ensure
+    async def test_timeout_covers_the_body(self):
+        """Headers and a trickle of body, then nothing: at the deadline the body is dropped and the
+        status stands."""
+        silent = Silent(first=b"ok...")
+        port, _ = self.serve(silent)
+        clock = task.Clock()
+        d = defer.Deferred.fromCoroutine(post_form(f"http://127.0.0.1:{port}/x", {"a": "1"}, 7,
+                                                   networks=LOOPBACK, clock=clock))
+        await eventually(lambda: silent.requests, what="the request at the receiver")
+        await task.deferLater(reactor, 0.05, lambda: None)  # the headers reach the client
+        self.assertFalse(d.called)
+        clock.advance(7.1)
+        self.assertEqual(await d, 200)
+        await silent.gone[0]
+
+    @ensure
+    async def test_credentials_go_as_basic_auth(self):
+        """user:password@ in the URL is sent as an Authorization header, not in the request line."""
+        seen = []
+
+        class Auth(resource.Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                seen.append((request.uri, request.getHeader(b"authorization")))
+                return b"ok"
+        port, _ = self.serve(Auth())
+        status = await post_form(f"http://hook%40user:p%3Ass@127.0.0.1:{port}/x?token=T1", {"a": "1"}, 5,
+                                 networks=LOOPBACK)
+        self.assertEqual(status, 200)
+        [(uri, auth)] = seen
+        self.assertEqual(uri, b"/x?token=T1")
+        self.assertEqual(auth, b"Basic " + base64.b64encode(b"hook@user:p:ss"))
+
+
+class NotifierGuardTests(TestCase):
+    """The notifier with its default post: refused addresses are given up at once and logged; a
+    sealed notify_url is unsealed right before the POST and never stored or logged."""
+
+    timeout = 20
+
+    def build(self, **overrides):
+        self.settings, self.root = temp_settings(self, QUEUE_WAIT_TIME_S=0.2, WEBHOOK_BACKOFF_S=0.01,
+                                                 **overrides)
+        self.store = make_store(self.settings, reactor)
+        self.queue = make_queue(self.settings, reactor)
+        self.addCleanup(self.store.close)
+        self.addCleanup(self.queue.close)
+        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        self.events = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        notifier = Notifier(self.ledger, self.settings, reactor)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+
+    def serve(self, res):
+        site = server.Site(res)
+        site.log = lambda request: None  # the receiver's access log is not nommer's
+        port, counter = listen_counting(site)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, counter
+
+    async def drained(self):
+        d = await self.queue.depth(self.settings.STATE_CHANGE_QUEUE_NAME)
+        return d["visible"] + d["in_flight"] == 0
+
+    def logged(self):
+        from twisted.logger import formatEvent
+        return "\n".join(formatEvent(e) or "" for e in self.events)
+
+    @ensure
+    async def test_webhook_to_loopback_refused_unless_allowed(self):
+        """ALLOWED_PRIVATE_NETWORKS empty: a notify_url on localhost is not POSTed (no connection), the
+        change is dropped after one try and the reason logged."""
+        self.build(ALLOWED_PRIVATE_NETWORKS=[])
+        hook = Hook()
+        port, counter = self.serve(hook)
+        job = await self.ledger.submit(Job(job_id=new_job_id(), source_path="file:///a", dest_path="file:///b",
+                                           nommer="x", job_options=[], notify_url=f"http://localhost:{port}/h"))
+        await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled")
+        await eventually(self.drained, what="the change handled")
+        self.assertEqual(counter.connections, 0)
+        text = self.logged()
+        self.assertIn(f"not sending the webhook for job {job.job_id} (CANCELED) to http://localhost:{port}/h: "
+                      "webhook host localhost resolves to", text)
+        self.assertIn("set ALLOWED_PRIVATE_NETWORKS to allow it", text)
+        self.assertNotIn("retrying", text)
+
+    @ensure
+    async def test_webhook_to_loopback_delivered_when_allowed(self):
+        self.build()  # temp_settings allow 127.0.0.0/8
+        hook = Hook()
+        port, counter = self.serve(hook)
+        job = await self.ledger.submit(Job(job_id=new_job_id(), source_path="file:///a", dest_path="file:///b",
+                                           nommer="x", job_options=[], notify_url=f"http://localhost:{port}/h"))
+        await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled")
+        await eventually(lambda: hook.requests, what="the webhook")
+        self.assertEqual(counter.connections, 1)
+
+    @ensure
+    async def test_sealed_notify_url(self):
+        """A notify_url with user:password@ and ?token= is stored redacted (the raw SQLite files hold
+        neither secret), POSTed with both, and no log event holds them."""
+        from cryptography.fernet import Fernet
+        from nommer.core.spec import validate_submission
+        from tests.helpers import doc_two_pass
+        self.build(JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
+        seen = []
+
+        class Receiver(resource.Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                seen.append((request.uri, request.getHeader(b"authorization")))
+                return b"ok"
+        port, _ = self.serve(Receiver())
+        url = f"http://hookuser:Hook-Pa55word@127.0.0.1:{port}/hook?token=Tok3nSecret&x=1"
+        spec = validate_submission({
+            "source_path": f"file://{self.root}/in.mp4", "dest_path": f"file://{self.root}/out.mp4",
+            "notify_url": url, "job_options": {"nommer": "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
+                                               "options": doc_two_pass()}}, self.settings)
+        self.assertEqual(spec["notify_url"], f"http://hookuser:***@127.0.0.1:{port}/hook?token=***&x=1")
+        self.assertEqual(set(spec["sealed_credentials"]), {"notify_url"})
+        job = await self.ledger.submit(Job(job_id=new_job_id(), **spec))
+        await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled")
+        await eventually(lambda: seen, what="the webhook")
+        [(uri, auth)] = seen
+        self.assertEqual(uri, b"/hook?token=Tok3nSecret&x=1")
+        self.assertEqual(auth, b"Basic " + base64.b64encode(b"hookuser:Hook-Pa55word"))
+        await eventually(self.drained, what="the change handled")
+        stored = b""
+        for parent, _, names in os.walk(self.settings.DATA_DIR):
+            for name in names:
+                with open(os.path.join(parent, name), "rb") as f:
+                    stored += f.read()
+        self.assertIn(job.job_id.encode(), stored)
+        self.assertIn(b"hookuser:***@", stored)
+        for secret in ("Hook-Pa55word", "Tok3nSecret"):
+            self.assertNotIn(secret.encode(), stored)
+            self.assertNotIn(secret, self.logged())
+            self.assertNotIn(secret, repr(self.events))

@@ -6,6 +6,17 @@ whole in memory). ``settings.HTTP_DOWNLOAD_TIMEOUT_S`` is an *idle* timeout:
 the download fails when no response, or no further body byte, arrives for
 that long (a big file on a slow but live link is not cut off).
 
+Size cap: a response whose Content-Length exceeds ``settings.MAX_SOURCE_BYTES``
+is refused before its body is read, and a body that grows past it (no or a
+false Content-Length) is cut off there; both end the job in ERROR.
+
+Where it connects (SSRF): the client is ``nommer.core.netguard.guarded_agent``,
+so the host name is resolved when connecting and only addresses that are
+public, or inside ``ALLOWED_PRIVATE_NETWORKS``, are connected to -- on every
+redirect as well. A refused address ends the job in ERROR with the reason
+("source host example.internal resolves to 10.0.0.5, a private address; set
+ALLOWED_PRIVATE_NETWORKS to allow it").
+
 Credentials in the URL (``https://user:secret@host/file``) are sent as HTTP
 basic auth, never in the request line, and never logged or put in an error
 message (errors name the URL through ``redact_uri``). Redirects are followed
@@ -14,8 +25,8 @@ certificates are verified.
 
 Errors: 404 and 410 are ``SourceNotFound``; 408, 425, 429 and 5xx, timeouts,
 refused or lost connections and DNS failures are ``TransientJobError`` (the job
-is retried); TLS failures, too many redirects and other 4xx are
-``PermanentJobError``.
+is retried); TLS failures, too many redirects, other 4xx, a refused address
+and a source over MAX_SOURCE_BYTES are ``PermanentJobError``.
 
 An http(s) URI as a destination is refused by ``check``.
 """
@@ -29,7 +40,9 @@ from twisted.web import error as weberror
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
+from nommer.conf import defaults
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
+from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
 from nommer.core.storage.base import Storage
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri, refused_host_reason
 
@@ -50,7 +63,9 @@ class HTTPStorage(Storage):
 
     @param client: a treq ``HTTPClient``-like object (``get(url, auth=...,
         headers=..., unbuffered=True)`` returning a Deferred response); by
-        default one on ``Agent(reactor)``.
+        default one on ``guarded_agent`` (see the module docstring).
+    @param resolver: the ``IHostnameResolver`` of the default client; by
+        default the reactor's ``nameResolver``.
     @param clock: the ``IReactorTime`` for the idle timeout; by default
         ``reactor``.
     """
@@ -60,10 +75,11 @@ class HTTPStorage(Storage):
     cannot_write_message = ("{uri}: http(s) destinations are not supported; use file:// "
                             "(or s3:// with the AWS backends)")
 
-    def __init__(self, settings, reactor, client=None, clock=None):
+    def __init__(self, settings, reactor, client=None, clock=None, resolver=None):
         super().__init__(settings, reactor)
         self._client = client
         self._clock = clock if clock is not None else reactor
+        self._resolver = resolver
 
     def check(self, uri, for_write, field=None):
         """See ``Storage.check``: http or https with a host; never a destination."""
@@ -74,20 +90,24 @@ class HTTPStorage(Storage):
                              "URIs only", field)
         if not muri.host:
             raise InvalidURI(f"{redact_uri(muri)}: an http(s) URI needs a host", field)
-        # Badinput (SSRF): never fetch from a link-local IP literal (cloud
-        # metadata at 169.254.169.254), also on the worker for jobs stored
-        # before spec.py refused them. Redirects and DNS are not checked.
-        reason = refused_host_reason(muri.host)
+        # Badinput (SSRF): never fetch from a non-public IP literal (cloud
+        # metadata at 169.254.169.254, loopback, private...), also on the
+        # worker for jobs stored before spec.py refused them. Names and
+        # redirects are checked when connecting (guarded_agent).
+        reason = refused_host_reason(muri.host, allowed_networks(self.settings))
         if reason:
             raise InvalidURI(reason, field)
 
     def _get_client(self):
         if self._client is None:
             from treq.client import HTTPClient
-            from twisted.web.client import Agent
 
-            self._client = HTTPClient(Agent(self.reactor))
+            self._client = HTTPClient(guarded_agent(
+                self.reactor, allowed_networks(self.settings), "source", resolver=self._resolver))
         return self._client
+
+    def _max_bytes(self):
+        return int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES))
 
     async def download(self, uri, local_path):
         """GET ``uri`` into ``local_path``, streaming; return the byte count.
@@ -95,7 +115,8 @@ class HTTPStorage(Storage):
         @raise SourceNotFound: HTTP 404 or 410.
         @raise TransientJobError: timeout, connection error, 408/425/429/5xx.
         @raise PermanentJobError: other 4xx, TLS error, too many redirects,
-            a URI that fails ``check``.
+            a URI that fails ``check``, an address the SSRF policy refuses
+            (``nommer.core.netguard``), a source over MAX_SOURCE_BYTES.
         """
         muri = self._check_at_use(uri, for_write=False)
         shown = redact_uri(muri)
@@ -129,6 +150,14 @@ class HTTPStorage(Storage):
                 raise TransientJobError(f"GET {shown} failed: {status}; will retry")
             raise PermanentJobError(f"GET {shown} was refused: {status}")
 
+        max_bytes = self._max_bytes()
+        length = response.length if isinstance(response.length, int) else None
+        if length is not None and length > max_bytes:
+            response.deliverBody(_Discard())
+            raise PermanentJobError(
+                f"GET {shown}: the source is {length} bytes, more than MAX_SOURCE_BYTES "
+                f"({max_bytes})")
+
         try:
             fobj = self._open_local(local_path)
         except OSError as e:
@@ -137,7 +166,7 @@ class HTTPStorage(Storage):
                                     f"{e.strerror or e}") from None
         # Canceling the download (the job was canceled) drops the connection.
         finished = defer.Deferred(lambda _: body.abort())
-        body = _BodyToFile(fobj, idle, finished)
+        body = _BodyToFile(fobj, idle, finished, max_bytes)
         try:
             response.deliverBody(body)
             try:
@@ -152,6 +181,10 @@ class HTTPStorage(Storage):
             if isinstance(e, OSError):
                 raise TransientJobError(f"GET {shown}: cannot write {local_path}: "
                                         f"{e.strerror or e}") from None
+            if isinstance(e, _TooBig):
+                raise PermanentJobError(
+                    f"GET {shown}: the source is larger than MAX_SOURCE_BYTES ({max_bytes}); "
+                    f"the download was stopped after {body.size} bytes") from None
             if idle.fired:
                 raise TransientJobError(
                     f"GET {shown}: no data for {timeout_s:g} s after {body.size} bytes"
@@ -199,14 +232,20 @@ class _IdleTimer:
         self._on_idle()
 
 
+class _TooBig(Exception):
+    """The body passed the size cap."""
+
+
 class _BodyToFile(Protocol):
     """Writes each body chunk to ``fobj`` as it arrives; fires ``finished``
-    with the byte count. Idle for too long: drops the connection."""
+    with the byte count. Idle for too long: drops the connection. A body
+    passing ``max_bytes``: drops the connection, fails with ``_TooBig``."""
 
-    def __init__(self, fobj, idle, finished):
+    def __init__(self, fobj, idle, finished, max_bytes=None):
         self.fobj = fobj
         self.idle = idle
         self.finished = finished
+        self.max_bytes = max_bytes
         self.size = 0
 
     def connectionMade(self):
@@ -216,6 +255,10 @@ class _BodyToFile(Protocol):
         if self.finished is None:
             return
         self.idle.reset()
+        if self.max_bytes is not None and self.size + len(data) > self.max_bytes:
+            self.transport.stopProducing()
+            self._fail(_TooBig())
+            return
         try:
             self.fobj.write(data)
         except BaseException as e:
@@ -286,6 +329,9 @@ def _request_error(e, muri):
     """The job error for a request that got no response."""
     shown = redact_uri(muri)
     reasons = _reasons(e)
+    refused = [r for r in reasons if isinstance(r, AddressRefused)]
+    if refused:
+        return PermanentJobError(f"GET {shown}: {refused[0]}")
     if _TLSError and any(isinstance(r, _TLSError) for r in reasons):
         return PermanentJobError(f"GET {shown}: TLS error ({_describe(e, muri)})")
     if isinstance(e, (weberror.InfiniteRedirection, weberror.RedirectWithNoLocation)):
