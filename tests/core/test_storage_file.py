@@ -177,6 +177,37 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertIn("outside the allowed FILE_STORAGE_ROOTS", cm.exception.message)
 
     @inline
+    async def test_download_over_max_source_bytes_refused(self):
+        """A source larger than MAX_SOURCE_BYTES ends the job (permanent, the reason given), copies nothing;
+        one exactly at the cap is copied."""
+        src = self.write(os.path.join(self.root, "big.mp4"), b"x" * 1001)
+        local = os.path.join(self.scratch, "in")
+        storage = FileStorage(make_settings([self.root], MAX_SOURCE_BYTES=1000), reactor)
+        with self.assertRaises(PermanentJobError) as cm:
+            await storage.download(f"file://{src}", local)
+        self.assertIn("is 1001 bytes, more than MAX_SOURCE_BYTES (1000)", cm.exception.message)
+        self.assertFalse(os.path.exists(local))
+        storage = FileStorage(make_settings([self.root], MAX_SOURCE_BYTES=1001), reactor)
+        self.assertEqual(await storage.download(f"file://{src}", local), 1001)
+
+    def test_copy_refuses_a_source_growing_past_the_cap(self):
+        """A file that grows between the size check and the copy is cut at the cap and refused."""
+        src = self.write(os.path.join(self.root, "grows.mp4"), b"x" * 10)
+        local = os.path.join(self.scratch, "in")
+        real_fstat = os.fstat
+
+        def small_fstat(fd):  # the size seen before the copy: 10 bytes; then it grows
+            result = real_fstat(fd)
+            with open(src, "ab") as f:
+                f.write(b"y" * 5000)
+            return result
+        self.patch(file_mod.os, "fstat", small_fstat)
+        with self.assertRaises(PermanentJobError) as cm:
+            file_mod._copy_in(src, local, "file://grows.mp4", 1000)
+        self.assertIn("grew past MAX_SOURCE_BYTES (1000)", cm.exception.message)
+        self.assertFalse(os.path.exists(local))
+
+    @inline
     async def test_download_directory_is_permanent(self):
         """A directory is not a source."""
         os.makedirs(os.path.join(self.root, "d"))

@@ -287,6 +287,52 @@ class S3StorageTests(TestCase):
         self.assertNotIn(SECRET, cm.exception.message)
         self.assertEqual(check_destination(f"s3://{BUCKET}/o.mp4", self.settings).key, "o.mp4")
 
+    def test_allowed_buckets(self):
+        """With S3_ALLOWED_BUCKETS, another bucket is BADINPUT at submit (source and destination) and
+        refused again by the storage on the worker; listed buckets pass."""
+        from nommer.core.errors import InvalidJobSpec
+        from nommer.core.spec import validate_submission
+        from tests.helpers import doc_two_pass
+        settings, _ = aws_settings(self, S3_ALLOWED_BUCKETS=[BUCKET])
+        check_source(f"s3://{BUCKET}/in.mp4", settings)
+        check_destination(f"s3://{BUCKET}/out.mp4", settings)
+        for field, check in (("source_path", check_source), ("dest_path", check_destination)):
+            with self.assertRaises(InvalidURI) as cm:
+                check("s3://someone-elses-bucket/x.mp4", settings)
+            self.assertEqual(cm.exception.field, field)
+            self.assertIn("'someone-elses-bucket' is not one of S3_ALLOWED_BUCKETS (nommer-media)",
+                          cm.exception.message)
+        body = {"source_path": "s3://other-bucket/in.mp4", "dest_path": f"s3://{BUCKET}/out.mp4",
+                "job_options": {"nommer": "nommer.workerd.nommers.ffmpeg.FFmpegNommer", "options": doc_two_pass()}}
+        with self.assertRaises(InvalidJobSpec) as cm:
+            validate_submission(body, settings)
+        self.assertTrue(cm.exception.message.startswith("source_path:"), cm.exception.message)
+        d = defer.Deferred.fromCoroutine(self.storage(settings).download("s3://other-bucket/in.mp4",
+                                                                         os.path.join(self.root, "x")))
+        self.assertIn("S3_ALLOWED_BUCKETS", self.failureResultOf(d, PermanentJobError).value.message)
+        settings, _ = aws_settings(self, S3_ALLOWED_BUCKETS=[])
+        self.assertRaises(InvalidURI, check_source, f"s3://{BUCKET}/in.mp4", settings)
+
+    @ensure
+    async def test_download_over_max_source_bytes_stopped(self):
+        """An object larger than MAX_SOURCE_BYTES: the download stops (also a multipart one), the job
+        ends in ERROR with the reason, and no local file is left."""
+        self.patch(s3_mod, "MULTIPART_THRESHOLD_BYTES", 8 * MiB)
+        self.patch(s3_mod, "MULTIPART_CHUNKSIZE_BYTES", 8 * MiB)
+        await self.make_bucket()
+        for size in (300 * 1024, 20 * MiB):
+            src = self.write("output.mp4", os.urandom(size))
+            uri = f"s3://{BUCKET}/big-{size}.mp4"
+            await self.storage().upload(src, uri)
+            settings, _ = aws_settings(self, MAX_SOURCE_BYTES=size - 1)
+            dest = os.path.join(self.root, "back.mp4")
+            with self.assertRaises(PermanentJobError) as cm:
+                await self.storage(settings).download(uri, dest)
+            self.assertIn(f"is larger than MAX_SOURCE_BYTES ({size - 1})", cm.exception.message)
+            self.assertFalse(os.path.exists(dest))
+            settings, _ = aws_settings(self, MAX_SOURCE_BYTES=size)
+            self.assertEqual(await self.storage(settings).download(uri, dest), size)
+
     def test_error_mapping(self):
         """Access denied and bad keys are permanent; throttling, 5xx and connection errors transient."""
         muri = parse_uri(f"s3://{KEY_ID}:{SECRET}@{BUCKET}/a.mp4")

@@ -16,6 +16,10 @@ itself is opened with ``O_NOFOLLOW``, so a symlink swapped in after the check
 is not followed; a local user able to swap *directories* inside a root between
 the check and the open is outside what this guards against.
 
+A source larger than ``settings.MAX_SOURCE_BYTES`` is refused
+(``PermanentJobError``: the job ends in ERROR), also one that grows past it
+while it is copied.
+
 Copies run in the reactor's thread pool. Uploads write a temporary file next
 to the destination and ``os.replace`` it into place, so a reader never sees a
 half-written file and a re-run (at-least-once delivery) just replaces it.
@@ -30,6 +34,7 @@ import stat
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from nommer.conf import defaults
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
@@ -102,13 +107,14 @@ class FileStorage(Storage):
         """Copy the file at ``uri`` to ``local_path``; return the byte count.
 
         @raise SourceNotFound: no such file.
-        @raise PermanentJobError: outside the roots, not a regular file, or
-            permission denied.
+        @raise PermanentJobError: outside the roots, not a regular file,
+            permission denied, or larger than MAX_SOURCE_BYTES.
         @raise TransientJobError: another I/O error (EIO, disk full...).
         """
         muri = self._check_at_use(uri, for_write=False)
         src = self._resolve(muri, False)
-        size = await self._in_thread(_copy_in, src, local_path, redact_uri(muri))
+        max_bytes = int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES))
+        size = await self._in_thread(_copy_in, src, local_path, redact_uri(muri), max_bytes)
         self.log.debug("Copied {uri} to {local_path} ({size} bytes)",
                        uri=redact_uri(muri), local_path=local_path, size=size)
         return size
@@ -141,7 +147,11 @@ def _io_error(e, what):
     return TransientJobError(f"{what}: {e.strerror or e}")
 
 
-def _copy_in(src, local_path, shown):
+def _too_big(shown, size, max_bytes):
+    return PermanentJobError(f"{shown} is {size} bytes, more than MAX_SOURCE_BYTES ({max_bytes})")
+
+
+def _copy_in(src, local_path, shown, max_bytes=None):
     try:
         # O_NONBLOCK: opening a FIFO (or device) must not wait for a writer;
         # the regular-file check below then refuses it. Regular files ignore it.
@@ -151,17 +161,36 @@ def _copy_in(src, local_path, shown):
     except OSError as e:
         raise _io_error(e, f"cannot read {shown}") from None
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
     except OSError:
         regular = False
     if not regular:
         os.close(fd)
         raise PermanentJobError(f"{shown} is not a regular file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        os.close(fd)
+        raise _too_big(shown, st.st_size, max_bytes)
     with os.fdopen(fd, "rb") as fsrc:
         try:
             with open(local_path, "wb") as fdst:
-                shutil.copyfileobj(fsrc, fdst, _COPY_BUFFER_BYTES)
-                return fdst.tell()
+                if max_bytes is None:
+                    shutil.copyfileobj(fsrc, fdst, _COPY_BUFFER_BYTES)
+                    return fdst.tell()
+                # The file may grow after the fstat: copy at most one byte more
+                # than allowed, and refuse if that byte came.
+                left = max_bytes + 1
+                while left > 0:
+                    chunk = fsrc.read(min(_COPY_BUFFER_BYTES, left))
+                    if not chunk:
+                        break
+                    fdst.write(chunk)
+                    left -= len(chunk)
+                size = fdst.tell()
+            if size > max_bytes:
+                raise PermanentJobError(f"{shown} grew past MAX_SOURCE_BYTES ({max_bytes}) "
+                                        "while it was copied")
+            return size
         except BaseException as e:
             _unlink_quietly(local_path)
             if isinstance(e, OSError):

@@ -27,6 +27,11 @@ named after its muxer, e.g. ``output.m4a``; else the key's), and
 S3_SERVER_SIDE_ENCRYPTION / S3_SSE_KMS_KEY_ID / S3_STORAGE_CLASS. Buckets are
 never created.
 
+Buckets: with ``S3_ALLOWED_BUCKETS`` set, a URI naming another bucket is
+refused by ``check`` (BADINPUT at submit, ``PermanentJobError`` on the worker).
+A source larger than ``MAX_SOURCE_BYTES`` is stopped there (the job ends in
+ERROR).
+
 Errors: a missing key or bucket is ``SourceNotFound`` on download; on upload a
 missing bucket is a ``PermanentJobError``; access denied and refused
 credentials are ``PermanentJobError``; throttling, S3 5xx, timeouts and
@@ -45,6 +50,7 @@ from boto3.s3.transfer import TransferConfig
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from nommer.conf import defaults
 from nommer.core.aws import AWS, client_kwargs, error_code
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
@@ -192,6 +198,10 @@ class S3Storage(Storage):
                              "s3://bucket/path/to/key", field)
         if not _BUCKET_RE.fullmatch(muri.host):
             raise InvalidURI(f"{shown}: {muri.host!r} is not a valid S3 bucket name", field)
+        allowed = getattr(self.settings, "S3_ALLOWED_BUCKETS", None)
+        if allowed is not None and muri.host not in allowed:
+            raise InvalidURI(f"{shown}: bucket {muri.host!r} is not one of S3_ALLOWED_BUCKETS "
+                             f"({', '.join(allowed) or 'none'})", field)
         if muri.port is not None:
             raise InvalidURI(f"{shown}: an s3:// URI takes no port", field)
         if muri.query:
@@ -220,7 +230,8 @@ class S3Storage(Storage):
 
         @raise SourceNotFound: no such key or bucket.
         @raise PermanentJobError: access denied, credentials refused, an
-            archived object, a URI that fails ``check``.
+            archived object, a URI that fails ``check``, an object larger
+            than MAX_SOURCE_BYTES.
         @raise TransientJobError: throttling, S3 5xx, connection errors.
         """
         muri = self._check_at_use(uri, for_write=False)
@@ -317,14 +328,19 @@ class S3Storage(Storage):
 
     def _download_in_thread(self, aws, stop, muri, local_path, shown):
         client = None
+        limit = _SizeLimit(int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES)))
         try:
             client = self._client(aws, muri)
             _stop_requests(client, stop)
             client.download_file(muri.host, muri.key, local_path, Config=self._config(),
-                                 Callback=_stopper(stop))
+                                 Callback=_stopper(stop, limit))
             return os.path.getsize(local_path)
         except Exception as e:
             _unlink_quietly(local_path)
+            if limit.exceeded:
+                raise PermanentJobError(
+                    f"{shown} is larger than MAX_SOURCE_BYTES ({limit.max_bytes}); the download "
+                    "was stopped") from None
             error = _transfer_error(e, muri, shown, for_write=False)
             if isinstance(error, SourceNotFound) and client is not None:
                 error = _which_is_missing(client, muri, shown) or error
@@ -351,16 +367,42 @@ class TransferStopped(Exception):
     """Raised inside a transfer whose wait was canceled, to abort it."""
 
 
+class SourceTooBig(Exception):
+    """Raised inside a download that passed MAX_SOURCE_BYTES, to abort it."""
+
+
+class _SizeLimit:
+    """Bytes received by one download against ``max_bytes``; ``exceeded``
+    stays True once passed (whatever error the transfer then ends with)."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.seen = 0
+        self.exceeded = False
+        self._lock = threading.Lock()  # parts report from several threads
+
+    def add(self, n_bytes):
+        with self._lock:
+            self.seen += n_bytes
+            if self.seen > self.max_bytes:
+                self.exceeded = True
+            return self.exceeded
+
+
 #: Requests refused once a transfer is stopped (AbortMultipartUpload still goes out).
 _STOPPABLE_OPERATIONS = ("HeadObject", "GetObject", "PutObject", "CreateMultipartUpload",
                          "UploadPart", "CompleteMultipartUpload")
 
 
-def _stopper(stop):
+def _stopper(stop, limit=None):
     """A progress callback that aborts the transfer once ``stop`` is set
     (mid-body; botocore sees a send error and retries, which
-    ``_stop_requests`` refuses)."""
-    def on_progress(_bytes):
+    ``_stop_requests`` refuses), or once ``limit`` (a ``_SizeLimit``) is
+    passed (then ``stop`` is set too, so no further request goes out)."""
+    def on_progress(n_bytes):
+        if limit is not None and limit.add(n_bytes):
+            stop.set()
+            raise SourceTooBig()
         if stop.is_set():
             raise TransferStopped()
     return on_progress
