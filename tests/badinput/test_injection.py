@@ -95,6 +95,25 @@ OPTION_INJECTIONS = [
      ["control characters"]),
     ("flag-with-space", [{"outfile_options": [["c:v libx264 -i", "/etc/passwd"], ["f", "mp4"]]}],
      ["option name"]),
+    # Filter graphs read as ffmpeg 5.1 reads them: sws_flags ends at the first ';'
+    # whatever the quotes, so these hid a filter from the old reading.
+    ("sws-flags-quote-hides-metadata",
+     [{"outfile_options": [["filter_complex", "sws_flags=bicubic';[0:v]metadata=mode=print:file=/any/path'"],
+                           ["f", "mp4"]]}], ["sws_flags"]),
+    ("sws-flags-quote-hides-movie",
+     [{"outfile_options": [["vf", "sws_flags=bicubic';[in]null,movie=/etc/passwd'"], ["f", "mp4"]]}],
+     ["sws_flags"]),
+    ("sws-flags-then-sendcmd",
+     [{"outfile_options": [["vf", "sws_flags=bicubic;sendcmd=filename=/etc/cmds,scale=640:-2"], ["f", "mp4"]]}],
+     ["sendcmd"]),
+    ("backslash-inside-quotes-ends-them",
+     [{"outfile_options": [["vf", "drawbox='1\\\\',movie=/etc/passwd"], ["f", "mp4"]]}], ["movie"]),
+    ("quote-inside-label", [{"outfile_options": [["filter_complex", "[a']']null,movie=x.mkv"], ["f", "mp4"]]}],
+     ["label"]),
+    ("escaped-filter-name", [{"outfile_options": [["vf", "null,mov\\ie=x.mkv"], ["f", "mp4"]]}],
+     ["quotes or escapes"]),
+    ("apad-forever", [{"outfile_options": [["af", "apad"], ["f", "mp4"]]}], ["apad"]),
+    ("tpad-forever", [{"outfile_options": [["vf", "tpad=stop=-1"], ["f", "mp4"]]}], ["tpad"]),
 ]
 
 
