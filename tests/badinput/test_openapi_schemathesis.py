@@ -46,8 +46,9 @@ SEEN = collections.Counter()
 
 @pytest.fixture(scope="module")
 def daemon(root):
-    """A feederd with no worker fleet, so accepted jobs stay PENDING."""
-    feederd = start_feederd(root, FLEET_BACKEND="none")
+    """A feederd with no worker fleet, so accepted jobs stay PENDING; served anonymously (loopback,
+    no API key), all of schemathesis's requests one caller: a rate limit it does not reach."""
+    feederd = start_feederd(root, FLEET_BACKEND="none", API_RATE_LIMIT_PER_MINUTE=1_000_000)
     yield feederd
     feederd.stop()
 
@@ -68,6 +69,11 @@ def test_document_served_and_lists_every_route(daemon):
     assert {(m.upper(), p) for p, item in doc["paths"].items() for m in item} == \
         {(m, p) for m, p, _ in OPERATIONS}
     assert doc["components"]["schemas"]["Error"]["required"] == ["success", "error_code", "message"]
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {**doc["components"]["securitySchemes"]["bearerAuth"],
+                                                                   "type": "http", "scheme": "bearer"}
+    assert "owner" in doc["components"]["schemas"]["Job"]["properties"]
+    open_routes = {p for p, item in doc["paths"].items() for op in item.values() if op.get("security") == []}
+    assert open_routes == {"/health", "/openapi.json"}
 
 
 def test_success_answers_conform(api_schema, root):
