@@ -27,8 +27,13 @@ import os
 from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.states import JobState
 
-#: What the kernel's ENOSPC says (in storage errors and ffmpeg's stderr).
-NO_SPACE_MARKER = "No space left on device"
+#: What the kernel says for ENOSPC and EDQUOT (in storage errors and ffmpeg's stderr).
+NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded")
+
+
+def says_no_space(text):
+    """True if ``text`` (an error message, ffmpeg's stderr) reports a full disk."""
+    return any(marker in text for marker in NO_SPACE_MARKERS)
 
 
 class NoScratchSpace(TransientJobError):
@@ -110,7 +115,7 @@ class BaseNommer:
         try:
             await self.context.download(self.job.source_path, local)
         except TransientJobError as e:
-            if NO_SPACE_MARKER in e.message and not isinstance(e, NoScratchSpace):
+            if says_no_space(e.message) and not isinstance(e, NoScratchSpace):
                 raise NoScratchSpace(f"downloading the source failed: {e.message}") from e
             raise
         self.check_canceled()

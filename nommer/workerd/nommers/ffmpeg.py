@@ -29,6 +29,7 @@ not send, lack of memory or a missing ffmpeg; ``JobCanceled`` once
 ``cancel()`` was called.
 """
 
+import errno
 import os
 import signal
 
@@ -40,7 +41,7 @@ from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
 from nommer.workerd.nommers import ffmpeg_options as opts
-from nommer.workerd.nommers.base import NO_SPACE_MARKER, BaseNommer, NoScratchSpace
+from nommer.workerd.nommers.base import BaseNommer, NoScratchSpace, says_no_space
 from nommer.workerd.process import ProcessRunner, run_process
 from nommer.workerd.sandbox import Sandbox, sandbox_failure
 
@@ -171,6 +172,12 @@ def faststart_in_place(path):
         if _moov_before_mdat(index):  # "already set up for streaming"
             return False
         raise PermanentJobError(f"move_atom_to_front failed on the output ({e!r})") from e
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoScratchSpace(f"move_atom_to_front ran out of scratch space: {e.strerror}") from e
+        raise TransientJobError(f"move_atom_to_front failed: {e.strerror or e}") from e
     os.replace(tmp, path)
     return True
 
@@ -358,7 +365,7 @@ class FFmpegNommer(BaseNommer):
                                     f"({settings.FFMPEG_RLIMIT_CPU_S} s) of CPU time and was stopped")
         if result.signal is not None:
             raise TransientJobError(f"{where} was killed by signal {result.signal}:\n{said}")
-        if NO_SPACE_MARKER in said:
+        if says_no_space(said):
             # The scratch disk is full: another worker (or this one later) may have room.
             raise NoScratchSpace(f"{where} ran out of scratch space:\n{said}")
         if any(marker in said for marker in _TRANSIENT_MARKERS):
