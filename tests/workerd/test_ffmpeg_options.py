@@ -392,6 +392,11 @@ class TranslateTests(unittest.SynchronousTestCase):
         argv, = self.argv(one_pass(["deinterlace", None]))
         self.assertEqual(argv[argv.index("-vf") + 1], "yadif")
 
+    def test_deinterlace_keeps_sws_flags_first(self):
+        """yadif goes after a leading sws_flags=...; (ffmpeg reads it only first)."""
+        argv, = self.argv(one_pass(["deinterlace", None], ["vf", "sws_flags=area;scale=640:-2"]))
+        self.assertEqual(argv[argv.index("-vf") + 1], "sws_flags=area;yadif,scale=640:-2")
+
     def test_renamed_flags(self):
         """-b, -ab, -profile, -vcodec, -acodec, -qscale get their stream-specific names."""
         argv, = self.argv(one_pass(["b", "1M"], ["ab", "96k"], ["profile", "main"],

@@ -11,10 +11,13 @@ None, "" or [] makes a bare flag (``-an``); 0 becomes "0"; other numbers are
 ``str()``-ed.
 
 Security: the user must never reach a file or URL through options. Every flag
-must be in ``FLAGS`` (an allow-list, each flag with a value checker); flags
-known to read or write files are refused with the reason (``REFUSED``); ``-f``
-takes only single-file muxers; filter graphs may use only ``ALLOWED_FILTERS``
-and no ``*file*=`` argument; no value may hold a protocol URL.
+must be in ``FLAGS`` (an allow-list, each flag with a value checker, numbers
+within ranges); flags known to read or write files are refused with the
+reason (``REFUSED``); ``-f`` takes only single-file muxers; filter graphs are
+read exactly as ffmpeg 5.1 reads them (``filtergraph.py``), refused where
+they read two ways, and may use only ``ALLOWED_FILTERS``, with no option
+naming a file and bounded padding, rates and sizes; no value may hold a
+protocol URL.
 
 2011 spellings are translated when the argv is built (``translate``), not at
 validation, so a stored job keeps the user's spelling.
@@ -749,12 +752,25 @@ def translate(pairs, *, where=OUT, encoders=None):
             continue
         for pair in out:
             if pair[0] in names:
-                parts = filters + [pair[1]] if prepend else [pair[1]] + filters
-                pair[1] = ",".join(parts)
+                pair[1] = _join_graph(pair[1], filters, prepend)
                 break
         else:
             out.append([names[0], ",".join(filters)])
     return out
+
+
+def _join_graph(graph, filters, prepend):
+    """``filters`` (plain filter texts) put before or after a validated graph's
+    first/last chain; a leading ``sws_flags=...;`` stays first (ffmpeg reads it
+    only there). The result is checked again (``filtergraph``)."""
+    head, body = "", graph
+    sws = fg.parse(graph).sws_flags
+    if sws is not None:
+        semi = graph.index(";") + 1
+        head, body = graph[:semi], graph[semi:]
+    joined = head + ",".join(filters + [body] if prepend else [body] + filters)
+    filtergraph(joined)
+    return joined
 
 
 def _tokens(pairs):
