@@ -17,6 +17,11 @@ True answer is remembered ``ACTIVE_CACHE_S`` seconds, a False one never, so
 the first key counts at once). Off loopback, feederd does not start at all
 without an active key (``KeyRequirement``).
 
+A reverse proxy on the same machine would make remote callers look local.
+Most add ``Forwarded``, ``X-Forwarded-For`` or ``X-Real-IP``; a request
+carrying one of them is never anonymous (it needs a key). A proxy that adds
+none of them must not be put in front of a feederd without keys.
+
 The errors here carry no HTTP status: the API maps them (``Unauthorized``
 -> 401 ``UNAUTHORIZED`` with ``WWW-Authenticate: Bearer``, ``Forbidden`` ->
 403 ``FORBIDDEN``).
@@ -36,6 +41,9 @@ from nommer.feederd.crosssite import is_loopback_interface
 ACTIVE_CACHE_S = 5.0
 
 _BEARER_RE = re.compile(rb"^Bearer[ \t]+([!-~]+)[ \t]*$", re.IGNORECASE)
+
+#: Headers a proxy adds: a request with one came through a proxy, so it may be remote.
+PROXY_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
 #: What a refused start says to do.
 CREATE_KEY_HINT = "Create one first: nommer keys create NAME --scope admin"
@@ -116,10 +124,12 @@ class Authenticator:
     async def caller(self, request):
         headers = request.requestHeaders.getRawHeaders(b"authorization")
         if headers is None:
-            if self.loopback and not await self._any_active():
+            proxied = any(request.requestHeaders.hasHeader(h) for h in PROXY_HEADERS)
+            if self.loopback and not proxied and not await self._any_active():
                 return ANONYMOUS
+            why = " (a request through a proxy is never anonymous)" if proxied else ""
             raise Unauthorized("an API key is required: send Authorization: Bearer KEY "
-                               "(make one with: nommer keys create NAME --scope ...)")
+                               f"(make one with: nommer keys create NAME --scope ...){why}")
         match = _BEARER_RE.match(headers[0]) if len(headers) == 1 else None
         if match is None:
             raise Unauthorized("the Authorization header must be one 'Bearer KEY'", invalid_token=True)

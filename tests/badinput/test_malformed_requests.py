@@ -257,8 +257,10 @@ CASES = [
     ("latin1-host-header", G, "/health", None, [("Host", b"caf\xe9.example")], 400, "BADINPUT", ["UTF-8"]),
     ("many-headers", G, "/nowhere", None, [(f"X-H{i}", "v") for i in range(200)], 404, "NOTFOUND", []),
     ("huge-cookie", G, "/nowhere", None, [("Cookie", "a=" + "b" * 12000)], 404, "NOTFOUND", []),
+    # Proxy headers: the request may come from afar through a local proxy, so it needs a key.
     ("forwarded-spoof", P, S, b"[]", [("X-Forwarded-For", "169.254.169.254"),
-                                      ("Forwarded", "for=127.0.0.1")] + JSON, 400, "BADINPUT", []),
+                                      ("Forwarded", "for=127.0.0.1")] + JSON, 401, "UNAUTHORIZED", ["proxy"]),
+    ("x-real-ip", G, "/jobs", None, [("X-Real-IP", "203.0.113.9")], 401, "UNAUTHORIZED", ["proxy"]),
 ]
 
 #: Rejected by Twisted's HTTP parser before the API sees them: a bare 400

@@ -120,6 +120,16 @@ class AnonymousRuleTests(AuthAPITestBase):
         self.assertEqual((await self.submit())[0], 200)
 
     @ensure
+    async def test_proxied_requests_are_never_anonymous(self):
+        """A request through a local reverse proxy (Forwarded, X-Forwarded-For, X-Real-IP) may come
+        from anywhere: it needs a key even while anonymous callers are served."""
+        for header in ("Forwarded", "X-Forwarded-For", "X-Real-IP"):
+            answer = await self.submit(headers={header: "203.0.113.9"})
+            self.assertError(answer, 401, "UNAUTHORIZED", "proxy")
+        self.assertEqual(await self.store.count_by_state(), {})
+        self.assertEqual((await self.submit())[0], 200)
+
+    @ensure
     async def test_a_sent_key_must_be_good_even_when_anonymous_is_allowed(self):
         """With no key in the store, a request that sends a key is judged by it: 401."""
         self.assertError(await self.submit(key="nmk_0123456789abcdef_" + "A" * 43), 401, "UNAUTHORIZED")
