@@ -314,6 +314,14 @@ class BoundsTests(unittest.SynchronousTestCase):
         self.refused([["af", "asetnsamples=n=100000000"]], "out of range")
         self.accepted(["af", "asetrate=44100,adelay=1000|2s|480S,asetnsamples=1024"])
 
+    def test_pad_counts(self):
+        """Filters that allocate many pads at creation are bounded (64)."""
+        for flag, graph in (("vf", "split=1000000"), ("af", "asplit=outputs=65"),
+                            ("vf", "select=1:1000"), ("filter_complex", "concat=n=100"),
+                            ("filter_complex", "amix=inputs=99999"), ("vf", "hstack=100")):
+            self.refused([[flag, graph]], "out of range")
+        self.accepted(["vf", "split=2,select=e=1:n=2,hstack=inputs=3"])
+
     def test_flag_ranges(self):
         """-s, -r, -ar, -ac, -probesize, -analyzeduration, -threads, -g, -bf,
         -refs, -frames, -crf, -qp: values out of range are refused."""

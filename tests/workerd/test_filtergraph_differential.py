@@ -525,7 +525,10 @@ def test_positional_tables_match_ffmpeg(oracle):
                "fps": "25:0", "framerate": "50:101:202:8.2", "apad": "4096:100",
                "tpad": "1:2:add:clone", "asetrate": "44100", "atempo": "2", "tinterlace":
                "merge", "adelay": "100|200:1", "tile": "2x2:4:0:0:black",
-               "asetnsamples": "512:0", "minterpolate": "25:dup", "scale2ref": "32:16"}
+               "asetnsamples": "512:0", "minterpolate": "25:dup", "scale2ref": "32:16",
+               "split": "3", "asplit": "2", "select": "eq(n\\,0):2", "aselect": "1:2",
+               "concat": "2:1:1:1", "amix": "3:first:2:1 2 3:0", "hstack": "3:1",
+               "vstack": "2:0", "amerge": "4"}
     assert set(samples) == set(fg.POSITIONAL)
     for name, args in samples.items():
         text = f"{name}={args}"

@@ -266,6 +266,7 @@ MAX_CHANNELS = 64
 MAX_PAD_S = 24 * 3600
 MAX_PAD_FRAMES = MAX_PAD_S * MAX_FRAME_RATE
 MAX_PAD_SAMPLES = MAX_PAD_S * MAX_SAMPLE_RATE
+MAX_FILTER_PADS = 64
 
 
 def _bounded(fname, option, value, low, high, parse=fg.number, what="a number"):
@@ -364,6 +365,27 @@ FILTER_BOUNDS = {
     "asetnsamples": lambda f: f.value_of("nb_out_samples") is None or _bounded(
         f.name, "nb_out_samples", f.value_of("nb_out_samples"), 1, MAX_SAMPLE_RATE),
 }
+
+
+def _check_pads(*names):
+    """Pad counts (outputs of split/select, inputs of amix/hstack...; concat's
+    segments and streams) at most MAX_FILTER_PADS: ffmpeg allocates them all
+    when the filter is created."""
+    def check(f):
+        for name in names:
+            value = f.value_of(name)
+            if value is not None:
+                _bounded(f.name, name, value, 0, MAX_FILTER_PADS, what="a count")
+    return check
+
+
+FILTER_BOUNDS.update({
+    "split": _check_pads("outputs"), "asplit": _check_pads("outputs"),
+    "select": _check_pads("outputs"), "aselect": _check_pads("outputs"),
+    "concat": _check_pads("n", "v", "a"), "amix": _check_pads("inputs"),
+    "hstack": _check_pads("inputs"), "vstack": _check_pads("inputs"),
+    "amerge": _check_pads("inputs"),
+})
 
 
 def check_filter(f):

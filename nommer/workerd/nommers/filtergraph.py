@@ -74,12 +74,18 @@ POSITIONAL = {
     "adelay": ("delays", "all"),
     "tile": ("layout", "nb_frames", "margin", "padding", "color", "overlap", "init_padding"),
     "asetnsamples": ("nb_out_samples", "pad"),
+    "split": ("outputs",), "asplit": ("outputs",),
+    "select": ("expr", "outputs"), "aselect": ("expr", "outputs"),
+    "concat": ("n", "v", "a", "unsafe"),
+    "amix": ("inputs", "duration", "dropout_transition", "weights", "normalize"),
+    "hstack": ("inputs", "shortest"), "vstack": ("inputs", "shortest"), "amerge": ("inputs",),
 }
 #: Other spellings of the same option (same offset) -> the name in POSITIONAL.
 ALIASES = {
     "scale": {"width": "w", "height": "h"}, "scale2ref": {"width": "w", "height": "h"},
     "pad": {"w": "width", "h": "height"}, "crop": {"w": "out_w", "h": "out_h"},
     "asetrate": {"r": "sample_rate"}, "asetnsamples": {"n": "nb_out_samples", "p": "pad"},
+    "select": {"e": "expr", "n": "outputs"}, "aselect": {"e": "expr", "n": "outputs"},
 }
 
 _LABEL_RX = re.compile(r"[A-Za-z0-9_.:]{1,64}")
