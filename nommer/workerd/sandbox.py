@@ -237,6 +237,9 @@ async def check(reactor, settings):
         raise SandboxUnavailable(f"{e}; {HOW_TO_FIX}") from None
     if not sandbox.enabled:
         return None
+    if _which(settings.FFMPEG_BIN) is None:
+        raise SandboxUnavailable(f"FFMPEG_BIN not found: {settings.FFMPEG_BIN} (apt-get install ffmpeg, "
+                                 "or set FFMPEG_BIN to its path)")
     what = f"the ffmpeg sandbox (FFMPEG_SANDBOX = \"bwrap\", BWRAP_BIN = {settings.BWRAP_BIN!r})"
     runner = ProcessRunner(reactor, [settings.FFMPEG_BIN, "-hide_banner", "-version"],
                            timeout_s=CHECK_TIMEOUT_S, kill_grace_s=1.0, sandbox=sandbox,

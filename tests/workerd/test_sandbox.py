@@ -308,6 +308,12 @@ class StartCheck(SandboxTestCase):
             for part in (said, "BWRAP_BIN", bwrap, "apt-get install bubblewrap", 'FFMPEG_SANDBOX = "none"'):
                 self.assertIn(part, message)
 
+    @ensure
+    async def test_check_names_a_missing_ffmpeg(self):
+        with self.assertRaises(SandboxUnavailable) as cm:
+            await check(reactor, media.settings(FFMPEG_BIN="/nonexistent/ffmpeg"))
+        self.assertIn("FFMPEG_BIN not found: /nonexistent/ffmpeg (apt-get install ffmpeg", str(cm.exception))
+
     def test_twistd_workerd_refuses_to_start_without_bwrap(self):
         """A real `twistd -n workerd --local` with BWRAP_BIN missing exits 1 and says why."""
         base = os.path.realpath(self.mktemp())
