@@ -5,9 +5,11 @@ a 400 BADINPUT whose message says why, and nothing is stored.
   extra inputs, protocols, output muxers, worker-owned flags);
 * ``file://`` escapes out of FILE_STORAGE_ROOTS;
 * SSRF: ``notify_url`` and http(s) ``source_path`` naming a link-local
-  address (169.254.0.0/16, the cloud metadata service; fe80::/10) in any
-  spelling. Host *names* are allowed (they are not resolved at submit;
-  resolution-time protection is out of scope), and so is loopback.
+  address (169.254.0.0/16, the cloud metadata service; fe80::/10) or another
+  non-public one (loopback, private, ...) in any spelling, unless
+  ALLOWED_PRIVATE_NETWORKS lists it (this feederd allows 127.0.0.0/8). Host
+  *names* are allowed at submit: they are checked when nommer connects
+  (tests/core/test_netguard.py, test_storage_http.py, test_notifier.py).
 
 Injections that get past submit and must end in ERROR without effect
 (playlists naming local files, a filter argument hiding ``movie=`` in quotes)
@@ -236,22 +238,37 @@ def test_link_local_with_port_credentials_or_case_refused(daemon, root, url):
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://metadata.example/hook",
-                                 "http://169.255.0.1/hook", "http://[::1]:9/hook", "https://10.0.0.1/hook"])
+                                 "http://169.255.0.1/hook", "https://93.184.216.34/hook"])
 def test_other_addresses_and_hostnames_still_accepted(daemon, root, url):
-    """Loopback, private, neighbouring and named hosts are accepted (host names are not resolved at submit)."""
+    """Public and named hosts, and loopback when ALLOWED_PRIVATE_NETWORKS lists it (the test feederd
+    allows 127.0.0.0/8), are accepted: names are resolved when connecting, not at submit."""
     resp = submit_raw(daemon.port, body(root, notify_url=url))
     assert resp.status == 200, resp
     resp = submit_raw(daemon.port, body(root, source_path=url.replace("/hook", "/in.mp4")))
     assert resp.status == 200, resp
 
 
+@pytest.mark.parametrize("url,words", [
+    ("http://[::1]:9/hook", "loopback"), ("https://10.0.0.1/hook", "private"),
+    ("http://0x0a000001/hook", "private"), ("http://100.64.0.1/hook", "carrier-grade"),
+    ("http://[fd12::1]/hook", "unique-local"), ("http://0.0.0.0:9/hook", "unspecified"),
+    ("http://[::ffff:192.168.0.1]/hook", "private")])
+def test_non_public_literals_refused(daemon, root, url, words):
+    """Other loopback, private, shared, unique-local and unspecified literals are BADINPUT at submit,
+    naming the field, the kind of address and the setting that allows it."""
+    for field, value in (("notify_url", url), ("source_path", url.replace("/hook", "/in.mp4"))):
+        resp = submit_raw(daemon.port, body(root, **{field: value}))
+        payload = assert_json_error(resp, 400, "BADINPUT", [field, words, "ALLOWED_PRIVATE_NETWORKS"])
+        assert payload["message"].startswith(field), payload
+
+
 def test_refusals_stored_nothing(daemon, root):
-    """Only the accepted control submissions were stored (10); no refused one became a job."""
+    """Only the accepted control submissions were stored (8); no refused one became a job."""
     jobs, _ = daemon.client.list(limit=500)
-    assert len(jobs) == 10, [j["source_path"] for j in jobs]
+    assert len(jobs) == 8, [j["source_path"] for j in jobs]
     for job in jobs:
         for uri in (job["source_path"], job["notify_url"] or ""):
-            assert "169.254" not in uri and "fe80" not in uri.lower(), job
+            assert "169.254" not in uri and "fe80" not in uri.lower() and "10.0.0.1" not in uri, job
 
 
 def test_worker_recheck_refuses_link_local_source():

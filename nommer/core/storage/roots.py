@@ -85,7 +85,7 @@ def protected_paths(settings):
     if scratch:
         found.append(("SCRATCH_DIR (every job's working files)", _real(scratch)))
     config_path = getattr(settings, "config_path", None)
-    if config_path:
+    if config_path and os.path.exists(config_path):  # not a remote config's deleted download
         found.append(("the settings file", _real(config_path)))
     found += _code_paths()
     seen, unique = set(), []
