@@ -110,14 +110,20 @@ def _free_bytes(path):
         return None
 
 
-def _file_source_bytes(uri):
-    """Size of a file:// source (bytes), None for other schemes or when it
-    cannot be told (the download then says why). Blocking (stat)."""
+def _file_source_bytes(uri, roots):
+    """Size of a file:// source under one of ``roots`` (FILE_STORAGE_ROOTS;
+    so a job's details never tell the size of a file outside them), None for
+    other schemes or when it cannot be told (the download then says why).
+    Blocking (stat)."""
     try:
         muri = as_media_uri(uri)
         if muri.scheme != "file":
             return None
-        st = os.stat(muri.path)
+        real = os.path.realpath(muri.path)
+        roots = [os.path.realpath(r) for r in (roots if roots is not None else [os.getcwd()])]
+        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            return None
+        st = os.stat(real)
     except Exception:
         return None
     return st.st_size if stat.S_ISREG(st.st_mode) else None
@@ -599,7 +605,8 @@ class Worker(Service):
         """Raise NoScratchSpace if the scratch directory has less than
         SCRATCH_MIN_FREE_BYTES + the source's size (file:// sources) free."""
         s = self.settings
-        source_bytes = await threads.deferToThread(_file_source_bytes, ctx.job.source_path)
+        source_bytes = await threads.deferToThread(_file_source_bytes, ctx.job.source_path,
+                                                   getattr(s, "FILE_STORAGE_ROOTS", None))
         free = await threads.deferToThread(_free_bytes, ctx.scratch_dir)
         needed = scratch_needed_bytes(free, s.SCRATCH_MIN_FREE_BYTES, source_bytes)
         if needed is not None:
