@@ -121,3 +121,24 @@ class SealTests(TestCase):
         old = job.to_dict()
         del old["sealed_credentials"]
         self.assertIsNone(Job.from_dict(old).sealed_credentials)
+
+    def test_notify_url_sealed(self):
+        """A notify_url with a password or a secret query parameter is sealed like source and dest;
+        without JOB_CREDENTIALS_KEY it is BADINPUT on notify_url (never stored in clear)."""
+        hook = "https://hooks:pw0rd@hooks.example/cb?api_key=K3Y&x=1"
+        body = {"source_path": f"file://{self.root}/in.mov", "dest_path": f"file://{self.root}/out.mp4",
+                "notify_url": hook, "job_options": {"nommer": FFMPEG, "options": doc_two_pass()}}
+        spec = validate_submission(body, self.settings)
+        self.assertEqual(spec["notify_url"], "https://hooks:***@hooks.example/cb?api_key=***&x=1")
+        self.assertEqual(set(spec["sealed_credentials"]), {"notify_url"})
+        self.assertNotIn("pw0rd", json.dumps(spec))
+        self.assertNotIn("K3Y", json.dumps(spec))
+        self.assertEqual(unseal_uri(spec["notify_url"], spec["sealed_credentials"]["notify_url"], self.settings),
+                         hook)
+        bare, _ = temp_settings(self, FILE_STORAGE_ROOTS=[self.root])
+        with self.assertRaises(InvalidJobSpec) as cm:
+            validate_submission(body, bare)
+        self.assertEqual(cm.exception.field, "notify_url")
+        self.assertNotIn("pw0rd", cm.exception.message)
+        body["notify_url"] = "https://hooks.example/cb?x=1"
+        self.assertNotIn("sealed_credentials", validate_submission(body, self.settings))
