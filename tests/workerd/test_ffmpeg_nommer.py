@@ -302,6 +302,45 @@ class NommerTests(NommerCase):
         self.assertIs(again, encoders)
 
 
+class SandboxRoutingTests(NommerCase):
+    """Every ffmpeg and ffprobe of a job starts through bwrap (BWRAP_BIN here is a shell script
+    logging each call, then running the real bwrap)."""
+
+    @ensure
+    async def test_every_launch_goes_through_the_sandbox(self):
+        log = os.path.join(self.root, "bwrap-calls")
+        wrapper = os.path.join(self.root, "bwrap")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\nexec {shutil.which('bwrap')} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        ffmpeg_module._encoders_cache.clear()
+        self.addCleanup(ffmpeg_module._encoders_cache.clear)
+        settings = media.settings(BWRAP_BIN=wrapper)
+        nommer = self.make(doc_example(), settings=settings)
+        await nommer.run()
+        self.assertIsNotNone(await ffmpeg_module.available_encoders(reactor, settings))
+        with open(log) as f:
+            calls = f.read().splitlines()
+        programs = [call.split(" -- ")[2].split()[:3] for call in calls]
+        # ffprobe of the source, two passes, ffprobe of the output, then ffmpeg -encoders:
+        # all of them, and nothing else.
+        self.assertEqual([os.path.basename(p[0]) for p in programs],
+                         ["ffprobe", "ffmpeg", "ffmpeg", "ffprobe", "ffmpeg"], calls)
+        self.assertEqual(programs[-1][1:], ["-hide_banner", "-encoders"])
+        self.assertTrue(all("--unshare-all" in call and "--clearenv" in call for call in calls))
+        encode = calls[1]
+        self.assertIn(f"--bind {self.scratch} {self.scratch}", encode)
+        self.assertNotIn(self.root + "/out", encode)
+
+    @ensure
+    async def test_no_sandbox_no_job(self):
+        """bwrap missing while a job runs: a transient error naming BWRAP_BIN, nothing run bare."""
+        nommer = self.make(doc_example(), settings=media.settings(BWRAP_BIN="/nonexistent/bwrap"))
+        with self.assertRaises(TransientJobError) as cm:
+            await nommer.run()
+        self.assertIn("BWRAP_BIN", cm.exception.message)
+
+
 class OutputCapTests(NommerCase):
     """-fs MAX_OUTPUT_BYTES and the -t cap on every ffmpeg output, by their effect."""
 
