@@ -259,7 +259,8 @@ class Stopping(SandboxTestCase):
         self.assertLess(reactor.seconds() - started, 10.0)  # not the 30 s SIGKILL grace
         await eventually(lambda: not pids_running(marker), what="every process of the run gone")
 
-    def test_worker_killed_takes_the_sandbox_with_it(self):
+    @ensure
+    async def test_worker_killed_takes_the_sandbox_with_it(self):
         """--die-with-parent: a worker process dying of SIGKILL leaves no ffmpeg behind."""
         marker = f"marker-{uuid.uuid4().hex}"
         script = (
@@ -277,19 +278,11 @@ class Stopping(SandboxTestCase):
         worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
         self.addCleanup(lambda: worker.poll() is None and worker.kill())
         try:
-            for _ in range(500):
-                if len(pids_running(marker)) >= 3:
-                    break
-                subprocess.run(["sleep", "0.02"])
-            self.assertGreaterEqual(len(pids_running(marker)), 3)
+            await eventually(lambda: len(pids_running(marker)) >= 3, what="bwrap, bwrap and ffmpeg running")
         finally:
             worker.kill()
             worker.wait(10)
-        for _ in range(500):
-            if not pids_running(marker):
-                break
-            subprocess.run(["sleep", "0.02"])
-        self.assertEqual(pids_running(marker), [])
+        await eventually(lambda: not pids_running(marker), what="the sandbox gone with its parent")
 
 
 class StartCheck(SandboxTestCase):
