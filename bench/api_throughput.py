@@ -36,7 +36,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._report import Report  # noqa: E402
-from tests.e2e.harness import Feederd, free_port  # noqa: E402
+from tests.e2e.harness import Feederd, free_port, home_of  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_API_SECONDS", "10"))
 PREFILL = int(os.environ.get("BENCH_API_PREFILL_JOBS", "0"))
@@ -171,7 +171,7 @@ def prefill(feederd, job_id, n):
     """Stop feederd, add ``n`` FINISHED copies of job ``job_id`` to its SQLite
     store, start it again."""
     feederd.stop()
-    db = sqlite3.connect(os.path.join(feederd.root, "data", "jobs.sqlite"))
+    db = sqlite3.connect(os.path.join(feederd.data_dir, "jobs.sqlite"))
     try:
         (doc,) = db.execute("SELECT doc FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         doc = json.loads(doc)
@@ -251,7 +251,8 @@ def main():
                 echo.wait()
         if feederd is not None:
             feederd.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        for d in (root, home_of(root)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _report import Report  # noqa: E402
 from nommer.core.job import Job, new_job_id  # noqa: E402
 from nommer.core.store.sqlite import SCHEMA  # noqa: E402
-from tests.e2e.harness import TWISTD, Feederd, free_port  # noqa: E402
+from tests.e2e.harness import TWISTD, Feederd, free_port, home_of  # noqa: E402
 
 STORED_JOBS = int(os.environ.get("BENCH_STORED_JOBS", "100000"))
 BIG_BYTES = int(os.environ.get("BENCH_BIG_BYTES", str(4 << 30)))
@@ -120,7 +120,7 @@ def fill_store(data_dir, n):
 def feederd_rss(root, n):
     """(VmRSS, VmHWM) MiB of feederd over n stored jobs after some API calls; insert time s."""
     os.makedirs(root, exist_ok=True)
-    fill_s = fill_store(os.path.join(root, "data"), n) if n else 0.0
+    fill_s = fill_store(os.path.join(home_of(root), "data"), n) if n else 0.0
     feederd = Feederd(root, MAX_NUM_WORKERS=2, AUTOSCALE_INTERVAL_S=5.0, PRUNE_JOBS_INTERVAL_S=300.0)
     try:
         feederd.start(timeout_s=60)
@@ -302,7 +302,8 @@ def main():
                     f"was made in {gen_s:.1f} s; disk free at start {free / MB / 1024:.0f} GiB")
     finally:
         for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
+            for d in (root, home_of(root)):
+                shutil.rmtree(d, ignore_errors=True)
     report.write()
 
 

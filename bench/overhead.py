@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report  # noqa: E402
 from nommer.workerd.nommers import ffmpeg_options  # noqa: E402
-from tests.e2e.harness import Feederd  # noqa: E402
+from tests.e2e.harness import Feederd, home_of  # noqa: E402
 from tests.workerd.media import clip  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "8"))
@@ -216,7 +216,8 @@ def main():
                         "encodes this short (10 s clips) that fixed cost is several per cent of the wall time.")
     finally:
         feederd.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        for d in (root, home_of(root)):
+            shutil.rmtree(d, ignore_errors=True)
     report.write()
 
 

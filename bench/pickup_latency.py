@@ -36,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report, fmt  # noqa: E402
-from tests.e2e.harness import TWISTD, Feederd  # noqa: E402
+from tests.e2e.harness import TWISTD, Feederd, home_of  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
 from tests.workerd.media import clip  # noqa: E402
 
@@ -234,7 +234,8 @@ def main():
             report.note("SQS target not met: see the breakdown (each state write is a DynamoDB request).")
     finally:
         for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
+            for d in (root, home_of(root)):
+                shutil.rmtree(d, ignore_errors=True)
     report.write()
 
 

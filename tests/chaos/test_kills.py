@@ -185,9 +185,9 @@ def test_submit_racing_sigterm_is_queued(root):
         for t in threads:
             t.join(15)
         feederd.stop()
-    with contextlib.closing(sqlite3.connect(os.path.join(root, "data", "jobs.sqlite"))) as db:
+    with contextlib.closing(sqlite3.connect(os.path.join(feederd.data_dir, "jobs.sqlite"))) as db:
         pending = {r[0] for r in db.execute("SELECT job_id FROM jobs WHERE job_state = 'PENDING'")}
-    with contextlib.closing(sqlite3.connect(os.path.join(root, "data", "queue.sqlite"))) as db:
+    with contextlib.closing(sqlite3.connect(os.path.join(feederd.data_dir, "queue.sqlite"))) as db:
         queued = {r[0] for r in db.execute("SELECT body FROM messages WHERE queue = 'media_nommer'")}
     assert len(accepted) > 10, "the submitters did not get going"
     assert pending - queued == set(), f"{len(pending - queued)} stored job(s) never queued, of {len(pending)}"

@@ -111,7 +111,7 @@ def test_sqlite_locked_for_a_while_loses_nothing(root, hooks, long_run):
             dests.update(batch)
             wait_running(feederd, batch)
             began = time.monotonic()
-            with sqlite_lock(os.path.join(root, "data", name)):
+            with sqlite_lock(os.path.join(feederd.data_dir, name)):
                 time.sleep(hold_s)
             episodes.append((name, hold_s, began, time.monotonic()))
         dests.update(after_outage(feederd, root, hooks, "after"))

@@ -27,22 +27,38 @@ def free_port():
         return s.getsockname()[1]
 
 
+def home_of(root):
+    """Where the ``Feederd`` of file root ``root`` keeps its data dir, config
+    and log: ``<root>.feederd``, beside the root, because a file root may not
+    contain them (feederd refuses to start: nommer.core.storage.roots)."""
+    return os.path.normpath(os.fspath(root)) + ".feederd"
+
+
 class Feederd:
-    """A feederd subprocess with its own data dir, config and log file."""
+    """A feederd subprocess with its own data dir, config and log file.
+
+    ``root`` is its file root (FILE_STORAGE_ROOTS, where tests put media);
+    ``home`` (``home_of(root)``) holds ``data_dir``, the config and the log.
+    Loopback servers (webhook receivers, http sources) are allowed
+    (ALLOWED_PRIVATE_NETWORKS)."""
 
     def __init__(self, root, **settings):
         self.root = root
+        self.home = home_of(root)
+        os.makedirs(self.home, exist_ok=True)
+        self.data_dir = os.path.join(self.home, "data")
         self.port = free_port()
-        values = dict(DATA_DIR=os.path.join(root, "data"), FILE_STORAGE_ROOTS=[root],
+        values = dict(DATA_DIR=self.data_dir, FILE_STORAGE_ROOTS=[root],
+                      ALLOWED_PRIVATE_NETWORKS=["127.0.0.0/8"],
                       JOB_LEASE_S=3.0, HEARTBEAT_INTERVAL_S=0.5, RETRY_BACKOFF_S=0.2,
                       WORKER_MAX_IDLE_S=3.0, AUTOSCALE_INTERVAL_S=0.5, PRUNE_JOBS_INTERVAL_S=1.0,
                       MAX_NUM_WORKERS=2, WEBHOOK_BACKOFF_S=0.1, QUEUE_WAIT_TIME_S=2.0)
         values.update(settings)
-        self.config = os.path.join(root, "nomconf_e2e.py")
+        self.config = os.path.join(self.home, "nomconf_e2e.py")
         with open(self.config, "w") as f:
             for name, value in values.items():
                 f.write(f"{name} = {value!r}\n")
-        self.log_path = os.path.join(root, "feederd.log")
+        self.log_path = os.path.join(self.home, "feederd.log")
         self.client = NommerClient(f"http://127.0.0.1:{self.port}", timeout_s=10)
         self.proc = None
 
