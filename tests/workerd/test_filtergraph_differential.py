@@ -31,6 +31,7 @@ Normal run: a few hundred graphs (seconds). Long run:
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,8 @@ from nommer.workerd.nommers import filtergraph as fg
 EXAMPLES = int(os.environ.get("NOMMER_FUZZ_EXAMPLES", "300"))
 CLI_GRAPHS = int(os.environ.get("NOMMER_FUZZ_CLI_GRAPHS", "60"))
 FFMPEG = shutil.which("ffmpeg")
+#: Longest libavfilter may take over one graph before it is taken as hung.
+ORACLE_TIMEOUT_S = 10
 
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
 
@@ -145,6 +148,7 @@ class Oracle:
         self.proc = None
         self.calls = 0
         self.crashes = 0
+        self.hangs = 0
 
     def _start(self):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--oracle"],
@@ -152,21 +156,30 @@ class Oracle:
                                      stderr=subprocess.DEVNULL, cwd=self.workdir, text=True,
                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
 
-    def ask(self, graph, sws=None):
+    def ask(self, graph, sws=None, timeout_s=ORACLE_TIMEOUT_S):
+        """libavfilter's reading of ``graph``; ``crashed`` (and ``hung`` when it
+        did not answer within ``timeout_s``) if the child died or was killed."""
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         self.calls += 1
+        hung = False
         try:
             self.proc.stdin.write(json.dumps({"graph": graph, "sws": sws}) + "\n")
             self.proc.stdin.flush()
-            answer = self.proc.stdout.readline()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+            if ready:
+                answer = self.proc.stdout.readline()
+            else:
+                hung, answer = True, ""
+                self.proc.kill()
         except BrokenPipeError:
             answer = ""
         if not answer:
             self.proc.wait()
             self.proc = None
             self.crashes += 1
-            return {"crashed": True}
+            self.hangs += hung
+            return {"crashed": True, "hung": hung}
         result = json.loads(answer)
         result["settings"], result["nosuch"], result["contexts"] = digest_log(result["log"])
         result["crashed"] = False
@@ -220,7 +233,7 @@ def differences(graph_text, mirror, result, *, all_contexts=False):
     libavfilter's own machinery (so no file, URL or device was opened).
     """
     if result["crashed"]:
-        return ["ffmpeg crashed"]
+        return ["ffmpeg hung" if result.get("hung") else "ffmpeg crashed"]
     diffs = []
     ok = result["ret"] >= 0
     if isinstance(mirror, fg.FilterGraphError):
@@ -373,6 +386,8 @@ class Stats:
 
 
 STATS = Stats()
+#: Graphs libavfilter did not finish parsing (reported at the end).
+HUNG = []
 
 
 def teardown_module(module):
@@ -382,6 +397,8 @@ def teardown_module(module):
           f"({STATS.accepted_ffmpeg_ok} parsed by libavfilter); command line: {STATS.cli} "
           f"ffmpeg runs ({STATS.cli_settings} with settings to compare); "
           f"{STATS.differences} differences")
+    for text in HUNG:
+        print(f"libavfilter hung on {text!r}")
 
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -401,9 +418,11 @@ def test_mirror_matches_libavfilter(oracle, text):
     STATS.crashes += result["crashed"]
     found = differences(text, mirror, result)
     if result["crashed"]:
-        # ffmpeg 5.1 crashes on some graphs (unknown scale flags): nothing to compare,
-        # but the validator must not accept one.
-        found = ["ffmpeg crashed"] if validator_accepts(text) else []
+        # ffmpeg 5.1 crashes (unknown scale flags) or loops on some graphs: nothing
+        # to compare, but the validator must not accept one.
+        if result["hung"]:
+            HUNG.append(text)
+        found = [differences(text, mirror, result)[0]] if validator_accepts(text) else []
     STATS.differences += bool(found)
     assert not found, (text, found)
 
@@ -541,14 +560,15 @@ def test_positional_tables_match_ffmpeg(oracle):
 
 def test_allowed_filters_take_no_file_options():
     """No allowed filter has an option naming a file, URL, font or plugin
-    (so positional values of allowed filters cannot reach one)."""
+    (so positional values of allowed filters cannot reach one), and the
+    validator's forbidden-key pattern refuses no real option of theirs."""
     bad = {}
     for name in sorted(o.ALLOWED_FILTERS):
         out = subprocess.run([FFMPEG, "-hide_banner", "-h", f"filter={name}"],
                              capture_output=True, text=True, timeout=30).stdout
         assert "Unknown filter" not in out, name
         options = re.findall(r"^   (\S+)\s+<", out, re.M)
-        hits = [opt for opt in options if re.search(r"file|url|path|font|plugin", opt)]
+        hits = [opt for opt in options if o._FILE_KEY_RX.search(opt)]
         if hits:
             bad[name] = hits
     assert bad == {}
