@@ -610,9 +610,14 @@ def test_cli_agrees_with_library(oracle):
             else:
                 argv = [FFMPEG, "-hide_banner", "-nostdin", "-v", "debug",
                         "-filter_complex", text, "-f", "null", "-"]
-            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env={},
-                                  timeout=60)
             STATS.cli += 1
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env={},
+                                      timeout=ORACLE_TIMEOUT_S * 2)
+            except subprocess.TimeoutExpired:  # hung: the library must hang too
+                if not oracle.ask(text).get("hung"):
+                    mismatches.append((text, "cli hung, library did not"))
+                continue
             if proc.returncode < 0:  # crashed: the oracle must crash too
                 if not oracle.ask(text)["crashed"]:
                     mismatches.append((text, "cli crashed, library did not"))
