@@ -492,7 +492,8 @@ FLAGS = {
     "pass": Flag(pass_number, OUT, True), "strict": Flag(word, BOTH, True),
     "threads": Flag(thread_count, BOTH, True),
     # picture and sound
-    "r": Flag(frame_rate, BOTH, True), "s": Flag(picture_size, BOTH, True), "aspect": Flag(aspect, OUT, True),
+    "r": Flag(frame_rate, BOTH, True), "s": Flag(picture_size, BOTH, True),
+    "aspect": Flag(aspect, OUT, True),
     "pix_fmt": Flag(word, BOTH, True), "ar": Flag(sample_rate, BOTH, True),
     "ac": Flag(channels, BOTH, True), "sample_fmt": Flag(word, OUT, True),
     "color_primaries": Flag(word, OUT, True), "color_trc": Flag(word, OUT, True),
