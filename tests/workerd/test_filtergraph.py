@@ -106,7 +106,7 @@ class TestParse:
     def test_options_two_rounds_of_unescaping(self):
         f, = fg.parse("select='eq(n\\,0)':outputs=2").filters
         assert [(o.key, o.name, o.value) for o in f.options] == [
-            (None, None, "eq(n,0)"), ("outputs", "outputs", "2")]
+            (None, "expr", "eq(n,0)"), ("outputs", "outputs", "2")]
         f, = fg.parse("scale=w=1\\:h=2").filters  # graph level eats the escape
         assert [(o.key, o.value) for o in f.options] == [("w", "1"), ("h", "2")]
         f, = fg.parse("scale=w=1\\\\:h=2").filters

@@ -28,6 +28,7 @@ Normal run: a few hundred graphs (seconds). Long run:
 (figures printed with -s).
 """
 
+import functools
 import json
 import os
 import re
@@ -224,6 +225,17 @@ def _same(mine, theirs):
 BENIGN_CONTEXTS = frozenset({"AVFilterGraph", "swscaler", "Eval", "SWR"})
 
 
+@functools.lru_cache(maxsize=None)
+def priv_class_name(filter_name):
+    """The name a filter's options object logs as (``(h|v)stack`` for hstack)."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,40}", filter_name):
+        return filter_name
+    out = subprocess.run([FFMPEG, "-hide_banner", "-h", f"filter={filter_name}"],
+                         capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"^(\S+) AVOptions:$", out, re.M)
+    return m.group(1) if m else filter_name
+
+
 def differences(graph_text, mirror, result, *, all_contexts=False):
     """Ways libavfilter's reading differs from the mirror's ([] if none).
 
@@ -256,8 +268,9 @@ def differences(graph_text, mirror, result, *, all_contexts=False):
         for name in result["nosuch"]:
             if name not in names:
                 diffs.append(f"ffmpeg looked up filter {name!r}, mirror saw {sorted(names)}")
-    # A filter logs as its instance, its options object as the filter's name.
-    known = {f.instance for f in mirror.filters} | {f.name for f in mirror.filters}
+    # A filter logs as its instance, its options object by its class's name.
+    known = {f.instance for f in mirror.filters} | {f.name for f in mirror.filters} | {
+        priv_class_name(f.name) for f in mirror.filters}
     for ctx in result["contexts"]:
         if not all_contexts and not (ctx.startswith("Parsed_") or "@" in ctx):
             continue
