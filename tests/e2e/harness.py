@@ -52,7 +52,8 @@ class Feederd:
                       ALLOWED_PRIVATE_NETWORKS=["127.0.0.0/8"],
                       JOB_LEASE_S=3.0, HEARTBEAT_INTERVAL_S=0.5, RETRY_BACKOFF_S=0.2,
                       WORKER_MAX_IDLE_S=3.0, AUTOSCALE_INTERVAL_S=0.5, PRUNE_JOBS_INTERVAL_S=1.0,
-                      MAX_NUM_WORKERS=2, WEBHOOK_BACKOFF_S=0.1, QUEUE_WAIT_TIME_S=2.0)
+                      MAX_NUM_WORKERS=2, WEBHOOK_BACKOFF_S=0.1, QUEUE_WAIT_TIME_S=2.0,
+                      API_RATE_LIMIT_PER_MINUTE=1_000_000)
         values.update(settings)
         self.config = os.path.join(self.home, "nomconf_e2e.py")
         with open(self.config, "w") as f:
