@@ -170,13 +170,13 @@ def test_covering_proc_sys_as_protect_kernel_tunables_does_stops_an_unprivileged
     nothing covered it does."""
     import pwd
     try:
-        pwd.getpwnam("nomtest")
+        pwd.getpwnam("nobody")
     except KeyError:
-        pytest.skip("no unprivileged user nomtest on this machine")
+        pytest.skip("no unprivileged user nobody on this machine")
     sandbox = shlex.join(_sandbox_argv())
-    plain = f"mount --make-rprivate / && runuser -u nomtest -- env -i {sandbox}"
+    plain = f"mount --make-rprivate / && runuser -u nobody -- env -i {sandbox}"
     covered = ("mount --make-rprivate / && mount --bind /proc/sys /proc/sys && "
-               f"mount -o remount,bind,ro /proc/sys && runuser -u nomtest -- env -i {sandbox}")
+               f"mount -o remount,bind,ro /proc/sys && runuser -u nobody -- env -i {sandbox}")
     ok = subprocess.run(["unshare", "-m", "sh", "-c", plain], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run(["unshare", "-m", "sh", "-c", covered], capture_output=True, text=True, timeout=60)

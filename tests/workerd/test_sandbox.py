@@ -334,20 +334,20 @@ class Unprivileged(SandboxTestCase):
             raise unittest.SkipTest("needs root to switch to an unprivileged user")
         try:
             import pwd
-            pwd.getpwnam("nomtest")
+            pwd.getpwnam("nobody")
         except KeyError:
-            raise unittest.SkipTest("no user nomtest on this machine")
+            raise unittest.SkipTest("no user nobody on this machine")
         # A scratch dir of its own, in a place the user can reach.
         self.scratch = tempfile.mkdtemp(prefix="nommer-sbx-user-")
         self.addCleanup(shutil.rmtree, self.scratch, True)
-        shutil.chown(self.scratch, "nomtest")
+        shutil.chown(self.scratch, "nobody")
         self.outside = tempfile.mkdtemp(prefix="nommer-sbx-outside-")
         self.addCleanup(shutil.rmtree, self.outside, True)
         os.chmod(self.outside, 0o777)
 
     def as_user(self, argv, **wrap):
         launch = Sandbox(self.settings).wrap(argv, **wrap)
-        return subprocess.run(["runuser", "-u", "nomtest", "--", "env", "-i"] + launch.argv, cwd="/",
+        return subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i"] + launch.argv, cwd="/",
                               capture_output=True, timeout=60)
 
     def test_runs_and_confines_as_an_unprivileged_user(self):
