@@ -394,6 +394,8 @@ def main():
                    f"{fmt(statistics.median(probe_bare), 's')} / {fmt(statistics.median(probe_sbx), 's')}")
         report.figure("per launch, direct: sandbox set-up before the program starts (sandboxed - bare, "
                       "median difference)", paired(setup_bare, setup_sbx), "s")
+        report.figure("sandbox cost per job from the direct per-launch cost x 3 launches (2 ffprobe, 1 ffmpeg; "
+                      "the steadiest estimate)", 3 * paired(probe_bare, probe_sbx), "s")
         report.figure("without sandbox: warm-up, 2 jobs incl. starting both workers", nb.warm_s, "s")
 
         report.note("per-round ratios: " + ", ".join(f"{x:.3f}" for x in sb.ratios)
