@@ -23,8 +23,10 @@ import re
 import secrets
 
 import attr
+from twisted.internet import defer
 
 from nommer.core.errors import InvalidJobSpec, NommerError
+from nommer.core.keys.cache import AuthCache
 
 #: What a key may do. ``admin`` sees every job (not only its own) and /workers.
 SCOPES = ("submit", "read", "cancel", "admin")
@@ -149,8 +151,7 @@ def hashes_match(stored_hash, secret):
 
 
 class KeyStore:
-    """Interface of an API key store (documentation; backends subclass it).
-    Every method returns a Deferred (await it; ``close`` too).
+    """An API key store. Every method returns a Deferred (await it; ``close`` too).
 
     - ``create(name, scopes) -> Deferred[(ApiKey, secret)]``: a new active
       key; ``secret`` is the only copy there will ever be. ``scopes`` as
@@ -165,15 +166,72 @@ class KeyStore:
       twice keeps the first ``revoked_at``); raises NoSuchKey.
     - ``any_active() -> Deferred[bool]``: whether some key is not revoked.
     - ``close() -> Deferred[None]``.
+
+    ``create``, ``authenticate`` and ``get`` are written here once; a backend
+    sets ``self._clock`` (``seconds()`` stamps ``created_at``), may set
+    ``self._cache`` (an ``AuthCache`` for ``authenticate`` answers; None:
+    every call reads) and implements these primitives (coroutines, or
+    methods returning a Deferred) besides ``list``, ``revoke``, ``any_active``
+    and ``close``:
+
+    - ``_insert(key, secret_hash) -> bool``: store a new key beside its
+      secret's hash unless its key_id is taken; False on that collision
+      (``create`` then draws another key_id).
+    - ``_fetch(key_id) -> (ApiKey, secret_hash) | None``: a consistent read
+      of one key; None when no key has that key_id.
     """
 
+    _cache = None
+
     def create(self, name, scopes=DEFAULT_SCOPES):
-        raise NotImplementedError
+        try:
+            name, scopes = validate_name(name), validate_scopes(scopes)
+        except Exception:
+            return defer.fail()
+        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+
+    async def _create(self, name, scopes):
+        while True:
+            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
+            secret = new_secret(key.key_id)
+            if await self._insert(key, hash_secret(secret)):
+                return key, secret
+            # the same 64-bit key_id twice: draw again
 
     def authenticate(self, secret):
-        raise NotImplementedError
+        key_id = parse_secret(secret)
+        if key_id is None:
+            return defer.succeed(None)
+        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
+
+    async def _authenticate(self, key_id, secret):
+        if self._cache is not None:
+            cached = self._cache.get(hash_secret(secret))
+            if cached is not AuthCache.MISSING:
+                return cached
+        found = await self._fetch(key_id)
+        answer = None
+        if found is not None:
+            key, secret_hash = found
+            if hashes_match(secret_hash, secret) and key.active:
+                answer = key
+        if self._cache is not None:
+            self._cache.put(hash_secret(secret), answer)
+        return answer
 
     def get(self, key_id):
+        return defer.Deferred.fromCoroutine(self._get(key_id))
+
+    async def _get(self, key_id):
+        found = await self._fetch(key_id)
+        if found is None:
+            raise NoSuchKey(key_id)
+        return found[0]
+
+    async def _insert(self, key, secret_hash):
+        raise NotImplementedError
+
+    async def _fetch(self, key_id):
         raise NotImplementedError
 
     def list(self):

@@ -18,8 +18,7 @@ GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
 from twisted.internet import defer
 
 from nommer.core.aws import error_code
-from nommer.core.keys.base import (DEFAULT_SCOPES, ApiKey, KeyStore, NoSuchKey, hash_secret, hashes_match,
-                                   new_key_id, new_secret, parse_secret, validate_name, validate_scopes)
+from nommer.core.keys.base import ApiKey, KeyStore, NoSuchKey
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
 from nommer.core.store.dynamodb import DynamoDBTable
 
@@ -107,53 +106,20 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
 
     # --- KeyStore ----------------------------------------------------------------------------
 
-    def create(self, name, scopes=DEFAULT_SCOPES):
+    async def _insert(self, key, secret_hash):
         try:
-            name, scopes = validate_name(name), validate_scopes(scopes)
-        except Exception:
-            return defer.fail()
-        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+            await self._call("put_item", TableName=self.table, Item=to_item(key, secret_hash),
+                             ConditionExpression="attribute_not_exists(key_id)")
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":   # the key_id is taken
+                return False
+            raise
+        return True
 
-    async def _create(self, name, scopes):
-        while True:
-            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
-            secret = new_secret(key.key_id)
-            try:
-                await self._call("put_item", TableName=self.table, Item=to_item(key, hash_secret(secret)),
-                                 ConditionExpression="attribute_not_exists(key_id)")
-            except Exception as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":   # key_id drawn twice
-                    continue
-                raise
-            return key, secret
-
-    def authenticate(self, secret):
-        key_id = parse_secret(secret)
-        if key_id is None:
-            return defer.succeed(None)
-        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
-
-    async def _authenticate(self, key_id, secret):
-        cached = self._cache.get(hash_secret(secret))
-        if cached is not AuthCache.MISSING:
-            return cached
+    async def _fetch(self, key_id):
         result = await self._call("get_item", TableName=self.table, Key=self._key(key_id), ConsistentRead=True)
         item = result.get("Item")
-        answer = None
-        if item is not None and hashes_match(item["secret_hash"]["S"], secret):
-            key = from_item(item)
-            answer = key if key.active else None
-        self._cache.put(hash_secret(secret), answer)
-        return answer
-
-    def get(self, key_id):
-        return defer.Deferred.fromCoroutine(self._get(key_id))
-
-    async def _get(self, key_id):
-        result = await self._call("get_item", TableName=self.table, Key=self._key(key_id), ConsistentRead=True)
-        if "Item" not in result:
-            raise NoSuchKey(key_id)
-        return from_item(result["Item"])
+        return None if item is None else (from_item(item), item["secret_hash"]["S"])
 
     def list(self):
         return defer.Deferred.fromCoroutine(self._list())

@@ -19,8 +19,7 @@ from botocore.exceptions import ClientError
 from twisted.internet import defer
 
 from nommer.core.aws import error_code
-from nommer.core.keys.base import (DEFAULT_SCOPES, ApiKey, KeyStore, NoSuchKey, hash_secret, hashes_match,
-                                   new_key_id, new_secret, parse_secret, validate_name, validate_scopes)
+from nommer.core.keys.base import ApiKey, KeyStore
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
 from nommer.core.store.simpledb import SimpleDBDomain, quote_name, select, time_text, time_value
 
@@ -95,54 +94,23 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
 
     # --- KeyStore ----------------------------------------------------------------------------
 
-    def create(self, name, scopes=DEFAULT_SCOPES):
+    async def _insert(self, key, secret_hash):
         try:
-            name, scopes = validate_name(name), validate_scopes(scopes)
-        except Exception:
-            return defer.fail()
-        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+            await self._call("put_attributes", ItemName=key.key_id,
+                             Attributes=[{"Name": n, "Value": v, "Replace": True}
+                                         for n, v in encode_key(key, secret_hash).items()],
+                             Expected={"Name": "secret_hash", "Exists": False})
+        except ClientError as e:
+            if error_code(e) in _CONFLICT:   # the key_id is taken
+                return False
+            raise
+        return True
 
-    async def _create(self, name, scopes):
-        while True:
-            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
-            secret = new_secret(key.key_id)
-            attrs = encode_key(key, hash_secret(secret))
-            try:
-                await self._call("put_attributes", ItemName=key.key_id,
-                                 Attributes=[{"Name": n, "Value": v, "Replace": True} for n, v in attrs.items()],
-                                 Expected={"Name": "secret_hash", "Exists": False})
-            except ClientError as e:
-                if error_code(e) in _CONFLICT:   # key_id drawn twice
-                    continue
-                raise
-            return key, secret
-
-    def authenticate(self, secret):
-        key_id = parse_secret(secret)
-        if key_id is None:
-            return defer.succeed(None)
-        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
-
-    async def _authenticate(self, key_id, secret):
-        cached = self._cache.get(hash_secret(secret))
-        if cached is not AuthCache.MISSING:
-            return cached
-        attrs = await self._read(key_id)
-        answer = None
-        if "secret_hash" in attrs and hashes_match(attrs["secret_hash"], secret):
-            key = decode_key(key_id, attrs)
-            answer = key if key.active else None
-        self._cache.put(hash_secret(secret), answer)
-        return answer
-
-    def get(self, key_id):
-        return defer.Deferred.fromCoroutine(self._get(key_id))
-
-    async def _get(self, key_id):
+    async def _fetch(self, key_id):
         attrs = await self._read(key_id)
         if "secret_hash" not in attrs:
-            raise NoSuchKey(key_id)
-        return decode_key(str(key_id), attrs)
+            return None
+        return decode_key(str(key_id), attrs), attrs["secret_hash"]
 
     def list(self):
         return defer.Deferred.fromCoroutine(self._list())

@@ -15,8 +15,7 @@ import os
 
 from twisted.internet import defer
 
-from nommer.core.keys.base import (DEFAULT_SCOPES, ApiKey, KeyStore, NoSuchKey, hash_secret, hashes_match,
-                                   new_key_id, new_secret, parse_secret, validate_name, validate_scopes)
+from nommer.core.keys.base import ApiKey, KeyStore, NoSuchKey
 from nommer.core.sqlite import IntegrityError, SQLiteDB
 
 SCHEMA = [
@@ -61,50 +60,22 @@ class SQLiteKeyStore(KeyStore):
     def path(self):
         return self._db.path
 
-    def create(self, name, scopes=DEFAULT_SCOPES):
+    async def _insert(self, key, secret_hash):
+        def txn(cur):
+            cur.execute("INSERT INTO api_keys (key_id, secret_hash, name, scopes, created_at, revoked_at) "
+                        "VALUES (?, ?, ?, ?, ?, NULL)",
+                        (key.key_id, secret_hash, key.name, ",".join(sorted(key.scopes)), float(key.created_at)))
         try:
-            name, scopes = validate_name(name), validate_scopes(scopes)
-        except Exception:
-            return defer.fail()
-        return defer.Deferred.fromCoroutine(self._create(name, scopes))
+            await self._db.interaction(txn)
+        except IntegrityError:   # the key_id is taken
+            return False
+        return True
 
-    async def _create(self, name, scopes):
-        while True:
-            key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=self._clock.seconds())
-            secret = new_secret(key.key_id)
-
-            def txn(cur):
-                cur.execute("INSERT INTO api_keys (key_id, secret_hash, name, scopes, created_at, revoked_at) "
-                            "VALUES (?, ?, ?, ?, ?, NULL)",
-                            (key.key_id, hash_secret(secret), key.name, ",".join(sorted(key.scopes)),
-                             float(key.created_at)))
-            try:
-                await self._db.interaction(txn)
-            except IntegrityError:   # the same 64-bit key_id twice: draw again
-                continue
-            return key, secret
-
-    def authenticate(self, secret):
-        key_id = parse_secret(secret)
-        if key_id is None:
-            return defer.succeed(None)
-
+    def _fetch(self, key_id):
         def txn(cur):
-            cur.execute(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE key_id = ?", (key_id,))
+            cur.execute(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE key_id = ?", (str(key_id),))
             row = cur.fetchone()
-            if row is None or not hashes_match(row[-1], secret):
-                return None
-            key = _key(row[:-1])
-            return key if key.active else None
-        return self._db.interaction(txn, write=False)
-
-    def get(self, key_id):
-        def txn(cur):
-            cur.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (str(key_id),))
-            row = cur.fetchone()
-            if row is None:
-                raise NoSuchKey(key_id)
-            return _key(row)
+            return None if row is None else (_key(row[:-1]), row[-1])
         return self._db.interaction(txn, write=False)
 
     def list(self):
