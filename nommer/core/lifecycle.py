@@ -1,5 +1,8 @@
 """Small service helpers shared by both daemons."""
 
+import os
+import sys
+
 from twisted.application import service
 from twisted.logger import Logger
 
@@ -63,3 +66,34 @@ def attach_backends(settings, reactor, parent):
     queue = make_queue(settings, reactor)
     parent.closables.extend([store, queue])
     return JobLedger(store, queue, settings)
+
+
+#: Exit status of a daemon that refuses to start (feederd off loopback
+#: without an active API key, workerd whose ffmpeg sandbox does not start).
+EXIT_REFUSED = 1
+
+
+def exit_now(status):
+    """Leave the process with ``status``: twistd has no other way to return
+    a non-zero status once the reactor runs. Called after the reactor's
+    shutdown (services stopped, store closed, logs written)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
+
+
+def refuse_to_start(daemon, reactor, logger=log):
+    """A callback ``refuse(message)`` for a check that keeps ``daemon``
+    ("feederd"/"workerd") from starting (``on_refuse`` of feederd's
+    ``KeyRequirement``, ``on_fatal`` of workerd's ``Worker``): it logs the
+    message as critical through ``logger`` (the daemon's tap's), stops the
+    reactor and exits with EXIT_REFUSED after the reactor's shutdown."""
+    def refuse(message):
+        logger.critical("{daemon}: {message}. Not starting.", daemon=daemon, message=message)
+        reactor.addSystemEventTrigger("after", "shutdown", exit_now, EXIT_REFUSED)
+        # The check may fail before the reactor runs (workerd with bwrap missing: at once).
+        reactor.callWhenRunning(reactor.stop)
+    return refuse

@@ -1,8 +1,5 @@
 """``twistd feederd``: the job API, notifier, reaper, autoscaler and fleet."""
 
-import os
-import sys
-
 from twisted.application import strports
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
@@ -10,7 +7,7 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.keys import open_key_store
-from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
+from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
@@ -25,31 +22,6 @@ from nommer.feederd.publish import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
 
 log = Logger()
-
-#: Exit status of a feederd that refuses to start (off loopback without an API key).
-EXIT_REFUSED = 1
-
-
-def _exit_now(status):
-    """Leave the process with ``status``: twistd has no other way to return
-    a non-zero status once the reactor runs. Called after the reactor's
-    shutdown (services stopped, store closed, logs written)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)
-
-
-def refuse_to_start(reactor):
-    """``on_refuse`` of ``KeyRequirement``: log why, stop, exit EXIT_REFUSED."""
-    def refuse(message):
-        log.critical("feederd: {message}. Not starting.", message=message)
-        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, EXIT_REFUSED)
-        reactor.callWhenRunning(reactor.stop)
-    return refuse
-
 
 class Options(usage.Options):
     optParameters = [
@@ -80,7 +52,7 @@ def build(settings, reactor=default_reactor):
     # API keys beside the job store (its AWS pool, when it has one); closed after the store.
     keys = open_key_store(settings, reactor=reactor, pool=store.aws_pool)
     top.closables.append(keys)
-    KeyRequirement(keys, settings, refuse_to_start(reactor)).setServiceParent(top)
+    KeyRequirement(keys, settings, refuse_to_start("feederd", reactor, log)).setServiceParent(top)
     if settings.FLEET_BACKEND == "local":
         fleet = LocalFleet(settings, reactor)
     elif settings.FLEET_BACKEND == "ec2":

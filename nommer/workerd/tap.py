@@ -14,9 +14,6 @@ how to fix it and exits with status 1 (systemd restarts it a few times, then
 gives up; feederd's local fleet logs the exit status).
 """
 
-import os
-import sys
-
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet import reactor as default_reactor
@@ -25,7 +22,7 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.aws import AWS
-from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit
+from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.workerd.ec2 import InstanceMetadata, MetadataUnavailable, SpotWatcher, exit_on_ec2
@@ -58,36 +55,9 @@ def _open_backends(settings, reactor, top):
     return ledger, registry
 
 
-#: Exit status of a worker that refuses to start (the sandbox does not work).
-EXIT_REFUSED = 1
-
-
-def _exit_now(status):
-    """Leave the process with ``status``: twistd has no other way to return
-    a non-zero status once the reactor runs. Called after the reactor's
-    shutdown (services stopped, logs written)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(status)
-
-
-def refuse_to_start(reactor):
-    """``on_fatal`` for a twistd worker: log the reason, stop the reactor,
-    exit with EXIT_REFUSED."""
-    def fatal(message):
-        log.critical("workerd: {message}. Not starting.", message=message)
-        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, EXIT_REFUSED)
-        # The check may fail before the reactor runs (bwrap missing: at once).
-        reactor.callWhenRunning(reactor.stop)
-    return fatal
-
-
 def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
     worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit,
-                    on_fatal=refuse_to_start(reactor))
+                    on_fatal=refuse_to_start("workerd", reactor, log))
     heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
     worker.on_state_change = heartbeat.beat_now
     heartbeat.setServiceParent(top)
