@@ -10,7 +10,8 @@ credential is ever written there (the original uploaded its keys).
 import os
 import tempfile
 
-from nommer.conf.loader import _is_secret, load_settings
+from nommer.conf.loader import load_settings
+from nommer.conf.settings import _is_secret
 
 #: Settings not copied to workers: credentials (workers use their instance
 #: role; a worker that must unseal URI credentials gets JOB_CREDENTIALS_KEY

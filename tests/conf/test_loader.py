@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from nommer.conf import ConfigErrors, Settings, defaults, load_settings, redacted
-from nommer.conf.loader import OBSOLETE, RENAMED
+from nommer.conf.compat import OBSOLETE, RENAMED
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPO_ROOT, "nomconf.example.py")
