@@ -403,49 +403,14 @@ def workers(client, as_json):
     _table(rows)
 
 
-@cli.group(short_help="Set up AWS resources.")
-def aws():
-    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3)."""
-
-
-@aws.command(short_help="Create or check the AWS resources a nomconf names.")
-@click.option("--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
-              help="nomconf module name or path to a nomconf.py file.")
-def setup(config):
-    """Create the table or domain, queues (with the dead-letter redrive) and
-    config bucket the configuration names; check the ones that exist."""
-    from twisted.internet import defer, task
-
+def _load_settings(config):
+    """The settings of ``config`` (a nomconf module name or path); every
+    configuration problem reported together, as a click error (exit 1)."""
     from nommer.conf import ConfigErrors, load_settings
-    from nommer.core.aws_setup import setup_resources
-
     try:
-        settings = load_settings(config)
+        return load_settings(config)
     except ConfigErrors as exc:
         raise click.ClickException(str(exc))
-    failed = []
-
-    def run(reactor):
-        d = defer.Deferred.fromCoroutine(setup_resources(settings, reactor))
-        d.addCallback(lambda lines: [click.echo(line) for line in lines])
-        d.addErrback(lambda f: failed.append(f.getErrorMessage()))
-        return d
-    try:
-        task.react(run)
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    if failed:
-        click.echo(f"error: {failed[0]}", err=True)
-        raise SystemExit(2)
-
-# --- API keys -------------------------------------------------------------------
-
-
-_config_option = click.option(
-    "--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
-    help="nomconf module name or path to a nomconf.py file: the one feederd runs with "
-         "(relative DATA_DIR is taken from the current directory, as feederd does).")
 
 
 def _run_on_reactor(work):
@@ -469,17 +434,45 @@ def _run_on_reactor(work):
     return outcome["result"]
 
 
+@cli.group(short_help="Set up AWS resources.")
+def aws():
+    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3)."""
+
+
+@aws.command(short_help="Create or check the AWS resources a nomconf names.")
+@click.option("--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
+              help="nomconf module name or path to a nomconf.py file.")
+def setup(config):
+    """Create the table or domain, queues (with the dead-letter redrive) and
+    config bucket the configuration names; check the ones that exist."""
+    from nommer.core.aws_setup import setup_resources
+
+    settings = _load_settings(config)
+    try:
+        lines = _run_on_reactor(lambda reactor: setup_resources(settings, reactor))
+    except Exception as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2)
+    for line in lines:
+        click.echo(line)
+
+
+# --- API keys -------------------------------------------------------------------
+
+
+_config_option = click.option(
+    "--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
+    help="nomconf module name or path to a nomconf.py file: the one feederd runs with "
+         "(relative DATA_DIR is taken from the current directory, as feederd does).")
+
+
 def _with_key_store(config, operation):
     """``await operation(store)`` on the key store of ``config``'s settings;
     its result. Expected failures become one line on stderr and exit 2."""
-    from nommer.conf import ConfigErrors, load_settings
     from nommer.core.errors import NommerError
     from nommer.core.keys import open_key_store
 
-    try:
-        settings = load_settings(config)
-    except ConfigErrors as exc:
-        raise click.ClickException(str(exc))
+    settings = _load_settings(config)
 
     async def work(reactor):
         store = open_key_store(settings, reactor=reactor)
