@@ -56,6 +56,10 @@ import shutil
 
 import attr
 
+#: FFMPEG_SANDBOX values: run ffmpeg under bubblewrap, or as it is. The
+#: settings accept exactly these names (``nommer.conf.schema``).
+MODES = ("bwrap", "none")
+
 #: PATH inside the sandbox (executables are given as absolute paths anyway).
 SANDBOX_PATH = "/usr/bin:/bin"
 
@@ -115,8 +119,9 @@ class Sandbox:
 
     def __init__(self, settings):
         self.mode = getattr(settings, "FFMPEG_SANDBOX", "bwrap")
-        if self.mode not in ("bwrap", "none"):
-            raise SandboxUnavailable(f"FFMPEG_SANDBOX = {self.mode!r}: must be \"bwrap\" or \"none\"")
+        if self.mode not in MODES:
+            raise SandboxUnavailable(f"FFMPEG_SANDBOX = {self.mode!r}: must be "
+                                     + " or ".join(f'"{m}"' for m in MODES))
         self.bwrap_bin = settings.BWRAP_BIN
         self.limits = {"cpu": int(settings.FFMPEG_RLIMIT_CPU_S),
                        "as": int(settings.FFMPEG_RLIMIT_AS_BYTES),
@@ -135,8 +140,8 @@ class Sandbox:
         :param writable: directories the child may write (bound read-write at
             the same path), e.g. the job's scratch directory.
         :param readable: files or directories it may read (bound read-only),
-            e.g. an input outside ``writable``. Paths that do not exist are
-            skipped (the child then reports them missing).
+            e.g. an input outside ``writable``. Paths that do not exist, and
+            symlinks, are skipped (the child then reports them missing).
         :param cwd: the child's working directory (default: the first of
             ``writable``, else ``/``).
         :raises FileNotFoundError: ``argv[0]`` (or, sandboxed, bwrap or
@@ -185,7 +190,9 @@ class Sandbox:
         for path in writable:
             out += ["--bind", path, path]
         for path in readable:
-            if not any(_under(path, w) for w in writable):
+            # Not a symlink: bwrap would resolve it on the host and bind its target, and
+            # one left by an earlier sandboxed run may point anywhere the worker can read.
+            if not any(_under(path, w) for w in writable) and not os.path.islink(path):
                 out += ["--ro-bind-try", path, path]
         out += ["--chdir", cwd, "--", prlimit,
                 f"--cpu={self.limits['cpu']}", f"--as={self.limits['as']}",

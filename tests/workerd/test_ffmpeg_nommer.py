@@ -341,6 +341,37 @@ class SandboxRoutingTests(NommerCase):
         self.assertIn("BWRAP_BIN", cm.exception.message)
 
 
+class CompromisedFFmpegTests(NommerCase):
+    """What an ffmpeg running attacker's code in the sandbox leaves in scratch is not trusted:
+    the worker, outside the sandbox, never follows it out (FFMPEG_BIN here is a script that
+    runs the real ffmpeg, then replaces its output with a symlink, as an exploit could)."""
+
+    def compromised_ffmpeg(self, target):
+        script = os.path.join(self.root, "ffmpeg")
+        with open(script, "w") as f:
+            f.write(f"#!/bin/sh\n{shutil.which('ffmpeg')} \"$@\" || exit $?\n"
+                    f"for out; do :; done\nrm -f \"$out\"\nln -s {target} \"$out\"\n")
+        os.chmod(script, 0o755)
+        return script
+
+    @ensure
+    async def test_symlinked_output_is_not_uploaded(self):
+        """Output swapped for a symlink to another job's source (in its scratch dir, outside the
+        sandbox): the job fails, the other job's file is neither read nor uploaded."""
+        other = os.path.join(self.root, "other-job-scratch")
+        os.makedirs(other)
+        secret = os.path.join(other, "source")
+        shutil.copyfile(media.clip(seconds=1, size="320x240"), secret)
+        settings = media.settings(FFMPEG_BIN=self.compromised_ffmpeg(secret))
+        nommer = self.make([{"outfile_options": [["vcodec", "libx264"], ["s", "64x48"]]}],
+                           settings=settings)
+        with self.assertRaises(PermanentJobError) as cm:
+            await nommer.run()
+        self.assertIn("not a regular file", cm.exception.message)
+        self.assertEqual(self.ctx.uploads, [])
+        self.assertEqual(os.listdir(self.outdir), [])
+
+
 class OutputCapTests(NommerCase):
     """-fs MAX_OUTPUT_BYTES and the -t cap on every ffmpeg output, by their effect."""
 

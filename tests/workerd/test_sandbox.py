@@ -157,6 +157,27 @@ class Isolation(SandboxTestCase):
         self.assertIn("No such file", listing)
 
     @ensure
+    async def test_a_symlink_given_as_readable_does_not_bind_its_target(self):
+        """A readable path left as a symlink by an earlier sandboxed run (an output swapped
+        for a link to another job's source) is not bound: bwrap would resolve it on the host
+        and show the target inside. The child finds nothing there."""
+        other_job = os.path.join(self.scratch_root, "jobB-1", "source")
+        os.makedirs(os.path.dirname(other_job))
+        shutil.copyfile(media.clip(seconds=1, size="160x120"), other_job)
+        link = os.path.join(self.scratch, "output.mp4")
+        os.symlink(other_job, link)
+
+        def run(path, readable):  # as the worker's ffprobe of an output: nothing writable
+            return ProcessRunner(reactor, ffmpeg("-i", path, "-f", "null", "-"), timeout_s=30,
+                                 kill_grace_s=2.0, sandbox=Sandbox(self.settings),
+                                 readable=readable, cwd="/").start()
+        control = await run(other_job, [other_job])
+        self.assertTrue(control.ok, control.stderr_tail)  # bound read-only, it is read
+        result = await run(link, [link])
+        self.assertFalse(result.ok)
+        self.assertIn("No such file or directory", result.stderr_tail)
+
+    @ensure
     async def test_no_network(self):
         """A sandboxed ffmpeg cannot reach a listener on 127.0.0.1 (tcp:// nor http://): it fails
         and the listener sees no connection. Unsandboxed, the same ffmpeg connects."""

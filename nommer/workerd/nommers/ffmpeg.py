@@ -32,6 +32,7 @@ not send, lack of memory or a missing ffmpeg; ``JobCanceled`` once
 import errno
 import os
 import signal
+import stat
 
 from twisted.internet import threads
 
@@ -136,6 +137,22 @@ def output_caps(argv, pass_opts, *, max_bytes, max_duration_s):
             limits.append(given["to"] - max(given.get("ss", 0.0), 0.0))
         caps += ["-t", f"{max(min(limits), 0.0):.3f}"]
     return argv[:-1] + caps + argv[-1:]
+
+
+def sandboxed_output_size(path):
+    """Size of ``path``, a file sandboxed ffmpeg or ffprobe could change, once none of
+    them runs. ``PermanentJobError`` unless it is a regular file itself: code run in the
+    sandbox (an exploited decoder) could leave a symlink there, pointing at what only
+    the worker can read (another job's scratch, DATA_DIR); the worker, outside the
+    sandbox, would follow it and upload that file."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise PermanentJobError(f"ffmpeg left no output file: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PermanentJobError("the output ffmpeg left is not a regular file (a symlink or "
+                                "other file put there in the sandbox): nothing uploaded")
+    return st.st_size
 
 
 def _moov_before_mdat(index):
@@ -271,7 +288,7 @@ class FFmpegNommer(BaseNommer):
                                           output: redact_uri(self.job.dest_path)},
                                    source=source)
         size = await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                               os.path.getsize, output)
+                                               sandboxed_output_size, output)
         if size >= max_bytes:
             raise PermanentJobError(
                 f"the output reached MAX_OUTPUT_BYTES ({max_bytes} bytes) and ffmpeg stopped "
@@ -291,6 +308,7 @@ class FFmpegNommer(BaseNommer):
         output_info = await probe.ffprobe(self.reactor, self.settings, output, what="output",
                                           display_name="encoded output")
         self.check_canceled()
+        sandboxed_output_size(output)  # nothing runs in a sandbox from here on
         await self.upload_result(output)
         summary = probe.summarize(output_info)
         if max_duration and (summary["duration_s"] or 0) >= max_duration - 1.0:
