@@ -22,6 +22,27 @@ from nommer.conf.rules import (
     _str,
     _url,
 )
+from nommer.core import keys as _keys
+from nommer.core import registry as _registry
+from nommer.core import store as _store
+from nommer.core import workqueue as _workqueue
+from nommer.feederd import fleet_backends as _fleets
+from nommer.workerd import sandbox as _sandbox
+
+
+def _names(first, *others):
+    """The names of ``first`` (a backend map) that every map in ``others``
+    has too, in ``first``'s order."""
+    return [name for name in first if all(name in other for other in others)]
+
+
+#: Backend names, read from the maps the daemons open backends with (each map
+#: is importable without importing a backend). JOB_STORE_BACKEND opens a job
+#: store, a worker registry and a key store, so its name must be in all three.
+_JOB_STORES = _names(_store.BACKENDS, _registry.BACKENDS, _keys.BACKENDS)
+_WORK_QUEUES = list(_workqueue.BACKENDS)
+_FLEETS = list(_fleets.BACKENDS)
+_SANDBOXES = list(_sandbox.MODES)
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$", re.ASCII)
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$", re.ASCII)
@@ -68,9 +89,9 @@ _POSITIVE_S = _seconds(gt=0)
 RULES = {
     "DATA_DIR": _path,
     "SCRATCH_DIR": _optional(_path, "a path"),
-    "JOB_STORE_BACKEND": _backend(["sqlite", "dynamodb", "simpledb"], {}),
-    "WORK_QUEUE_BACKEND": _backend(["local", "sqs"], {}),
-    "FLEET_BACKEND": _backend(["local", "ec2", "none"], {}),
+    "JOB_STORE_BACKEND": _backend(_JOB_STORES, {}),
+    "WORK_QUEUE_BACKEND": _backend(_WORK_QUEUES, {}),
+    "FLEET_BACKEND": _backend(_FLEETS, {}),
     "API_PORT": _int(1, 65535),
     # '' (all interfaces) is allowed, so not _str().
     "API_INTERFACE": _any_string("an interface address such as '127.0.0.1' ('' for all)"),
@@ -111,7 +132,7 @@ RULES = {
     "API_RATE_LIMIT_PER_MINUTE": _int(1),
     "MAX_UNFINISHED_JOBS_PER_KEY": _int(1),
     "WEBHOOK_MAX_RESPONSE_BYTES": _int(0),
-    "FFMPEG_SANDBOX": _backend(["bwrap", "none"], {}),
+    "FFMPEG_SANDBOX": _backend(_SANDBOXES, {}),
     "BWRAP_BIN": _str(what="an executable name or path"),
     "FFMPEG_RLIMIT_CPU_S": _int(1),
     "FFMPEG_RLIMIT_AS_BYTES": _int(64 * 1024 ** 2),

@@ -16,7 +16,7 @@ from nommer.feederd.autoscaler import Autoscaler
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.draining import DrainingSite, RequestDrain
 from nommer.feederd.ec2fleet import Ec2Fleet
-from nommer.feederd.fleet import LocalFleet, NoFleet
+from nommer.feederd.fleet_backends import make_fleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.publish import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
@@ -53,12 +53,7 @@ def build(settings, reactor=default_reactor):
     keys = open_key_store(settings, reactor=reactor, pool=store.aws_pool)
     top.closables.append(keys)
     KeyRequirement(keys, settings, refuse_to_start("feederd", reactor, log)).setServiceParent(top)
-    if settings.FLEET_BACKEND == "local":
-        fleet = LocalFleet(settings, reactor)
-    elif settings.FLEET_BACKEND == "ec2":
-        fleet = Ec2Fleet(settings, reactor, registry)
-    else:
-        fleet = NoFleet()
+    fleet = make_fleet(settings, reactor, registry)
     fleet.setServiceParent(top)
     autoscaler = Autoscaler(store, fleet, settings, reactor)
     autoscaler.setServiceParent(top)
