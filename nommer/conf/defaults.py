@@ -2,7 +2,8 @@
 
 Every name is UPPER_CASE; the unit is in the name (``_S`` = seconds) or in the
 comment above it. ``nommer.conf.loader`` validates the overrides against the
-types of these defaults and reports every problem together.
+rules of ``nommer.conf.schema`` (else the types of these defaults) and reports
+every problem together.
 """
 
 import os
