@@ -25,8 +25,10 @@ from nommer.core.aws import AWS
 from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.registry import make_registry
 from nommer.core.storage.roots import enforce_roots
-from nommer.workerd.ec2 import InstanceMetadata, MetadataUnavailable, SpotWatcher, exit_on_ec2
 from nommer.workerd.heartbeat import RegistryHeartbeat
+from nommer.workerd.imds import InstanceMetadata, MetadataUnavailable
+from nommer.workerd.spot import SpotWatcher
+from nommer.workerd.terminate import exit_on_ec2
 from nommer.workerd.worker import Worker
 
 log = Logger()

@@ -50,13 +50,14 @@ are done (warm); a second one stops them now and releases them to the queue
 no job is taken once that exit has begun (the receive loops have ended, so a
 job queued meanwhile waits for another worker).
 
-On EC2 (``nommer.workerd.ec2``): a spot interruption notice calls
+On EC2 (``nommer.workerd.spot``): a spot interruption notice calls
 ``interrupt``: no new job, the running ones are stopped and released to the
 queue at once (visibility 0), with their progress kept and details saying so,
 then the worker exits, well within the two minutes the notice gives. The
 attempt counts as one, as in a cold shutdown (attempts and the queue's
 receive count are not given back). A rebalance recommendation calls
-``drain``, the warm shutdown. ``on_exit`` then terminates the instance.
+``drain``, the warm shutdown. ``on_exit`` then terminates the instance
+(``nommer.workerd.terminate``).
 """
 
 import os
@@ -283,7 +284,7 @@ class Worker(Service):
 
     ``on_exit(reason)`` is called once when the worker is done (idle, or a
     shutdown finished); the default stops the reactor. It may return a
-    Deferred or be a coroutine function (``nommer.workerd.ec2.exit_on_ec2``).
+    Deferred or be a coroutine function (``nommer.workerd.terminate.exit_on_ec2``).
 
     ``on_state_change()`` (attribute of the same name; e.g. the registry
     heartbeat's ``beat_now``), if set, is called with no argument each time

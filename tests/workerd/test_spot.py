@@ -1,206 +1,25 @@
-"""A worker's life on EC2: IMDSv2 against a fake IMDS process, the spot
-watcher, self-termination against moto, and the worker's spot interruption,
-drain and idle exit with a real SQLite store and local queue."""
+"""The spot watcher (notices from a fake IMDS process or a script, on a
+task.Clock), and the worker's spot interruption and drain with a real SQLite
+store and local queue."""
 
-import socket
 import time
-import urllib.error
-import urllib.request
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from nommer.core import aws as aws_module
 from nommer.core.job import Job, new_job_id
-from nommer.core.ledger import JobLedger
 from nommer.core.registry import base as registry
 from nommer.core.states import JobState
-from nommer.core.store import make_store
-from nommer.core.workqueue import make_queue
 from nommer.workerd import worker as worker_module
-from nommer.workerd.ec2 import (InstanceMetadata, MetadataUnavailable, SpotWatcher, exit_on_ec2,
-                                region_from_az, terminate_self)
+from nommer.workerd.imds import InstanceMetadata, MetadataUnavailable
+from nommer.workerd.spot import SpotWatcher
 from nommer.workerd.worker import Worker
-from tests.aws_server import aws_settings, reset_moto
-from tests.fake_imds import FakeIMDS
 from tests.helpers import ensure, eventually, temp_settings
 from tests.workerd import media, scripted_nommer
+from tests.workerd.test_imds import free_port, shared_imds
 from tests.workerd.worker_harness import FAST, NOMMER, WorkerHarness
 
 FFMPEG_NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
-
-_SHARED = {}
-
-
-def shared_imds():
-    """One fake IMDS process for the tests that only read it (notices are
-    cleared by each test that raises one)."""
-    if "fake" not in _SHARED:
-        import atexit
-        fake = _SHARED["fake"] = FakeIMDS(instance_id="i-0abc", instance_type="c7i.large", az="us-east-1a",
-                                          life_cycle="spot", user_data=b"#cloud-config\n").start()
-        atexit.register(fake.stop)
-    return _SHARED["fake"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raw(url, method="GET", headers=None):
-    """(status, body) of a plain urllib request (the fake runs in another process)."""
-    request = urllib.request.Request(url, method=method, headers=headers or {},
-                                     data=b"" if method == "PUT" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-class MetadataTests(TestCase):
-
-    def setUp(self):
-        self.fake = shared_imds()
-        self.fake.clear()
-        self.addCleanup(self.fake.clear)
-
-    def metadata(self, **kwargs):
-        return InstanceMetadata(self.fake.url, reactor, **kwargs)
-
-    def test_fake_enforces_imdsv2(self):
-        """The fake refuses what IMDS refuses with HttpTokens=required: a GET
-        without a token (401), a PUT without a TTL (400), a made-up token (401)."""
-        self.assertEqual(raw(f"{self.fake.url}/latest/meta-data/instance-id")[0], 401)
-        self.assertEqual(raw(f"{self.fake.url}/latest/api/token", "PUT")[0], 400)
-        self.assertEqual(raw(f"{self.fake.url}/latest/api/token", "PUT",
-                             {"X-aws-ec2-metadata-token-ttl-seconds": "21601"})[0], 400)
-        status, token = raw(f"{self.fake.url}/latest/api/token", "PUT",
-                            {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-        self.assertEqual(status, 200)
-        self.assertEqual(raw(f"{self.fake.url}/latest/meta-data/instance-id",
-                             headers={"X-aws-ec2-metadata-token": "forged"})[0], 401)
-        self.assertEqual(raw(f"{self.fake.url}/latest/meta-data/instance-id",
-                             headers={"X-aws-ec2-metadata-token": token.decode()}), (200, b"i-0abc"))
-
-    @ensure
-    async def test_identity_with_one_token(self):
-        """identity() reads id, type, zone, market and region, all with one session token."""
-        before = self.fake.stats()
-        identity = await self.metadata().identity()
-        self.assertEqual(identity, {"instance_id": "i-0abc", "instance_type": "c7i.large",
-                                    "availability_zone": "us-east-1a", "market": "spot",
-                                    "region": "us-east-1"})
-        after = self.fake.stats()
-        self.assertEqual(after["token_puts"] - before["token_puts"], 1)
-        self.assertEqual(after["unauthorized"], before["unauthorized"])
-
-    @ensure
-    async def test_on_demand_region_from_document_and_no_user_data(self):
-        """An on-demand instance is "on-demand"; the region comes from the
-        identity document (right for a Local Zone, which the AZ name is not);
-        no user data is None."""
-        fake = FakeIMDS(instance_id="i-0def", az="us-west-2-lax-1a", region="us-west-2",
-                        life_cycle="on-demand").start()
-        self.addCleanup(fake.stop)
-        metadata = InstanceMetadata(fake.url, reactor)
-        identity = await metadata.identity()
-        self.assertEqual((identity["market"], identity["region"], identity["availability_zone"]),
-                         ("on-demand", "us-west-2", "us-west-2-lax-1a"))
-        self.assertIsNone(await metadata.user_data())
-
-    def test_region_from_az(self):
-        self.assertEqual(region_from_az("eu-west-3b"), "eu-west-3")
-        self.assertEqual(region_from_az("us-gov-west-1a"), "us-gov-west-1")
-        self.assertEqual(region_from_az("us-west-2-lax-1a"), "us-west-2")
-        self.assertIsNone(region_from_az("nowhere"))
-
-    @ensure
-    async def test_user_data(self):
-        self.assertEqual(await self.metadata().user_data(), b"#cloud-config\n")
-
-    @ensure
-    async def test_notices(self):
-        """No notice is None (IMDS answers 404); a raised one is its documented dict."""
-        metadata = self.metadata()
-        self.assertIsNone(await metadata.spot_notice())
-        self.assertIsNone(await metadata.rebalance_recommendation())
-        self.fake.spot_notice("stop", "2026-11-22T06:02:00Z")
-        self.fake.rebalance("2026-11-22T06:00:00Z")
-        self.assertEqual(await metadata.spot_notice(), {"action": "stop", "time": "2026-11-22T06:02:00Z"})
-        self.assertEqual(await metadata.rebalance_recommendation(), {"noticeTime": "2026-11-22T06:00:00Z"})
-        self.fake.clear()
-        self.assertIsNone(await metadata.spot_notice())
-
-    @ensure
-    async def test_refused_token_is_replaced(self):
-        """A 401 (token expired or revoked) fetches a new token and retries once."""
-        metadata = self.metadata()
-        await metadata.identity()
-        self.fake.expire_tokens()
-        before = self.fake.stats()
-        self.assertIsNone(await metadata.spot_notice())
-        after = self.fake.stats()
-        self.assertEqual(after["unauthorized"] - before["unauthorized"], 1)
-        self.assertEqual(after["token_puts"] - before["token_puts"], 1)
-        self.assertIsNone(await metadata.spot_notice())
-        self.assertEqual(self.fake.stats()["token_puts"], after["token_puts"])
-
-    @ensure
-    async def test_token_renewed_before_it_expires(self):
-        """A token is reused until near the end of its TTL, then replaced
-        before IMDS would refuse it (the clock drives its age)."""
-        clock = task.Clock()
-        metadata = self.metadata(token_ttl_s=600, clock=clock)
-        start = self.fake.stats()["token_puts"]
-        await metadata.spot_notice()
-        clock.advance(500)
-        await metadata.spot_notice()
-        self.assertEqual(self.fake.stats()["token_puts"] - start, 1)
-        clock.advance(50)   # 550 s: within the last 60 s of 600
-        await metadata.spot_notice()
-        self.assertEqual(self.fake.stats()["token_puts"] - start, 2)
-
-    @ensure
-    async def test_concurrent_requests_share_a_token_fetch(self):
-        metadata = self.metadata()
-        start = self.fake.stats()["token_puts"]
-        await defer.gatherResults([metadata.spot_notice(), metadata.rebalance_recommendation(),
-                                   metadata.user_data()])
-        self.assertEqual(self.fake.stats()["token_puts"] - start, 1)
-
-    @ensure
-    async def test_unreachable_names_the_url(self):
-        """Nothing listening: MetadataUnavailable naming the URL."""
-        url = f"http://127.0.0.1:{free_port()}"
-        metadata = InstanceMetadata(url, reactor)
-        with self.assertRaises(MetadataUnavailable) as caught:
-            await metadata.identity()
-        self.assertIn(f"{url}/latest/api/token", str(caught.exception))
-        self.assertEqual(caught.exception.url, f"{url}/latest/api/token")
-
-    @ensure
-    async def test_silent_endpoint_times_out(self):
-        """A server that accepts and never answers: MetadataUnavailable once
-        timeout_s passes on the clock."""
-        silent = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface="127.0.0.1")
-        self.addCleanup(silent.stopListening)
-        clock = task.Clock()
-        metadata = InstanceMetadata(f"http://127.0.0.1:{silent.getHost().port}", reactor, timeout_s=2,
-                                    clock=clock)
-        d = metadata.spot_notice()
-        await task.deferLater(reactor, 0.05, lambda: None)  # let it connect and send
-        self.assertFalse(d.called)
-        clock.advance(2)
-        with self.assertRaises(MetadataUnavailable) as caught:
-            await d
-        self.assertIn("no answer within 2 s", str(caught.exception))
-
-    def test_token_ttl_checked(self):
-        self.assertRaises(ValueError, InstanceMetadata, "http://x", reactor, token_ttl_s=0)
-        self.assertRaises(ValueError, InstanceMetadata, "http://x", reactor, token_ttl_s=21601)
 
 
 class RecordingWorker:
@@ -315,48 +134,6 @@ class SpotWatcherTests(TestCase):
         self.assertEqual(watcher.failures, 3)
         self.assertTrue(watcher._loop.running)
         self.assertEqual(self.worker.calls, [])
-
-
-class TerminateTests(TestCase):
-
-    def setUp(self):
-        self.settings, _ = aws_settings(self)
-        reset_moto()
-        self.aws = aws_module.AWS(self.settings, reactor, "test-ec2")
-        self.addCleanup(self.aws.close)
-
-    async def launch(self):
-        answer = await self.aws.call(
-            "ec2", "run_instances", ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="c7i.large",
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "nommer:role", "Value": "worker"}]}])
-        return answer["Instances"][0]["InstanceId"]
-
-    async def instance_state(self, instance_id):
-        answer = await self.aws.call("ec2", "describe_instances", InstanceIds=[instance_id])
-        return answer["Reservations"][0]["Instances"][0]["State"]["Name"]
-
-    @ensure
-    async def test_terminate_self(self):
-        instance_id = await self.launch()
-        self.assertTrue(await terminate_self(self.aws, instance_id))
-        self.assertIn(await self.instance_state(instance_id), ("shutting-down", "terminated"))
-
-    @ensure
-    async def test_refused_terminate_is_logged_not_raised(self):
-        self.assertFalse(await terminate_self(self.aws, "i-0000000000000dead"))
-
-
-class StopRecordingReactor:
-    """The real reactor, except that stop() is recorded (the test keeps running)."""
-
-    def __init__(self):
-        self.stops = 0
-
-    def stop(self):
-        self.stops += 1
-
-    def __getattr__(self, name):
-        return getattr(reactor, name)
 
 
 class WorkerOnEC2Tests(WorkerHarness, TestCase):
@@ -579,79 +356,3 @@ class WorkerOnEC2Tests(WorkerHarness, TestCase):
         self.assertIn("released: spot interruption notice on ffmpeg-worker", stored.job_state_details)
         self.assertGreater(stored.progress, 0)
         self.assertEqual((await self.depth())["visible"], 1)
-
-
-class IdleExitOnEC2Tests(TestCase):
-    """Idle exit on EC2: exit_on_ec2 terminates the instance (moto); nothing
-    is taken once the exit began."""
-
-    def setUp(self):
-        self.settings, self.root = aws_settings(
-            self, ALLOWED_NOMMERS=[NOMMER], WORKER_MAX_IDLE_S=0.3, QUEUE_WAIT_TIME_S=0.5,
-            HEARTBEAT_INTERVAL_S=0.1, JOB_LEASE_S=5.0, MAX_ENCODING_JOBS_PER_WORKER=2)
-        reset_moto()
-        # The embedded store and queue; only EC2 is on moto.
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.addCleanup(self.store.close)
-        self.addCleanup(self.queue.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
-        self.aws = aws_module.AWS(self.settings, reactor, "test-ec2")
-        self.addCleanup(self.aws.close)
-
-    @ensure
-    async def test_idle_worker_terminates_its_instance(self):
-        answer = await self.aws.call("ec2", "run_instances", ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                     InstanceType="c7i.large")
-        instance_id = answer["Instances"][0]["InstanceId"]
-        fake_reactor = StopRecordingReactor()
-        seen = []
-        sent = []
-
-        async def before_terminate():
-            # The registry beat; meanwhile a job arrives: it must stay queued.
-            seen.append(worker.state)
-            sent.append(await self.ledger.submit(Job(
-                job_id=new_job_id(), source_path=f"file://{self.root}/in", dest_path=f"file://{self.root}/out",
-                nommer=NOMMER, job_options={"script": "succeed"})))
-            await task.deferLater(reactor, 0.3, lambda: None)   # ~15 local-queue polls
-
-        results = []
-
-        def on_exit(reason):
-            d = defer.Deferred.fromCoroutine(exit_on_ec2(worker, self.aws, instance_id, reason, fake_reactor,
-                                                         before_terminate=before_terminate))
-            d.addCallback(results.append)
-            return d
-        states = []
-        worker = Worker(self.ledger, self.settings, reactor, worker_id=instance_id, on_exit=on_exit,
-                        install_signals=False, on_state_change=lambda: states.append(worker.state))
-        worker.startService()
-        self.addCleanup(lambda: worker.running and worker.stopService())
-        await eventually(lambda: results, what="terminated")
-        self.assertEqual(results, [True])
-        self.assertEqual(fake_reactor.stops, 1)
-        self.assertEqual(seen, [registry.TERMINATING])
-        self.assertEqual(states, [registry.EXITED])
-        self.assertEqual(worker.state, registry.TERMINATING)
-        described = await self.aws.call("ec2", "describe_instances", InstanceIds=[instance_id])
-        self.assertIn(described["Reservations"][0]["Instances"][0]["State"]["Name"],
-                      ("shutting-down", "terminated"))
-        stored = await self.store.get(sent[0].job_id)
-        self.assertEqual((stored.job_state, stored.attempts), (JobState.PENDING, 0))
-        depth = await self.queue.depth(self.settings.NEW_JOB_QUEUE_NAME)
-        self.assertEqual(depth["visible"], 1)
-
-    @ensure
-    async def test_failed_terminate_still_stops(self):
-        """TerminateInstances refused: logged, the reactor is stopped all the same."""
-        fake_reactor = StopRecordingReactor()
-        results = []
-        worker = Worker(self.ledger, self.settings, reactor, worker_id="w", install_signals=False,
-                        on_exit=lambda reason: exit_on_ec2(worker, self.aws, "i-0000000000000dead", reason,
-                                                           fake_reactor))
-        worker.on_state_change = lambda: results.append(worker.state)
-        worker.startService()
-        self.addCleanup(lambda: worker.running and worker.stopService())
-        await eventually(lambda: fake_reactor.stops, what="reactor stopped")
-        self.assertEqual(worker.state, registry.TERMINATING)
