@@ -14,11 +14,9 @@ For each job (one message on the new-job queue, body = job id):
    goes back to PENDING and the message reappears after a backoff, until
    MAX_JOB_ATTEMPTS is used up.
 
-Ownership: every write a worker makes to a job it runs is fenced: it is
-refused unless the stored job still names this worker and this attempt. A
-worker that lost its lease (it stalled, the queue was unreachable) and has
-not noticed yet can thus neither overwrite nor finish, release or fail a job
-another worker now runs; it stops and leaves the message alone.
+Ownership: every write a worker makes to a job it runs is fenced (see
+``nommer.workerd.context``): refused unless the stored job still names this
+worker and this attempt.
 
 The job store or the queue failing (unreachable, locked) is transient: the
 job goes back to the queue, or, if even that cannot be written, its message
@@ -69,18 +67,16 @@ import stat
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from nommer.core import registry
 from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
-from nommer.core.secrets import unseal_uri
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
-from nommer.core.storage import get_storage
 from nommer.core.uri import as_media_uri
 from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.workerd import sandbox
+from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION, JobContext, NotOwner
 from nommer.workerd.nommers.base import NoScratchSpace
 
 
@@ -136,27 +132,6 @@ def retry_delay_s(attempt, base_s):
     return base_s * 2 ** max(0, attempt - 1)
 
 
-class NotOwner(Exception):
-    """The stored job is run by another worker or attempt now: a write by
-    this one is refused (see the module docstring)."""
-
-
-def owner_check(worker_id, attempt):
-    """An ``expect`` for ``JobLedger`` writes: raises ``NotOwner`` unless the
-    stored job is attempt ``attempt`` on worker ``worker_id``."""
-    def expect(job):
-        if job.worker_id != worker_id or job.attempts != attempt:
-            raise NotOwner(f"job {job.job_id} is attempt {job.attempts} on {job.worker_id}, "
-                           f"not attempt {attempt} on {worker_id}")
-    return expect
-
-
-#: Why a running job was stopped from outside.
-CANCELED = "canceled"        # the job was canceled (stored state final)
-LEASE_LOST = "lease lost"    # another worker holds the job now
-SHUTDOWN = "shutdown"        # cold shutdown: release the job to the queue
-SPOT_INTERRUPTION = "spot interruption"  # spot notice: release the job at once, progress kept
-
 #: After a spot interruption notice the worker exits at the latest this many
 #: seconds later, released or not (EC2 takes the instance back two minutes
 #: after the notice); a job not released by then comes back when its lease ends.
@@ -164,119 +139,6 @@ SPOT_EXIT_DEADLINE_S = 90.0
 
 #: A worker short of scratch space looks again this often, seconds.
 SCRATCH_RECHECK_S = 30.0
-
-
-class JobContext:
-    """What a nommer may do (see ``nommer.workerd.nommers.base``)."""
-
-    def __init__(self, worker, job, scratch_dir):
-        self.worker = worker
-        self.job = job
-        self.reactor = worker.reactor
-        self.settings = worker.settings
-        self.scratch_dir = scratch_dir
-        self.log = Logger(namespace=f"nommer.job.{job.job_id[:12]}")
-        self.stop_reason = None
-        self.progress = None  # last percent reported (written or not yet)
-        self._cancel_callbacks = []
-        self._last_progress_write = None
-        self._progress_write = None
-
-    def owned(self, stored):
-        """``expect`` fencing every write of this attempt (see the module
-        docstring): raises NotOwner unless ``stored`` is still ours."""
-        owner_check(self.worker.worker_id, self.job.attempts)(stored)
-
-    async def set_state(self, state):
-        """Store an in-progress state. Raises JobCanceled if the job was
-        canceled or the job was stopped from outside (or is now another
-        worker's), TransientJobError if the store or queue failed."""
-        self._check()
-        try:
-            await self.worker.ledger.set_state_unless_final(
-                self.job.job_id, state, None, expect=self.owned, worker_id=self.worker.worker_id,
-                heartbeat_at=self.reactor.seconds())
-        except JobCanceled:
-            self.stop(CANCELED)
-            raise
-        except NotOwner as exc:
-            self.stop(LEASE_LOST)
-            raise JobCanceled(str(exc)) from exc
-        except Exception as exc:
-            # The store or queue failed, not the nommer: retry the job later.
-            raise TransientJobError(f"could not store {JobState(state).value}: {exc!r}") from exc
-        self._check()
-
-    def report_progress(self, percent):
-        """Record progress (0..100); written at most every PROGRESS_WRITE_INTERVAL_S."""
-        self.progress = max(0.0, min(100.0, float(percent)))
-        now = self.reactor.seconds()
-        last = self._last_progress_write
-        if last is not None and now - last < self.settings.PROGRESS_WRITE_INTERVAL_S:
-            return
-        if self._progress_write is not None:
-            return
-        self._last_progress_write = now
-        percent = max(0.0, min(100.0, float(percent)))
-        d = self._progress_write = defer.Deferred.fromCoroutine(
-            self.worker.ledger.update(self.job.job_id, expect=self.owned, progress=percent))
-
-        def done(result):
-            self._progress_write = None
-            if isinstance(result, Failure):
-                if result.check(JobCanceled):
-                    self.stop(CANCELED)
-                elif result.check(NotOwner):
-                    self.stop(LEASE_LOST)
-                else:
-                    self.log.failure("writing progress of job {job_id} failed", result, job_id=self.job.job_id)
-        d.addBoth(done)
-
-    async def download(self, uri, local_path):
-        uri = self._unsealed(uri, ("source_path", "dest_path"))
-        return await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
-
-    async def upload(self, local_path, uri):
-        uri = self._unsealed(uri, ("dest_path", "source_path"))
-        return await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
-
-    def _unsealed(self, uri, fields):
-        """The job's original URI when ``uri`` is its stored (redacted) source
-        or destination (``fields`` in order of preference) and feederd sealed
-        its credentials; else ``uri``. Raises ``SealedCredentialsError``
-        (permanent) if they cannot be opened."""
-        sealed = self.job.sealed_credentials or {}
-        for field in fields:
-            if sealed.get(field) and uri == getattr(self.job, field):
-                return unseal_uri(uri, sealed[field], self.settings)
-        return uri
-
-    def register_cancel(self, callback):
-        """``callback()`` is called once if the job must stop now."""
-        if self.stop_reason is not None:
-            callback()
-        else:
-            self._cancel_callbacks.append(callback)
-
-    def stop(self, reason):
-        """Stop the running nommer (first reason wins)."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
-        self.log.info("stopping job {job_id}: {reason}", job_id=self.job.job_id, reason=reason)
-        for callback in self._cancel_callbacks:
-            try:
-                callback()
-            except Exception:
-                self.log.failure("cancel callback failed for job {job_id}", job_id=self.job.job_id)
-
-    def _check(self):
-        if self.stop_reason is not None:
-            raise JobCanceled(f"job {self.job.job_id} stopped: {self.stop_reason}")
-
-    async def wait_progress_written(self):
-        if self._progress_write is not None:
-            await self._progress_write
 
 
 class Worker(Service):
