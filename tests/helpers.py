@@ -1,10 +1,15 @@
-"""Shared test helpers: settings for a temp dir, async test methods, StubTreq pumping."""
+"""Shared test helpers: settings (and a job ledger) for a temp dir, async
+test methods, StubTreq pumping, loopback HTTP servers (counted listeners,
+redirecting and endless resources, a table resolver), open files of a
+process, the `nommer` command in-process, key stores from settings."""
 
 import functools
 import inspect
 import os
 
 from twisted.internet import defer, reactor, task
+from twisted.web import resource, server
+from twisted.web.util import redirectTo
 
 from nommer.conf import Settings
 
@@ -62,6 +67,21 @@ def temp_settings(testcase, **overrides):
     values.update(overrides)
     settings = Settings.from_overrides(**values)
     return settings, root
+
+
+def temp_ledger(testcase, **overrides):
+    """``(ledger, root)``: a JobLedger over the job store and work queue of
+    ``temp_settings(testcase, **overrides)`` (``ledger.store``,
+    ``ledger.queue``, ``ledger.settings``), both closed at the test's cleanup."""
+    from nommer.core.ledger import JobLedger
+    from nommer.core.store import make_store
+    from nommer.core.workqueue import make_queue
+    settings, root = temp_settings(testcase, **overrides)
+    store = make_store(settings, reactor)
+    queue = make_queue(settings, reactor)
+    testcase.addCleanup(store.close)
+    testcase.addCleanup(queue.close)
+    return JobLedger(store, queue, settings), root
 
 
 async def pumped(stub, d):
@@ -124,3 +144,100 @@ def listen_counting(site, interface="127.0.0.1", port=0):
 
     counter = Counting(site)
     return reactor.listenTCP(port, counter, interface=interface), counter
+
+
+def serve_counting(testcase, site, interface="127.0.0.1", port=0):
+    """``listen_counting(site, interface, port)`` until ``testcase`` ends:
+    (the port number, the counter)."""
+    listening, counter = listen_counting(site, interface, port)
+    testcase.addCleanup(listening.stopListening)
+    return listening.getHost().port, counter
+
+
+class Redirect(resource.Resource):
+    """Redirects every GET to ``to`` (bytes): 302 and its Location."""
+
+    isLeaf = True
+
+    def __init__(self, to):
+        super().__init__()
+        self.to = to
+
+    def render_GET(self, request):
+        return redirectTo(self.to, request)
+
+
+class Endless(resource.Resource):
+    """200 and a body with no Content-Length that never ends, to a GET or a
+    POST: 64 KiB per reactor turn until the client goes away (``gone``, the
+    request's notifyFinish, fires). ``sent`` counts the bytes written."""
+
+    isLeaf = True
+    sent = 0
+    gone = None
+
+    def render_GET(self, request):
+        self.gone = request.notifyFinish()
+        self.gone.addErrback(lambda _: None)
+        chunk = b"x" * 65536
+
+        def more():
+            if self.gone.called:
+                return
+            request.write(chunk)
+            self.sent += len(chunk)
+            reactor.callLater(0, more)
+        more()
+        return server.NOT_DONE_YET
+
+    render_POST = render_GET
+
+
+def open_files_under(directory, pid="self"):
+    """Paths under ``directory`` that process ``pid`` (default: this one)
+    holds open; an unlinked or O_TMPFILE file shows there too
+    (``/proc/<pid>/fd`` names its path)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(directory + "/"):
+            found.append(target)
+    return found
+
+
+def cli_against(url):
+    """``run(*args, env=None)``: the ``nommer`` command, in-process (click's
+    CliRunner), against the feederd at ``url``; returns click's Result."""
+    from click.testing import CliRunner
+
+    from nommer.client.cli import cli
+    runner = CliRunner()
+
+    def run(*args, env=None):
+        return runner.invoke(cli, ["--api", url, *args], env=env)
+    return run
+
+
+class KeyStoreFromSettings:
+    """``make_store`` and ``make_twin`` of the KeyStore contract
+    (tests/core/keys_contract.py) for a backend ``open_key_store`` picks from
+    settings. The TestCase provides ``key_settings(**overrides)`` (settings
+    naming the backend) and ``store_class``; ``self.settings`` are the last
+    store's. Stores made besides the contract's own (``self.keys``, which the
+    contract closes) are closed at cleanup."""
+
+    def make_store(self, clock, **overrides):
+        from nommer.core.keys import open_key_store
+        self.settings = self.key_settings(**overrides)
+        store = open_key_store(self.settings, reactor=reactor, clock=clock)
+        self.assertIsInstance(store, self.store_class)
+        if hasattr(self, "keys"):
+            self.addCleanup(store.close)
+        return store
+
+    def make_twin(self, clock):
+        from nommer.core.keys import open_key_store
+        return open_key_store(self.settings, reactor=reactor, clock=clock)

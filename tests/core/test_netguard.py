@@ -10,11 +10,10 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 from twisted.web.client import URI
-from twisted.web.util import redirectTo
 
 from nommer.core.netguard import (AddressRefused, GuardedEndpointFactory, allowed_networks, guarded_agent,
                                   refuse_reason)
-from tests.helpers import FakeResolver, ensure, listen_counting
+from tests.helpers import FakeResolver, Redirect, ensure, serve_counting
 
 # --- the policy ------------------------------------------------------------------
 
@@ -92,17 +91,6 @@ class Hello(resource.Resource):
         return b"hello from " + request.getHost().host.encode()
 
 
-class Redirect(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, to):
-        super().__init__()
-        self.to = to
-
-    def render_GET(self, request):
-        return redirectTo(self.to, request)
-
-
 class Policy:
     """An IPolicyForHTTPS recording the host names it is asked for."""
 
@@ -119,10 +107,14 @@ class GuardedAgentTests(TestCase):
     timeout = 20
 
     def serve(self, res, interface="127.0.0.1", port=0):
-        site = server.Site(res)
-        listening, counter = listen_counting(site, interface, port)
-        self.addCleanup(listening.stopListening)
-        return listening.getHost().port, counter
+        return serve_counting(self, server.Site(res), interface, port)
+
+    def serve_twin_on_127_0_0_1(self, port):
+        """Another Hello at ``port`` on 127.0.0.1 (the test is skipped when that is taken): its counter."""
+        try:
+            return self.serve(Hello(), "127.0.0.1", port)[1]
+        except Exception:
+            raise self.skipTest("port taken on 127.0.0.1")
 
     async def get(self, url, networks, resolver=None):
         client = HTTPClient(guarded_agent(reactor, [ipaddress.ip_network(n) for n in networks], "source",
@@ -179,12 +171,7 @@ class GuardedAgentTests(TestCase):
     async def test_only_allowed_addresses_of_a_name_are_used(self):
         """A name resolving to a refused and an allowed address connects to the allowed one only."""
         port, counter = self.serve(Hello(), interface="127.0.0.2")
-        other = server.Site(Hello())
-        try:
-            listening, other_counter = listen_counting(other, "127.0.0.1", port)
-        except Exception:
-            raise self.skipTest("port taken on 127.0.0.1")
-        self.addCleanup(listening.stopListening)
+        other_counter = self.serve_twin_on_127_0_0_1(port)
         resolver = FakeResolver({"mixed.example": ["127.0.0.1", "127.0.0.2"]})
         code, body = await self.get(f"http://mixed.example:{port}/", ["127.0.0.2/32"], resolver)
         self.assertEqual((code, body), (200, b"hello from 127.0.0.2"))
@@ -195,12 +182,7 @@ class GuardedAgentTests(TestCase):
         """A name answering an allowed address first and a refused one next is looked up once per
         connection, and the connection goes to the address that was checked."""
         port, counter = self.serve(Hello(), interface="127.0.0.2")
-        internal = server.Site(Hello())
-        try:
-            listening, internal_counter = listen_counting(internal, "127.0.0.1", port)
-        except Exception:
-            raise self.skipTest("port taken on 127.0.0.1")
-        self.addCleanup(listening.stopListening)
+        internal_counter = self.serve_twin_on_127_0_0_1(port)
         answers = iter([["127.0.0.2"], ["127.0.0.1"], ["127.0.0.1"]])
         resolver = FakeResolver({"rebind.example": lambda: next(answers)})
         code, body = await self.get(f"http://rebind.example:{port}/", ["127.0.0.2/32"], resolver)

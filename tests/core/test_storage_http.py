@@ -12,11 +12,11 @@ from twisted.logger import globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server, static
-from twisted.web.util import redirectTo
 
 from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
 from nommer.core.storage.http import HTTPStorage
+from tests.helpers import Endless, Redirect, serve_counting
 
 TIMEOUT_S = 30.0
 PAYLOAD = os.urandom(256 * 1024 + 3)
@@ -165,7 +165,7 @@ class HTTPStorageTests(TestCase):
         root.putChild(b"forbidden", Status(403))
         root.putChild(b"busy", Status(429))
         root.putChild(b"boom", Status(500))
-        root.putChild(b"redirect", _Redirect(b"/file.mp4"))
+        root.putChild(b"redirect", Redirect(b"/file.mp4"))
         root.putChild(b"auth", Auth())
         root.putChild(b"short", Short())
         self.slow = Hold()
@@ -429,29 +429,6 @@ class Payload(resource.Resource):
         return PAYLOAD
 
 
-class Endless(resource.Resource):
-    """A body with no Content-Length that never ends: 64 KiB per reactor turn
-    until the client goes away. ``sent`` counts the bytes written."""
-
-    isLeaf = True
-    sent = 0
-    gone = None
-
-    def render_GET(self, request):
-        self.gone = request.notifyFinish()
-        self.gone.addErrback(lambda _: None)
-        chunk = b"x" * 65536
-
-        def more():
-            if self.gone.called:
-                return
-            request.write(chunk)
-            self.sent += len(chunk)
-            reactor.callLater(0, more)
-        more()
-        return server.NOT_DONE_YET
-
-
 class HTTPGuardTests(TestCase):
     """Where a download may connect (SSRF) and how much it may bring
     (MAX_SOURCE_BYTES), against real servers on loopback."""
@@ -464,12 +441,9 @@ class HTTPGuardTests(TestCase):
         self.local = os.path.join(self.tmp, "download")
 
     def serve(self, res, interface="127.0.0.1"):
-        from tests.helpers import listen_counting
         site = server.Site(res)
         site.displayTracebacks = False
-        port, counter = listen_counting(site, interface)
-        self.addCleanup(port.stopListening)
-        return port.getHost().port, counter
+        return serve_counting(self, site, interface)
 
     def storage(self, allowed=(), max_bytes=10 ** 12, resolver=None):
         settings = types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=TIMEOUT_S, ALLOWED_PRIVATE_NETWORKS=list(allowed),
@@ -526,7 +500,7 @@ class HTTPGuardTests(TestCase):
         target_port, target = self.serve(Payload(), interface="127.0.0.1")
         resolver = FakeResolver({"evil.example": ["127.0.0.1"]})
         for location in (f"http://127.0.0.1:{target_port}/a.mp4", f"http://evil.example:{target_port}/a.mp4"):
-            port, first = self.serve(_Redirect(location.encode()), interface="127.0.0.2")
+            port, first = self.serve(Redirect(location.encode()), interface="127.0.0.2")
             message = await self.refused(self.storage(["127.0.0.2/32"], resolver=resolver),
                                          f"http://127.0.0.2:{port}/start")
             self.assertIn("resolves to 127.0.0.1" if "evil" in location else "127.0.0.1 is a loopback", message)
@@ -556,17 +530,6 @@ class HTTPGuardTests(TestCase):
         self.assertIn(f"larger than MAX_SOURCE_BYTES ({cap}); the download was stopped", message)
         await endless.gone
         self.assertLess(endless.sent, cap + 16 * 1024 * 1024)
-
-
-class _Redirect(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, to):
-        super().__init__()
-        self.to = to
-
-    def render_GET(self, request):
-        return redirectTo(self.to, request)
 
 
 def _tick():

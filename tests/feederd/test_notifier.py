@@ -11,12 +11,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
 from nommer.core.job import Job, new_job_id
-from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
-from nommer.core.store import make_store
-from nommer.core.workqueue import make_queue
 from nommer.feederd.notifier import Notifier, WebhookTimeout, post_form
-from tests.helpers import FakeResolver, ensure, eventually, listen_counting, temp_settings
+from tests.helpers import Endless, FakeResolver, ensure, eventually, serve_counting, temp_ledger
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 
@@ -39,13 +36,9 @@ class Recorder:
 class NotifierTests(TestCase):
 
     def setUp(self):
-        self.settings, self.root = temp_settings(self, WEBHOOK_MAX_ATTEMPTS=3, WEBHOOK_BACKOFF_S=2.0,
-                                                 QUEUE_WAIT_TIME_S=0.2)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.addCleanup(self.store.close)
-        self.addCleanup(self.queue.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        self.ledger, self.root = temp_ledger(self, WEBHOOK_MAX_ATTEMPTS=3, WEBHOOK_BACKOFF_S=2.0,
+                                             QUEUE_WAIT_TIME_S=0.2)
+        self.settings, self.queue = self.ledger.settings, self.ledger.queue
 
     def start(self, post, clock=reactor):
         notifier = Notifier(self.ledger, self.settings, clock, post=post)
@@ -172,29 +165,6 @@ class PostFormTests(TestCase):
                          {"unique_id": ["abc"], "job_state": ["FINISHED"], "job_state_details": [""]})
 
 
-class Endless(resource.Resource):
-    """200 and a body that never ends (64 KiB per reactor turn until the client goes away)."""
-
-    isLeaf = True
-
-    def __init__(self):
-        super().__init__()
-        self.sent = 0
-        self.gone = None
-
-    def render_POST(self, request):
-        self.gone = request.notifyFinish()
-        self.gone.addErrback(lambda _: None)
-
-        def more():
-            if not self.gone.called:
-                request.write(b"x" * 65536)
-                self.sent += 65536
-                reactor.callLater(0, more)
-        more()
-        return server.NOT_DONE_YET
-
-
 class Silent(resource.Resource):
     """Holds every request; with ``first`` it sends the headers and that much body first."""
 
@@ -216,6 +186,20 @@ class Silent(resource.Resource):
         return server.NOT_DONE_YET
 
 
+class AuthReceiver(resource.Resource):
+    """Answers every POST "ok"; ``seen`` lists the (URI, Authorization header) of each."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def render_POST(self, request):
+        self.seen.append((request.uri, request.getHeader(b"authorization")))
+        return b"ok"
+
+
 class SeeOther(resource.Resource):
     isLeaf = True
 
@@ -235,9 +219,7 @@ class WebhookGuardTests(TestCase):
     timeout = 20
 
     def serve(self, res, interface="127.0.0.1"):
-        port, counter = listen_counting(server.Site(res), interface)
-        self.addCleanup(port.stopListening)
-        return port.getHost().port, counter
+        return serve_counting(self, server.Site(res), interface)
 
     @ensure
     async def test_loopback_refused_by_default(self):
@@ -316,19 +298,12 @@ class WebhookGuardTests(TestCase):
     @ensure
     async def test_credentials_go_as_basic_auth(self):
         """user:password@ in the URL is sent as an Authorization header, not in the request line."""
-        seen = []
-
-        class Auth(resource.Resource):
-            isLeaf = True
-
-            def render_POST(self, request):
-                seen.append((request.uri, request.getHeader(b"authorization")))
-                return b"ok"
-        port, _ = self.serve(Auth())
+        receiver = AuthReceiver()
+        port, _ = self.serve(receiver)
         status = await post_form(f"http://hook%40user:p%3Ass@127.0.0.1:{port}/x?token=T1", {"a": "1"}, 5,
                                  networks=LOOPBACK)
         self.assertEqual(status, 200)
-        [(uri, auth)] = seen
+        [(uri, auth)] = receiver.seen
         self.assertEqual(uri, b"/x?token=T1")
         self.assertEqual(auth, b"Basic " + base64.b64encode(b"hook@user:p:ss"))
 
@@ -340,13 +315,8 @@ class NotifierGuardTests(TestCase):
     timeout = 20
 
     def build(self, **overrides):
-        self.settings, self.root = temp_settings(self, QUEUE_WAIT_TIME_S=0.2, WEBHOOK_BACKOFF_S=0.01,
-                                                 **overrides)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.addCleanup(self.store.close)
-        self.addCleanup(self.queue.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        self.ledger, self.root = temp_ledger(self, QUEUE_WAIT_TIME_S=0.2, WEBHOOK_BACKOFF_S=0.01, **overrides)
+        self.settings, self.queue = self.ledger.settings, self.ledger.queue
         self.events = []
         from twisted.logger import globalLogPublisher
         globalLogPublisher.addObserver(self.events.append)
@@ -358,9 +328,7 @@ class NotifierGuardTests(TestCase):
     def serve(self, res):
         site = server.Site(res)
         site.log = lambda request: None  # the receiver's access log is not nommer's
-        port, counter = listen_counting(site)
-        self.addCleanup(port.stopListening)
-        return port.getHost().port, counter
+        return serve_counting(self, site)
 
     async def drained(self):
         d = await self.queue.depth(self.settings.STATE_CHANGE_QUEUE_NAME)
@@ -407,15 +375,8 @@ class NotifierGuardTests(TestCase):
         from nommer.core.spec import validate_submission
         from tests.helpers import doc_two_pass
         self.build(JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
-        seen = []
-
-        class Receiver(resource.Resource):
-            isLeaf = True
-
-            def render_POST(self, request):
-                seen.append((request.uri, request.getHeader(b"authorization")))
-                return b"ok"
-        port, _ = self.serve(Receiver())
+        receiver = AuthReceiver()
+        port, _ = self.serve(receiver)
         url = f"http://hookuser:Hook-Pa55word@127.0.0.1:{port}/hook?token=Tok3nSecret&x=1"
         spec = validate_submission({
             "source_path": f"file://{self.root}/in.mp4", "dest_path": f"file://{self.root}/out.mp4",
@@ -425,8 +386,8 @@ class NotifierGuardTests(TestCase):
         self.assertEqual(set(spec["sealed_credentials"]), {"notify_url"})
         job = await self.ledger.submit(Job(job_id=new_job_id(), **spec))
         await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled")
-        await eventually(lambda: seen, what="the webhook")
-        [(uri, auth)] = seen
+        await eventually(lambda: receiver.seen, what="the webhook")
+        [(uri, auth)] = receiver.seen
         self.assertEqual(uri, b"/hook?token=Tok3nSecret&x=1")
         self.assertEqual(auth, b"Basic " + base64.b64encode(b"hookuser:Hook-Pa55word"))
         await eventually(self.drained, what="the change handled")
