@@ -22,6 +22,7 @@ import pytest
 from nommer.client.api import NommerClient, Unauthorized
 from tests.badinput.conftest import assert_alive_and_clean, assert_json_error, raw_request
 from tests.e2e.harness import Feederd
+from tests.helpers import open_files_under
 
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 MIB = 1024 * 1024
@@ -47,20 +48,6 @@ def submit(feederd, key=None, headers=()):
     if key:
         headers.append(("Authorization", f"Bearer {key}"))
     return raw_request(feederd.port, "POST", "/job/submit", body(feederd.root), headers)
-
-
-def temp_files_of(pid, tmpdir):
-    """Paths under ``tmpdir`` that process ``pid`` holds open (an unlinked or
-    O_TMPFILE spool file shows there too)."""
-    found = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(tmpdir + "/"):
-            found.append(target)
-    return found
 
 
 def peak_rss_bytes(pid):
@@ -139,7 +126,7 @@ def test_loopback_protections(root, tmp_path, monkeypatch):
             answer = b""
             deadline = time.monotonic() + 10
             while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
-                assert not temp_files_of(pid, tmpdir), "feederd spooled the body to a temp file"
+                assert not open_files_under(tmpdir, pid), "feederd spooled the body to a temp file"
                 try:
                     data = sock.recv(65536)
                 except ConnectionResetError:
@@ -157,7 +144,7 @@ def test_loopback_protections(root, tmp_path, monkeypatch):
         assert_json_error(resp, 413, "BADINPUT", ["larger than"])
         resp = raw_request(feederd.port, "POST", "/job/submit", b" " * (10 * MIB), [("Content-Type", "application/json")])
         assert_json_error(resp, 413, "BADINPUT", ["larger than"])
-        assert os.listdir(tmpdir) == [] and not temp_files_of(pid, tmpdir)
+        assert os.listdir(tmpdir) == [] and not open_files_under(tmpdir, pid)
         growth = peak_rss_bytes(pid) - peak_before
         assert growth < 5 * MIB, f"feederd's peak RSS grew by {growth} bytes for 10 MB bodies"
 

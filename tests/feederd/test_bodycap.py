@@ -13,23 +13,15 @@ from twisted.web.server import Site
 
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.draining import DrainingSite
+from tests.helpers import open_files_under
 
 LIMIT = 1024 * 1024
 
 
 def temp_files_open():
     """Files under the temp dir this process holds open (a spooled body is
-    one, even unlinked or O_TMPFILE: /proc/self/fd shows its path)."""
-    tmp = os.path.realpath(tempfile.gettempdir())
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(tmp + "/"):
-            found.append(target)
-    return found
+    one, even unlinked or O_TMPFILE)."""
+    return open_files_under(os.path.realpath(tempfile.gettempdir()))
 
 
 class Echo(Resource):
