@@ -11,15 +11,12 @@ from click.testing import CliRunner
 from nommer.client import presets
 from nommer.client.api import FFMPEG_NOMMER
 from nommer.client.cli import _Progress, cli, main, to_uri
+from tests.helpers import cli_against
 
 
 @pytest.fixture
 def run(feederd):
-    runner = CliRunner()
-
-    def run(*args, env=None):
-        return runner.invoke(cli, ["--api", feederd.url, *args], env=env)
-    return run
+    return cli_against(feederd.url)
 
 
 def last_body(feederd):

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from nommer.client.cli import cli
+from tests.helpers import cli_against
 
 KEY = "nmk_0123456789abcdef_" + "Ab-_" * 10 + "xyz"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,11 +27,7 @@ def json_error(status, code, message, headers=None):
 
 @pytest.fixture
 def run(feederd):
-    runner = CliRunner()
-
-    def run(*args, env=None):
-        return runner.invoke(cli, ["--api", feederd.url, *args], env=env)
-    return run
+    return cli_against(feederd.url)
 
 
 def api_commands(feederd):
