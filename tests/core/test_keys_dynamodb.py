@@ -17,27 +17,21 @@ from tests.aws_server import aws_settings, reset_moto
 from tests.core.keys_contract import KeyStoreContract
 from tests.core.test_store_dynamodb import record_operations
 from tests.dynamodb_local import dynamodb_local_missing, dynamodb_local_settings, reset_dynamodb_local
-from tests.helpers import ensure
+from tests.helpers import KeyStoreFromSettings, ensure
 
 
-class DynamoDBKeySpecifics:
+class DynamoDBKeySpecifics(KeyStoreFromSettings):
     """Mixed into one TestCase per server, which provides ``backend_settings(**overrides)``
     and ``reset_backend()``."""
+
+    store_class = DynamoDBKeyStore
 
     def setUp(self):
         self.reset_backend()
         KeyStoreContract.setUp(self)
 
-    def make_store(self, clock, **overrides):
-        self.settings = self.backend_settings(JOB_STORE_BACKEND="dynamodb", **overrides)
-        store = open_key_store(self.settings, reactor=reactor, clock=clock)
-        self.assertIsInstance(store, DynamoDBKeyStore)
-        if hasattr(self, "keys"):
-            self.addCleanup(store.close)
-        return store
-
-    def make_twin(self, clock):
-        return open_key_store(self.settings, reactor=reactor, clock=clock)
+    def key_settings(self, **overrides):
+        return self.backend_settings(JOB_STORE_BACKEND="dynamodb", **overrides)
 
     def raw_dump(self):
         client = boto3.client("dynamodb", endpoint_url=self.settings.AWS_ENDPOINT_URL, region_name="us-east-1",

@@ -4,16 +4,15 @@ the KeyStore contract, the domain layout, the 5 s authenticate cache."""
 import json
 
 import boto3
-from twisted.internet import reactor, task
+from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
-from nommer.core.keys import open_key_store
 from nommer.core.keys.base import hash_secret
 from nommer.core.keys.cache import CACHE_TTL_S
 from nommer.core.keys.simpledb import SimpleDBKeyStore
 from tests.aws_server import aws_settings, moto_endpoint, reset_moto
 from tests.core.keys_contract import KeyStoreContract
-from tests.helpers import ensure
+from tests.helpers import KeyStoreFromSettings, ensure
 
 DOMAIN = "nommer_api_keys"
 
@@ -28,20 +27,16 @@ def record_operations(store):
     return ops
 
 
-class SimpleDBKeyStoreTests(KeyStoreContract, TestCase):
+class SimpleDBKeyStoreTests(KeyStoreFromSettings, KeyStoreContract, TestCase):
 
-    def make_store(self, clock, **overrides):
-        if not hasattr(self, "keys"):
-            reset_moto()
-        self.settings, _ = aws_settings(self, JOB_STORE_BACKEND="simpledb", **overrides)
-        store = open_key_store(self.settings, reactor=reactor, clock=clock)
-        self.assertIsInstance(store, SimpleDBKeyStore)
-        if hasattr(self, "keys"):
-            self.addCleanup(store.close)
-        return store
+    store_class = SimpleDBKeyStore
 
-    def make_twin(self, clock):
-        return open_key_store(self.settings, reactor=reactor, clock=clock)
+    def setUp(self):
+        reset_moto()
+        KeyStoreContract.setUp(self)
+
+    def key_settings(self, **overrides):
+        return aws_settings(self, JOB_STORE_BACKEND="simpledb", **overrides)[0]
 
     def raw_dump(self):
         items = sdb_client().select(SelectExpression=f"select * from `{DOMAIN}`", ConsistentRead=True)["Items"]
