@@ -32,15 +32,15 @@ it; if it cannot, the worker refuses to start (``on_fatal``, which in twistd
 exits with status 1 and the reason). With FFMPEG_SANDBOX = "none" it logs a
 warning at every start.
 
-Scratch space: a worker whose scratch directory has less than
-SCRATCH_MIN_FREE_BYTES free takes no job (it checks again every
-SCRATCH_RECHECK_S), so the jobs wait for a worker with room. A job taken when
-the space left is short of SCRATCH_MIN_FREE_BYTES + the source's size (known
-for file:// sources), or whose download or ffmpeg runs out of space (ENOSPC,
-``NoScratchSpace``), is released to the queue at once (PENDING, visible
-again, details "released: scratch space low on <worker_id>: N bytes free, M
-needed"): neither failed nor retried here. The attempt counts, as any
-receive does for the queue's dead-letter limit.
+Scratch space (``nommer.workerd.scratch``): a worker whose scratch
+directory has less than SCRATCH_MIN_FREE_BYTES free takes no job, so the
+jobs wait for a worker with room. A job taken when the space left is short
+of SCRATCH_MIN_FREE_BYTES + the source's size (known for file:// sources),
+or whose download or ffmpeg runs out of space (ENOSPC, ``NoScratchSpace``),
+is released to the queue at once (PENDING, visible again, details
+"released: scratch space low on <worker_id>: N bytes free, M needed"):
+neither failed nor retried here. The attempt counts, as any receive does
+for the queue's dead-letter limit.
 
 Shutdown: the first SIGTERM stops taking jobs and exits when the running ones
 are done (warm); a second one stops them now and releases them to the queue
@@ -59,13 +59,11 @@ receive count are not given back). A rebalance recommendation calls
 """
 
 import os
-import shutil
 import signal
 import socket
-import stat
 
 from twisted.application.service import Service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from nommer.core import registry
@@ -73,57 +71,17 @@ from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
-from nommer.core.uri import as_media_uri
 from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.workerd import sandbox
 from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION, JobContext, NotOwner
 from nommer.workerd.nommers.base import NoScratchSpace
+from nommer.workerd.scratch import SCRATCH_RECHECK_S, ScratchSpace
 
 
 def idle_exit_due(now, last_activity, running_jobs, max_idle_s, enabled=True):
     """Whether an idle worker should exit: it is enabled, runs no job, and
     has run none for at least ``max_idle_s`` seconds (times in seconds)."""
     return enabled and running_jobs == 0 and now - last_activity >= max_idle_s
-
-
-def scratch_needed_bytes(free_bytes, min_free_bytes, source_bytes=None):
-    """Bytes of free scratch space a job needs (``min_free_bytes`` + the
-    source's size when known) if ``free_bytes`` is short of it, else None.
-    ``free_bytes`` None (unknown): None."""
-    needed = int(min_free_bytes) + int(source_bytes or 0)
-    if free_bytes is None or free_bytes >= needed:
-        return None
-    return needed
-
-
-def _free_bytes(path):
-    """Free bytes (for an unprivileged user) of the file system of ``path``,
-    created if missing; None if it cannot be told. Blocking (statvfs): run it
-    in a thread."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
-def _file_source_bytes(uri, roots):
-    """Size of a file:// source under one of ``roots`` (FILE_STORAGE_ROOTS;
-    so a job's details never tell the size of a file outside them), None for
-    other schemes or when it cannot be told (the download then says why).
-    Blocking (stat)."""
-    try:
-        muri = as_media_uri(uri)
-        if muri.scheme != "file":
-            return None
-        real = os.path.realpath(muri.path)
-        roots = [os.path.realpath(r) for r in (roots if roots is not None else [os.getcwd()])]
-        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
-            return None
-        st = os.stat(real)
-    except Exception:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def retry_delay_s(attempt, base_s):
@@ -136,10 +94,6 @@ def retry_delay_s(attempt, base_s):
 #: seconds later, released or not (EC2 takes the instance back two minutes
 #: after the notice); a job not released by then comes back when its lease ends.
 SPOT_EXIT_DEADLINE_S = 90.0
-
-#: A worker short of scratch space looks again this often, seconds.
-SCRATCH_RECHECK_S = 30.0
-
 
 class Worker(Service):
     """Runs up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
@@ -173,7 +127,7 @@ class Worker(Service):
         self._on_exit = on_exit or (lambda reason: reactor.stop())
         self._install_signals = install_signals
         self._on_fatal = on_fatal
-        self._space_low_logged = False
+        self.scratch = ScratchSpace(settings, self.worker_id)
         self.ready = None
         self._accepting = False
         self._contexts = {}   # job_id -> JobContext
@@ -202,7 +156,9 @@ class Worker(Service):
         self._last_activity = self.reactor.seconds()
         if self._install_signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
-        self.swept = defer.Deferred.fromCoroutine(self._sweep_scratch())
+        # Once at start, beside the job loop; fires with how many were removed.
+        self.swept = defer.Deferred.fromCoroutine(self.scratch.sweep(self.store, self._contexts,
+                                                                     lambda: self.running))
         self.ready = defer.Deferred.fromCoroutine(self._start_loops())
         self.ready.addErrback(self._refuse_to_start)
 
@@ -244,44 +200,6 @@ class Worker(Service):
         if self.ready is not None:
             await self.ready
         await defer.DeferredList(self._loops)
-
-    async def _sweep_scratch(self):
-        """Remove scratch directories left by workers that died mid-job
-        (SIGKILL, power loss): ``SCRATCH_DIR/<job_id>-<attempt>`` whose job
-        is gone, final, or on a later attempt. The directory of an attempt
-        still in progress is left alone (its worker may be alive; if not, the
-        job's next attempt makes it stale for the next sweep). Runs once at
-        start, beside the job loop; returns how many were removed; never
-        raises."""
-        root = self.settings.SCRATCH_DIR
-        removed = 0
-        try:
-            names = await threads.deferToThread(os.listdir, root)
-        except OSError:
-            return 0  # no scratch dir yet
-        for name in names:
-            job_id, sep, attempt = name.rpartition("-")
-            if not sep or not attempt.isdigit() or job_id in self._contexts:
-                continue
-            try:
-                job = await self.store.get(job_id)
-            except NoSuchJob:
-                stale = True
-            except Exception as e:
-                if self.running:
-                    self.log.warn("scratch sweep stopped: {error}", error=str(e))
-                return removed
-            else:
-                # "<", not "!=": a worker taking the job stores attempt N, then
-                # makes its directory N; a sweep that read N-1 must keep it.
-                stale = job.is_final or int(attempt) < job.attempts
-            if stale:
-                await threads.deferToThread(shutil.rmtree, os.path.join(root, name), True)
-                removed += 1
-        if removed:
-            self.log.info("removed {n} stale scratch director{ies} from {root}", n=removed,
-                          ies="y" if removed == 1 else "ies", root=root)
-        return removed
 
     def _install_signal_handlers(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -408,7 +326,7 @@ class Worker(Service):
             if s.WORKER_TERMINATE_WHEN_IDLE:
                 left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
                 wait_s = max(0.0, min(wait_s, left))
-            short = await self._scratch_short()
+            short = await self.scratch.short()
             try:
                 if short is not None:
                     # Take nothing: the job waits in the queue for a worker with room.
@@ -443,39 +361,6 @@ class Worker(Service):
                 self._stop_accepting()
                 self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
                 break
-
-    async def _scratch_short(self):
-        """None when the scratch directory has SCRATCH_MIN_FREE_BYTES free
-        (or it cannot be told); else (free, needed) bytes, logged once per
-        spell of low space."""
-        s = self.settings
-        free = await threads.deferToThread(_free_bytes, s.SCRATCH_DIR)
-        needed = scratch_needed_bytes(free, s.SCRATCH_MIN_FREE_BYTES)
-        if needed is None:
-            if self._space_low_logged:
-                self.log.info("worker {worker_id}: scratch space back ({free} bytes free); taking jobs",
-                              worker_id=self.worker_id, free=free)
-            self._space_low_logged = False
-            return None
-        if not self._space_low_logged:
-            self._space_low_logged = True
-            self.log.warn("worker {worker_id}: scratch space low in {root}: {free} bytes free, "
-                          "{needed} needed (SCRATCH_MIN_FREE_BYTES); taking no job until there is room",
-                          worker_id=self.worker_id, root=s.SCRATCH_DIR, free=free, needed=needed)
-        return free, needed
-
-    async def _check_scratch(self, ctx):
-        """Raise NoScratchSpace if the scratch directory has less than
-        SCRATCH_MIN_FREE_BYTES + the source's size (file:// sources) free."""
-        s = self.settings
-        source_bytes = await threads.deferToThread(_file_source_bytes, ctx.job.source_path,
-                                                   getattr(s, "FILE_STORAGE_ROOTS", None))
-        free = await threads.deferToThread(_free_bytes, ctx.scratch_dir)
-        needed = scratch_needed_bytes(free, s.SCRATCH_MIN_FREE_BYTES, source_bytes)
-        if needed is not None:
-            source = f" + the source's {source_bytes}" if source_bytes else ""
-            raise NoScratchSpace(f"{free} bytes free, {needed} needed "
-                                 f"(SCRATCH_MIN_FREE_BYTES {s.SCRATCH_MIN_FREE_BYTES}{source})")
 
     async def _run_message(self, message):
         try:
@@ -547,8 +432,7 @@ class Worker(Service):
         self.log.info("job {job_id}: attempt {attempt} on {worker_id}", job_id=job_id,
                       attempt=job.attempts, worker_id=self.worker_id)
 
-        scratch = os.path.join(s.SCRATCH_DIR, f"{job_id}-{job.attempts}")
-        os.makedirs(scratch, exist_ok=True)
+        scratch = self.scratch.make(job_id, job.attempts)
         ctx = self._contexts[job_id] = JobContext(self, job, scratch)
         if self._stop_new is not None:
             ctx.stop(self._stop_new)  # interrupted while DOWNLOADING was being stored
@@ -562,13 +446,13 @@ class Worker(Service):
                 lease.stop()
             del self._contexts[job_id]
             self.jobs_done += 1
-            await threads.deferToThread(shutil.rmtree, scratch, True)
+            await self.scratch.remove(scratch)
 
     async def _run_nommer(self, ctx, message):
         s = self.settings
         job = ctx.job
         try:
-            await self._check_scratch(ctx)
+            await self.scratch.check_job(job.source_path, ctx.scratch_dir)
             _, nommer_class = resolve_nommer(job.nommer, s)
             output = await nommer_class(job, ctx).run()
             await ctx.wait_progress_written()
@@ -658,7 +542,7 @@ class Worker(Service):
         to another worker at once, with the reason; not an attempt failure."""
         if ctx.stop_reason is not None:
             return await self._stopped(ctx, message)
-        free = await threads.deferToThread(_free_bytes, ctx.scratch_dir)
+        free = await self.scratch.free_bytes(ctx.scratch_dir)
         if reason[:1].isdigit():  # the pre-start check's "N bytes free, M needed (...)"
             details = f"released: scratch space low on {self.worker_id}: {reason}"
         else:
