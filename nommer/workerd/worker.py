@@ -75,6 +75,8 @@ from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.workerd import sandbox
 from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION, JobContext, NotOwner
 from nommer.workerd.nommers.base import NoScratchSpace
+from nommer.workerd.outcome import (
+    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
 from nommer.workerd.scratch import SCRATCH_RECHECK_S, ScratchSpace
 
 
@@ -82,12 +84,6 @@ def idle_exit_due(now, last_activity, running_jobs, max_idle_s, enabled=True):
     """Whether an idle worker should exit: it is enabled, runs no job, and
     has run none for at least ``max_idle_s`` seconds (times in seconds)."""
     return enabled and running_jobs == 0 and now - last_activity >= max_idle_s
-
-
-def retry_delay_s(attempt, base_s):
-    """Delay before attempt ``attempt + 1`` after a transient failure, seconds:
-    ``base_s`` doubling per attempt (attempt is 1-based)."""
-    return base_s * 2 ** max(0, attempt - 1)
 
 
 #: After a spot interruption notice the worker exits at the latest this many
@@ -449,29 +445,61 @@ class Worker(Service):
             await self.scratch.remove(scratch)
 
     async def _run_nommer(self, ctx, message):
-        s = self.settings
+        """Run the attempt's nommer, then conclude it (``outcome``)."""
         job = ctx.job
+        output = None
         try:
             await self.scratch.check_job(job.source_path, ctx.scratch_dir)
-            _, nommer_class = resolve_nommer(job.nommer, s)
+            _, nommer_class = resolve_nommer(job.nommer, self.settings)
             output = await nommer_class(job, ctx).run()
             await ctx.wait_progress_written()
-            if ctx.stop_reason is not None:
-                raise JobCanceled(ctx.stop_reason)
+            ended, reason = Ended.SUCCEEDED, ""
         except JobCanceled:
-            return await self._stopped(ctx, message)
+            ended, reason = Ended.STOPPED, ""
         except NoScratchSpace as exc:
-            return await self._release_for_space(ctx, message, exc.message)
+            ended, reason = Ended.NO_SCRATCH_SPACE, exc.message
         except TransientJobError as exc:
-            return await self._transient(ctx, message, exc.message)
+            ended, reason = Ended.TRANSIENT, exc.message
         except (PermanentJobError, InvalidJobSpec) as exc:
             # InvalidJobSpec here: the job passed submit checks but not this
             # worker's (e.g. settings differ): retrying cannot help.
-            return await self._fail(ctx, message, exc.message)
+            ended, reason = Ended.PERMANENT, exc.message
         except Exception as exc:
             self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
-            return await self._fail(ctx, message, f"internal error in {job.nommer}: {exc!r}")
-        return await self._finish(ctx, message, output)
+            ended, reason = Ended.CRASHED, repr(exc)
+        await self._conclude(ctx, message, ended, reason, output)
+
+    async def _conclude(self, ctx, message, ended, reason="", output=None):
+        """Gather what ``outcome.decide`` needs, decide, execute."""
+        stop_reason = ctx.stop_reason  # as the attempt ended: first reason wins, it cannot change
+        if keeps_progress(stop_reason):
+            await ctx.wait_progress_written()
+        free = await self.scratch.free_bytes(ctx.scratch_dir) if ended is Ended.NO_SCRATCH_SPACE else None
+        attempt = Attempt(ended=ended, attempts=ctx.job.attempts, worker_id=self.worker_id, stop_reason=stop_reason,
+                          reason=reason, output=output, nommer=ctx.job.nommer, progress=ctx.progress,
+                          free_bytes=free)
+        decision = decide(attempt, self.settings.MAX_JOB_ATTEMPTS, self.settings.RETRY_BACKOFF_S)
+        await self._execute(ctx, message, decision)
+
+    async def _execute(self, ctx, message, decision):
+        """Do what ``decision`` (from ``outcome.decide``) says."""
+        match decision:
+            case Leave():
+                return  # another worker owns the job and its message now
+            case DeleteMessage():
+                await self._delete(message)
+            case Finish():
+                await self._finish(ctx, message, decision.output)
+            case Fail():
+                await self._fail(ctx, message, decision.details)
+            case Release():
+                if decision.log_warning:
+                    self.log.warn("job {job_id}: {details}", job_id=ctx.job.job_id, details=decision.details)
+                fields = {} if decision.progress is None else {"progress": decision.progress}
+                await self._release(ctx, message, decision.details, decision.visibility_s, decision.doing,
+                                    **fields)
+            case _:
+                raise TypeError(f"not a decision: {decision!r}")
 
     async def _finish(self, ctx, message, output):
         """Store FINISHED, then delete the message. Apart from the nommer's
@@ -494,11 +522,11 @@ class Worker(Service):
             except Exception:
                 return self._left(ctx, "checking a refused FINISHED")
             ctx.stop(CANCELED)
-            return await self._stopped(ctx, message)
+            return await self._conclude(ctx, message, Ended.STOPPED)
         except NotOwner as exc:
             ctx.stop(LEASE_LOST)
             self.log.warn("job {job_id} done but not stored: {why}", job_id=ctx.job.job_id, why=str(exc))
-            return await self._stopped(ctx, message)
+            return await self._conclude(ctx, message, Ended.STOPPED)
         except Exception:
             # The message stays: when the lease ends the job is taken again,
             # and its next worker either finds it FINISHED (and announces it)
@@ -508,11 +536,10 @@ class Worker(Service):
             return
         await self._delete(message)
 
-    async def _fail(self, ctx, message, reason):
-        if ctx.stop_reason is not None:
-            return await self._stopped(ctx, message)
+    async def _fail(self, ctx, message, details):
+        """Store ERROR, then delete the message."""
         try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, reason, expect=ctx.owned)
+            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, details, expect=ctx.owned)
         except IllegalTransition:
             pass
         except NotOwner:
@@ -527,30 +554,6 @@ class Worker(Service):
         self.log.failure("job {job_id}: {what} failed (store or queue unreachable?); it comes back when "
                          "its lease ends", job_id=ctx.job.job_id, what=what)
 
-    async def _transient(self, ctx, message, reason):
-        if ctx.stop_reason is not None:
-            return await self._stopped(ctx, message)
-        attempts = ctx.job.attempts
-        if attempts >= self.settings.MAX_JOB_ATTEMPTS:
-            return await self._fail(ctx, message, f"gave up after {attempts} attempts: {reason}")
-        delay = retry_delay_s(attempts, self.settings.RETRY_BACKOFF_S)
-        await self._release(ctx, message, f"attempt {attempts} failed, retrying in {delay:.0f} s: {reason}",
-                            delay, "sending it back to the queue")
-
-    async def _release_for_space(self, ctx, message, reason):
-        """Scratch space too low for the job (``NoScratchSpace``): release it
-        to another worker at once, with the reason; not an attempt failure."""
-        if ctx.stop_reason is not None:
-            return await self._stopped(ctx, message)
-        free = await self.scratch.free_bytes(ctx.scratch_dir)
-        if reason[:1].isdigit():  # the pre-start check's "N bytes free, M needed (...)"
-            details = f"released: scratch space low on {self.worker_id}: {reason}"
-        else:
-            details = (f"released: scratch space low on {self.worker_id}: {free} bytes free; "
-                       f"{reason}")
-        self.log.warn("job {job_id}: {details}", job_id=ctx.job.job_id, details=details)
-        await self._release(ctx, message, details, 0, "releasing it")
-
     async def _release(self, ctx, message, details, delay_s, doing, **fields):
         """Store the job PENDING (if this worker still owns it; ``fields``
         changed too) and make its message visible again after ``delay_s``
@@ -564,24 +567,6 @@ class Worker(Service):
         except Exception:
             return self._left(ctx, doing)
         await self._change_visibility(message, delay_s)
-
-    async def _stopped(self, ctx, message):
-        reason = ctx.stop_reason or CANCELED
-        if reason == LEASE_LOST:
-            return  # another worker owns the job and its message now
-        if reason == SHUTDOWN:
-            return await self._release(ctx, message, f"released by worker {self.worker_id} shutting down",
-                                       0, "releasing it")
-        if reason == SPOT_INTERRUPTION:
-            await ctx.wait_progress_written()
-            details = f"released: spot interruption notice on {self.worker_id}"
-            fields = {}
-            if ctx.progress is not None:
-                details += f" ({ctx.progress:.0f}% done)"
-                fields["progress"] = ctx.progress
-            return await self._release(ctx, message, details, 0, "releasing it", **fields)
-        # Canceled: the stored state is final already.
-        await self._delete(message)
 
     async def _change_visibility(self, message, seconds):
         try:
