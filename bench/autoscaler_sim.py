@@ -25,7 +25,7 @@ The model (the same for both policies; only the policy differs):
   (booted instances) and ``booting`` (launched, not booted) and returns how
   many instances to launch.
 
-  * nommer: ``nommer.feederd.capacity.workers_to_start`` itself, evaluated
+  * nommer: ``nommer.feederd.fleet.capacity.workers_to_start`` itself, evaluated
     every AUTOSCALE_INTERVAL_S (5 s, first at start) and at once on every
     submit and every instance exit (feederd pokes its autoscaler then).
   * media-nommer 2011 (reference section 4.6): ``spawn_if_needed`` as it
@@ -56,7 +56,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nommer.feederd.capacity import workers_to_start  # noqa: E402
+from nommer.feederd.fleet.capacity import workers_to_start  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRACE_PATH = os.path.join(HERE, "traces", "day-seed1.json")

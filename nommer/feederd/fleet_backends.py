@@ -2,17 +2,17 @@
 
 
 def _local(settings, reactor, registry):
-    from nommer.feederd.fleet import LocalFleet
+    from nommer.feederd.fleet.local import LocalFleet
     return LocalFleet(settings, reactor)
 
 
 def _ec2(settings, reactor, registry):
-    from nommer.feederd.ec2fleet import Ec2Fleet
+    from nommer.feederd.fleet.ec2 import Ec2Fleet
     return Ec2Fleet(settings, reactor, registry)
 
 
 def _none(settings, reactor, registry):
-    from nommer.feederd.fleet import NoFleet
+    from nommer.feederd.fleet.local import NoFleet
     return NoFleet()
 
 

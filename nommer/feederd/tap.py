@@ -12,10 +12,10 @@ from nommer.core.registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.auth import KeyRequirement
-from nommer.feederd.autoscaler import Autoscaler
+from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.draining import DrainingSite, RequestDrain
-from nommer.feederd.ec2fleet import Ec2Fleet
+from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet_backends import make_fleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.publish import ConfigPublisher

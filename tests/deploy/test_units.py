@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nommer.feederd import userdata
+from nommer.feederd.fleet import userdata
 
 UNIT_DIR = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 WORKERD = UNIT_DIR / "nommer-workerd.service"

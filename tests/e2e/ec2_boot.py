@@ -36,7 +36,7 @@ import time
 
 import boto3
 
-from nommer.feederd.userdata import ENV_FILE_PATH, parse_env_file
+from nommer.feederd.fleet.userdata import ENV_FILE_PATH, parse_env_file
 from tests.fake_imds import FakeIMDS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nommer.feederd.capacity import target_workers, workers_to_start
+from nommer.feederd.fleet.capacity import target_workers, workers_to_start
 
 # The original's defaults: P=2 jobs per instance, T=2 overflow, M=3 instances.
 ORIGINAL = dict(jobs_per_worker=2, overflow_thresh=2, max_workers=3)

@@ -6,9 +6,9 @@ import pytest
 import yaml
 from twisted.trial.unittest import TestCase
 
-from nommer.feederd import userdata
-from nommer.feederd.userdata import (ENV_FILE_PATH, MAX_USER_DATA_BYTES, parse_env_file, render_env_file,
-                                     render_user_data)
+from nommer.feederd.fleet import userdata
+from nommer.feederd.fleet.userdata import (ENV_FILE_PATH, MAX_USER_DATA_BYTES, parse_env_file, render_env_file,
+                                           render_user_data)
 from tests.helpers import temp_settings
 
 FERNET_KEY = "q2K3yV8m7m0WZr7xjx3qvX4u9cB0lH5cX3pJb3m6ZkA="

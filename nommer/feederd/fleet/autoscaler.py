@@ -14,8 +14,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from nommer.core.states import FINAL_STATES
-from nommer.feederd.capacity import workers_to_start
-from nommer.feederd.fleet import FleetUnavailable
+from nommer.feederd.fleet.base import FleetUnavailable
+from nommer.feederd.fleet.capacity import workers_to_start
 
 
 class Autoscaler(TimerService):

@@ -15,9 +15,11 @@ from twisted.trial.unittest import TestCase
 from nommer.core.aws import AWS
 from nommer.core.registry.base import WorkerRecord
 from nommer.core.registry.sqlite import SQLiteWorkerRegistry
-from nommer.feederd.autoscaler import Autoscaler
-from nommer.feederd.ec2fleet import Ec2Api, Ec2Fleet, LaunchSpec, NoCapacity
-from nommer.feederd.userdata import render_user_data
+from nommer.feederd.fleet.autoscaler import Autoscaler
+from nommer.feederd.fleet.ec2 import Ec2Fleet
+from nommer.feederd.fleet.ec2_api import Ec2Api, NoCapacity
+from nommer.feederd.fleet.ec2_plan import LaunchSpec
+from nommer.feederd.fleet.userdata import render_user_data
 from tests.aws_server import aws_settings, reset_moto
 from tests.helpers import ensure
 

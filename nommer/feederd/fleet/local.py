@@ -1,32 +1,19 @@
-"""Fleets: where workers come from. The local fleet starts ``twistd workerd``
-child processes on this machine; the EC2 fleet (``nommer.feederd.ec2fleet``)
-launches spot instances behind the same calls.
-
-The interface the autoscaler uses (each call may return a plain value or a
-Deferred of it):
-
-- ``counts()`` -> ``(running, booting)``; raises ``FleetUnavailable`` when
-  the numbers cannot be had this time (the tick is skipped);
-- ``launch(n)`` -> ids of the workers started;
-- ``worker_ids()`` -> ids (for ``/health``);
-- ``max_workers``: most workers there may be (the capacity policy's M);
-- optional ``housekeeping()``: called first in every autoscaler tick.
+"""Fleets on this machine: ``LocalFleet`` starts ``twistd workerd --local``
+child processes (FLEET_BACKEND = "local", the default); ``NoFleet`` starts
+nothing (FLEET_BACKEND = "none": workers are started by someone else).
+Both implement ``nommer.feederd.fleet.base.Fleet``.
 """
 
 import os
 import socket
 import sys
 
-from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from nommer.feederd.fleet.base import Fleet
+
 TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-class FleetUnavailable(Exception):
-    """A fleet could not tell its counts this time (e.g. an AWS call
-    failed); the autoscaler logs it and tries again next tick."""
 
 
 def workerd_argv(settings, worker_id):
@@ -61,7 +48,7 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self.ended.callback(code)
 
 
-class LocalFleet(Service):
+class LocalFleet(Fleet):
     """Workers as child processes. ``on_change()`` is called when one exits
     (so the autoscaler can replace it if jobs wait). On stop, each worker gets
     SIGTERM (finish the current job); after ``stop_grace_s`` seconds a second
@@ -127,7 +114,7 @@ class LocalFleet(Service):
                 call.cancel()
 
 
-class NoFleet(Service):
+class NoFleet(Fleet):
     """FLEET_BACKEND = "none": workers are started by someone else."""
 
     #: Nothing is ever started here.
