@@ -2,7 +2,7 @@
 
 Gather, decide, effect, as the house rules ask: ``Ec2Fleet`` lists the
 fleet and the worker registry, asks the pure functions of ``ec2_plan`` what
-that means (``fleet_instance``, ``count_instances``, ``plan_terminations``,
+that means (``reconcile``, ``count_instances``, ``plan_terminations``,
 ``launch_specs``) and makes the calls through ``ec2_api.Ec2Api``.
 
 ``Ec2Fleet`` is a ``Fleet`` (``nommer.feederd.fleet.base``) whose calls
@@ -37,8 +37,8 @@ from twisted.logger import Logger
 from nommer.core.aws import AWS, error_code
 from nommer.feederd.fleet.base import Fleet, FleetUnavailable
 from nommer.feederd.fleet.ec2_api import Ec2Api, NoCapacity
-from nommer.feederd.fleet.ec2_plan import (SPOT, count_instances, estimate_cost_usd, fleet_instance, launch_specs,
-                                           plan_terminations, records_by_instance)
+from nommer.feederd.fleet.ec2_plan import (count_instances, estimate_cost_usd, fleet_instance, launch_specs,
+                                           plan_terminations, price_of, reconcile, spot_prices_due)
 from nommer.feederd.fleet.userdata import render_user_data
 
 
@@ -189,32 +189,17 @@ class Ec2Fleet(Fleet):
             records = await defer.maybeDeferred(self.registry.list)
         except Exception as e:
             raise FleetUnavailable(f"could not read the worker registry: {_describe_error(e)}") from e
-        index = records_by_instance(records)
-        view = {}
-        for d in described:
-            iid = d["InstanceId"]
-            terminated_at = self._terminated.get(iid)
-            if terminated_at is not None and now - terminated_at <= self.DESCRIBE_GRACE_S:
-                continue  # we terminated it; EC2 has not caught up yet
-            view[iid] = fleet_instance(d, index.get(iid))
-        for iid, inst in list(self._launched.items()):
-            if iid in view:
-                del self._launched[iid]
-            elif now - inst.launched_at > self.DESCRIBE_GRACE_S:
-                del self._launched[iid]
-                self.log.warn("instance {instance_id} ({instance_type}) launched {age:.0f} s ago never showed "
-                              "in DescribeInstances; no longer counted", instance_id=iid,
-                              instance_type=inst.instance_type, age=now - inst.launched_at)
-            else:
-                view[iid] = attr.evolve(inst, registered=iid in index,
-                                        last_seen=index[iid].last_seen if iid in index else None)
-        for iid in [i for i, t in self._terminated.items() if now - t > self.DESCRIBE_GRACE_S]:
-            del self._terminated[iid]
-        for iid, inst in self._view.items():
-            if iid not in view and iid not in self._terminated:
-                self._log_gone(inst, now)
-        await self._update_prices(view.values(), now)
-        self._view, self._view_at = view, now
+        seen = reconcile(described, records, self._view, self._launched, self._terminated, now,
+                         self.DESCRIBE_GRACE_S)
+        self._launched, self._terminated = seen.launched, seen.terminated
+        for inst in seen.never_listed:
+            self.log.warn("instance {instance_id} ({instance_type}) launched {age:.0f} s ago never showed "
+                          "in DescribeInstances; no longer counted", instance_id=inst.instance_id,
+                          instance_type=inst.instance_type, age=now - inst.launched_at)
+        for inst in seen.gone:
+            self._log_gone(inst, now)
+        await self._update_prices(seen.view.values(), now)
+        self._view, self._view_at = seen.view, now
 
     def _log_gone(self, inst, now):
         uptime = max(0.0, now - inst.launched_at)
@@ -227,11 +212,7 @@ class Ec2Fleet(Fleet):
                       worker_state=inst.worker_state)
 
     async def _update_prices(self, instances, now):
-        for key in {(i.instance_type, i.availability_zone) for i in instances if i.market == SPOT}:
-            cached = self._prices.get(key)
-            if cached is not None and now < cached[1]:
-                continue
-            instance_type, az = key
+        for instance_type, az in spot_prices_due(instances, self._prices, now):
             try:
                 price = await self.api.spot_price(instance_type, az)
             except Exception as e:
@@ -240,17 +221,11 @@ class Ec2Fleet(Fleet):
                               availability_zone=az, error=_describe_error(e))
                 price = None
             again = self.SPOT_PRICE_TTL_S if price is not None else self.SPOT_PRICE_RETRY_S
-            self._prices[key] = (price, now + again)
+            self._prices[(instance_type, az)] = (price, now + again)
 
     def _price_of(self, inst):
-        """USD/hour of ``inst``: the spot price of its type and AZ, else
-        EC2_SPOT_PRICE_PER_HOUR; None for on-demand (no price source)."""
-        if inst.market != SPOT:
-            return None
-        cached = self._prices.get((inst.instance_type, inst.availability_zone))
-        if cached is not None and cached[0] is not None:
-            return cached[0]
-        return self.settings.EC2_SPOT_PRICE_PER_HOUR
+        """USD/hour of ``inst`` (``ec2_plan.price_of``)."""
+        return price_of(inst, self._prices, self.settings.EC2_SPOT_PRICE_PER_HOUR)
 
     async def _housekeeping(self):
         try:

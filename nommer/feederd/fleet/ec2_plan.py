@@ -6,9 +6,10 @@ out; no AWS call, no clock, no log (``nommer.feederd.fleet.ec2`` gathers,
   ``launch_specs`` (the ordered list of what to try: markets, then instance
   types, then subnets);
 - what there is: ``fleet_instance`` (EC2's view of an instance joined with
-  the worker registry's), ``records_by_instance``, ``count_instances``;
+  the worker registry's), ``reconcile`` (one listing against what feederd
+  launched and terminated and has not seen listed yet), ``count_instances``;
 - what to end: ``plan_terminations``;
-- what it cost: ``estimate_cost_usd``.
+- what it cost: ``estimate_cost_usd``, ``price_of``, ``spot_prices_due``.
 
 Instances are found by tag (``nommer:fleet`` = EC2_FLEET_NAME and
 ``nommer:role`` = ``worker``; ``is_fleet_instance``), never by AMI id as the
@@ -231,6 +232,68 @@ def records_by_instance(records):
     return index
 
 
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class Reconciled:
+    """What one listing makes of the fleet (``reconcile``); each dict is new.
+
+    - ``view``: ``{instance_id: FleetInstance}``, the fleet now;
+    - ``launched``: ``{instance_id: FleetInstance}`` launched by feederd and
+      not listed yet, still within the grace (counted in ``view``);
+    - ``terminated``: ``{instance_id: epoch s}`` terminated by feederd,
+      still within the grace (left out of ``view`` while EC2 lists them);
+    - ``never_listed``: FleetInstances launched longer than the grace ago
+      that never showed in a listing: no longer counted (to log);
+    - ``gone``: FleetInstances of the previous view that are no longer there
+      and that feederd did not terminate: ended on their own (idle
+      self-termination, spot interruption, outside action; to log).
+    """
+
+    view: dict
+    launched: dict
+    terminated: dict
+    never_listed: list
+    gone: list
+
+
+def reconcile(described, records, previous, launched, terminated, now, grace_s):
+    """One listing of the fleet joined with the worker registry and with what
+    feederd did that EC2 (eventually consistent) may not show yet.
+
+    - ``described``: DescribeInstances instance dicts of the fleet;
+    - ``records``: every WorkerRecord of the registry;
+    - ``previous``: the last view, ``{instance_id: FleetInstance}``;
+    - ``launched``: ``{instance_id: FleetInstance}`` launched, not yet listed;
+    - ``terminated``: ``{instance_id: epoch s}`` terminated by feederd;
+    - ``now``: epoch seconds; ``grace_s``: how long a launch missing from the
+      listing still counts, and a termination still listed is ignored.
+
+    Returns a ``Reconciled``. A launched instance still unlisted keeps the
+    fields it had at launch, with its registration (``registered``,
+    ``last_seen``) from ``records``."""
+    index = records_by_instance(records)
+    view = {}
+    for d in described:
+        iid = d["InstanceId"]
+        terminated_at = terminated.get(iid)
+        if terminated_at is not None and now - terminated_at <= grace_s:
+            continue  # we terminated it; EC2 has not caught up yet
+        view[iid] = fleet_instance(d, index.get(iid))
+    still_launched, never_listed = {}, []
+    for iid, inst in launched.items():
+        if iid in view:
+            continue
+        if now - inst.launched_at > grace_s:
+            never_listed.append(inst)
+        else:
+            still_launched[iid] = inst
+            view[iid] = attr.evolve(inst, registered=iid in index,
+                                    last_seen=index[iid].last_seen if iid in index else None)
+    still_terminated = {iid: t for iid, t in terminated.items() if now - t <= grace_s}
+    gone = [inst for iid, inst in previous.items() if iid not in view and iid not in still_terminated]
+    return Reconciled(view=view, launched=still_launched, terminated=still_terminated,
+                      never_listed=never_listed, gone=gone)
+
+
 #: Worker states of a worker on its way out: its instance still counts
 #: against MAX_NUM_EC2_INSTANCES but is no capacity.
 LEAVING_STATES = (INTERRUPTED, TERMINATING, EXITED)
@@ -294,3 +357,23 @@ def estimate_cost_usd(uptime_s, price_per_hour):
         return None
     return price_per_hour * max(uptime_s, MIN_BILLED_S) / 3600.0
 
+
+def price_of(inst, prices, default_per_hour):
+    """USD/hour of FleetInstance ``inst``: the spot price of its type and AZ
+    in ``prices`` (``{(instance_type, az): (USD/hour or None, refresh
+    after)}``), else ``default_per_hour`` (EC2_SPOT_PRICE_PER_HOUR); None for
+    on-demand (no price source)."""
+    if inst.market != SPOT:
+        return None
+    cached = prices.get((inst.instance_type, inst.availability_zone))
+    if cached is not None and cached[0] is not None:
+        return cached[0]
+    return default_per_hour
+
+
+def spot_prices_due(instances, prices, now):
+    """The ``(instance_type, az)`` of spot FleetInstances whose price in
+    ``prices`` (as in ``price_of``) is missing or due for a refresh at
+    ``now``, each once, in the order first seen."""
+    keys = dict.fromkeys((i.instance_type, i.availability_zone) for i in instances if i.market == SPOT)
+    return [key for key in keys if prices.get(key) is None or now >= prices[key][1]]
