@@ -1,13 +1,14 @@
-"""The EC2 fleet against a moto server: the real RunInstances request and
-what EC2 (moto) records of it, counting by tag, termination, spot prices,
-and the autoscaler's cap over several ticks. Error mapping is checked with
-botocore's Stubber (moto never runs out of capacity)."""
+"""The EC2 fleet against a moto server: the Fleet contract, the real
+RunInstances request and what EC2 (moto) records of it, counting by tag,
+termination, spot prices, and the autoscaler's cap over several ticks. Error
+mapping is checked with botocore's Stubber (moto never runs out of
+capacity)."""
 
 import base64
 import copy
 import time
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -18,9 +19,10 @@ from nommer.core.registry.sqlite import SQLiteWorkerRegistry
 from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet.ec2_api import Ec2Api, NoCapacity
-from nommer.feederd.fleet.ec2_plan import LaunchSpec
+from nommer.feederd.fleet.ec2_plan import LIVE_STATES, LaunchSpec
 from nommer.feederd.fleet.userdata import render_user_data
 from tests.aws_server import aws_settings, reset_moto
+from tests.feederd.fleet_contract import FleetContract
 from tests.helpers import ensure
 
 
@@ -236,3 +238,55 @@ class Ec2ApiErrorTests(TestCase):
             "SubnetId": "subnet-0a", "SecurityGroupIds": ["sg-01"]})
         self.assertEqual(await Ec2Api(self.aws).run_instances(spec), [{"InstanceId": "i-0abc"}])
         self.stub.assert_no_pending_responses()
+
+
+class Ec2FleetContractTests(FleetContract, TestCase):
+    """The Fleet contract on moto; "unavailable" is an endpoint where nothing listens."""
+
+    fleet_class = Ec2Fleet
+    WORKERS_OUTLIVE_STOP = True
+    CALLS_ON_CHANGE = False
+    UNAVAILABLE_LOGGED_ERRORS = (EndpointConnectionError,)
+
+    @ensure
+    async def setUp(self):
+        FleetContract.setUp(self)
+        reset_moto()
+        base, _ = aws_settings(self)
+        self.aws = AWS(base, reactor, name="test-ec2")
+        self.addCleanup(self.aws.close)
+        images = await self.aws.call("ec2", "describe_images", Owners=["amazon"])
+        self.values = dict(EC2_AMI_ID=images["Images"][0]["ImageId"], EC2_INSTANCE_TYPES=["c7i.large", "m7i.large"],
+                           EC2_SECURITY_GROUPS=[], EC2_FLEET_NAME="nommer-contract", MAX_NUM_EC2_INSTANCES=3,
+                           CONFIG_S3_BUCKET="nommer-test-config")
+        settings, _ = aws_settings(self, **self.values)
+        self.registry = SQLiteWorkerRegistry.from_settings(settings, reactor)
+        self.addCleanup(self.registry.close)
+        # the fleet's now: real time, moved on by the test when a new listing is due
+        self.clock = task.Clock()
+        self.clock.advance(time.time())
+
+    def make_fleet(self, available=True):
+        endpoint = {} if available else {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+        settings, _ = aws_settings(self, **self.values, **endpoint)
+        return Ec2Fleet(settings, reactor, self.registry, clock=self.clock, hostname="feederd-contract")
+
+    async def worker_up(self, fleet, worker_id):
+        await self.registry.heartbeat(WorkerRecord(worker_id=worker_id, instance_id=worker_id,
+                                                   last_seen=self.clock.seconds()))
+        self.wait_ended(fleet, [])  # a new listing is due
+
+    async def end_worker(self, fleet, worker_id):
+        await self.aws.call("ec2", "terminate_instances", InstanceIds=[worker_id])
+        self.wait_ended(fleet, [worker_id])
+
+    def wait_ended(self, fleet, worker_ids):
+        self.clock.advance(Ec2Fleet.VIEW_MAX_AGE_S + 1)  # the next counts() lists the fleet again
+
+    async def alive(self, worker_ids):
+        if not worker_ids:
+            return []
+        response = await self.aws.call("ec2", "describe_instances", InstanceIds=list(worker_ids))
+        live = {i["InstanceId"] for r in response["Reservations"] for i in r["Instances"]
+                if i["State"]["Name"] in LIVE_STATES}
+        return [w for w in worker_ids if w in live]

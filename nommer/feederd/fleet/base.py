@@ -5,7 +5,9 @@ workers and counts them. Backends subclass ``Fleet`` and are chosen by
 FLEET_BACKEND in ``nommer.feederd.tap``: ``local`` (``LocalFleet``, child
 processes on this machine, ``nommer.feederd.fleet.local``), ``ec2``
 (``Ec2Fleet``, instances, ``nommer.feederd.fleet.ec2``) and ``none``
-(``NoFleet``: someone else starts the workers).
+(``NoFleet``: someone else starts the workers). Every backend passes
+``tests/feederd/fleet_contract.py``, which also checks that each public
+method keeps the signature written here.
 
 Each call may return a plain value or a Deferred of it (the autoscaler wraps
 every call in ``maybeDeferred``).
