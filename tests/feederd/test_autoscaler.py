@@ -2,19 +2,12 @@
 values; the EC2 scenarios (tests/feederd/test_fleet_ec2_scenarios.py) drive it
 with the EC2 fleet."""
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
 from nommer.feederd.fleet.autoscaler import Autoscaler
+from tests.feederd.fleet_fakes import FakeStore
 from tests.helpers import temp_settings
-
-
-class FakeStore:
-    def __init__(self):
-        self.unfinished = 0
-
-    def count_by_state(self):
-        return defer.succeed({"PENDING": self.unfinished, "FINISHED": 7})
 
 
 class SyncFleetTests(TestCase):
