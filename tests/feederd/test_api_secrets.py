@@ -14,7 +14,7 @@ from nommer.core.secrets import unseal_uri
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.feederd.api import JobAPI
-from nommer.workerd import worker as worker_mod
+from nommer.workerd import context as worker_mod
 from tests.helpers import doc_two_pass, ensure, pumped, temp_settings
 
 FFMPEG = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
