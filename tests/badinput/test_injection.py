@@ -116,6 +116,17 @@ OPTION_INJECTIONS = [
      ["quotes or escapes"]),
     ("apad-forever", [{"outfile_options": [["af", "apad"], ["f", "mp4"]]}], ["apad"]),
     ("tpad-forever", [{"outfile_options": [["vf", "tpad=stop=-1"], ["f", "mp4"]]}], ["tpad"]),
+    # Expression loops: ffmpeg spins in while() for ever (ignoring SIGTERM), and nested
+    # taylor()/root() run thousands of times per level: a job holding a worker for hours.
+    ("expression-while-forever", [{"outfile_options": [["vf", "select='while(1,1)'"], ["f", "mp4"]]}],
+     ["while"]),
+    ("expression-while-spaced-escaped",
+     [{"outfile_options": [["af", "volume=volume='wh ile (1\\,1)':eval=frame"], ["f", "mp4"]]}], ["while"]),
+    ("expression-nested-taylor",
+     [{"outfile_options": [["vf", "setpts=taylor(taylor(taylor(0\\,1)\\,1)\\,1)"], ["f", "mp4"]]}],
+     ["taylor"]),
+    ("expression-root-in-enable",
+     [{"outfile_options": [["vf", "hflip=enable='root(root(t-1,9),9)'"], ["f", "mp4"]]}], ["root"]),
 ]
 
 

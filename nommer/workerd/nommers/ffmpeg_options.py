@@ -249,6 +249,12 @@ REFUSED_FILTERS = {
 _FILE_KEY_RX = re.compile(r"file|url|path|font|dump|stats|script|plugin|lib", re.IGNORECASE)
 #: Values that look like a path out of the working directory.
 _PATH_VALUE_RX = re.compile(r"^\s*[/~]|(^|/)\.\.(/|$)")
+#: libavutil expression functions that loop: while() until its condition fails (for ever,
+#: deaf to SIGTERM), taylor() and root() up to ~1000 and ~7000 times, multiplied when
+#: nested. Matched after removing what av_expr_parse and the graph reader drop
+#: (whitespace; escapes and quotes, to be safe).
+_LOOPING_EXPR_RX = re.compile(r"(while|taylor|root)\(", re.IGNORECASE)
+_EXPR_IGNORED_RX = re.compile(r"[\s\\'\"]")
 #: A filter as written: name, or name@instance (split as ffmpeg does, see filtergraph).
 _FILTER_NAME_RX = re.compile(r"[A-Za-z0-9_]{1,40}(@[A-Za-z0-9_]{1,28})?")
 #: Most filter instances in one graph.
@@ -404,6 +410,11 @@ def check_filter(f):
     if f.args and _URL_RX.search(f.args):
         raise ValueError(f"filter {name!r}: URLs and protocols (://, concat:, subfile, "
                          "file:...) are not allowed in its options")
+    for text in [f.args or ""] + [opt.value for opt in f.options]:
+        loop = _LOOPING_EXPR_RX.search(_EXPR_IGNORED_RX.sub("", text))
+        if loop:
+            raise ValueError(f"filter {name!r}: the expression function {loop.group(1)}() "
+                             "is not allowed (it loops; ffmpeg could run for hours)")
     for opt in f.options:
         if opt.key is not None and _FILE_KEY_RX.search(opt.key):
             raise ValueError(f"filter {name!r}: arguments naming files are not allowed "
