@@ -24,8 +24,6 @@ from there.
 from twisted.internet import defer, error as net_error
 from twisted.logger import Logger
 
-from nommer.core.registry import base as registry_states
-
 log = Logger(namespace="nommer.workerd.terminate")
 
 #: How long ``exit_on_ec2`` waits for the registry write before terminating,
@@ -61,7 +59,8 @@ async def exit_on_ec2(worker, aws, instance_id, reason, reactor, before_terminat
     Deferred.fromCoroutine(exit_on_ec2(...))``; ``Worker`` also accepts a
     coroutine). In order:
 
-    1. ``worker.state`` = TERMINATING, once the worker's own last state
+    1. ``worker.terminating()`` (its state EXITED -> TERMINATING, which the
+       registry shows as terminating), once the worker's own last state
        report (``worker.state_reported()``) is written, so the two reports
        cannot land out of order.
     2. ``before_terminate()`` (the registry heartbeat's ``beat_now``), if
@@ -80,7 +79,11 @@ async def exit_on_ec2(worker, aws, instance_id, reason, reactor, before_terminat
     if hasattr(worker, "state_reported"):
         await _bounded(worker.state_reported(), BEFORE_TERMINATE_TIMEOUT_S, reactor, "the last state report",
                        worker)
-    worker.state = registry_states.TERMINATING
+    try:
+        worker.terminating()
+    except Exception:
+        # A bug in the worker's state bookkeeping must not keep the instance up.
+        log.failure("worker {worker_id}: marking it TERMINATING failed", worker_id=worker.worker_id)
     if before_terminate is not None:
         await _bounded(defer.maybeDeferred(before_terminate), BEFORE_TERMINATE_TIMEOUT_S, reactor,
                        "reporting TERMINATING", worker)

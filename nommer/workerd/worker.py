@@ -66,7 +66,6 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from nommer.core import registry
 from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
 from nommer.core.spec import resolve_nommer
@@ -74,16 +73,13 @@ from nommer.core.states import IllegalTransition, JobState
 from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.workerd import sandbox
 from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION, JobContext, NotOwner
+from nommer.workerd.lifecycle import (
+    GONE, INTERRUPTED_OR_GONE, REGISTRY_STATE, TAKING_JOBS, Lifecycle, check_transition, idle_exit_due,
+    reports)
 from nommer.workerd.nommers.base import NoScratchSpace
 from nommer.workerd.outcome import (
     Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
 from nommer.workerd.scratch import SCRATCH_RECHECK_S, ScratchSpace
-
-
-def idle_exit_due(now, last_activity, running_jobs, max_idle_s, enabled=True):
-    """Whether an idle worker should exit: it is enabled, runs no job, and
-    has run none for at least ``max_idle_s`` seconds (times in seconds)."""
-    return enabled and running_jobs == 0 and now - last_activity >= max_idle_s
 
 
 #: After a spot interruption notice the worker exits at the latest this many
@@ -93,6 +89,12 @@ SPOT_EXIT_DEADLINE_S = 90.0
 
 class Worker(Service):
     """Runs up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
+
+    ``lifecycle`` is the worker's state, a ``Lifecycle`` changed only along
+    ``nommer.workerd.lifecycle.TRANSITIONS`` (anything else raises
+    ``IllegalWorkerTransition``); ``state`` is what the worker registry shows
+    of it (``REGISTRY_STATE``: running, draining, interrupted, exited,
+    terminating).
 
     ``on_exit(reason)`` is called once when the worker is done (idle, or a
     shutdown finished); the default stops the reactor. It may return a
@@ -125,30 +127,43 @@ class Worker(Service):
         self._on_fatal = on_fatal
         self.scratch = ScratchSpace(settings, self.worker_id)
         self.ready = None
-        self._accepting = False
+        self.lifecycle = Lifecycle.CREATED
         self._contexts = {}   # job_id -> JobContext
         self._receives = set()
         self._loops = []
         self._last_activity = None
-        self._exited = False
-        self._shutdown_level = 0
         self._busy = 0            # slots holding a message (taken or about to be)
-        self._stop_new = None     # stop reason for a job starting after a cold stop
-        self._interrupted = False
-        self._exit_reason = None
-        self._exit_waiting = False
+        self._stop_new = None     # stop reason for a job starting now (set by a cold shutdown or a spot notice)
+        self._exit_reason = None  # set once the exit waits for the slot loops to end
         self._exit_deadline = None
         self._state_reported = None
         self.on_state_change = on_state_change
         self.jobs_done = 0
-        self.state = registry.base.RUNNING
         self.started_at = reactor.seconds()
 
     # --- lifecycle -----------------------------------------------------------
 
+    @property
+    def state(self):
+        """What the worker registry shows: a ``nommer.core.registry.base`` state."""
+        return REGISTRY_STATE[self.lifecycle]
+
+    def _transition(self, new, report=True):
+        """``lifecycle`` = ``new`` if the table allows it (else raises
+        ``IllegalWorkerTransition``); out of the states taking jobs, pending
+        receives are cancelled; a change the registry shows is reported
+        (``on_state_change``) unless ``report`` is false."""
+        old = self.lifecycle
+        self.lifecycle = check_transition(old, new)
+        if new not in TAKING_JOBS:
+            for d in list(self._receives):
+                d.cancel()
+        if report and reports(old, new):
+            self._report_state()
+
     def startService(self):
         super().startService()
-        self._accepting = True
+        self._transition(Lifecycle.STARTING)
         self._last_activity = self.reactor.seconds()
         if self._install_signals:
             self.reactor.callWhenRunning(self._install_signal_handlers)
@@ -167,8 +182,9 @@ class Worker(Service):
             version = await sandbox.check(self.reactor, self.settings)
             self.log.info("worker {worker_id}: {what}; {version}", worker_id=self.worker_id,
                           what=sandbox.describe(self.settings), version=version)
-        if not self._accepting:
-            return False
+        if self.lifecycle is not Lifecycle.STARTING:
+            return False  # stopped, drained or interrupted during the check
+        self._transition(Lifecycle.RUNNING)
         slots = self.settings.MAX_ENCODING_JOBS_PER_WORKER
         self._loops = [defer.Deferred.fromCoroutine(self._slot_loop(i)) for i in range(slots)]
         for d in self._loops:
@@ -178,7 +194,8 @@ class Worker(Service):
         return True
 
     def _refuse_to_start(self, failure):
-        self._accepting = False
+        if self.lifecycle is Lifecycle.STARTING:
+            self._transition(Lifecycle.REFUSED)
         message = f"worker {self.worker_id} refuses to start: {failure.getErrorMessage()}"
         if not failure.check(sandbox.SandboxUnavailable):
             self.log.failure("worker {worker_id}: start-up check crashed", failure, worker_id=self.worker_id)
@@ -192,7 +209,8 @@ class Worker(Service):
     async def stopService(self):
         """Warm stop: take no new job, wait for the running ones."""
         super().stopService()
-        self._stop_accepting()
+        if self.lifecycle in TAKING_JOBS:
+            self._transition(Lifecycle.STOPPING)
         if self.ready is not None:
             await self.ready
         await defer.DeferredList(self._loops)
@@ -204,34 +222,32 @@ class Worker(Service):
     def request_shutdown(self):
         """First call: warm shutdown (finish running jobs). Second: cold
         (stop them now and release them to the queue)."""
-        self._shutdown_level += 1
-        if self._interrupted or self._exited:
+        if self.lifecycle in INTERRUPTED_OR_GONE:
             return  # already releasing its jobs, or gone: nothing more to stop
-        if self._shutdown_level == 1:
-            self._drain("shutdown", "shutdown")
-        else:
-            self.log.info("worker {worker_id}: cold shutdown, releasing {n} job(s)",
-                          worker_id=self.worker_id, n=len(self._contexts))
-            self._stop_new = SHUTDOWN
-            for ctx in list(self._contexts.values()):
-                ctx.stop(SHUTDOWN)
+        if self.lifecycle not in (Lifecycle.DRAINING, Lifecycle.RELEASING):
+            return self._drain("shutdown", "shutdown")
+        self.log.info("worker {worker_id}: cold shutdown, releasing {n} job(s)",
+                      worker_id=self.worker_id, n=len(self._contexts))
+        self._stop_new = SHUTDOWN
+        if self.lifecycle is Lifecycle.DRAINING:
+            self._transition(Lifecycle.RELEASING)
+        for ctx in list(self._contexts.values()):
+            ctx.stop(SHUTDOWN)
 
     def drain(self, reason):
         """Warm shutdown for ``reason`` (an EC2 rebalance recommendation):
         take no new job, finish the running ones, then exit with ``reason``.
         As a first SIGTERM (a later one is cold); no-op if already stopping."""
-        if self._shutdown_level or self._interrupted or self._exited:
+        if self.lifecycle in INTERRUPTED_OR_GONE | {Lifecycle.DRAINING, Lifecycle.RELEASING}:
             self.log.info("worker {worker_id}: already stopping; ignoring drain ({reason})",
                           worker_id=self.worker_id, reason=reason)
             return
-        self._shutdown_level = 1
         self._drain(reason, reason)
 
     def _drain(self, why, exit_reason):
         self.log.info("worker {worker_id}: warm shutdown ({why}), finishing {n} running job(s)",
                       worker_id=self.worker_id, why=why, n=len(self._contexts))
-        self._stop_accepting()
-        self._set_state(registry.base.DRAINING)
+        self._transition(Lifecycle.DRAINING)
         self._exit_when_idle(exit_reason)
 
     def interrupt(self, reason="spot interruption notice"):
@@ -242,25 +258,29 @@ class Worker(Service):
         the jobs are released (seconds: ffmpeg gets TERM, KILL after
         FFMPEG_KILL_GRACE_S), at the latest after SPOT_EXIT_DEADLINE_S.
         Called again, or after the worker exited: no-op."""
-        if self._interrupted or self._exited:
+        if self.lifecycle in INTERRUPTED_OR_GONE:
             return
-        self._interrupted = True
         self.log.warn("worker {worker_id}: {reason}; releasing {n} job(s) and exiting",
                       worker_id=self.worker_id, reason=reason, n=len(self._contexts))
         self._stop_new = SPOT_INTERRUPTION
-        self._stop_accepting()
-        self._set_state(registry.base.INTERRUPTED)
+        self._transition(Lifecycle.INTERRUPTED)
         for ctx in list(self._contexts.values()):
             ctx.stop(SPOT_INTERRUPTION)
         self._exit_deadline = self.reactor.callLater(
             SPOT_EXIT_DEADLINE_S, self._exit, "spot interruption (not every job released in time)")
         self._exit_when_idle("spot interruption")
 
-    def _set_state(self, state):
-        """``state`` = ``state``, then ``on_state_change()`` (never raises)."""
-        self.state = state
+    def terminating(self):
+        """EXITED -> TERMINATING: the worker's instance is being terminated
+        (``exit_on_ec2``, which reports it itself: not ``on_state_change``)."""
+        self._transition(Lifecycle.TERMINATING, report=False)
+
+    def _report_state(self):
+        """``on_state_change()``, if set (never raises; ``state_reported``
+        waits for it)."""
         if self.on_state_change is None:
             return
+        state = self.state
         d = defer.maybeDeferred(self.on_state_change)
         d.addErrback(lambda f: self.log.failure("reporting worker {worker_id} {state} failed", f,
                                                 worker_id=self.worker_id, state=state))
@@ -284,31 +304,24 @@ class Worker(Service):
                 self.settings.MAX_ENCODING_JOBS_PER_WORKER, "jobs_done": self.jobs_done,
                 "started_at": self.started_at}
 
-    def _stop_accepting(self):
-        self._accepting = False
-        for d in list(self._receives):
-            d.cancel()
-
     def _exit_when_idle(self, reason):
         """Exit once every slot loop has ended. Called again before then (a
         drain escalated to an interrupt), the later reason is the one given."""
+        waiting = self._exit_reason is not None
         self._exit_reason = reason
-        if self._exit_waiting:
+        if waiting:
             return
-        self._exit_waiting = True
         d = defer.DeferredList(self._loops)
         d.addCallback(lambda _: self._exit(self._exit_reason))
 
     def _exit(self, reason):
-        if self._exited:
+        if self.lifecycle in GONE:
             return
-        self._exited = True
         if self._exit_deadline is not None and self._exit_deadline.active():
             self._exit_deadline.cancel()
-        self._stop_accepting()
         self.log.info("worker {worker_id} exiting: {reason} ({n} jobs done)", worker_id=self.worker_id,
                       reason=reason, n=self.jobs_done)
-        self._set_state(registry.base.EXITED)
+        self._transition(Lifecycle.EXITED)
         d = defer.maybeDeferred(self._on_exit, reason)
         d.addErrback(lambda f: self.log.failure("on_exit of worker {worker_id} failed", f,
                                                 worker_id=self.worker_id))
@@ -317,7 +330,7 @@ class Worker(Service):
 
     async def _slot_loop(self, slot):
         s = self.settings
-        while self._accepting:
+        while self.lifecycle in TAKING_JOBS:
             wait_s = s.QUEUE_WAIT_TIME_S
             if s.WORKER_TERMINATE_WHEN_IDLE:
                 left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
@@ -352,9 +365,10 @@ class Worker(Service):
                 continue
             # Busy slots, not only running jobs: a message another slot just
             # received is not running yet, and will be.
-            if self._accepting and idle_exit_due(self.reactor.seconds(), self._last_activity, self._busy,
-                                                 s.WORKER_MAX_IDLE_S, s.WORKER_TERMINATE_WHEN_IDLE):
-                self._stop_accepting()
+            if self.lifecycle in TAKING_JOBS and idle_exit_due(
+                    self.reactor.seconds(), self._last_activity, self._busy, s.WORKER_MAX_IDLE_S,
+                    s.WORKER_TERMINATE_WHEN_IDLE):
+                self._transition(Lifecycle.STOPPING)
                 self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
                 break
 

@@ -8,9 +8,9 @@ from twisted.trial.unittest import TestCase
 
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import JobState
+from nommer.workerd.lifecycle import idle_exit_due
 from nommer.workerd.outcome import retry_delay_s
 from nommer.workerd.scratch import scratch_needed_bytes
-from nommer.workerd.worker import idle_exit_due
 from tests.helpers import ensure, eventually
 from tests.workerd import scripted_nommer
 from tests.workerd.worker_harness import NOMMER, WorkerHarness
