@@ -5,11 +5,11 @@ stored with attempts + 1, its nommer run). How it ended (``Ended``) and why
 it was stopped from outside, if it was (the stop reason its ``JobContext``
 recorded, first reason wins: ``nommer.workerd.context``), make an
 ``Attempt``; ``decide`` turns that into what to do, a small value; the worker
-only executes it (``Worker._execute``).
+only executes it (``nommer.workerd.attempt``).
 
 The worker's state reaches the decision through the stop reason it gave the
 attempt: a cold shutdown stops the running jobs with SHUTDOWN, a spot
-interruption notice with SPOT_INTERRUPTION (``nommer.workerd.worker``). A
+interruption notice with SPOT_INTERRUPTION (``nommer.workerd.lifecycle``). A
 stop reason wins over how the nommer ended: a job stopped from outside is
 never finished, failed or retried by this worker.
 
@@ -17,8 +17,7 @@ never finished, failed or retried by this worker.
 the attempt                                 decision
 ==========================================  =====================================================
 stopped: lease lost                         Leave: job and message are another worker's now
-stopped: canceled (or JobCanceled, no       DeleteMessage: the stored state is final already
-reason given)
+stopped: canceled (or no reason given)      DeleteMessage: the stored state is final already
 stopped: cold shutdown                      Release, visible at once, "released by worker W
                                             shutting down"
 stopped: spot interruption                  Release, visible at once, progress kept, "released:
@@ -33,7 +32,7 @@ permanent, or the spec refused here         Fail: ERROR with the reason
 crashed (a bug in the nommer or ours)       Fail: ERROR "internal error in <nommer>: <exc>"
 ==========================================  =====================================================
 
-Executing a decision (``Worker._execute``): the state is written fenced
+Executing a decision (``AttemptRunner._execute``): the state is written fenced
 (this worker's attempt only); a write refused as an illegal transition (the
 job is final) deletes the message, one refused for ownership leaves it, a
 store failure leaves it to reappear when its lease ends (visibility

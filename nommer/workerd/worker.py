@@ -1,30 +1,10 @@
-"""The worker loop: lease a job, run its nommer, store the outcome.
+"""The worker: a Service running up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
 
-For each job (one message on the new-job queue, body = job id):
-
-1. Lease it (receive with visibility timeout JOB_LEASE_S). A job whose stored
-   state is already final (finished, canceled...) is refused: the message is
-   deleted and nothing runs.
-2. DOWNLOADING, attempts + 1. While the job runs, every HEARTBEAT_INTERVAL_S
-   the lease is extended and a heartbeat written; a job canceled meanwhile,
-   or a lease lost to another worker, stops the nommer.
-3. The nommer moves the job through ENCODING and UPLOADING and returns the
-   output info; the worker stores FINISHED (or ERROR), and only then deletes
-   the message. A permanent failure ends in ERROR at once; a transient one
-   goes back to PENDING and the message reappears after a backoff, until
-   MAX_JOB_ATTEMPTS is used up.
-
-Ownership: every write a worker makes to a job it runs is fenced (see
-``nommer.workerd.context``): refused unless the stored job still names this
-worker and this attempt.
-
-The job store or the queue failing (unreachable, locked) is transient: the
-job goes back to the queue, or, if even that cannot be written, its message
-is left to reappear when the lease ends. FINISHED is stored apart from the
-nommer's errors: failing to store or announce it never turns into ERROR; the
-message is left, and the worker that takes it next finds the job FINISHED
-and announces it again (so a FINISHED whose writer died before announcing it
-is still announced). Same for ERROR.
+Each slot receives a message from the new-job queue (visibility timeout
+JOB_LEASE_S) and runs an attempt at its job (``nommer.workerd.attempt``:
+lease, heartbeat, nommer, outcome). This module is the rest of the worker's
+life: start, the slots, the idle exit, shutdowns, spot interruptions, exit;
+its states and their transitions are ``nommer.workerd.lifecycle``'s.
 
 Start: before taking any job the worker checks that the ffmpeg sandbox
 (``nommer.workerd.sandbox``) really starts, by running ``ffmpeg -version`` in
@@ -66,26 +46,19 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from nommer.core.errors import (
-    InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
-from nommer.core.spec import resolve_nommer
-from nommer.core.states import IllegalTransition, JobState
-from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.workerd import sandbox
-from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION, JobContext, NotOwner
+from nommer.workerd.attempt import AttemptRunner
+from nommer.workerd.context import SHUTDOWN, SPOT_INTERRUPTION
 from nommer.workerd.lifecycle import (
     GONE, INTERRUPTED_OR_GONE, REGISTRY_STATE, TAKING_JOBS, Lifecycle, check_transition, idle_exit_due,
     reports)
-from nommer.workerd.nommers.base import NoScratchSpace
-from nommer.workerd.outcome import (
-    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
 from nommer.workerd.scratch import SCRATCH_RECHECK_S, ScratchSpace
-
 
 #: After a spot interruption notice the worker exits at the latest this many
 #: seconds later, released or not (EC2 takes the instance back two minutes
 #: after the notice); a job not released by then comes back when its lease ends.
 SPOT_EXIT_DEADLINE_S = 90.0
+
 
 class Worker(Service):
     """Runs up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
@@ -128,20 +101,24 @@ class Worker(Service):
         self.scratch = ScratchSpace(settings, self.worker_id)
         self.ready = None
         self.lifecycle = Lifecycle.CREATED
-        self._contexts = {}   # job_id -> JobContext
+        self.attempts = AttemptRunner(self)
+        self._contexts = self.attempts.contexts   # job_id -> JobContext of each running attempt
         self._receives = set()
         self._loops = []
         self._last_activity = None
         self._busy = 0            # slots holding a message (taken or about to be)
-        self._stop_new = None     # stop reason for a job starting now (set by a cold shutdown or a spot notice)
         self._exit_reason = None  # set once the exit waits for the slot loops to end
         self._exit_deadline = None
         self._state_reported = None
         self.on_state_change = on_state_change
-        self.jobs_done = 0
         self.started_at = reactor.seconds()
 
     # --- lifecycle -----------------------------------------------------------
+
+    @property
+    def jobs_done(self):
+        """Jobs this worker has run since start (whatever their outcome)."""
+        return self.attempts.jobs_done
 
     @property
     def state(self):
@@ -228,11 +205,9 @@ class Worker(Service):
             return self._drain("shutdown", "shutdown")
         self.log.info("worker {worker_id}: cold shutdown, releasing {n} job(s)",
                       worker_id=self.worker_id, n=len(self._contexts))
-        self._stop_new = SHUTDOWN
         if self.lifecycle is Lifecycle.DRAINING:
             self._transition(Lifecycle.RELEASING)
-        for ctx in list(self._contexts.values()):
-            ctx.stop(SHUTDOWN)
+        self.attempts.stop_all(SHUTDOWN)
 
     def drain(self, reason):
         """Warm shutdown for ``reason`` (an EC2 rebalance recommendation):
@@ -262,10 +237,8 @@ class Worker(Service):
             return
         self.log.warn("worker {worker_id}: {reason}; releasing {n} job(s) and exiting",
                       worker_id=self.worker_id, reason=reason, n=len(self._contexts))
-        self._stop_new = SPOT_INTERRUPTION
         self._transition(Lifecycle.INTERRUPTED)
-        for ctx in list(self._contexts.values()):
-            ctx.stop(SPOT_INTERRUPTION)
+        self.attempts.stop_all(SPOT_INTERRUPTION)
         self._exit_deadline = self.reactor.callLater(
             SPOT_EXIT_DEADLINE_S, self._exit, "spot interruption (not every job released in time)")
         self._exit_when_idle("spot interruption")
@@ -358,7 +331,7 @@ class Worker(Service):
             if messages:
                 self._busy += 1
                 try:
-                    await self._run_message(messages[0])
+                    await self.attempts.run_message(messages[0])
                 finally:
                     self._busy -= 1
                 self._last_activity = self.reactor.seconds()
@@ -371,241 +344,3 @@ class Worker(Service):
                 self._transition(Lifecycle.STOPPING)
                 self._exit_when_idle(f"idle for {s.WORKER_MAX_IDLE_S:.0f} s")
                 break
-
-    async def _run_message(self, message):
-        try:
-            await self._run_job(message)
-        except Exception:
-            # Bug in our own code, or the store or queue failing before the job
-            # started: leave the message; the lease expires and the job is
-            # retried, or dead-lettered after MAX_JOB_ATTEMPTS.
-            self.log.failure("worker {worker_id} failed on message {body}", worker_id=self.worker_id,
-                             body=message.body)
-
-    async def _delete(self, message):
-        try:
-            await self.queue.delete(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle)
-        except ReceiptHandleInvalid:
-            self.log.warn("message for job {job_id} was re-leased before delete", job_id=message.body)
-
-    async def _run_job(self, message):
-        s = self.settings
-        job_id = message.body
-        try:
-            job = await self.store.get(job_id)
-        except NoSuchJob:
-            self.log.error("message names unknown job {job_id}; dropping it", job_id=job_id)
-            return await self._delete(message)
-        if job.is_final:
-            self.log.info("refusing job {job_id}: already {state}", job_id=job_id, state=job.job_state.value)
-            if job.job_state in (JobState.FINISHED, JobState.ERROR):
-                # A worker stores these, announces them, then deletes the
-                # message: the message still being here means its writer may
-                # have died before announcing. Announce again (at-least-once).
-                try:
-                    await self.ledger.announce(job)
-                except Exception:
-                    self.log.failure("announcing job {job_id} ({state}) again failed; leaving its message",
-                                     job_id=job_id, state=job.job_state.value)
-                    return
-            return await self._delete(message)
-        if self._stop_new is not None:
-            # Received just as the worker was interrupted or cold-stopped:
-            # not taken; visible again at once for another worker.
-            self.log.info("not taking job {job_id}: worker {worker_id} stopping ({why})", job_id=job_id,
-                          worker_id=self.worker_id, why=self._stop_new)
-            return await self._change_visibility(message, 0)
-        now = self.reactor.seconds()
-        # Fenced on the attempt count read above: if another worker took the
-        # job meanwhile (a message delivered twice), leave it to that one.
-        read = job
-
-        def not_taken_since(stored):
-            if stored.attempts != read.attempts:
-                raise NotOwner(f"job {job_id} was taken by {stored.worker_id} meanwhile")
-        try:
-            job = await self.ledger.set_state(
-                job_id, JobState.DOWNLOADING, None, expect=not_taken_since, attempts=job.attempts + 1,
-                worker_id=self.worker_id, started_at=job.started_at or now, heartbeat_at=now, progress=None)
-        except IllegalTransition:
-            return await self._delete(message)
-        except NotOwner as exc:
-            self.log.warn("{why}; leaving it", why=str(exc))
-            return
-        if read.job_state == JobState.DOWNLOADING:
-            # Taken again while DOWNLOADING: the ledger announces changes of
-            # state only, so announce this attempt's start here; the previous
-            # attempt's may never have gone out (its worker died, or the queue
-            # failed, right after storing it). A failure here leaves the
-            # message for the next attempt, which announces it then.
-            await self.ledger.announce(job)
-        self.log.info("job {job_id}: attempt {attempt} on {worker_id}", job_id=job_id,
-                      attempt=job.attempts, worker_id=self.worker_id)
-
-        scratch = self.scratch.make(job_id, job.attempts)
-        ctx = self._contexts[job_id] = JobContext(self, job, scratch)
-        if self._stop_new is not None:
-            ctx.stop(self._stop_new)  # interrupted while DOWNLOADING was being stored
-        lease = task.LoopingCall(self._keep_lease, ctx, message)
-        lease.clock = self.reactor
-        lease.start(s.HEARTBEAT_INTERVAL_S, now=False)
-        try:
-            await self._run_nommer(ctx, message)
-        finally:
-            if lease.running:
-                lease.stop()
-            del self._contexts[job_id]
-            self.jobs_done += 1
-            await self.scratch.remove(scratch)
-
-    async def _run_nommer(self, ctx, message):
-        """Run the attempt's nommer, then conclude it (``outcome``)."""
-        job = ctx.job
-        output = None
-        try:
-            await self.scratch.check_job(job.source_path, ctx.scratch_dir)
-            _, nommer_class = resolve_nommer(job.nommer, self.settings)
-            output = await nommer_class(job, ctx).run()
-            await ctx.wait_progress_written()
-            ended, reason = Ended.SUCCEEDED, ""
-        except JobCanceled:
-            ended, reason = Ended.STOPPED, ""
-        except NoScratchSpace as exc:
-            ended, reason = Ended.NO_SCRATCH_SPACE, exc.message
-        except TransientJobError as exc:
-            ended, reason = Ended.TRANSIENT, exc.message
-        except (PermanentJobError, InvalidJobSpec) as exc:
-            # InvalidJobSpec here: the job passed submit checks but not this
-            # worker's (e.g. settings differ): retrying cannot help.
-            ended, reason = Ended.PERMANENT, exc.message
-        except Exception as exc:
-            self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
-            ended, reason = Ended.CRASHED, repr(exc)
-        await self._conclude(ctx, message, ended, reason, output)
-
-    async def _conclude(self, ctx, message, ended, reason="", output=None):
-        """Gather what ``outcome.decide`` needs, decide, execute."""
-        stop_reason = ctx.stop_reason  # as the attempt ended: first reason wins, it cannot change
-        if keeps_progress(stop_reason):
-            await ctx.wait_progress_written()
-        free = await self.scratch.free_bytes(ctx.scratch_dir) if ended is Ended.NO_SCRATCH_SPACE else None
-        attempt = Attempt(ended=ended, attempts=ctx.job.attempts, worker_id=self.worker_id, stop_reason=stop_reason,
-                          reason=reason, output=output, nommer=ctx.job.nommer, progress=ctx.progress,
-                          free_bytes=free)
-        decision = decide(attempt, self.settings.MAX_JOB_ATTEMPTS, self.settings.RETRY_BACKOFF_S)
-        await self._execute(ctx, message, decision)
-
-    async def _execute(self, ctx, message, decision):
-        """Do what ``decision`` (from ``outcome.decide``) says."""
-        match decision:
-            case Leave():
-                return  # another worker owns the job and its message now
-            case DeleteMessage():
-                await self._delete(message)
-            case Finish():
-                await self._finish(ctx, message, decision.output)
-            case Fail():
-                await self._fail(ctx, message, decision.details)
-            case Release():
-                if decision.log_warning:
-                    self.log.warn("job {job_id}: {details}", job_id=ctx.job.job_id, details=decision.details)
-                fields = {} if decision.progress is None else {"progress": decision.progress}
-                await self._release(ctx, message, decision.details, decision.visibility_s, decision.doing,
-                                    **fields)
-            case _:
-                raise TypeError(f"not a decision: {decision!r}")
-
-    async def _finish(self, ctx, message, output):
-        """Store FINISHED, then delete the message. Apart from the nommer's
-        errors: a store or queue failure here must not end the job in ERROR."""
-        try:
-            await self.ledger.set_state_unless_final(ctx.job.job_id, JobState.FINISHED, None, expect=ctx.owned,
-                                                     progress=100.0, output=output)
-        except JobCanceled:
-            # Canceled meanwhile, or our own FINISHED landed but its answer
-            # was lost and the store's retry found it already FINISHED (a
-            # conditional write retried after a dropped connection): then it
-            # was never announced.
-            try:
-                stored = await self.store.get(ctx.job.job_id)
-                if stored.job_state == JobState.FINISHED:
-                    ctx.owned(stored)
-                    await self.ledger.announce(stored)
-            except NotOwner:
-                pass
-            except Exception:
-                return self._left(ctx, "checking a refused FINISHED")
-            ctx.stop(CANCELED)
-            return await self._conclude(ctx, message, Ended.STOPPED)
-        except NotOwner as exc:
-            ctx.stop(LEASE_LOST)
-            self.log.warn("job {job_id} done but not stored: {why}", job_id=ctx.job.job_id, why=str(exc))
-            return await self._conclude(ctx, message, Ended.STOPPED)
-        except Exception:
-            # The message stays: when the lease ends the job is taken again,
-            # and its next worker either finds it FINISHED (and announces it)
-            # or runs it again (the output is replaced atomically).
-            self.log.failure("storing FINISHED for job {job_id} failed; it comes back when its lease ends",
-                             job_id=ctx.job.job_id)
-            return
-        await self._delete(message)
-
-    async def _fail(self, ctx, message, details):
-        """Store ERROR, then delete the message."""
-        try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.ERROR, details, expect=ctx.owned)
-        except IllegalTransition:
-            pass
-        except NotOwner:
-            return  # another worker runs the job now; its message is that worker's
-        except Exception:
-            return self._left(ctx, "storing ERROR")
-        await self._delete(message)
-
-    def _left(self, ctx, what):
-        """The store or queue failed while ``what``: leave the message, which
-        reappears when its lease ends (the lease is no longer extended)."""
-        self.log.failure("job {job_id}: {what} failed (store or queue unreachable?); it comes back when "
-                         "its lease ends", job_id=ctx.job.job_id, what=what)
-
-    async def _release(self, ctx, message, details, delay_s, doing, **fields):
-        """Store the job PENDING (if this worker still owns it; ``fields``
-        changed too) and make its message visible again after ``delay_s``
-        seconds."""
-        try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned, **fields)
-        except IllegalTransition:
-            return await self._delete(message)
-        except NotOwner:
-            return
-        except Exception:
-            return self._left(ctx, doing)
-        await self._change_visibility(message, delay_s)
-
-    async def _change_visibility(self, message, seconds):
-        try:
-            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle, seconds)
-        except ReceiptHandleInvalid:
-            pass
-        except Exception:  # the queue failed: the message reappears when its lease ends anyway
-            self.log.failure("setting the visibility of job {job_id}'s message failed", job_id=message.body)
-
-    async def _keep_lease(self, ctx, message):
-        """Extend the lease and heartbeat; never raises (it runs in a LoopingCall)."""
-        try:
-            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle,
-                                               self.settings.JOB_LEASE_S)
-        except ReceiptHandleInvalid:
-            ctx.stop(LEASE_LOST)
-            return
-        except Exception:
-            self.log.failure("extending the lease of job {job_id} failed", job_id=ctx.job.job_id)
-        try:
-            await self.ledger.update(ctx.job.job_id, expect=ctx.owned, heartbeat_at=self.reactor.seconds())
-        except JobCanceled:
-            ctx.stop(CANCELED)
-        except NotOwner:
-            ctx.stop(LEASE_LOST)
-        except Exception:
-            self.log.failure("heartbeat of job {job_id} failed", job_id=ctx.job.job_id)
-
