@@ -10,7 +10,7 @@ when given ``sandbox=``). With ``FFMPEG_SANDBOX = "bwrap"`` the argv becomes::
           --ro-bind /usr /usr  --symlink usr/bin /bin  (same for /sbin, /lib*)
           --ro-bind-try /etc/ld.so.cache ...  /etc/alternatives  /etc/fonts
                         /var/cache/fontconfig
-          --proc /proc --dev /dev --tmpfs /tmp
+          --proc /proc --remount-ro /proc --dev /dev --tmpfs /tmp
           --bind SCRATCH SCRATCH          (writable: the job's scratch dir)
           --ro-bind INPUT INPUT           (readable: an input outside it)
           --chdir CWD --
@@ -25,7 +25,9 @@ What that gives the child:
   terminal to inject keys into);
 * a file system holding only /usr (and the /bin, /lib... links to it), the
   dynamic linker's cache, /etc/alternatives (Debian links BLAS/LAPACK
-  through it), fontconfig, a fresh /proc, /dev (null, zero, urandom...) and
+  through it), fontconfig, a fresh read-only /proc (bwrap leaves /proc/sys
+  writable to a child of a root worker: kernel.core_pattern would run a
+  program of the job's as root on the host), /dev (null, zero, urandom...) and
   an empty /tmp; none of /etc, /home, /root, DATA_DIR or other jobs' scratch
   directories; writable only: the directories in ``writable``;
 * an empty environment but PATH, and bwrap itself is spawned with an empty
@@ -181,7 +183,9 @@ class Sandbox:
                 out += ["--ro-bind", path, path]
         for path in _SYSTEM_READ_ONLY:
             out += ["--ro-bind-try", path, path]
-        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        # /proc read-only: bwrap leaves /proc/sys writable to a root worker's child, and
+        # kernel.core_pattern there runs any program as root on the host.
+        out += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         # An executable outside /usr (a static ffmpeg in /opt, say): that file only.
         real_exe = os.path.realpath(exe)
         if not _under(real_exe, "/usr"):

@@ -178,6 +178,24 @@ class Isolation(SandboxTestCase):
         self.assertIn("No such file or directory", result.stderr_tail)
 
     @ensure
+    async def test_kernel_settings_cannot_be_written(self):
+        """/proc/sys (kernel.core_pattern would run a program of the job's as root on the
+        host) and the rest of /proc are read-only in the sandbox, also for a worker running
+        as root (bwrap leaves /proc/sys writable there). Probed by writing back the value read,
+        so a failing run changes nothing."""
+        script = ("v=$(cat /proc/sys/kernel/core_uses_pid) && echo $v > /proc/sys/kernel/core_uses_pid "
+                  "&& echo WROTE-SYSCTL; echo x > /proc/self/comm && echo WROTE-PROC; true")
+        if os.geteuid() == 0:  # control: the worker itself (root) may write it
+            control = await self.launch(["/bin/sh", "-c", script], sandboxed=False)
+            self.assertIn("WROTE-SYSCTL", control.stdout.decode())
+        result = await self.launch(["/bin/sh", "-c", script])
+        self.assertTrue(result.ok, result.stderr_tail)
+        self.assertNotIn("WROTE", result.stdout.decode())
+        # ffmpeg still runs (it only reads /proc).
+        result = await self.launch(sine_to(os.path.join(self.scratch, "ok.wav")))
+        self.assertTrue(result.ok, result.stderr_tail)
+
+    @ensure
     async def test_no_network(self):
         """A sandboxed ffmpeg cannot reach a listener on 127.0.0.1 (tcp:// nor http://): it fails
         and the listener sees no connection. Unsandboxed, the same ffmpeg connects."""
