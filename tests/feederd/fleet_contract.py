@@ -37,6 +37,7 @@ import inspect
 from twisted.internet import defer
 
 from nommer.feederd.fleet.base import Fleet, FleetUnavailable
+from tests.contracts import assert_matches_interface  # noqa: F401 (also imported from here)
 from tests.helpers import ensure
 
 
@@ -45,46 +46,6 @@ def _maybe(value):
     if inspect.iscoroutine(value):
         return defer.Deferred.fromCoroutine(value)
     return defer.maybeDeferred(lambda: value)
-
-
-def public_methods(cls):
-    """``{name: function}`` of every public method of class ``cls``,
-    inherited ones included."""
-    methods = {}
-    for name in dir(cls):
-        if name.startswith("_"):
-            continue
-        member = inspect.getattr_static(cls, name)
-        if isinstance(member, (staticmethod, classmethod)):
-            member = member.__func__
-        if inspect.isfunction(member):
-            methods[name] = member
-    return methods
-
-
-def _left_to_backends(function):
-    """True for an interface method whose body raises NotImplementedError."""
-    return "NotImplementedError" in function.__code__.co_names
-
-
-def assert_matches_interface(testcase, implementation, interface):
-    """Fail ``testcase`` unless class ``implementation`` keeps to class
-    ``interface``: every public method of the implementation is one of the
-    interface's, with the same ``inspect.signature`` (parameter names, order,
-    kinds, defaults), and every method the interface leaves to backends is
-    overridden. Buildbot's ``assertArgSpecMatches``, for a whole class."""
-    theirs, ours = public_methods(interface), public_methods(implementation)
-    name = implementation.__name__
-    testcase.assertEqual(sorted(set(ours) - set(theirs)), [],
-                         f"{name} has public methods that {interface.__name__} does not declare")
-    for method, function in sorted(ours.items()):
-        expected = inspect.signature(inspect.unwrap(theirs[method]))
-        got = inspect.signature(inspect.unwrap(function))
-        testcase.assertEqual(got, expected, f"{name}.{method}{got} drifted from "
-                                            f"{interface.__name__}.{method}{expected}")
-    testcase.assertEqual(sorted(method for method, function in theirs.items()
-                                if _left_to_backends(function) and ours[method] is function), [],
-                         f"{name} does not implement these {interface.__name__} methods")
 
 
 class FleetContract:
