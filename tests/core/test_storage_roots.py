@@ -59,6 +59,34 @@ def test_root_holding_nommers_code_refused(tmp_path):
     assert "nommer's code" in problem and "FILE_STORAGE_ROOTS = [" in problem
 
 
+@pytest.mark.parametrize("inside", ["package", "plugins", "site-packages"])
+def test_root_inside_nommers_code_refused(tmp_path, inside):
+    """A root *inside* the code (a subpackage of nommer, the twistd plugins, a package of the
+    Python environment) is refused too: a job writing a .py file there runs it at the next
+    start of a daemon."""
+    import sysconfig
+
+    import twisted.plugins
+    package = os.path.dirname(os.path.realpath(nommer.__file__))
+    root = {"package": os.path.join(package, "workerd"),
+            "plugins": os.path.realpath(list(twisted.plugins.__path__)[0]),
+            "site-packages": os.path.join(os.path.realpath(sysconfig.get_paths()["purelib"]),
+                                          "twisted")}[inside]
+    s = Settings.from_overrides(FILE_STORAGE_ROOTS=[root], DATA_DIR=str(tmp_path / "data"))
+    problems = check_roots(s)
+    assert len(problems) == 1, problems
+    assert f"entry {root} lies inside" in problems[0], problems
+
+
+def test_media_dir_inside_the_checkout_passes(tmp_path):
+    """A directory of the checkout beside the package (./media of `make run`; tests/ here,
+    which exists) is fine."""
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(nommer.__file__)))
+    s = Settings.from_overrides(FILE_STORAGE_ROOTS=[os.path.join(checkout, "tests")],
+                                DATA_DIR=str(tmp_path / "data"))
+    assert check_roots(s) == []
+
+
 def test_default_media_dir_created_only_by_feederd(tmp_path):
     """The default root (<cwd>/media) is created by enforce_roots(create_default=True), not otherwise."""
     s = load_settings(None, overrides={"DATA_DIR": str(tmp_path / "data")}, cwd=str(tmp_path))

@@ -15,7 +15,8 @@ when a root is, or is an ancestor of, any of:
 * nommer's code: the ``nommer`` package, the ``twisted/plugins`` directories
   holding its ``feederd``/``workerd`` plugins, the source checkout holding
   them (a directory with ``setup.py`` or ``pyproject.toml``), and the
-  site-packages directories of the running Python.
+  site-packages directories of the running Python; a root *inside* any of
+  these but the checkout is refused too (a job could write a module there).
 
 ``check_roots(settings)`` (pure but for ``realpath`` and looking at which
 files exist) returns the problems; ``enforce_roots(daemon, settings)`` is
@@ -119,6 +120,14 @@ def check_roots(settings):
                 f"and write anything under a root, so they could read or overwrite these. Give "
                 f"media a directory of its own (e.g. FILE_STORAGE_ROOTS = [{media!r}]), or move "
                 f"what is listed out of {root}")
+        # (Inside the checkout is fine: ./media of `make run` is there.)
+        code = next((f"{what} at {path}" for what, path in _code_paths()
+                     if what != "nommer's source checkout" and root != path
+                     and _contains(path, root)), None)
+        if code:
+            problems.append(
+                f"FILE_STORAGE_ROOTS entry {root} lies inside {code}: a job could write a module "
+                f"there that runs at the next start. Use a directory outside it")
         if scratch and root != scratch and _contains(scratch, root):
             problems.append(
                 f"FILE_STORAGE_ROOTS entry {root} lies inside SCRATCH_DIR ({scratch}): jobs could "
