@@ -193,13 +193,15 @@ class AttemptRunner:
 
     async def _conclude(self, ctx, message, ended, reason="", output=None):
         """Gather what ``outcome.decide`` needs, decide, execute."""
-        stop_reason = ctx.stop_reason  # as the attempt ended: first reason wins, it cannot change
+        # The stop reason as the attempt ended decides (a stop arriving while
+        # the inputs below are gathered does not change the decision).
+        stop_reason = ctx.stop_reason
         if keeps_progress(stop_reason):
             await ctx.wait_progress_written()
         free = await self.scratch.free_bytes(ctx.scratch_dir) if ended is Ended.NO_SCRATCH_SPACE else None
-        attempt = Attempt(ended=ended, attempts=ctx.job.attempts, worker_id=self.worker_id, stop_reason=stop_reason,
-                          reason=reason, output=output, nommer=ctx.job.nommer, progress=ctx.progress,
-                          free_bytes=free)
+        attempt = Attempt(ended=ended, attempts=ctx.job.attempts, worker_id=self.worker_id,
+                          stop_reason=stop_reason, reason=reason, output=output, nommer=ctx.job.nommer,
+                          progress=ctx.progress, free_bytes=free)
         decision = decide(attempt, self.settings.MAX_JOB_ATTEMPTS, self.settings.RETRY_BACKOFF_S)
         await self._execute(ctx, message, decision)
 

@@ -94,8 +94,8 @@ class DecideTests(SynchronousTestCase):
 
     def test_only_a_spot_release_keeps_progress(self):
         """The worker waits for the last progress write only when it keeps the progress."""
-        self.assertEqual([r for r in (None, CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION) if keeps_progress(r)],
-                         [SPOT_INTERRUPTION])
+        reasons = (None, CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION)
+        self.assertEqual([r for r in reasons if keeps_progress(r)], [SPOT_INTERRUPTION])
 
     def test_retry_delay_with_its_base(self):
         """The retry delay follows RETRY_BACKOFF_S."""
