@@ -125,6 +125,11 @@ OPTION_INJECTIONS = [
     ("expression-nested-taylor",
      [{"outfile_options": [["vf", "setpts=taylor(taylor(taylor(0\\,1)\\,1)\\,1)"], ["f", "mp4"]]}],
      ["taylor"]),
+    # -re paces reading by the input's timestamps: shifted a day on, ffmpeg sleeps for a day.
+    ("re-with-itsoffset", [{"infile_options": [["re", None], ["itsoffset", "999999999"]],
+                            "outfile_options": [["f", "mp4"]]}], ["-re", "itsoffset"]),
+    ("re-with-negative-seek", [{"infile_options": [["ss", "-99999"], ["re", None]],
+                                "outfile_options": [["f", "mp4"]]}], ["-re", "-ss"]),
     ("expression-root-in-enable",
      [{"outfile_options": [["vf", "hflip=enable='root(root(t-1,9),9)'"], ["f", "mp4"]]}], ["root"]),
 ]

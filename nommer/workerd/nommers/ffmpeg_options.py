@@ -642,6 +642,18 @@ def _normalize_list(pairs, field, where):
     return [normalize_pair(p, f"{field}[{i}]", where) for i, p in enumerate(pairs)]
 
 
+def _check_native_rate(pairs, field):
+    """``-re`` paces reading by the input's timestamps, so an input ``-itsoffset`` or a
+    negative input ``-ss`` shifting them N seconds on makes ffmpeg sleep N seconds
+    (a worker held until FFMPEG_TIMEOUT_S): refused together."""
+    if not any(flag == "re" for flag, _ in pairs):
+        return
+    for j, (flag, value) in enumerate(pairs):
+        if flag == "itsoffset" or (flag == "ss" and (parse_time(value) or 0.0) < 0):
+            raise InvalidJobSpec(f"{field}[{j}]", f"-{flag} {value} is not allowed with -re: "
+                                 "ffmpeg would wait that long before reading")
+
+
 def validate_passes(options, *, field="job_options.options", dest_path=None):
     """Check and normalize a list of pass objects.
 
@@ -691,6 +703,7 @@ def validate_passes(options, *, field="job_options.options", dest_path=None):
                                                f"{pfield}.outfile_options", OUT),
             "move_atom_to_front": bool(faststart),
         }
+        _check_native_rate(normalized["infile_options"], f"{pfield}.infile_options")
         last = index == len(options) - 1
         for j, (flag, value) in enumerate(normalized["outfile_options"]):
             if flag == "f" and value == "null" and last:
