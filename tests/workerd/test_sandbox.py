@@ -290,13 +290,14 @@ class Stopping(SandboxTestCase):
         runner = ProcessRunner(reactor, argv, timeout_s=60, kill_grace_s=30.0, sandbox=Sandbox(self.settings),
                                writable=[self.scratch])
         d = runner.start()
-        await eventually(lambda: len(pids_running(marker)) >= 3, what="bwrap, bwrap and ffmpeg running")
+        await eventually(lambda: len(pids_running(marker)) >= 3, timeout_s=60,
+                             what="bwrap, bwrap and ffmpeg running")
         started = reactor.seconds()
         runner.terminate()
         result = await d
         self.assertTrue(result.terminated)
         self.assertLess(reactor.seconds() - started, 10.0)  # not the 30 s SIGKILL grace
-        await eventually(lambda: not pids_running(marker), what="every process of the run gone")
+        await eventually(lambda: not pids_running(marker), timeout_s=60, what="every process of the run gone")
 
     @ensure
     async def test_worker_killed_takes_the_sandbox_with_it(self):
@@ -317,11 +318,12 @@ class Stopping(SandboxTestCase):
         worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
         self.addCleanup(lambda: worker.poll() is None and worker.kill())
         try:
-            await eventually(lambda: len(pids_running(marker)) >= 3, what="bwrap, bwrap and ffmpeg running")
+            await eventually(lambda: len(pids_running(marker)) >= 3, timeout_s=60,
+                             what="bwrap, bwrap and ffmpeg running")
         finally:
             worker.kill()
             worker.wait(10)
-        await eventually(lambda: not pids_running(marker), what="the sandbox gone with its parent")
+        await eventually(lambda: not pids_running(marker), timeout_s=60, what="the sandbox gone with its parent")
 
 
 class StartCheck(SandboxTestCase):
