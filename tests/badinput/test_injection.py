@@ -125,6 +125,13 @@ OPTION_INJECTIONS = [
     ("expression-nested-taylor",
      [{"outfile_options": [["vf", "setpts=taylor(taylor(taylor(0\\,1)\\,1)\\,1)"], ["f", "mp4"]]}],
      ["taylor"]),
+    # Sample rates past -ar's bound through filters: gigabytes of output per second of sound.
+    ("aresample-huge-rate", [{"outfile_options": [["af", "aresample=2000000000"], ["f", "mp4"]]}],
+     ["aresample", "sample_rate"]),
+    ("aresample-osr-expression", [{"outfile_options": [["af", "aresample=osr=768000*2600"], ["f", "mp4"]]}],
+     ["aresample", "out_sample_rate"]),
+    ("aformat-huge-rate", [{"outfile_options": [["af", "aformat=r=44100|0x77359400"], ["f", "mp4"]]}],
+     ["aformat", "sample_rates"]),
     # -re paces reading by the input's timestamps: shifted a day on, ffmpeg sleeps for a day.
     ("re-with-itsoffset", [{"infile_options": [["re", None], ["itsoffset", "999999999"]],
                             "outfile_options": [["f", "mp4"]]}], ["-re", "itsoffset"]),

@@ -555,7 +555,7 @@ def test_positional_tables_match_ffmpeg(oracle):
     """Each POSITIONAL table names what ffmpeg sets for unnamed values."""
     samples = {"scale": "32:16:bicubic", "pad": "64:64:0:0:red", "crop": "16:16:0:0",
                "fps": "25:0", "framerate": "50:101:202:8.2", "apad": "4096:100",
-               "tpad": "1:2:add:clone", "asetrate": "44100", "atempo": "2", "tinterlace":
+               "tpad": "1:2:add:clone", "asetrate": "44100", "aresample": "48000", "atempo": "2", "tinterlace":
                "merge", "adelay": "100|200:1", "tile": "2x2:4:0:0:black",
                "asetnsamples": "512:0", "minterpolate": "25:dup", "scale2ref": "32:16",
                "split": "3", "asplit": "2", "select": "eq(n\\,0):2", "aselect": "1:2",

@@ -360,6 +360,20 @@ def _check_scale(f):
                          "(ffmpeg 5.1 crashes on others)")
 
 
+def _check_sample_rates(f):
+    """aresample's rates and aformat's list at most MAX_SAMPLE_RATE, like -ar: a 2e9 Hz
+    resample turns a second of sound into gigabytes of output."""
+    for name in ("sample_rate", "out_sample_rate", "in_sample_rate"):
+        value = f.value_of(name)
+        if value is not None:
+            _bounded(f.name, name, value, 0, MAX_SAMPLE_RATE, what="a sample rate")
+    value = f.value_of("sample_rates")
+    for item in (value or "").split("|"):
+        if item.strip() and not (item.strip().isdigit() and int(item) <= MAX_SAMPLE_RATE):
+            raise ValueError(f"filter {f.name!r}: sample_rates={value!r} must be rates of at "
+                             f"most {MAX_SAMPLE_RATE} Hz, written in digits, joined by |")
+
+
 FILTER_BOUNDS = {
     "scale": _check_scale, "scale2ref": _check_scale,
     "pad": lambda f: _check_sides(f, ("width", "height")),
@@ -368,6 +382,7 @@ FILTER_BOUNDS = {
     "apad": _check_apad, "tpad": _check_tpad, "adelay": _check_adelay,
     "asetrate": lambda f: f.value_of("sample_rate") is None or _bounded(
         f.name, "sample_rate", f.value_of("sample_rate"), 1, MAX_SAMPLE_RATE),
+    "aresample": _check_sample_rates, "aformat": _check_sample_rates,
     "asetnsamples": lambda f: f.value_of("nb_out_samples") is None or _bounded(
         f.name, "nb_out_samples", f.value_of("nb_out_samples"), 1, MAX_SAMPLE_RATE),
 }

@@ -68,7 +68,7 @@ POSITIONAL = {
     "apad": ("packet_size", "pad_len", "whole_len", "pad_dur", "whole_dur"),
     "tpad": ("start", "stop", "start_mode", "stop_mode", "start_duration", "stop_duration",
              "color"),
-    "asetrate": ("sample_rate",),
+    "asetrate": ("sample_rate",), "aresample": ("sample_rate",),
     "atempo": ("tempo",),
     "tinterlace": ("mode",),
     "adelay": ("delays", "all"),
@@ -84,7 +84,8 @@ POSITIONAL = {
 ALIASES = {
     "scale": {"width": "w", "height": "h"}, "scale2ref": {"width": "w", "height": "h"},
     "pad": {"w": "width", "h": "height"}, "crop": {"w": "out_w", "h": "out_h"},
-    "asetrate": {"r": "sample_rate"}, "asetnsamples": {"n": "nb_out_samples", "p": "pad"},
+    "asetrate": {"r": "sample_rate"}, "aformat": {"r": "sample_rates"},
+    "aresample": {"osr": "out_sample_rate", "isr": "in_sample_rate"}, "asetnsamples": {"n": "nb_out_samples", "p": "pad"},
     "select": {"e": "expr", "n": "outputs"}, "aselect": {"e": "expr", "n": "outputs"},
 }
 
