@@ -15,6 +15,8 @@ from nommer.core.storage import file as file_mod
 from nommer.core.storage.file import FileStorage
 from nommer.core.storage.http import HTTPStorage
 from nommer.core.uri import InvalidURI
+from tests.core.storage_contract import StorageContract
+from tests.helpers import temp_settings
 
 
 def inline(test):
@@ -362,3 +364,61 @@ class StorageLookupTests(_Dirs, TestCase):
         with self.assertRaises(InvalidJobSpec) as cm:
             check_source(f"file://{self.root}/a", settings)
         self.assertIn("none configured", cm.exception.message)
+
+
+class FileStorageContractTests(StorageContract, TestCase):
+    """The Storage contract (tests/core/storage_contract.py) against file:// in a temp root."""
+
+    storage_class = FileStorage
+
+    def setUp(self):
+        self.settings, self.root = temp_settings(self)
+
+    def make_storage(self, settings=None):
+        return FileStorage(settings or self.settings, reactor)
+
+    def uri(self, name):
+        return f"file://{self.root}/{name}"
+
+    async def put(self, name, data):
+        self.write(os.path.join(self.root, name), data)
+
+    def write(self, path, data):
+        with open(path, "wb") as f:
+            f.write(data)
+
+    def peek(self, name):
+        try:
+            with open(os.path.join(self.root, name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def leftovers(self):
+        """The upload's temporary files (``.NAME.RANDOM.part`` beside the destination)."""
+        return sorted(n for n in os.listdir(self.root) if n.endswith(".part"))
+
+    async def refused_source(self):
+        """A directory is not a regular file."""
+        os.mkdir(os.path.join(self.root, "a-directory.mp4"))
+        return self.uri("a-directory.mp4")
+
+    async def refused_destination(self):
+        """A directory already holds the destination's name."""
+        os.mkdir(os.path.join(self.root, "taken.mp4"))
+        return self.uri("taken.mp4")
+
+    def unreachable_source(self):
+        return None
+
+    def unacceptable_uri(self):
+        return "file:///etc/passwd"  # outside FILE_STORAGE_ROOTS
+
+    def during_upload(self, observe):
+        """Copy half the file into the temporary file, call ``observe``, copy the rest."""
+        def copy_half_then_observe(fsrc, fdst, length=0):
+            fdst.write(fsrc.read(os.fstat(fsrc.fileno()).st_size // 2))
+            fdst.flush()
+            observe()
+            shutil.copyfileobj(fsrc, fdst, length)
+        self.patch(file_mod, "shutil", types.SimpleNamespace(copyfileobj=copy_half_then_observe))

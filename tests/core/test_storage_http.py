@@ -2,6 +2,7 @@ import functools
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import tracemalloc
 import types
@@ -16,7 +17,8 @@ from twisted.web import resource, server, static
 from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
 from nommer.core.storage.http import HTTPStorage
-from tests.helpers import Endless, Redirect, serve_counting
+from tests.core.storage_contract import StorageContract
+from tests.helpers import Endless, Redirect, serve_counting, temp_settings
 
 TIMEOUT_S = 30.0
 PAYLOAD = os.urandom(256 * 1024 + 3)
@@ -536,3 +538,100 @@ def _tick():
     d = defer.Deferred()
     reactor.callLater(0, d.callback, None)
     return d
+
+
+class Objects(resource.Resource):
+    """A loopback object server: GET serves what a PUT stored (404 for
+    nothing, 403 for a name in ``forbidden``); PUT stores the body, only
+    once it is whole (twisted.web reads a request body before rendering)."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.objects = {}
+        self.forbidden = set()
+        self.puts = 0
+
+    def _name(self, request):
+        return request.path.decode("utf-8").lstrip("/")
+
+    def render_GET(self, request):
+        name = self._name(request)
+        if name in self.forbidden:
+            request.setResponseCode(403)
+            return b"forbidden"
+        data = self.objects.get(name)
+        if data is None:
+            request.setResponseCode(404)
+            return b"not found"
+        request.setHeader(b"content-type", b"video/mp4")
+        return data
+
+    def render_PUT(self, request):
+        self.puts += 1
+        name = self._name(request)
+        if name in self.forbidden:
+            request.setResponseCode(403)
+            return b"forbidden"
+        self.objects[name] = request.content.read()
+        request.setResponseCode(201)
+        return b""
+
+
+class HTTPStorageContractTests(StorageContract, TestCase):
+    """The Storage contract (tests/core/storage_contract.py) against a real
+    loopback HTTP server (GET and PUT); HTTPStorage only downloads, so the
+    contract checks that it refuses uploads and PUTs nothing."""
+
+    storage_class = HTTPStorage
+    timeout = 30
+
+    def setUp(self):
+        self.settings, _ = temp_settings(self)  # ALLOWED_PRIVATE_NETWORKS: 127.0.0.0/8
+        self.server = Objects()
+        site = server.Site(self.server)
+        site.displayTracebacks = False
+        factory = TrackingFactory(site)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(factory.close_all)
+        self.addCleanup(port.stopListening)
+        self.base = f"http://127.0.0.1:{port.getHost().port}"
+        self.addCleanup(lambda: self.assertEqual(self.server.puts, 0, "HTTPStorage sent a PUT"))
+        # Bound, never listening: connecting is refused, and no one else takes the port.
+        self.silent = socket.socket()
+        self.silent.bind(("127.0.0.1", 0))
+        self.addCleanup(self.silent.close)
+
+    def make_storage(self, settings=None):
+        return HTTPStorage(settings or self.settings, reactor)
+
+    def uri(self, name):
+        return f"{self.base}/{name}"
+
+    async def put(self, name, data):
+        self.server.objects[name] = data
+
+    def peek(self, name):
+        return self.server.objects.get(name)
+
+    def leftovers(self):
+        return []  # the server keeps a PUT body only once it is whole
+
+    async def refused_source(self):
+        self.server.forbidden.add("forbidden.mp4")
+        await self.put("forbidden.mp4", b"secret")
+        return self.uri("forbidden.mp4")
+
+    async def refused_destination(self):
+        self.server.forbidden.add("forbidden-out.mp4")
+        return self.uri("forbidden-out.mp4")
+
+    def unreachable_source(self):
+        return self.make_storage(), f"http://127.0.0.1:{self.silent.getsockname()[1]}/x.mp4"
+
+    def unacceptable_uri(self):
+        return "http://10.1.2.3/x.mp4"  # a private address ALLOWED_PRIVATE_NETWORKS leaves out
+
+    def during_upload(self, observe):
+        raise NotImplementedError("HTTPStorage does not upload")

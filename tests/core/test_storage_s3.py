@@ -2,19 +2,24 @@
 
 import hashlib
 import os
+import socket
+import threading
 
+import boto3
+import botocore.retries.standard
 from botocore.exceptions import ClientError, EndpointConnectionError
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from nommer.core.aws import AWS
+from nommer.core.aws import AWS, client_kwargs
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage import check_destination, check_source, get_storage
 from nommer.core.storage import s3 as s3_mod
 from nommer.core.storage.s3 import S3Storage, content_type_for
 from nommer.core.uri import InvalidURI, parse_uri
 from tests.aws_server import aws_settings, reset_moto
+from tests.core.storage_contract import StorageContract, with_overrides
 from tests.helpers import ensure, eventually
 
 BUCKET = "nommer-media"
@@ -375,3 +380,98 @@ class S3StorageTests(TestCase):
             error = s3_mod._transfer_error(wrapped, muri, shown, True)
         self.assertIsInstance(error, PermanentJobError)
         self.assertIn("access denied", error.message)
+
+
+class S3StorageContractTests(StorageContract, TestCase):
+    """The Storage contract (tests/core/storage_contract.py) against s3:// on
+    the moto server, with multipart transfers (5 MiB parts, 12 MiB objects).
+
+    botocore's retries sleep between attempts; here they do not (the number
+    of attempts is unchanged), so that a transfer broken on purpose or a
+    server that does not answer fails in well under a second."""
+
+    storage_class = S3Storage
+    EXTRA_PUBLIC_METHODS = ("extra_args",)
+    PAYLOAD_BYTES = 12 * MiB + 3
+    timeout = 120
+
+    def setUp(self):
+        reset_moto()
+        self.settings, _ = aws_settings(self)
+        self.patch(s3_mod, "MULTIPART_THRESHOLD_BYTES", 5 * MiB)
+        self.patch(s3_mod, "MULTIPART_CHUNKSIZE_BYTES", 5 * MiB)
+        self.patch(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda *_: 0)
+        # The test's own client, used from threads only (peek, leftovers, put).
+        self.s3 = boto3.session.Session().client("s3", **client_kwargs(self.settings, "s3"))
+        # Bound, never listening: connecting is refused, and no one else takes the port.
+        self.silent = socket.socket()
+        self.silent.bind(("127.0.0.1", 0))
+        self.addCleanup(self.silent.close)
+        return threads.deferToThread(self.s3.create_bucket, Bucket=BUCKET)
+
+    def make_storage(self, settings=None):
+        return S3Storage(settings or self.settings, reactor)
+
+    def uri(self, name):
+        return f"s3://{BUCKET}/contract/{name}"
+
+    async def put(self, name, data, **extra):
+        await threads.deferToThread(self.s3.put_object, Bucket=BUCKET, Key=f"contract/{name}",
+                                    Body=data, **extra)
+
+    def peek(self, name):
+        try:
+            return self.s3.get_object(Bucket=BUCKET, Key=f"contract/{name}")["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def leftovers(self):
+        """Multipart uploads begun and neither completed nor aborted."""
+        return [u["Key"] for u in self.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
+
+    async def refused_source(self):
+        """An archived object (S3 refuses a GET until it is restored)."""
+        await self.put("archived.mp4", b"cold", StorageClass="GLACIER")
+        return self.uri("archived.mp4")
+
+    async def refused_destination(self):
+        return "s3://no-such-bucket-here/out.mp4"  # nommer never creates buckets
+
+    def unreachable_source(self):
+        port = self.silent.getsockname()[1]
+        settings = with_overrides(self.settings, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+        return self.make_storage(settings), self.uri("x.mp4")
+
+    def unacceptable_uri(self):
+        return f"s3://{BUCKET}/contract/"  # a "directory", not an object
+
+    def during_upload(self, observe):
+        """Call ``observe`` from the progress callback once half the bytes
+        went out; once it raised, every later callback raises too."""
+        real = _real_stopper
+        state = {"sent": 0, "called": False, "broken": None}
+        lock = threading.Lock()
+
+        def stopper(stop, limit=None):
+            inner = real(stop, limit)
+
+            def on_progress(n_bytes):
+                inner(n_bytes)
+                with lock:
+                    if state["broken"] is not None:
+                        raise state["broken"]
+                    state["sent"] += n_bytes
+                    due = not state["called"] and state["sent"] >= self.PAYLOAD_BYTES // 2
+                    if due:
+                        state["called"] = True
+                if due:
+                    try:
+                        observe()
+                    except Exception as e:
+                        state["broken"] = e
+                        raise
+            return on_progress
+        self.patch(s3_mod, "_stopper", stopper)
+
+
+_real_stopper = s3_mod._stopper
