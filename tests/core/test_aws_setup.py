@@ -6,7 +6,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws_setup import setup_resources
-from nommer.core.store.dynamodb import TableSetupError
+from nommer.core.aws.dynamodb import TableSetupError
 from tests.aws_server import aws_settings, moto_endpoint, reset_moto
 from tests.helpers import ensure
 

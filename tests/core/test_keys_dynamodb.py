@@ -9,10 +9,10 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws import AWS
+from nommer.core.aws.dynamodb import TableSetupError
 from nommer.core.keys import open_key_store
 from nommer.core.keys.cache import CACHE_TTL_S
 from nommer.core.keys.dynamodb import DynamoDBKeyStore
-from nommer.core.store.dynamodb import TableSetupError
 from tests.aws_server import aws_settings, reset_moto
 from tests.core.keys_contract import KeyStoreContract
 from tests.core.test_store_dynamodb import record_operations

@@ -6,9 +6,9 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from nommer.core.aws.dynamodb import TableSetupError
 from nommer.core.registry import make_registry
 from nommer.core.registry.dynamodb import DynamoDBWorkerRegistry
-from nommer.core.store.dynamodb import TableSetupError
 from tests.aws_server import aws_settings, reset_moto
 from tests.core.registry_contract import T0, WorkerRegistryContract, make_record
 from tests.core.test_store_dynamodb import record_operations

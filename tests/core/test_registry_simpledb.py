@@ -4,9 +4,9 @@ import boto3
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from nommer.core.aws.simpledb import MAX_VALUE_BYTES
 from nommer.core.registry import make_registry
 from nommer.core.registry.simpledb import SimpleDBWorkerRegistry
-from nommer.core.store.simpledb import MAX_VALUE_BYTES
 from tests.aws_server import aws_settings, moto_endpoint, reset_moto
 from tests.core.registry_contract import T0, WorkerRegistryContract, make_record
 from tests.helpers import ensure

@@ -7,9 +7,10 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from nommer.core.aws import dynamodb
+from nommer.core.aws.dynamodb import TableSetupError, from_dynamo, to_dynamo
 from nommer.core.states import IllegalTransition, JobState
-from nommer.core.store import dynamodb
-from nommer.core.store.dynamodb import DynamoDBJobStore, TableSetupError, from_dynamo, to_dynamo
+from nommer.core.store.dynamodb import DynamoDBJobStore
 from tests.aws_server import aws_settings, reset_moto
 from tests.core.store_contract import JobStoreContract, make_job
 from tests.dynamodb_local import dynamodb_local_missing, dynamodb_local_settings, reset_dynamodb_local

@@ -17,10 +17,10 @@ GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
 
 from twisted.internet import defer
 
-from nommer.core.aws import error_code
+from nommer.core.aws.dynamodb import DynamoDBTable
+from nommer.core.aws.pool import error_code
 from nommer.core.keys.base import ApiKey, KeyStore, NoSuchKey
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
-from nommer.core.store.dynamodb import DynamoDBTable
 
 
 def _number(value):
@@ -56,13 +56,10 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
 
     what = "the API keys"
     setting = "DYNAMODB_KEY_TABLE"
+    key = "key_id"
 
     def __init__(self, settings, reactor, pool=None, clock=None, cache_ttl_s=CACHE_TTL_S):
-        self._open(settings, reactor, settings.DYNAMODB_KEY_TABLE, "dynamodb-keys")
-        self._owns_pool = pool is None
-        if pool is not None:
-            self.aws.close()
-            self.aws = pool
+        self._open(settings, reactor, settings.DYNAMODB_KEY_TABLE, "dynamodb-keys", pool=pool)
         self._clock = clock or reactor
         self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
 
@@ -70,39 +67,9 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
     def from_settings(cls, settings, reactor, pool=None, clock=None):
         return cls(settings, reactor, pool=pool, clock=clock)
 
-    def _table_spec(self):
-        return dict(TableName=self.table, BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
-                    KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}])
-
-    async def ensure_resources(self):
-        """Create the table if missing (and wait until ACTIVE) or check the
-        key of an existing one. Returns lines for a person
-        (``["created DynamoDB table nommer_api_keys"]``); TableSetupError
-        when an existing table has another key."""
-        lines = await self._ensure_table()
-        self._resources_ok = True
-        return lines
-
-    def close(self):
-        """Stop this store's thread pool (not a ``pool`` it was given)."""
-        if self._owns_pool:
-            self.aws.close()
-        return defer.succeed(None)
-
-    def _key(self, key_id):
-        return {"key_id": {"S": str(key_id)}}
-
     async def _scan(self, first_only=False, **kwargs):
-        """Items of a consistent Scan, following LastEvaluatedKey (only until
-        a page holds some with ``first_only``)."""
-        items = []
-        while True:
-            result = await self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
-            items += result.get("Items", [])
-            if "LastEvaluatedKey" not in result or (first_only and items):
-                return items
-            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        """Items of a consistent Scan (only until a page holds some with ``first_only``)."""
+        return await self._items("scan", first_only, ConsistentRead=True, **kwargs)
 
     # --- KeyStore ----------------------------------------------------------------------------
 

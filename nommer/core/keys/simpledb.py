@@ -18,12 +18,10 @@ see ``nommer.core.keys.cache``).
 from botocore.exceptions import ClientError
 from twisted.internet import defer
 
-from nommer.core.aws import error_code
+from nommer.core.aws.pool import error_code
+from nommer.core.aws.simpledb import CONFLICT_CODES, SimpleDBDomain, replacing, time_text, time_value
 from nommer.core.keys.base import ApiKey, KeyStore
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
-from nommer.core.store.simpledb import SimpleDBDomain, quote_name, select, time_text, time_value
-
-_CONFLICT = ("ConditionalCheckFailed", "AttributeDoesNotExist")
 
 
 def encode_key(key, secret_hash):
@@ -54,12 +52,7 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
     missing domain)."""
 
     def __init__(self, settings, reactor, pool=None, clock=None, cache_ttl_s=CACHE_TTL_S):
-        self._domain = settings.SIMPLEDB_KEY_DOMAIN
-        self._open_domain(settings, reactor, name="simpledb-keys")
-        self._owns_pool = pool is None
-        if pool is not None:
-            self._aws.close()
-            self._aws = pool
+        self._open_domain(settings, reactor, settings.SIMPLEDB_KEY_DOMAIN, "simpledb-keys", pool=pool)
         self._clock = clock or reactor
         self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
 
@@ -67,41 +60,15 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
     def from_settings(cls, settings, reactor, pool=None, clock=None):
         return cls(settings, reactor, pool=pool, clock=clock)
 
-    @property
-    def aws(self):
-        return self._aws
-
-    def close(self):
-        """Stop this store's thread pool (not a ``pool`` it was given)."""
-        if self._owns_pool:
-            self._aws.close()
-        return defer.succeed(None)
-
-    async def _call(self, method, **kwargs):
-        await self._ready()
-        return await self._aws.call("sdb", method, DomainName=self._domain, **kwargs)
-
-    async def _read(self, key_id):
-        result = await self._call("get_attributes", ItemName=str(key_id), ConsistentRead=True)
-        return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
-
-    async def _select(self, what, where, limit=None):
-        await self._ready()
-        expression = f"select {what} from {quote_name(self._domain)} where {where}"
-        if limit is not None:
-            expression += f" limit {int(limit)}"
-        return await select(self._aws, expression, limit=limit)
-
     # --- KeyStore ----------------------------------------------------------------------------
 
     async def _insert(self, key, secret_hash):
         try:
             await self._call("put_attributes", ItemName=key.key_id,
-                             Attributes=[{"Name": n, "Value": v, "Replace": True}
-                                         for n, v in encode_key(key, secret_hash).items()],
+                             Attributes=replacing(encode_key(key, secret_hash)),
                              Expected={"Name": "secret_hash", "Exists": False})
         except ClientError as e:
-            if error_code(e) in _CONFLICT:   # the key_id is taken
+            if error_code(e) in CONFLICT_CODES:   # the key_id is taken
                 return False
             raise
         return True
@@ -128,11 +95,10 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
         if key.active:
             try:
                 await self._call("put_attributes", ItemName=key.key_id,
-                                 Attributes=[{"Name": "revoked_at", "Value": time_text(self._clock.seconds()),
-                                              "Replace": True}],
+                                 Attributes=replacing({"revoked_at": time_text(self._clock.seconds())}),
                                  Expected={"Name": "revoked_at", "Exists": False})
             except ClientError as e:
-                if error_code(e) not in _CONFLICT:   # revoked meanwhile: that time stays
+                if error_code(e) not in CONFLICT_CODES:   # revoked meanwhile: that time stays
                     raise
             key = await self._get(key_id)
         self._cache.forget_key(key.key_id)

@@ -8,30 +8,23 @@ per worker (tens, at most a few hundred), so a Scan is a page or two and
 cheaper than keeping an index. Reads are consistent.
 """
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from twisted.internet import defer
 
-from nommer.core.aws import error_code
+from nommer.core.aws.dynamodb import DynamoDBTable, dump_item, dynamo_number, load_item
+from nommer.core.aws.pool import error_code
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
-from nommer.core.store.dynamodb import DynamoDBTable, from_dynamo, to_dynamo
 
 _FLOAT_FIELDS = ("started_at", "last_seen")
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 def to_item(record):
     """The DynamoDB item (attribute-value map) of a WorkerRecord."""
-    return {k: _serializer.serialize(to_dynamo(v)) for k, v in record.to_dict().items()}
+    return dump_item(record.to_dict())
 
 
 def from_item(item):
     """The WorkerRecord of a DynamoDB item (times back as float)."""
-    doc = from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()})
-    for name in _FLOAT_FIELDS:
-        if doc.get(name) is not None:
-            doc[name] = float(doc[name])
-    return WorkerRecord.from_dict(doc)
+    return WorkerRecord.from_dict(load_item(item, floats=_FLOAT_FIELDS))
 
 
 class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
@@ -44,6 +37,7 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
 
     what = "the worker registry"
     setting = "DYNAMODB_WORKER_TABLE"
+    key = "worker_id"
 
     def __init__(self, settings, reactor):
         self._open(settings, reactor, settings.DYNAMODB_WORKER_TABLE, "dynamodb-registry")
@@ -52,32 +46,9 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
 
-    def _table_spec(self):
-        return dict(TableName=self.table, BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[{"AttributeName": "worker_id", "AttributeType": "S"}],
-                    KeySchema=[{"AttributeName": "worker_id", "KeyType": "HASH"}])
-
-    async def ensure_resources(self):
-        """Create the table if missing (and wait until ACTIVE) or check the
-        key of an existing one. Returns lines for a person, e.g.
-        ``["created DynamoDB table nommer_workers"]``; TableSetupError when
-        an existing table has another key."""
-        lines = await self._ensure_table()
-        self._resources_ok = True
-        return lines
-
-    def _key(self, worker_id):
-        return {"worker_id": {"S": worker_id}}
-
     async def _scan(self, **kwargs):
-        """Every item of a consistent Scan, following LastEvaluatedKey."""
-        items = []
-        while True:
-            result = await self._call("scan", TableName=self.table, ConsistentRead=True, **kwargs)
-            items += result.get("Items", [])
-            if "LastEvaluatedKey" not in result:
-                return items
-            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        """Every item of a consistent Scan."""
+        return await self._items("scan", ConsistentRead=True, **kwargs)
 
     def heartbeat(self, record):
         return defer.Deferred.fromCoroutine(self._call("put_item", TableName=self.table, Item=to_item(record)))
@@ -109,7 +80,7 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
         return defer.Deferred.fromCoroutine(self._forget(t))
 
     async def _forget(self, t):
-        older = {":t": _serializer.serialize(to_dynamo(float(t)))}
+        older = {":t": dynamo_number(float(t))}
         items = await self._scan(FilterExpression="last_seen < :t", ProjectionExpression="worker_id",
                                  ExpressionAttributeValues=older)
         deleted = 0

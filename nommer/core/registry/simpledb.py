@@ -2,7 +2,7 @@
 where the original media-nommer's workers reported their state.
 
 One item per worker, item name = worker_id. Attributes (each value at most
-1024 bytes, split like the job store's, see ``nommer.core.store.simpledb``)::
+1024 bytes, split as ``nommer.core.aws.simpledb`` does)::
 
     last_seen   "2023-11-14T22:13:20.000000Z 1700000000.0"
                 fixed-width UTC ISO 8601 (text order = time order), then the exact
@@ -25,12 +25,11 @@ import json
 import attr
 from botocore.exceptions import ClientError
 from twisted.internet import defer
-from twisted.logger import Logger
 
-from nommer.core.aws import error_code
+from nommer.core.aws.pool import error_code
+from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed,
+                                      left_over, quote, replacing, time_text, time_value, unchunked)
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
-from nommer.core.store.simpledb import (MAX_JOB_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed, quote,
-                                        quote_name, select, time_text, time_value, unchunked)
 
 #: WorkerRecord fields stored as JSON (all but worker_id, the item name, and last_seen).
 JSON_FIELDS = tuple(a.name for a in attr.fields(WorkerRecord) if a.name not in ("worker_id", "last_seen"))
@@ -43,9 +42,9 @@ def encode_record(record):
     texts = {name: json.dumps(getattr(record, name)) for name in JSON_FIELDS}
     texts["last_seen"] = time_text(float(record.last_seen))
     attrs = chunked(texts)
-    if len(attrs) > MAX_JOB_ATTRIBUTES:
+    if len(attrs) > MAX_ITEM_ATTRIBUTES:
         raise ValueError(f"worker {record.worker_id} needs {len(attrs)} SimpleDB attributes, more than "
-                         f"the {MAX_JOB_ATTRIBUTES} one item can hold")
+                         f"the {MAX_ITEM_ATTRIBUTES} one item can hold")
     return attrs
 
 
@@ -66,25 +65,13 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
     orders ties of ``last_seen`` by worker_id.
     """
 
-    log = Logger()
-
     def __init__(self, settings, reactor):
-        self._domain = settings.SIMPLEDB_EC2_NOMMER_STATE_DOMAIN
-        self._open_domain(settings, reactor, name="simpledb-registry")
+        self._open_domain(settings, reactor, settings.SIMPLEDB_EC2_NOMMER_STATE_DOMAIN, "simpledb-registry")
         self._written = {}   # worker_id -> attributes of the last record this registry wrote
 
     @classmethod
     def from_settings(cls, settings, reactor):
         return cls(settings, reactor)
-
-    async def _call(self, method, **kwargs):
-        """One SimpleDB call on the domain, after the lazy set-up."""
-        await self._ready()
-        return await self._aws.call("sdb", method, DomainName=self._domain, **kwargs)
-
-    async def _select(self, what, where):
-        await self._ready()
-        return await select(self._aws, f"select {what} from {quote_name(self._domain)} where {where}")
 
     # --- WorkerRegistry ----------------------------------------------------------------------
 
@@ -93,10 +80,8 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
 
     async def _heartbeat(self, record):
         attrs = encode_record(record)
-        await self._call("put_attributes", ItemName=record.worker_id,
-                         Attributes=[{"Name": n, "Value": v, "Replace": True} for n, v in attrs.items()])
-        stale = [{"Name": n, "Value": v} for n, v in self._written.get(record.worker_id, {}).items()
-                 if n not in attrs]
+        await self._call("put_attributes", ItemName=record.worker_id, Attributes=replacing(attrs))
+        stale = left_over(self._written.get(record.worker_id, {}), attrs)
         self._written[record.worker_id] = attrs
         if stale:
             try:
@@ -109,8 +94,7 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
         return defer.Deferred.fromCoroutine(self._get(worker_id))
 
     async def _get(self, worker_id):
-        result = await self._call("get_attributes", ItemName=worker_id, ConsistentRead=True)
-        attrs = {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
+        attrs = await self._read(worker_id)
         if "last_seen" not in attrs:
             raise KeyError(worker_id)
         return decode_record(worker_id, attrs)
@@ -146,10 +130,6 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
                 deleted += 1
                 self._written.pop(name, None)
             except ClientError as e:
-                if error_code(e) not in ("ConditionalCheckFailed", "AttributeDoesNotExist"):
+                if error_code(e) not in CONFLICT_CODES:
                     raise
         return deleted
-
-    def close(self):
-        """Stop this registry's AWS thread pool."""
-        self._aws.close()

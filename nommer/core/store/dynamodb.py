@@ -55,15 +55,11 @@ stored as ``2``): the job's time fields and ``progress`` read back as float,
 when integral, else float.
 """
 
-import decimal
-import math
-
 import attr
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.internet import defer
 
-from nommer.core.aws import AWS, error_code
+from nommer.core.aws.dynamodb import DynamoDBTable, TableSetupError, dump_item, load_item
+from nommer.core.aws.pool import error_code
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
@@ -79,22 +75,8 @@ INTERNAL_ATTRIBUTES = ("version", "gsi_all", "created_key", TTL_ATTRIBUTE)
 #: How many times ``modify`` reads and writes before giving up on a job
 #: that keeps changing under it.
 MODIFY_ATTEMPTS = 10
-#: Polling of DescribeTable while a table or index is being created: first
-#: delay, largest delay and give-up time, seconds.
-WAIT_FIRST_S = 0.5
-WAIT_MAX_S = 5.0
-WAIT_TIMEOUT_S = 600.0
-
 _FLOAT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "progress")
 _UNFINISHED = tuple(s for s in JobState if s not in FINAL_STATES)
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-class TableSetupError(Exception):
-    """The job table is missing (and AWS_CREATE_RESOURCES is off), does not
-    have the shape this store needs, or did not become ACTIVE in time."""
 
 
 class TooManyConflicts(Exception):
@@ -107,166 +89,6 @@ def created_key(created_at, job_id):
     Fixed width, so string order is (created_at, job_id) order for any
     created_at from 0 to 10**13 s."""
     return f"{float(created_at):020.6f}#{job_id}"
-
-
-def to_dynamo(value):
-    """A JSON-able value as boto3's TypeSerializer takes it: floats become
-    Decimal (their shortest repr, exact on the way back); NaN and infinities,
-    which DynamoDB cannot hold, raise ValueError."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"DynamoDB cannot store the number {value!r}")
-        return decimal.Decimal(repr(value))
-    if isinstance(value, dict):
-        return {str(k): to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_dynamo(v) for v in value]
-    return value
-
-
-def from_dynamo(value):
-    """Inverse of ``to_dynamo`` on a deserialized value: Decimal -> int when
-    integral, else float."""
-    if isinstance(value, decimal.Decimal):
-        if value == value.to_integral_value():
-            return int(value)
-        return float(value)
-    if isinstance(value, dict):
-        return {k: from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_dynamo(v) for v in value]
-    return value
-
-
-class DynamoDBTable:
-    """One DynamoDB table used through an ``AWS`` pool: the plumbing the job
-    store and the worker registry share. A subclass sets ``what`` (what the
-    table holds, for messages) and ``setting`` (the setting naming it),
-    defines ``_table_spec()`` (CreateTable arguments) and
-    ``ensure_resources()``, and calls ``_open(settings, reactor, table, name)``.
-
-    With AWS_CREATE_RESOURCES the first ``_call`` runs ``ensure_resources()``
-    once (concurrent first calls wait for that one run); a missing table is
-    ``TableSetupError``.
-    """
-
-    log = Logger()
-    what = "nommer's data"
-    setting = None
-
-    def _open(self, settings, reactor, table, name):
-        self.settings = settings
-        self.reactor = reactor
-        self.table = table
-        self.aws = AWS(settings, reactor, name=name)
-        self._resources_ok = not settings.AWS_CREATE_RESOURCES
-        self._setup_lock = defer.DeferredLock()
-
-    def close(self):
-        """Stop the boto3 thread pool. Returns None."""
-        self.aws.close()
-
-    async def _call(self, method, **kwargs):
-        """One DynamoDB call in the pool, after the lazy set-up; a missing
-        table becomes ``TableSetupError``."""
-        await self._ready()
-        try:
-            return await self.aws.call("dynamodb", method, **kwargs)
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                raise TableSetupError(
-                    f"DynamoDB table {self.table} does not exist: run `nommer aws setup` or set "
-                    f"AWS_CREATE_RESOURCES = True") from exc
-            raise
-
-    async def _ready(self):
-        if self._resources_ok:
-            return
-        await self._setup_lock.acquire()
-        try:
-            if not self._resources_ok:
-                for line in await self.ensure_resources():
-                    self.log.info("{line}", line=line)
-        finally:
-            self._setup_lock.release()
-
-    async def _describe(self):
-        """The table's description, or None when it does not exist."""
-        try:
-            return (await self.aws.call("dynamodb", "describe_table", TableName=self.table))["Table"]
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
-
-    def _problems(self, table):
-        """What keeps an existing table from having ``_table_spec()``'s key
-        and global secondary indexes (list of str)."""
-        spec = self._table_spec()
-        types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
-        problems = []
-
-        def keys(schema):
-            return [(k["AttributeName"], k["KeyType"]) for k in schema]
-
-        def key_types_ok(schema):
-            return all(types.get(k["AttributeName"]) == "S" for k in schema)
-
-        if keys(table.get("KeySchema", [])) != keys(spec["KeySchema"]) or not key_types_ok(table["KeySchema"]):
-            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(spec["KeySchema"]))
-            problems.append(f"its key is {keys(table.get('KeySchema', []))}, not {expected}")
-        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
-        for want in spec.get("GlobalSecondaryIndexes", []):
-            have = indexes.get(want["IndexName"])
-            expected = ", ".join(f"{n} ({t}, type S)" for n, t in keys(want["KeySchema"]))
-            if have is None:
-                problems.append(f"it has no global secondary index {want['IndexName']} on {expected}")
-            elif keys(have["KeySchema"]) != keys(want["KeySchema"]) or not key_types_ok(have["KeySchema"]):
-                problems.append(f"its index {want['IndexName']} is keyed {keys(have['KeySchema'])}, "
-                                f"not {expected}")
-            elif have.get("Projection", {}).get("ProjectionType") != "ALL":
-                problems.append(f"its index {want['IndexName']} does not project ALL attributes")
-        return problems
-
-    async def _wait_active(self):
-        """Poll DescribeTable (reactor timers between polls, growing from
-        WAIT_FIRST_S to WAIT_MAX_S) until the table and its indexes are
-        ACTIVE; TableSetupError after WAIT_TIMEOUT_S. Returns the description."""
-        deadline = self.reactor.seconds() + WAIT_TIMEOUT_S
-        delay = WAIT_FIRST_S
-        while True:
-            table = await self._describe()
-            if table is not None and table.get("TableStatus") == "ACTIVE" and all(
-                    i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])):
-                return table
-            if self.reactor.seconds() >= deadline:
-                status = table.get("TableStatus") if table else "missing"
-                raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
-                                      f"(status {status})")
-            await task.deferLater(self.reactor, delay, lambda: None)
-            delay = min(delay * 2, WAIT_MAX_S)
-
-    async def _ensure_table(self):
-        """Create the table (``_table_spec()``) if missing and wait until it
-        is ACTIVE; check an existing table's key and indexes. Returns lines
-        for a person (``["created DynamoDB table nommer_jobs"]`` or ``[...
-        exists]``). Raises TableSetupError when an existing table has another
-        shape (every problem named)."""
-        table = await self._describe()
-        line = f"DynamoDB table {self.table} exists"
-        if table is None:
-            try:
-                await self.aws.call("dynamodb", "create_table", **self._table_spec())
-                line = f"created DynamoDB table {self.table}"
-            except Exception as exc:
-                if error_code(exc) != "ResourceInUseException":  # created meanwhile by another process
-                    raise
-        table = await self._wait_active()
-        problems = self._problems(table)
-        if problems:
-            raise TableSetupError(f"DynamoDB table {self.table} cannot hold {self.what}: " + "; ".join(problems)
-                                  + f". Delete it or set {self.setting} to another name.")
-        return [line]
 
 
 class DynamoDBJobStore(DynamoDBTable, JobStore):
@@ -308,19 +130,15 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
                    created_key=created_key(job.created_at, job.job_id))
         if self.ttl_s is not None and job.is_final and job.finished_at is not None:
             doc[TTL_ATTRIBUTE] = int(job.finished_at + self.ttl_s)
-        return {k: _serializer.serialize(to_dynamo(v)) for k, v in doc.items()}
+        return dump_item(doc)
 
     @staticmethod
     def _from_item(item):
         """(Job, version) of a DynamoDB item."""
-        doc = {k: _deserializer.deserialize(v) for k, v in item.items()}
+        doc = load_item(item, floats=_FLOAT_FIELDS)
         version = int(doc.pop("version", 0))
         for name in INTERNAL_ATTRIBUTES:
             doc.pop(name, None)
-        doc = from_dynamo(doc)
-        for name in _FLOAT_FIELDS:
-            if doc.get(name) is not None:
-                doc[name] = float(doc[name])
         return Job.from_dict(doc), version
 
     # --- calls ------------------------------------------------------------
@@ -332,16 +150,6 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
         if "Item" not in result:
             raise NoSuchJob(job_id)
         return self._from_item(result["Item"])
-
-    async def _query_all(self, **kwargs):
-        """Every item a Query returns, following LastEvaluatedKey."""
-        items = []
-        while True:
-            result = await self._call("query", TableName=self.table, **kwargs)
-            items.extend(result.get("Items", []))
-            if "LastEvaluatedKey" not in result:
-                return items
-            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
 
     # --- JobStore -----------------------------------------------------------
 
@@ -450,8 +258,8 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
     async def _list_unfinished(self):
         await self._ready()
         per_state = await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(self._query_all(
-                IndexName=GSI_BY_STATE, KeyConditionExpression="job_state = :s",
+            [defer.Deferred.fromCoroutine(self._items(
+                "query", IndexName=GSI_BY_STATE, KeyConditionExpression="job_state = :s",
                 ExpressionAttributeValues={":s": {"S": s.value}})) for s in _UNFINISHED],
             consumeErrors=True).addErrback(lambda f: f.value.subFailure)
         items = [item for items in per_state for item in items]
@@ -477,19 +285,13 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
         return defer.Deferred.fromCoroutine(self._count_by_state())
 
     async def _count(self, state, owner=None):
-        kwargs = dict(TableName=self.table, IndexName=GSI_BY_STATE, Select="COUNT",
+        kwargs = dict(IndexName=GSI_BY_STATE, Select="COUNT",
                       KeyConditionExpression="job_state = :s", ExpressionAttributeValues={":s": {"S": state.value}})
         if owner is not None:
             kwargs["FilterExpression"] = "#o = :o"
             kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
             kwargs["ExpressionAttributeValues"][":o"] = {"S": str(owner)}
-        total = 0
-        while True:
-            result = await self._call("query", **kwargs)
-            total += result.get("Count", 0)
-            if "LastEvaluatedKey" not in result:
-                return total
-            kwargs["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        return sum(page.get("Count", 0) for page in await self._pages("query", **kwargs))
 
     async def _count_by_state(self):
         await self._ready()

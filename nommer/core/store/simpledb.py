@@ -48,30 +48,22 @@ before ``owner`` existed has no such attribute: it reads as no owner and no
 key's listing shows it.
 """
 
-import datetime
 import json
 
 import attr
 from botocore.exceptions import ClientError
 from twisted.internet import defer
-from twisted.logger import Logger
 
-from nommer.core.aws import AWS, error_code
+from nommer.core.aws.pool import error_code
+from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, MAX_SELECT_LIMIT, SimpleDBDomain, chunked,
+                                      iso_fixed, left_over, quote, replacing, time_text, time_value, unchunked)
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
 from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
 
-#: SimpleDB's limit on one attribute value (and name), bytes.
-MAX_VALUE_BYTES = 1024
-#: Most attributes one job may use. An item holds 256 name/value pairs; a
-#: write must fit beside the previous version's attributes until they are
-#: cleaned up, so one version gets under half.
-MAX_JOB_ATTRIBUTES = 120
 #: Conditional writes tried before ``modify`` gives up with StoreConflict.
 MAX_WRITE_ATTEMPTS = 10
-#: Largest page SimpleDB's Select returns.
-MAX_SELECT_LIMIT = 2500
 
 TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
 #: Job fields stored as JSON (all but job_id, the item name, and job_state, plain text).
@@ -88,60 +80,9 @@ class StoreConflict(Exception):
         self.job_id = job_id
 
 
-def iso_fixed(epoch_s):
-    """Epoch seconds -> ``"2023-11-14T22:13:20.000000Z"`` (UTC, microseconds,
-    always 27 characters for years 1000-9999, so text order = time order)."""
-    dt = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
-    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-            f"{dt.second:02d}.{dt.microsecond:06d}Z")
-
-
 def created_key(created_at, job_id):
     """The sort key of ``list``: ISO creation time, a space, the job id."""
     return f"{iso_fixed(created_at)} {job_id}"
-
-
-def time_text(epoch_s):
-    """Epoch seconds (or None) as text whose order is time order:
-    ``"2023-11-14T22:13:20.000000Z 1700000000.0"`` (``iso_fixed``, a space,
-    the exact epoch seconds), or ``"null"``."""
-    return "null" if epoch_s is None else f"{iso_fixed(epoch_s)} {float(epoch_s)!r}"
-
-
-def time_value(text):
-    """Inverse of ``time_text``: float epoch seconds or None."""
-    return None if text == "null" else float(text.rsplit(" ", 1)[1])
-
-
-def chunked(texts):
-    """Attributes (dict name -> text, each at most MAX_VALUE_BYTES) holding
-    ``texts`` (dict name -> ASCII text): a text longer than MAX_VALUE_BYTES
-    is split over ``<name>.0`` .. ``<name>.<n-1>`` instead of ``<name>``, and
-    the ``chunks`` attribute lists those (``"job_options=3 output=2"``, or "")."""
-    attrs, split = {}, []
-    for name, text in texts.items():
-        if len(text) <= MAX_VALUE_BYTES:
-            attrs[name] = text
-            continue
-        pieces = [text[i:i + MAX_VALUE_BYTES] for i in range(0, len(text), MAX_VALUE_BYTES)]
-        attrs.update((f"{name}.{i}", piece) for i, piece in enumerate(pieces))
-        split.append(f"{name}={len(pieces)}")
-    attrs["chunks"] = " ".join(split)
-    return attrs
-
-
-def unchunked(attrs, names):
-    """Inverse of ``chunked``: dict name -> text of those ``names`` that
-    ``attrs`` holds (whole or in chunks); attributes ``chunks`` does not
-    name (stale chunks of a longer earlier version) are ignored."""
-    counts = dict(entry.split("=") for entry in attrs.get("chunks", "").split())
-    texts = {}
-    for name in names:
-        if name in counts:
-            texts[name] = "".join(attrs[f"{name}.{i}"] for i in range(int(counts[name])))
-        elif name in attrs:
-            texts[name] = attrs[name]
-    return texts
 
 
 def encode_job(job, version):
@@ -151,9 +92,9 @@ def encode_job(job, version):
              "created_key": created_key(job.created_at, job.job_id)}
     attrs.update(chunked({name: time_text(getattr(job, name)) if name in TIME_FIELDS
                           else json.dumps(getattr(job, name)) for name in JSON_FIELDS + TIME_FIELDS}))
-    if len(attrs) > MAX_JOB_ATTRIBUTES:
+    if len(attrs) > MAX_ITEM_ATTRIBUTES:
         raise ValueError(f"job {job.job_id} needs {len(attrs)} SimpleDB attributes, more than the "
-                         f"{MAX_JOB_ATTRIBUTES} one item can hold (about {MAX_JOB_ATTRIBUTES} KB of "
+                         f"{MAX_ITEM_ATTRIBUTES} one item can hold (about {MAX_ITEM_ATTRIBUTES} KB of "
                          "text); shorten its options, details or output")
     return attrs
 
@@ -172,61 +113,6 @@ def owner_text(owner):
     return json.dumps(str(owner))
 
 
-def quote(value):
-    """A SimpleDB Select string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def quote_name(name):
-    """A SimpleDB Select domain (or attribute) name."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-async def select(aws, expression, limit=None):
-    """Items (list of (name, attrs dict)) of a consistent Select through
-    ``aws`` (an ``AWS``), following NextToken until ``limit`` items (or all
-    when None)."""
-    items, token = [], None
-    while True:
-        kwargs = {"NextToken": token} if token else {}
-        page = await aws.call("sdb", "select", SelectExpression=expression, ConsistentRead=True, **kwargs)
-        items += [(i["Name"], {a["Name"]: a["Value"] for a in i.get("Attributes", [])})
-                  for i in page.get("Items", [])]
-        token = page.get("NextToken")
-        if not token or (limit is not None and len(items) >= limit):
-            return items
-
-
-class SimpleDBDomain:
-    """One SimpleDB domain through an ``AWS`` pool: the plumbing the job store
-    and the worker registry share. A subclass sets ``self._domain`` and calls
-    ``_open_domain``; with AWS_CREATE_RESOURCES the first ``_ready()`` runs
-    ``ensure_resources()`` once (concurrent first calls wait for that run)."""
-
-    def _open_domain(self, settings, reactor, name):
-        self._aws = AWS(settings, reactor, name=name)
-        self._resources_ready = not settings.AWS_CREATE_RESOURCES
-        self._resources_lock = defer.DeferredLock()
-
-    async def ensure_resources(self):
-        """Create the domain (CreateDomain is idempotent). Returns what was done,
-        one line each: ``["SimpleDB domain media_nommer ready"]``."""
-        await self._aws.call("sdb", "create_domain", DomainName=self._domain)
-        self._resources_ready = True
-        return [f"SimpleDB domain {self._domain} ready"]
-
-    async def _ready(self):
-        """Run ``ensure_resources`` once, before first use, when AWS_CREATE_RESOURCES."""
-        if self._resources_ready:
-            return
-        await self._resources_lock.acquire()
-        try:
-            if not self._resources_ready:
-                await self.ensure_resources()
-        finally:
-            self._resources_lock.release()
-
-
 class SimpleDBJobStore(SimpleDBDomain, JobStore):
     """Jobs in a SimpleDB domain (see the module docstring for the item layout).
 
@@ -236,12 +122,8 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
     AWS failures surface as ``botocore.exceptions.ClientError``.
     """
 
-    log = Logger()
-
     def __init__(self, settings, reactor, clock=None):
-        self._settings = settings
-        self._domain = settings.SIMPLEDB_JOB_STATE_DOMAIN
-        self._open_domain(settings, reactor, name="simpledb-store")
+        self._open_domain(settings, reactor, settings.SIMPLEDB_JOB_STATE_DOMAIN, "simpledb-store")
         self._clock = clock or reactor
 
     @classmethod
@@ -250,44 +132,27 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
 
     @property
     def aws_pool(self):
-        return self._aws
-
-    # --- resources -------------------------------------------------------------------------
-
+        return self.aws
 
     # --- low level ---------------------------------------------------------------------------
 
-    async def _read(self, job_id):
-        """The item's attributes (dict name -> text, consistent read); {} if none."""
-        result = await self._aws.call("sdb", "get_attributes", DomainName=self._domain,
-                                      ItemName=job_id, ConsistentRead=True)
-        return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
-
     async def _put(self, job_id, attrs, expected):
-        await self._aws.call("sdb", "put_attributes", DomainName=self._domain, ItemName=job_id,
-                             Attributes=[{"Name": n, "Value": v, "Replace": True} for n, v in attrs.items()],
-                             Expected=expected)
+        await self._call("put_attributes", ItemName=job_id, Attributes=replacing(attrs), Expected=expected)
 
     async def _drop_stale(self, job_id, old, new):
         """Delete attributes of ``old`` that version ``new`` does not use, unless
         a newer version was written meanwhile (its writer cleans up instead).
         Best effort: stale attributes are ignored by readers anyway."""
-        stale = [{"Name": n, "Value": v} for n, v in old.items() if n not in new]
+        stale = left_over(old, new)
         if not stale:
             return
         try:
-            await self._aws.call("sdb", "delete_attributes", DomainName=self._domain, ItemName=job_id,
-                                 Attributes=stale, Expected={"Name": "version", "Value": new["version"]})
+            await self._call("delete_attributes", ItemName=job_id, Attributes=stale,
+                             Expected={"Name": "version", "Value": new["version"]})
         except ClientError as e:
-            if error_code(e) not in ("ConditionalCheckFailed", "AttributeDoesNotExist"):
+            if error_code(e) not in CONFLICT_CODES:
                 self.log.warn("job {job_id}: stale SimpleDB attributes left ({error})",
                               job_id=job_id, error=e)
-
-    async def _select(self, expression, limit=None):
-        return await select(self._aws, expression, limit)
-
-    def _from(self):
-        return quote_name(self._domain)
 
     # --- JobStore ----------------------------------------------------------------------------
 
@@ -378,10 +243,7 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
             where.append(f"created_key < {quote(created_key(created_at, job_id))}")
         else:
             where.append("created_key is not null")
-        await self._ready()
-        expression = (f"select * from {self._from()} where {' and '.join(where)}"
-                      f" order by created_key desc limit {min(limit + 1, MAX_SELECT_LIMIT)}")
-        items = await self._select(expression, limit=limit + 1)
+        items = await self._select("*", " and ".join(where), order_by="created_key desc", limit=limit + 1)
         jobs = [decode_job(name, attrs) for name, attrs in items[:limit]]
         next_cursor = None
         if len(items) > limit:
@@ -395,9 +257,8 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
     async def _list_unfinished(self):
         await self._ready()
         states = ", ".join(quote(s) for s in UNFINISHED_STATES)
-        items = await self._select(
-            f"select * from {self._from()} where job_state in ({states}) and created_key is not null"
-            f" order by created_key asc limit {MAX_SELECT_LIMIT}")
+        items = await self._select("*", f"job_state in ({states}) and created_key is not null",
+                                   order_by="created_key asc", page_size=MAX_SELECT_LIMIT)
         return [decode_job(name, attrs) for name, attrs in items]
 
     def count_unfinished(self, owner):
@@ -408,8 +269,8 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
     async def _count_unfinished(self, owner):
         await self._ready()
         states = ", ".join(quote(s) for s in UNFINISHED_STATES)
-        pages = await self._select(f"select count(*) from {self._from()} where owner = {quote(owner_text(owner))}"
-                                   f" and job_state in ({states}) and created_key is not null")
+        pages = await self._select("count(*)", f"owner = {quote(owner_text(owner))}"
+                                               f" and job_state in ({states}) and created_key is not null")
         return sum(int(attrs["Count"]) for _, attrs in pages)
 
     def count_by_state(self):
@@ -421,8 +282,7 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
         await self._ready()
 
         async def count(state):
-            pages = await self._select(f"select count(*) from {self._from()} where job_state = "
-                                       f"{quote(state.value)} and created_key is not null")
+            pages = await self._select("count(*)", f"job_state = {quote(state.value)} and created_key is not null")
             return sum(int(attrs["Count"]) for _, attrs in pages)
         try:
             counts = await defer.gatherResults(
@@ -430,7 +290,3 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
         except defer.FirstError as e:
             e.subFailure.raiseException()
         return {state.value: n for state, n in zip(JobState, counts) if n}
-
-    def close(self):
-        """Stop this store's AWS thread pool."""
-        self._aws.close()

@@ -2,7 +2,8 @@
 thread pool, never on the reactor thread.
 
 Each AWS-backed part (job store, work queue, S3 storage) owns one ``AWS``:
-its clients and its pool of at most AWS_MAX_THREADS threads. Credentials come
+its clients and its pool of at most AWS_MAX_THREADS threads (or uses one it
+is given and leaves it open: feederd's API keys use the job store's). Credentials come
 from boto3's default chain (environment, profile, instance role), or from
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when a nomconf sets them (the
 original's way). AWS_REGION picks the region (boto3's own default when None,
