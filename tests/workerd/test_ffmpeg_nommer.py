@@ -346,13 +346,29 @@ class CompromisedFFmpegTests(NommerCase):
     the worker, outside the sandbox, never follows it out (FFMPEG_BIN here is a script that
     runs the real ffmpeg, then replaces its output with a symlink, as an exploit could)."""
 
-    def compromised_ffmpeg(self, target):
+    def compromised_ffmpeg(self, target, suffix=""):
+        """The real ffmpeg, then ``<output><suffix>`` made a symlink to ``target``."""
         script = os.path.join(self.root, "ffmpeg")
         with open(script, "w") as f:
             f.write(f"#!/bin/sh\n{shutil.which('ffmpeg')} \"$@\" || exit $?\n"
-                    f"for out; do :; done\nrm -f \"$out\"\nln -s {target} \"$out\"\n")
+                    f"for out; do :; done\nrm -f \"$out{suffix}\"\nln -s {target} \"$out{suffix}\"\n")
         os.chmod(script, 0o755)
         return script
+
+    @ensure
+    async def test_symlink_planted_for_faststart_is_not_written_through(self):
+        """A symlink left at the name move_atom_to_front writes its temporary file to is
+        replaced, not followed: the worker (often root) writes nothing outside scratch."""
+        victim = os.path.join(self.root, "victim.txt")
+        with open(victim, "w") as f:
+            f.write("untouched")
+        settings = media.settings(FFMPEG_BIN=self.compromised_ffmpeg(victim, ".faststart"))
+        nommer = self.make([{"outfile_options": [["vcodec", "libx264"], ["s", "64x48"]],
+                             "move_atom_to_front": True}], settings=settings)
+        await nommer.run()
+        with open(victim) as f:
+            self.assertEqual(f.read(), "untouched")
+        self.assertEqual(self.ctx.uploads, [nommer.job.dest_path])
 
     @ensure
     async def test_symlinked_output_is_not_uploaded(self):

@@ -182,6 +182,10 @@ def faststart_in_place(path):
         return False
     tmp = path + ".faststart"
     try:
+        # Whatever the sandbox left at that name (a symlink out of scratch) goes first:
+        # process() opens it for writing, and nothing sandboxed runs now to put it back.
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
         processor.process(path, tmp)
     except FastStartException as e:
         if os.path.exists(tmp):
