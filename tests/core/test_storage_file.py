@@ -91,6 +91,19 @@ class FileCheckTests(_Dirs, TestCase):
         self.assertIn("file:///etc/passwd is outside the allowed FILE_STORAGE_ROOTS", e.message)
         self.assertIn(self.root, e.message)
 
+    def test_unresolved_default_root_is_the_media_dir(self):
+        """Settings whose FILE_STORAGE_ROOTS the loader did not resolve (None) confine to
+        ./media, the documented default, not the working directory (DATA_DIR, nomconf.py)."""
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self.outside)
+        os.makedirs("media")
+        data = self.write(os.path.join(self.outside, "jobs.sqlite"), b"store")
+        storage = FileStorage(make_settings(None), reactor)
+        self.assertRaises(InvalidJobSpec, storage.check, f"file://{data}", False)
+        self.assertRaises(InvalidJobSpec, storage.check, f"file://{self.outside}/nomconf.py", True)
+        storage.check(f"file://{self.outside}/media/out.mp4", True)
+
     def test_dotdot_escape_refused(self):
         """'..' climbing out of a root is refused, for reading and writing."""
         self.write(os.path.join(self.outside, "secret"), b"s")

@@ -35,6 +35,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from nommer.conf import defaults
+from nommer.conf.loader import DEFAULT_MEDIA_DIR
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
@@ -57,8 +58,8 @@ class FileStorage(Storage):
 
     def _roots(self):
         roots = getattr(self.settings, "FILE_STORAGE_ROOTS", None)
-        if roots is None:  # the documented default; the loader normally resolves it
-            roots = [os.getcwd()]
+        if roots is None:  # the documented default (./media); the loader normally resolves it
+            roots = [os.path.join(os.getcwd(), DEFAULT_MEDIA_DIR)]
         return [os.path.realpath(r) for r in roots]
 
     def check(self, uri, for_write, field=None):
