@@ -9,7 +9,8 @@ from twisted.trial.unittest import TestCase
 from nommer.core.aws.simpledb import MAX_VALUE_BYTES, iso_fixed
 from nommer.core.errors import NoSuchJob
 from nommer.core.states import IllegalTransition, JobState
-from nommer.core.store.simpledb import MAX_WRITE_ATTEMPTS, SimpleDBJobStore, StoreConflict
+from nommer.core.store.simpledb import SimpleDBJobStore
+from nommer.core.store.versioned import MAX_WRITE_ATTEMPTS, StoreConflict
 from tests.aws_server import aws_settings, moto_endpoint, reset_moto
 from tests.core.store_contract import JobStoreContract, make_job
 from tests.helpers import ensure

@@ -40,14 +40,9 @@ far above what an encoding farm writes. GSI reads are eventually
 consistent: on real AWS a listing may lag a write by a moment; ``get`` and
 ``modify`` read consistently.
 
-``modify`` is optimistic: it reads the item (ConsistentRead), computes the
-new job with ``apply_change`` and writes it with ``version = <read version>``
-as the condition. When another writer got there first
-(ConditionalCheckFailedException) it reads again and re-runs ``fn`` on the
-fresh copy, so the transition table is checked against what is really
-stored: a late worker cannot overwrite a finished job, and of two daemons
-abandoning one job, one gets ``IllegalTransition``. ``fn`` must therefore be
-pure: it may run more than once.
+``modify`` is the optimistic write of ``nommer.core.store.versioned``: a
+PutItem on the condition ``version = <read version>``; another writer's
+win is ConditionalCheckFailedException, and the job is read again.
 
 Numbers: DynamoDB keeps a number's value, not its spelling (``2.0`` is
 stored as ``2``): the job's time fields and ``progress`` read back as float,
@@ -55,7 +50,6 @@ stored as ``2``): the job's time fields and ``progress`` read back as float,
 when integral, else float.
 """
 
-import attr
 from twisted.internet import defer
 
 from nommer.core.aws.dynamodb import DynamoDBTable, TableSetupError, dump_item, load_item
@@ -63,7 +57,8 @@ from nommer.core.aws.pool import error_code
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
-from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
+from nommer.core.store.base import decode_cursor, encode_cursor
+from nommer.core.store.versioned import VersionedJobStore
 
 GSI_BY_TIME = "by_time"
 GSI_BY_STATE = "by_state"
@@ -72,15 +67,8 @@ GSI_ALL_VALUE = "job"
 TTL_ATTRIBUTE = "expires_at"
 #: Attributes the store adds to a job's own fields.
 INTERNAL_ATTRIBUTES = ("version", "gsi_all", "created_key", TTL_ATTRIBUTE)
-#: How many times ``modify`` reads and writes before giving up on a job
-#: that keeps changing under it.
-MODIFY_ATTEMPTS = 10
 _FLOAT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "progress")
 _UNFINISHED = tuple(s for s in JobState if s not in FINAL_STATES)
-
-
-class TooManyConflicts(Exception):
-    """``modify`` lost the race to other writers MODIFY_ATTEMPTS times in a row."""
 
 
 def created_key(created_at, job_id):
@@ -91,7 +79,7 @@ def created_key(created_at, job_id):
     return f"{float(created_at):020.6f}#{job_id}"
 
 
-class DynamoDBJobStore(DynamoDBTable, JobStore):
+class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
     """Jobs in the DynamoDB table ``settings.DYNAMODB_JOB_TABLE`` (see the
     module docstring for its design).
 
@@ -105,6 +93,7 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
 
     what = "nommer's jobs"
     setting = "DYNAMODB_JOB_TABLE"
+    key = "job_id"
 
     def __init__(self, settings, reactor, clock=None):
         self._open(settings, reactor, settings.DYNAMODB_JOB_TABLE, "dynamodb-store")
@@ -141,66 +130,36 @@ class DynamoDBJobStore(DynamoDBTable, JobStore):
             doc.pop(name, None)
         return Job.from_dict(doc), version
 
-    # --- calls ------------------------------------------------------------
+    # --- VersionedJobStore ------------------------------------------------
 
-    async def _read(self, job_id):
-        """(Job, version) read consistently; raises NoSuchJob."""
-        result = await self._call("get_item", TableName=self.table, Key={"job_id": {"S": job_id}},
-                                  ConsistentRead=True)
-        if "Item" not in result:
-            raise NoSuchJob(job_id)
-        return self._from_item(result["Item"])
-
-    # --- JobStore -----------------------------------------------------------
-
-    def create(self, job):
-        """Store ``job`` with created_at/updated_at stamped from the clock.
-        Deferred[Job]; a job_id already stored raises ValueError."""
-        return defer.Deferred.fromCoroutine(self._create(job))
-
-    async def _create(self, job):
-        now = self._clock.seconds()
-        job = attr.evolve(job, created_at=now, updated_at=now)
+    async def _insert(self, job):
         try:
             await self._call("put_item", TableName=self.table, Item=self._to_item(job, 1),
                              ConditionExpression="attribute_not_exists(job_id)")
         except Exception as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                raise ValueError(f"a job with id {job.job_id} already exists") from None
+                return False
             raise
-        return job
+        return True
 
-    def get(self, job_id):
-        """Deferred[Job], read consistently; raises NoSuchJob."""
-        return defer.Deferred.fromCoroutine(self._get(job_id))
+    async def _fetch(self, job_id):
+        result = await self._call("get_item", TableName=self.table, Key=self._key(job_id), ConsistentRead=True)
+        if "Item" not in result:
+            raise NoSuchJob(job_id)
+        return self._from_item(result["Item"])
 
-    async def _get(self, job_id):
-        job, _ = await self._read(job_id)
-        return job
+    async def _replace(self, job, version):
+        try:
+            await self._call("put_item", TableName=self.table, Item=self._to_item(job, version + 1),
+                             ConditionExpression="#v = :v", ExpressionAttributeNames={"#v": "version"},
+                             ExpressionAttributeValues={":v": {"N": str(version)}})
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
-    def modify(self, job_id, fn):
-        """Replace the job by ``apply_change(old, fn(old), now)`` under an
-        optimistic lock (see the module docstring); ``fn`` may run again on
-        a fresh copy after a lost race. Deferred[Job]; raises NoSuchJob,
-        IllegalTransition, whatever ``fn`` raises, or TooManyConflicts."""
-        return defer.Deferred.fromCoroutine(self._modify(job_id, fn))
-
-    async def _modify(self, job_id, fn):
-        for attempt in range(1, MODIFY_ATTEMPTS + 1):
-            old, version = await self._read(job_id)
-            new = apply_change(old, fn(old), self._clock.seconds())
-            try:
-                await self._call("put_item", TableName=self.table, Item=self._to_item(new, version + 1),
-                                 ConditionExpression="#v = :v",
-                                 ExpressionAttributeNames={"#v": "version"},
-                                 ExpressionAttributeValues={":v": {"N": str(version)}})
-                return new
-            except Exception as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                self.log.debug("job {job_id}: changed while being modified (attempt {attempt}), reading again",
-                               job_id=job_id, attempt=attempt)
-        raise TooManyConflicts(f"job {job_id}: changed by other writers {MODIFY_ATTEMPTS} times in a row")
+    # --- JobStore -----------------------------------------------------------
 
     def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)]: at most ``limit`` jobs newest first

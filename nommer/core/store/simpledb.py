@@ -32,7 +32,9 @@ Every write puts every attribute with Replace, in one atomic PutAttributes, so
 the item always reads whole: attributes a previous version needed and this one
 does not (chunks of a field that shrank) are ignored by readers (``chunks``
 says which attributes count) and deleted right after the write by a
-DeleteAttributes conditional on the new version.
+DeleteAttributes conditional on the new version. ``modify`` is the
+optimistic write of ``nommer.core.store.versioned`` (another writer's win is
+ConditionalCheckFailed, and the job is read again).
 
 Reads are consistent (ConsistentRead). ``list`` pages with Select ``order by
 created_key desc``, resuming after the cursor's sort key (a ``where``
@@ -60,24 +62,14 @@ from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, MAX_S
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
-from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
-
-#: Conditional writes tried before ``modify`` gives up with StoreConflict.
-MAX_WRITE_ATTEMPTS = 10
+from nommer.core.store.base import decode_cursor, encode_cursor
+from nommer.core.store.versioned import VersionedJobStore
 
 TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
 #: Job fields stored as JSON (all but job_id, the item name, and job_state, plain text).
 JSON_FIELDS = tuple(a.name for a in attr.fields(Job)
                     if a.name not in TIME_FIELDS and a.name not in ("job_id", "job_state"))
 UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
-
-
-class StoreConflict(Exception):
-    """``modify`` lost the race for a job MAX_WRITE_ATTEMPTS times in a row."""
-
-    def __init__(self, job_id, attempts):
-        super().__init__(f"job {job_id}: {attempts} conditional writes lost to other writers")
-        self.job_id = job_id
 
 
 def created_key(created_at, job_id):
@@ -113,7 +105,7 @@ def owner_text(owner):
     return json.dumps(str(owner))
 
 
-class SimpleDBJobStore(SimpleDBDomain, JobStore):
+class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
     """Jobs in a SimpleDB domain (see the module docstring for the item layout).
 
     ``settings`` gives SIMPLEDB_JOB_STATE_DOMAIN, AWS_CREATE_RESOURCES and the
@@ -154,73 +146,39 @@ class SimpleDBJobStore(SimpleDBDomain, JobStore):
                 self.log.warn("job {job_id}: stale SimpleDB attributes left ({error})",
                               job_id=job_id, error=e)
 
-    # --- JobStore ----------------------------------------------------------------------------
+    # --- VersionedJobStore --------------------------------------------------------------------
 
-    def create(self, job):
-        """Store a new job, stamping created_at/updated_at. ValueError on a
-        duplicate job_id or a job too large for one item. Deferred[Job]."""
-        return defer.Deferred.fromCoroutine(self._create(job))
-
-    async def _create(self, job):
-        await self._ready()
-        now = self._clock.seconds()
-        job = attr.evolve(job, created_at=now, updated_at=now)
-        attrs = encode_job(job, 1)
+    async def _insert(self, job):
         try:
-            await self._put(job.job_id, attrs, {"Name": "version", "Exists": False})
+            await self._put(job.job_id, encode_job(job, 1), {"Name": "version", "Exists": False})
         except ClientError as e:
             if error_code(e) == "ConditionalCheckFailed":
-                raise ValueError(f"a job with id {job.job_id} already exists") from None
+                return False
             raise
-        return job
+        return True
 
-    def get(self, job_id):
-        """Deferred[Job]; NoSuchJob if there is none."""
-        return defer.Deferred.fromCoroutine(self._get(job_id))
-
-    async def _get(self, job_id):
-        await self._ready()
+    async def _fetch(self, job_id):
+        """(Job, the attributes read: ``_replace`` writes the next version and drops what it left over)."""
         attrs = await self._read(job_id)
         if "version" not in attrs or "created_key" not in attrs:
             raise NoSuchJob(job_id)
-        return decode_job(job_id, attrs)
+        return decode_job(job_id, attrs), attrs
 
-    def modify(self, job_id, fn):
-        """Replace the job by ``fn(job)`` under ``apply_change``'s rules.
+    async def _replace(self, job, old):
+        new = encode_job(job, int(old["version"]) + 1)
+        try:
+            await self._put(job.job_id, new, {"Name": "version", "Value": old["version"]})
+        except ClientError as e:
+            code = error_code(e)
+            if code == "ConditionalCheckFailed":
+                return False
+            if code == "AttributeDoesNotExist":
+                raise NoSuchJob(job.job_id) from None
+            raise
+        await self._drop_stale(job.job_id, old, new)
+        return True
 
-        Optimistic: read (consistent), apply, PutAttributes conditional on the
-        version read. When another writer got there first the write is retried
-        on the fresh copy, so ``fn`` (pure) may run more than once and the
-        transition table is checked against what is stored now: a late worker
-        cannot overwrite a finished job, two writers cannot both finish one
-        (IllegalTransition). Raises NoSuchJob, IllegalTransition, whatever
-        ``fn`` raises, ValueError (too large), StoreConflict after
-        MAX_WRITE_ATTEMPTS lost races. Deferred[Job].
-        """
-        return defer.Deferred.fromCoroutine(self._modify(job_id, fn))
-
-    async def _modify(self, job_id, fn):
-        await self._ready()
-        now = self._clock.seconds()
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            old = await self._read(job_id)
-            if "version" not in old or "created_key" not in old:
-                raise NoSuchJob(job_id)
-            current = decode_job(job_id, old)
-            job = apply_change(current, fn(current), now)
-            new = encode_job(job, int(old["version"]) + 1)
-            try:
-                await self._put(job_id, new, {"Name": "version", "Value": old["version"]})
-            except ClientError as e:
-                code = error_code(e)
-                if code == "ConditionalCheckFailed":
-                    continue
-                if code == "AttributeDoesNotExist":
-                    raise NoSuchJob(job_id) from None
-                raise
-            await self._drop_stale(job_id, old, new)
-            return job
-        raise StoreConflict(job_id, MAX_WRITE_ATTEMPTS)
+    # --- JobStore ----------------------------------------------------------------------------
 
     def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)], newest first (created_at, then job_id,
