@@ -7,7 +7,7 @@ import functools
 import inspect
 import os
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, task
 from twisted.web import resource, server
 from twisted.web.util import redirectTo
 
@@ -165,6 +165,45 @@ class Redirect(resource.Resource):
 
     def render_GET(self, request):
         return redirectTo(self.to, request)
+
+
+class EndlessHead(protocol.Protocol):
+    """A server answering any request with a status line and then header lines
+    without end (8 KiB each, 64 KiB per reactor turn) until the client goes or
+    ``limit`` bytes are sent. ``listen_endless_head(testcase)`` -> (port, sent),
+    ``sent`` a one-item list counting the bytes written."""
+
+    limit = 64 * 1024 * 1024
+
+    def __init__(self, sent):
+        self.sent = sent
+        self.gone = False
+
+    def dataReceived(self, data):
+        if self.sent[0]:
+            return
+        self.transport.write(b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Filler: " + b"a" * 8180 + b"\r\n"
+
+        def more():
+            if self.gone or self.sent[0] >= self.limit:
+                self.transport.loseConnection()
+                return
+            self.transport.write(line * 8)
+            self.sent[0] += len(line) * 8
+            reactor.callLater(0, more)
+        more()
+
+    def connectionLost(self, reason):
+        self.gone = True
+
+
+def listen_endless_head(testcase):
+    sent = [0]
+    factory = protocol.Factory.forProtocol(lambda: EndlessHead(sent))
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port, sent
 
 
 class Endless(resource.Resource):

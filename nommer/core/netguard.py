@@ -28,6 +28,9 @@ instance credentials), loopback services, the private network. So:
   the same agent, so every hop is checked the same way. When every address
   of a host is refused the connection fails with ``AddressRefused``, whose
   message says which host, which address, why, and which setting allows it.
+  Each connection reads at most ``MAX_RESPONSE_HEAD_BYTES`` of a response's
+  status line and headers (``ResponseHeadTooLarge``): Twisted's client has
+  no limit of its own.
 """
 
 import ipaddress
@@ -43,12 +46,15 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (IHostnameResolver, IHostResolution,
                                          IReactorPluggableNameResolver, IResolutionReceiver,
                                          IStreamClientEndpoint)
+from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory
 
-__all__ = ["AddressRefused", "GuardedEndpointFactory", "allowed_networks", "guarded_agent",
-           "host_literal", "parse_address", "refuse_reason"]
+__all__ = ["AddressRefused", "GuardedEndpointFactory", "MAX_RESPONSE_HEAD_BYTES",
+           "ResponseHeadTooLarge", "allowed_networks", "guarded_agent", "host_literal",
+           "parse_address", "refuse_reason"]
 
 #: The setting that allows refused ranges (named in every message).
 SETTING = "ALLOWED_PRIVATE_NETWORKS"
@@ -63,6 +69,23 @@ _BROADCAST = ipaddress.ip_address("255.255.255.255")
 #: AWS's IPv6 endpoint is the second). Instance credentials live there.
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"),
                                 ipaddress.ip_address("fd00:ec2::254")})
+
+
+#: Most bytes of a response's head (status line and header lines, those of 1xx
+#: answers included) a guarded connection reads: Twisted's HTTP client has no
+#: limit, and a server sending header lines without end grew the worker's (or
+#: feederd's, for a webhook) memory by hundreds of MB a second.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+_INFORMATIONAL_RE = re.compile(rb"HTTP/\d\.\d 1\d\d")
+
+
+class ResponseHeadTooLarge(Exception):
+    """A server sent more than MAX_RESPONSE_HEAD_BYTES of response head."""
+
+    def __init__(self, limit=MAX_RESPONSE_HEAD_BYTES):
+        super().__init__(f"the server's response head passed {limit} bytes "
+                         "(status line and headers); the connection was dropped")
 
 
 class AddressRefused(Exception):
@@ -348,6 +371,75 @@ class _GuardedEndpoint:
         return f"<_GuardedEndpoint {self._host}:{self._port}>"
 
 
+class _HeadCapProtocol(policies.ProtocolWrapper):
+    """Passes everything on, and drops the connection (failing the request with
+    ``ResponseHeadTooLarge``) when a response head passes ``limit`` bytes. A
+    write (a new request on a kept-alive connection) counts afresh."""
+
+    def __init__(self, factory, wrappedProtocol):
+        super().__init__(factory, wrappedProtocol)
+        self._rearm()
+        self._too_large = False
+
+    def _rearm(self):
+        self._in_head, self._head, self._counted = True, b"", 0
+
+    def write(self, data):
+        self._rearm()
+        super().write(data)
+
+    def writeSequence(self, data):
+        self._rearm()
+        super().writeSequence(data)
+
+    def dataReceived(self, data):
+        if self._too_large:
+            return
+        if self._in_head:
+            self._head += data
+            while self._in_head:
+                end = self._head.find(b"\r\n\r\n")
+                size = self._counted + (len(self._head) if end < 0 else end + 4)
+                if size > self.factory.limit:
+                    self._too_large = True
+                    self.transport.abortConnection()
+                    return
+                if end < 0:
+                    break
+                block, self._head = self._head[:end + 4], self._head[end + 4:]
+                self._counted += len(block)
+                if not _INFORMATIONAL_RE.match(block):  # a 1xx head: another follows
+                    self._in_head, self._head = False, b""
+        super().dataReceived(data)
+
+    def connectionLost(self, reason):
+        if self._too_large:
+            reason = Failure(ResponseHeadTooLarge(self.factory.limit))
+        super().connectionLost(reason)
+
+
+class _HeadCapFactory(policies.WrappingFactory):
+    protocol = _HeadCapProtocol
+
+    def __init__(self, wrappedFactory, limit):
+        super().__init__(wrappedFactory)
+        self.limit = limit
+
+
+@implementer(IStreamClientEndpoint)
+class _HeadCapEndpoint:
+    """``endpoint`` whose connections read at most ``limit`` bytes of each
+    response head (above TLS, so the bytes counted are HTTP's)."""
+
+    def __init__(self, endpoint, limit):
+        self._endpoint = endpoint
+        self._limit = limit
+
+    def connect(self, protocolFactory):
+        d = self._endpoint.connect(_HeadCapFactory(protocolFactory, self._limit))
+        return d.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+
 @implementer(IAgentEndpointFactory)
 class GuardedEndpointFactory:
     """``IAgentEndpointFactory`` for ``Agent.usingEndpointFactory``: TCP for
@@ -386,9 +478,10 @@ class GuardedEndpointFactory:
             raise ValueError(f"the host {uri.host!r} is not ASCII (IDNA-encode it)") from None
         endpoint = _GuardedEndpoint(self, host, uri.port)
         if uri.scheme == b"http":
-            return endpoint
+            return _HeadCapEndpoint(endpoint, MAX_RESPONSE_HEAD_BYTES)
         if uri.scheme == b"https":
-            return wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            return _HeadCapEndpoint(wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port),
+                                                  endpoint), MAX_RESPONSE_HEAD_BYTES)
         raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
 
 

@@ -215,7 +215,7 @@ class GuardedAgentTests(TestCase):
         factory = GuardedEndpointFactory(reactor, (), "webhook", tls_policy=policy)
         endpoint = factory.endpointForURI(URI.fromBytes(b"https://hooks.example:8443/x"))
         self.assertEqual(policy.hosts, [b"hooks.example"])
-        self.assertIn("hooks.example", repr(endpoint._wrappedEndpoint))
+        self.assertIn("hooks.example", repr(endpoint._endpoint._wrappedEndpoint))  # head cap, TLS, guard
 
     @ensure
     async def test_https_name_to_loopback_refused_before_tls(self):

@@ -18,7 +18,7 @@ from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
 from nommer.core.storage.http import HTTPStorage
 from tests.core.storage_contract import StorageContract
-from tests.helpers import Endless, Redirect, serve_counting, temp_settings
+from tests.helpers import Endless, Redirect, listen_endless_head, serve_counting, temp_settings
 
 TIMEOUT_S = 30.0
 PAYLOAD = os.urandom(256 * 1024 + 3)
@@ -457,6 +457,16 @@ class HTTPGuardTests(TestCase):
             await storage.download(url, self.local)
         self.assertFalse(os.path.exists(self.local))
         return cm.exception.message
+
+    @inline
+    async def test_endless_response_head_is_cut_short(self):
+        """A server sending header lines without end (Twisted's client has no limit: the
+        worker's memory grew by 250 MB a second until the idle timeout): the download fails
+        for good once MAX_RESPONSE_HEAD_BYTES came, long before the server's 64 MB."""
+        port, sent = listen_endless_head(self)
+        message = await self.refused(self.storage(["127.0.0.0/8"]), f"http://127.0.0.1:{port}/a.mp4")
+        self.assertIn("response head", message)
+        self.assertLess(sent[0], 16 * 1024 * 1024)
 
     @inline
     async def test_localhost_source_refused(self):

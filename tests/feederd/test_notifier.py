@@ -13,7 +13,8 @@ from twisted.web import resource, server
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import JobState
 from nommer.feederd.notifier import Notifier, WebhookTimeout, post_form
-from tests.helpers import Endless, FakeResolver, ensure, eventually, serve_counting, temp_ledger
+from tests.helpers import (Endless, FakeResolver, ensure, eventually, listen_endless_head,
+                           serve_counting, temp_ledger)
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
 
@@ -163,6 +164,21 @@ class PostFormTests(TestCase):
         self.assertEqual(ctype, b"application/x-www-form-urlencoded")
         self.assertEqual(urllib.parse.parse_qs(body.decode(), keep_blank_values=True),
                          {"unique_id": ["abc"], "job_state": ["FINISHED"], "job_state_details": [""]})
+
+
+class EndlessHeadTests(TestCase):
+    timeout = 30
+
+    @ensure
+    async def test_webhook_answer_with_endless_head_is_cut_short(self):
+        """A receiver sending header lines without end does not grow feederd's memory for
+        WEBHOOK_TIMEOUT_S: the POST fails once MAX_RESPONSE_HEAD_BYTES came."""
+        port, sent = listen_endless_head(self)
+        with self.assertRaises(Exception) as cm:
+            await post_form(f"http://127.0.0.1:{port}/hook", {"a": "b"}, 20.0,
+                            networks=[ipaddress.ip_network("127.0.0.0/8")])
+        self.assertIn("response head", str(cm.exception))
+        self.assertLess(sent[0], 16 * 1024 * 1024)
 
 
 class Silent(resource.Resource):

@@ -42,7 +42,8 @@ from twisted.web.http import PotentialDataLoss
 
 from nommer.conf import defaults
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
-from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
+from nommer.core.netguard import (AddressRefused, ResponseHeadTooLarge, allowed_networks,
+                                  guarded_agent)
 from nommer.core.storage.base import Storage
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri, refused_host_reason
 
@@ -329,7 +330,7 @@ def _request_error(e, muri):
     """The job error for a request that got no response."""
     shown = redact_uri(muri)
     reasons = _reasons(e)
-    refused = [r for r in reasons if isinstance(r, AddressRefused)]
+    refused = [r for r in reasons if isinstance(r, (AddressRefused, ResponseHeadTooLarge))]
     if refused:
         return PermanentJobError(f"GET {shown}: {refused[0]}")
     if _TLSError and any(isinstance(r, _TLSError) for r in reasons):
