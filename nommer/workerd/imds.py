@@ -20,6 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from treq.client import HTTPClient
 
+from nommer.core.deferreds import deferred
+
 log = Logger(namespace="nommer.workerd.imds")
 
 #: IMDSv2 headers (EC2 user guide, "Use the Instance Metadata Service").
@@ -84,34 +86,38 @@ class InstanceMetadata:
 
     # --- public --------------------------------------------------------------
 
-    def identity(self):
+    @deferred
+    async def identity(self):
         """Deferred dict: ``instance_id``, ``instance_type``,
         ``availability_zone``, ``market`` ("spot" if
         ``meta-data/instance-life-cycle`` is "spot", else "on-demand") and
         ``region`` (from ``dynamic/instance-identity/document``, else derived
         from the zone)."""
-        return defer.Deferred.fromCoroutine(self._identity())
+        return await self._identity()
 
-    def user_data(self):
+    @deferred
+    async def user_data(self):
         """Deferred bytes of the instance's user data, or None if it has none
         (IMDS answers 404)."""
-        return defer.Deferred.fromCoroutine(self._get("user-data"))
+        return await self._get("user-data")
 
-    def spot_notice(self):
+    @deferred
+    async def spot_notice(self):
         """Deferred None, or the spot interruption notice: the dict of
         ``meta-data/spot/instance-action``, ``{"action": "terminate" | "stop"
         | "hibernate", "time": "2026-11-22T06:00:45Z"}`` (UTC, when it
         happens: about two minutes after the notice). 404 means none. A body
         that is not the documented JSON still means a notice:
         ``{"action": None, "time": None, "raw": text}``."""
-        return defer.Deferred.fromCoroutine(self._json_item("meta-data/spot/instance-action"))
+        return await self._json_item("meta-data/spot/instance-action")
 
-    def rebalance_recommendation(self):
+    @deferred
+    async def rebalance_recommendation(self):
         """Deferred None, or the dict of
         ``meta-data/events/recommendations/rebalance``: ``{"noticeTime":
         ISO 8601}`` (the instance is at elevated risk of interruption; it
         usually comes before the interruption notice). 404 means none."""
-        return defer.Deferred.fromCoroutine(self._json_item("meta-data/events/recommendations/rebalance"))
+        return await self._json_item("meta-data/events/recommendations/rebalance")
 
     # --- internals -----------------------------------------------------------
 

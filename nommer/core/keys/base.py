@@ -23,8 +23,7 @@ import re
 import secrets
 
 import attr
-from twisted.internet import defer
-
+from nommer.core.deferreds import deferred
 from nommer.core.errors import InvalidJobSpec, NommerError
 from nommer.core.keys.cache import AuthCache
 
@@ -183,14 +182,9 @@ class KeyStore:
 
     _cache = None
 
-    def create(self, name, scopes=DEFAULT_SCOPES):
-        try:
-            name, scopes = validate_name(name), validate_scopes(scopes)
-        except Exception:
-            return defer.fail()
-        return defer.Deferred.fromCoroutine(self._create(name, scopes))
-
-    async def _create(self, name, scopes):
+    @deferred
+    async def create(self, name, scopes=DEFAULT_SCOPES):
+        name, scopes = validate_name(name), validate_scopes(scopes)
         while True:
             key = ApiKey(key_id=new_key_id(), name=name, scopes=scopes, created_at=float(self._clock.seconds()))
             secret = new_secret(key.key_id)
@@ -198,13 +192,11 @@ class KeyStore:
                 return key, secret
             # the same 64-bit key_id twice: draw again
 
-    def authenticate(self, secret):
+    @deferred
+    async def authenticate(self, secret):
         key_id = parse_secret(secret)
         if key_id is None:
-            return defer.succeed(None)
-        return defer.Deferred.fromCoroutine(self._authenticate(key_id, secret))
-
-    async def _authenticate(self, key_id, secret):
+            return None
         if self._cache is not None:
             cached = self._cache.get(hash_secret(secret))
             if cached is not AuthCache.MISSING:
@@ -219,10 +211,8 @@ class KeyStore:
             self._cache.put(hash_secret(secret), answer)
         return answer
 
-    def get(self, key_id):
-        return defer.Deferred.fromCoroutine(self._get(key_id))
-
-    async def _get(self, key_id):
+    @deferred
+    async def get(self, key_id):
         found = await self._fetch(key_id)
         if found is None:
             raise NoSuchKey(key_id)

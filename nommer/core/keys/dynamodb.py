@@ -15,10 +15,9 @@ of keys: a page), ``any_active`` one that stops at the first active key. ``authe
 GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
 """
 
-from twisted.internet import defer
-
 from nommer.core.aws.dynamodb import DynamoDBTable
 from nommer.core.aws.pool import error_code
+from nommer.core.deferreds import deferred
 from nommer.core.keys.base import ApiKey, KeyStore, NoSuchKey
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
 
@@ -88,17 +87,13 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
         item = result.get("Item")
         return None if item is None else (from_item(item), item["secret_hash"]["S"])
 
-    def list(self):
-        return defer.Deferred.fromCoroutine(self._list())
-
-    async def _list(self):
+    @deferred
+    async def list(self):
         keys = [from_item(item) for item in await self._scan()]
         return sorted(keys, key=lambda k: (k.created_at, k.key_id))
 
-    def revoke(self, key_id):
-        return defer.Deferred.fromCoroutine(self._revoke(key_id))
-
-    async def _revoke(self, key_id):
+    @deferred
+    async def revoke(self, key_id):
         try:
             result = await self._call(
                 "update_item", TableName=self.table, Key=self._key(key_id),
@@ -112,10 +107,8 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
         self._cache.forget_key(str(key_id))
         return from_item(result["Attributes"])
 
-    def any_active(self):
-        return defer.Deferred.fromCoroutine(self._any_active())
-
-    async def _any_active(self):
+    @deferred
+    async def any_active(self):
         # feederd asks this of anonymous requests while no key exists: stop at the first active key.
         return bool(await self._scan(first_only=True, FilterExpression="attribute_not_exists(revoked_at)",
                                      ProjectionExpression="key_id"))

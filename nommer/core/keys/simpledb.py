@@ -16,10 +16,10 @@ see ``nommer.core.keys.cache``).
 """
 
 from botocore.exceptions import ClientError
-from twisted.internet import defer
 
 from nommer.core.aws.pool import error_code
 from nommer.core.aws.simpledb import CONFLICT_CODES, SimpleDBDomain, replacing, time_text, time_value
+from nommer.core.deferreds import deferred
 from nommer.core.keys.base import ApiKey, KeyStore
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
 
@@ -79,19 +79,15 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
             return None
         return decode_key(str(key_id), attrs), attrs["secret_hash"]
 
-    def list(self):
-        return defer.Deferred.fromCoroutine(self._list())
-
-    async def _list(self):
+    @deferred
+    async def list(self):
         items = await self._select("*", "secret_hash is not null")
         keys = [decode_key(name, attrs) for name, attrs in items]
         return sorted(keys, key=lambda k: (k.created_at, k.key_id))
 
-    def revoke(self, key_id):
-        return defer.Deferred.fromCoroutine(self._revoke(key_id))
-
-    async def _revoke(self, key_id):
-        key = await self._get(key_id)
+    @deferred
+    async def revoke(self, key_id):
+        key = await self.get(key_id)
         if key.active:
             try:
                 await self._call("put_attributes", ItemName=key.key_id,
@@ -100,12 +96,10 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
             except ClientError as e:
                 if error_code(e) not in CONFLICT_CODES:   # revoked meanwhile: that time stays
                     raise
-            key = await self._get(key_id)
+            key = await self.get(key_id)
         self._cache.forget_key(key.key_id)
         return key
 
-    def any_active(self):
-        return defer.Deferred.fromCoroutine(self._any_active())
-
-    async def _any_active(self):
+    @deferred
+    async def any_active(self):
         return bool(await self._select("itemName()", "secret_hash is not null and revoked_at is null", limit=1))

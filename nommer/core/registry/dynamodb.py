@@ -8,10 +8,9 @@ per worker (tens, at most a few hundred), so a Scan is a page or two and
 cheaper than keeping an index. Reads are consistent.
 """
 
-from twisted.internet import defer
-
 from nommer.core.aws.dynamodb import DynamoDBTable, dump_item, dynamo_number, load_item
 from nommer.core.aws.pool import error_code
+from nommer.core.deferreds import deferred
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
 
 _FLOAT_FIELDS = ("started_at", "last_seen")
@@ -50,36 +49,31 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
         """Every item of a consistent Scan."""
         return await self._items("scan", ConsistentRead=True, **kwargs)
 
-    def heartbeat(self, record):
-        return defer.Deferred.fromCoroutine(self._call("put_item", TableName=self.table, Item=to_item(record)))
+    @deferred
+    async def heartbeat(self, record):
+        await self._call("put_item", TableName=self.table, Item=to_item(record))
 
-    def get(self, worker_id):
-        return defer.Deferred.fromCoroutine(self._get(worker_id))
-
-    async def _get(self, worker_id):
+    @deferred
+    async def get(self, worker_id):
         result = await self._call("get_item", TableName=self.table, Key=self._key(worker_id), ConsistentRead=True)
         if "Item" not in result:
             raise KeyError(worker_id)
         return from_item(result["Item"])
 
-    def list(self):
-        return defer.Deferred.fromCoroutine(self._list())
-
-    async def _list(self):
+    @deferred
+    async def list(self):
         records = [from_item(item) for item in await self._scan()]
         return sorted(records, key=lambda r: (-r.last_seen, r.worker_id))
 
-    def remove(self, worker_id):
-        return defer.Deferred.fromCoroutine(self._call("delete_item", TableName=self.table,
-                                                       Key=self._key(worker_id)))
+    @deferred
+    async def remove(self, worker_id):
+        await self._call("delete_item", TableName=self.table, Key=self._key(worker_id))
 
-    def forget_older_than(self, t):
+    @deferred
+    async def forget_older_than(self, t):
         """Scan for records seen before ``t``, then delete each on the
         condition that it still is (a worker that heartbeated meanwhile
         stays). Deferred[int]: how many were deleted."""
-        return defer.Deferred.fromCoroutine(self._forget(t))
-
-    async def _forget(self, t):
         older = {":t": dynamo_number(float(t))}
         items = await self._scan(FilterExpression="last_seen < :t", ProjectionExpression="worker_id",
                                  ExpressionAttributeValues=older)

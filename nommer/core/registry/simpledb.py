@@ -24,11 +24,11 @@ import json
 
 import attr
 from botocore.exceptions import ClientError
-from twisted.internet import defer
 
 from nommer.core.aws.pool import error_code
 from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed,
                                       left_over, quote, replacing, time_text, time_value, unchunked)
+from nommer.core.deferreds import deferred
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
 
 #: WorkerRecord fields stored as JSON (all but worker_id, the item name, and last_seen).
@@ -75,10 +75,8 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
 
     # --- WorkerRegistry ----------------------------------------------------------------------
 
-    def heartbeat(self, record):
-        return defer.Deferred.fromCoroutine(self._heartbeat(record))
-
-    async def _heartbeat(self, record):
+    @deferred
+    async def heartbeat(self, record):
         attrs = encode_record(record)
         await self._call("put_attributes", ItemName=record.worker_id, Attributes=replacing(attrs))
         stale = left_over(self._written.get(record.worker_id, {}), attrs)
@@ -90,34 +88,30 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
                 self.log.warn("worker {worker_id}: stale SimpleDB attributes left ({error})",
                               worker_id=record.worker_id, error=e)
 
-    def get(self, worker_id):
-        return defer.Deferred.fromCoroutine(self._get(worker_id))
-
-    async def _get(self, worker_id):
+    @deferred
+    async def get(self, worker_id):
         attrs = await self._read(worker_id)
         if "last_seen" not in attrs:
             raise KeyError(worker_id)
         return decode_record(worker_id, attrs)
 
-    def list(self):
-        return defer.Deferred.fromCoroutine(self._list())
-
-    async def _list(self):
+    @deferred
+    async def list(self):
         items = await self._select("*", "last_seen is not null")
         records = [decode_record(name, attrs) for name, attrs in items]
         return sorted(records, key=lambda r: (-r.last_seen, r.worker_id))
 
-    def remove(self, worker_id):
+    @deferred
+    async def remove(self, worker_id):
         self._written.pop(worker_id, None)
-        return defer.Deferred.fromCoroutine(self._call("delete_attributes", ItemName=worker_id))
+        await self._call("delete_attributes", ItemName=worker_id)
 
-    def forget_older_than(self, t):
+    @deferred
+    async def forget_older_than(self, t):
         """Select the records seen before ``t``, then delete each on the
         condition that its ``last_seen`` is unchanged (a worker that
         heartbeated meanwhile stays). Deferred[int]: how many were deleted."""
-        return defer.Deferred.fromCoroutine(self._forget(float(t)))
-
-    async def _forget(self, t):
+        t = float(t)
         # Text order is time order to the microsecond; the exact comparison is made here.
         items = await self._select("last_seen", f"last_seen < {quote(iso_fixed(t) + ' ~')}")
         deleted = 0

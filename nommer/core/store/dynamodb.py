@@ -50,10 +50,9 @@ stored as ``2``): the job's time fields and ``progress`` read back as float,
 when integral, else float.
 """
 
-from twisted.internet import defer
-
 from nommer.core.aws.dynamodb import DynamoDBTable, TableSetupError, dump_item, load_item
 from nommer.core.aws.pool import error_code
+from nommer.core.deferreds import deferred, gather
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
@@ -161,22 +160,17 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
 
     # --- JobStore -----------------------------------------------------------
 
-    def list(self, state=None, limit=50, cursor=None, owner=None):
+    @deferred
+    async def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)]: at most ``limit`` jobs newest first
         (all, or those in ``state``, of ``owner`` if given) after ``cursor``;
         ``next_cursor`` is None on the last page. A bad cursor (or limit < 1)
         raises ValueError."""
-        try:
-            limit = int(limit)
-            if limit < 1:
-                raise ValueError(f"limit must be at least 1, not {limit}")
-            after = decode_cursor(cursor) if cursor is not None else None
-            state = JobState(state) if state is not None else None
-        except ValueError as exc:
-            return defer.fail(exc)
-        return defer.Deferred.fromCoroutine(self._list(state, limit, after, owner))
-
-    async def _list(self, state, limit, after, owner=None):
+        limit = int(limit)
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        after = decode_cursor(cursor) if cursor is not None else None
+        state = JobState(state) if state is not None else None
         extra = {}
         if owner is not None:
             index, names, values = GSI_BY_OWNER, {"#p": "owner"}, {":p": {"S": str(owner)}}
@@ -209,39 +203,33 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
             next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
         return jobs, next_cursor
 
-    def list_unfinished(self):
+    @deferred
+    async def list_unfinished(self):
         """Deferred[list[Job]]: every job not in a final state, oldest first
         (one ``by_state`` Query per unfinished state)."""
-        return defer.Deferred.fromCoroutine(self._list_unfinished())
-
-    async def _list_unfinished(self):
         await self._ready()
-        per_state = await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(self._items(
-                "query", IndexName=GSI_BY_STATE, KeyConditionExpression="job_state = :s",
-                ExpressionAttributeValues={":s": {"S": s.value}})) for s in _UNFINISHED],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
+        per_state = await gather(
+            self._items("query", IndexName=GSI_BY_STATE, KeyConditionExpression="job_state = :s",
+                        ExpressionAttributeValues={":s": {"S": s.value}}) for s in _UNFINISHED)
         items = [item for items in per_state for item in items]
         items.sort(key=lambda item: item["created_key"]["S"])
         return [self._from_item(item)[0] for item in items]
 
-    def count_unfinished(self, owner):
+    @deferred
+    async def count_unfinished(self, owner):
         """Deferred[int]: jobs of ``owner`` (a key_id) not in a final state
         (a ``by_state`` ``Select=COUNT`` Query per unfinished state, filtered
         on ``owner``)."""
-        return defer.Deferred.fromCoroutine(self._count_unfinished(owner))
-
-    async def _count_unfinished(self, owner):
         await self._ready()
-        counts = await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(self._count(s, owner)) for s in _UNFINISHED],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
-        return sum(counts)
+        return sum(await gather(self._count(s, owner) for s in _UNFINISHED))
 
-    def count_by_state(self):
+    @deferred
+    async def count_by_state(self):
         """Deferred[dict[str, int]]: state name -> number of jobs, states
         with no job left out (a ``Select=COUNT`` Query per state)."""
-        return defer.Deferred.fromCoroutine(self._count_by_state())
+        await self._ready()
+        counts = await gather(self._count(s) for s in JobState)
+        return {s.value: n for s, n in zip(JobState, counts) if n}
 
     async def _count(self, state, owner=None):
         kwargs = dict(IndexName=GSI_BY_STATE, Select="COUNT",
@@ -251,13 +239,6 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
             kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
             kwargs["ExpressionAttributeValues"][":o"] = {"S": str(owner)}
         return sum(page.get("Count", 0) for page in await self._pages("query", **kwargs))
-
-    async def _count_by_state(self):
-        await self._ready()
-        counts = await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(self._count(s)) for s in JobState],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure)
-        return {s.value: n for s, n in zip(JobState, counts) if n}
 
     # --- resources ----------------------------------------------------------
 

@@ -54,11 +54,11 @@ import json
 
 import attr
 from botocore.exceptions import ClientError
-from twisted.internet import defer
 
 from nommer.core.aws.pool import error_code
 from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, MAX_SELECT_LIMIT, SimpleDBDomain, chunked,
                                       iso_fixed, left_over, quote, replacing, time_text, time_value, unchunked)
+from nommer.core.deferreds import deferred, gather
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
@@ -180,14 +180,12 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
 
     # --- JobStore ----------------------------------------------------------------------------
 
-    def list(self, state=None, limit=50, cursor=None, owner=None):
+    @deferred
+    async def list(self, state=None, limit=50, cursor=None, owner=None):
         """Deferred[(jobs, next_cursor)], newest first (created_at, then job_id,
         descending); ``state`` a JobState or None; ``owner`` a key_id or None
         (every job); ``limit`` >= 1; ``next_cursor`` None on the last page.
         ValueError on a bad cursor."""
-        return defer.Deferred.fromCoroutine(self._list(state, limit, cursor, owner))
-
-    async def _list(self, state, limit, cursor, owner=None):
         limit = int(limit)
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -208,43 +206,30 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
             next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
         return jobs, next_cursor
 
-    def list_unfinished(self):
+    @deferred
+    async def list_unfinished(self):
         """Deferred[list[Job]]: every job not in a final state, oldest first."""
-        return defer.Deferred.fromCoroutine(self._list_unfinished())
-
-    async def _list_unfinished(self):
-        await self._ready()
         states = ", ".join(quote(s) for s in UNFINISHED_STATES)
         items = await self._select("*", f"job_state in ({states}) and created_key is not null",
                                    order_by="created_key asc", page_size=MAX_SELECT_LIMIT)
         return [decode_job(name, attrs) for name, attrs in items]
 
-    def count_unfinished(self, owner):
+    @deferred
+    async def count_unfinished(self, owner):
         """Deferred[int]: jobs of ``owner`` (a key_id) not in a final state
         (one ``select count(*)``)."""
-        return defer.Deferred.fromCoroutine(self._count_unfinished(owner))
-
-    async def _count_unfinished(self, owner):
-        await self._ready()
         states = ", ".join(quote(s) for s in UNFINISHED_STATES)
-        pages = await self._select("count(*)", f"owner = {quote(owner_text(owner))}"
-                                               f" and job_state in ({states}) and created_key is not null")
-        return sum(int(attrs["Count"]) for _, attrs in pages)
+        return await self._count(f"owner = {quote(owner_text(owner))} and job_state in ({states})")
 
-    def count_by_state(self):
+    @deferred
+    async def count_by_state(self):
         """Deferred[dict[str, int]]: state name -> number of jobs, states with
         no job left out. One ``select count(*)`` per state, in parallel."""
-        return defer.Deferred.fromCoroutine(self._count_by_state())
-
-    async def _count_by_state(self):
         await self._ready()
-
-        async def count(state):
-            pages = await self._select("count(*)", f"job_state = {quote(state.value)} and created_key is not null")
-            return sum(int(attrs["Count"]) for _, attrs in pages)
-        try:
-            counts = await defer.gatherResults(
-                [defer.Deferred.fromCoroutine(count(state)) for state in JobState], consumeErrors=True)
-        except defer.FirstError as e:
-            e.subFailure.raiseException()
+        counts = await gather(self._count(f"job_state = {quote(state.value)}") for state in JobState)
         return {state.value: n for state, n in zip(JobState, counts) if n}
+
+    async def _count(self, where):
+        """How many jobs (items with ``created_key``) match ``where``: one ``select count(*)``."""
+        pages = await self._select("count(*)", f"{where} and created_key is not null")
+        return sum(int(attrs["Count"]) for _, attrs in pages)
