@@ -84,7 +84,7 @@ class ConsumerLeaseTests(TestCase):
         consumer.startService()
         await self.until(lambda: defer.succeed(consumer.handled == ["change-1"]), "the message handled")
         # "Killed": it stops extending and never releases (no stopService).
-        consumer._extender.stop()
+        consumer.leases.stop()
         consumer.running = False
         if consumer._waiting is not None:
             consumer._waiting.cancel()

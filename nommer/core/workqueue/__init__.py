@@ -1,7 +1,11 @@
-"""Work queues: how jobs and state changes travel. Chosen by WORK_QUEUE_BACKEND."""
+"""Work queues: how jobs and state changes travel. Chosen by WORK_QUEUE_BACKEND.
+
+A received message's lease is kept with a ``LeaseKeeper`` (``lease``).
+"""
 
 from nommer.core.workqueue.base import (  # noqa: F401
     Message, ReceiptHandleInvalid, RedrivePolicy, WorkQueue, dead_letter_name, redrive_policies)
+from nommer.core.workqueue.lease import LeaseKeeper  # noqa: F401
 
 BACKENDS = {
     "local": "nommer.core.workqueue.local.LocalWorkQueue",
