@@ -1,7 +1,10 @@
 """Errors shared by both daemons.
 
-Each error a user can cause carries an ``error_code`` (the API's error shape is
-``{"success": false, "error_code": ..., "message": ...}``) and an HTTP status.
+An error carries a message for a person (and fields such as
+``InvalidJobSpec.field``), not how an API answers it: feederd's API decides
+the HTTP status and ``error_code`` at its edge (``EDGE_ERRORS`` in
+``nommer.feederd.api``).
+
 Errors raised while a job runs say whether retrying can help:
 ``PermanentJobError`` ends the job in ERROR at once, ``TransientJobError``
 sends it back to the queue until MAX_JOB_ATTEMPTS is used up.
@@ -10,9 +13,6 @@ sends it back to the queue until MAX_JOB_ATTEMPTS is used up.
 
 class NommerError(Exception):
     """Base class. ``message`` is meant for a person."""
-
-    error_code = "ERROR"
-    http_status = 500
 
     def __init__(self, message):
         super().__init__(message)
@@ -23,8 +23,10 @@ class InvalidJobSpec(NommerError):
     """A submitted job is malformed. ``field`` names the offending key path,
     e.g. ``job_options.options[0].outfile_options``."""
 
+    #: Kept only because tests outside the API read it (tests/core/test_uri.py,
+    #: tests/core/keys_contract.py, tests/workerd/test_ffmpeg_options.py); the
+    #: API does not: EDGE_ERRORS in nommer.feederd.api decides its answers.
     error_code = "BADINPUT"
-    http_status = 400
 
     def __init__(self, field, message):
         super().__init__(f"{field}: {message}" if field else message)
@@ -32,8 +34,7 @@ class InvalidJobSpec(NommerError):
 
 
 class NoSuchJob(NommerError):
-    error_code = "NOSUCHJOB"
-    http_status = 404
+    """No job has that id (or the caller may not see it)."""
 
     def __init__(self, job_id):
         super().__init__(f"no job with id {job_id!r}")
@@ -66,6 +67,3 @@ class SourceNotFound(PermanentJobError):
 
 class JobCanceled(NommerError):
     """The job was canceled (or otherwise finished) while a worker held it."""
-
-    error_code = "CANCELED"
-    http_status = 409

@@ -21,7 +21,12 @@ anonymous rule on loopback); each caller has a rate limit
 (``ratelimit``) and each key a quota of unfinished jobs (``quota``). On
 loopback, Host and Origin are checked first (``crosssite``). Request bodies
 are capped before they are read (``bodycap``, in the Site) and again here.
-The errors those raise carry no HTTP status: ``EDGE_ERRORS`` maps them.
+
+The HTTP status and ``error_code`` of every error are decided here, at the
+edge, by one table (``EDGE_ERRORS``, looked up along the exception's MRO):
+core exceptions carry only a message (and fields such as
+``InvalidJobSpec.field``). Anything the table does not know is a logged 500
+``INTERNAL``.
 """
 
 import json
@@ -34,8 +39,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from nommer.core.errors import InvalidJobSpec, NoSuchJob, NommerError
+from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NommerError
 from nommer.core.job import Job, iso8601, new_job_id
+from nommer.core.keys import NoSuchKey
 from nommer.core.registry.base import EXITED
 from nommer.core.spec import validate_submission
 from nommer.core.states import IllegalTransition, JobState
@@ -123,13 +129,47 @@ def job_to_api(job):
     }
 
 
-#: Errors of the API edge (no HTTP status of their own) -> (status, error_code).
+class WrongMethod(NommerError):
+    """A route asked for with a method it does not take, where the router
+    cannot tell (``GET /job/submit`` matches ``GET /job/<job_id>``)."""
+
+
+class BodyTooLarge(NommerError):
+    """A request body over MAX_REQUEST_BODY_BYTES."""
+
+
+#: Every error the API answers -> (HTTP status, error_code). An exception
+#: takes the entry of the nearest class along its MRO (an ``InvalidURI`` is
+#: an ``InvalidJobSpec``; a ``PermanentJobError`` has no entry of its own and
+#: is a ``NommerError``). The message is the exception's ``message``, or
+#: the one ``JobAPI._message`` words (IllegalTransition, werkzeug's routing
+#: errors). Anything not here: 500 ``INTERNAL``.
 EDGE_ERRORS = {
+    InvalidJobSpec: (400, "BADINPUT"),
     Unauthorized: (401, "UNAUTHORIZED"),
     Forbidden: (403, "FORBIDDEN"),
+    NoSuchJob: (404, "NOSUCHJOB"),
+    NoSuchKey: (404, "NOSUCHKEY"),
+    NotFound: (404, "NOTFOUND"),  # werkzeug: no route has the path
+    MethodNotAllowed: (405, "METHODNOTALLOWED"),  # werkzeug: the path's routes take other methods
+    WrongMethod: (405, "METHODNOTALLOWED"),
+    IllegalTransition: (409, "CONFLICT"),
+    JobCanceled: (409, "CANCELED"),
+    BodyTooLarge: (413, "BADINPUT"),
     RateLimited: (429, "RATELIMITED"),
     QuotaExceeded: (429, "QUOTA"),
+    NommerError: (500, "ERROR"),  # a core error with no entry nearer (logged)
 }
+
+
+def error_answer(exc):
+    """``(status, error_code)`` of the API's answer to ``exc``: the
+    ``EDGE_ERRORS`` entry of the nearest class along its MRO, or None."""
+    for cls in type(exc).__mro__:
+        answer = EDGE_ERRORS.get(cls)
+        if answer is not None:
+            return answer
+    return None
 
 
 class _EdgeResource(KleinResource):
@@ -159,13 +199,6 @@ class _EdgeResource(KleinResource):
             if refused is not None:
                 return _error(request, *refused)
         return super().render(request)
-
-
-class APIError(NommerError):
-    def __init__(self, status, error_code, message):
-        super().__init__(message)
-        self.http_status = status
-        self.error_code = error_code
 
 
 def _gather(coroutines):
@@ -223,46 +256,39 @@ class JobAPI:
 
     # --- errors -------------------------------------------------------------
 
-    @app.handle_errors(NommerError)
-    def _nommer_error(self, request, failure):
-        exc = failure.value
-        if exc.http_status >= 500:
-            self.log.failure("API error on {path}", failure, path=request.path)
-        return _error(request, exc.http_status, exc.error_code, exc.message)
-
     @app.handle_errors(*EDGE_ERRORS)
-    def _edge_error(self, request, failure):
+    def _known_error(self, request, failure):
         exc = failure.value
-        status, code = next(v for cls, v in EDGE_ERRORS.items() if isinstance(exc, cls))
+        status, code = error_answer(exc)
+        if status >= 500:
+            self.log.failure("API error on {path}", failure, path=request.path)
+        return _error(request, status, code, self._message(request, exc))
+
+    @staticmethod
+    def _message(request, exc):
+        """The message answering ``exc`` (an ``EDGE_ERRORS`` one), after
+        setting the headers its answer needs."""
         if isinstance(exc, Unauthorized):
             challenge = 'Bearer realm="nommer"' + (', error="invalid_token"' if exc.invalid_token else "")
             request.setHeader(b"WWW-Authenticate", challenge.encode())
-        retry_after_s = getattr(exc, "retry_after_s", None)
+        retry_after_s = getattr(exc, "retry_after_s", None)  # RateLimited, QuotaExceeded
         if retry_after_s is not None:
             request.setHeader(b"Retry-After", retry_after_header(retry_after_s).encode())
-        return _error(request, status, code, exc.message)
-
-    @app.handle_errors(IllegalTransition)
-    def _conflict(self, request, failure):
-        exc = failure.value
-        return _error(request, 409, "CONFLICT", f"job {exc.job_id} is already {exc.current.value}")
-
-    @app.handle_errors(NotFound)
-    def _not_found(self, request, failure):
-        return _error(request, 404, "NOTFOUND", f"no such endpoint: {request.path.decode(errors='replace')}")
-
-    @app.handle_errors(MethodNotAllowed)
-    def _method_not_allowed(self, request, failure):
-        # RFC 9110: a 405 lists the allowed methods. /job/submit also matches
-        # /job/<job_id>, whose GET refuses "submit": only POST is really allowed.
-        allowed = set(failure.value.valid_methods or ())
-        if request.path.rstrip(b"/").endswith(b"/job/submit"):
-            allowed = {"POST"}
-        allowed = sorted(allowed)
-        if allowed:
-            request.setHeader(b"Allow", ", ".join(allowed).encode())
-        return _error(request, 405, "METHODNOTALLOWED",
-                      f"{request.method.decode()} is not allowed on {request.path.decode(errors='replace')}")
+        if isinstance(exc, IllegalTransition):
+            return f"job {exc.job_id} is already {exc.current.value}"
+        if isinstance(exc, NotFound):
+            return f"no such endpoint: {request.path.decode(errors='replace')}"
+        if isinstance(exc, MethodNotAllowed):
+            # RFC 9110: a 405 lists the allowed methods. /job/submit also matches
+            # /job/<job_id>, whose GET refuses "submit": only POST is really allowed.
+            allowed = set(exc.valid_methods or ())
+            if request.path.rstrip(b"/").endswith(b"/job/submit"):
+                allowed = {"POST"}
+            allowed = sorted(allowed)
+            if allowed:
+                request.setHeader(b"Allow", ", ".join(allowed).encode())
+            return f"{request.method.decode()} is not allowed on {request.path.decode(errors='replace')}"
+        return exc.message
 
     @app.handle_errors(Exception)
     def _unexpected(self, request, failure):
@@ -287,7 +313,7 @@ class JobAPI:
     async def get_job(self, request, job_id):
         if job_id == "submit":
             request.setHeader(b"Allow", b"POST")
-            raise APIError(405, "METHODNOTALLOWED", "submit a job with POST /job/submit")
+            raise WrongMethod("submit a job with POST /job/submit")
         caller = await self._caller(request, "read")
         job = await self._visible_job(caller, self._job_id(job_id))
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
@@ -439,7 +465,7 @@ class JobAPI:
         limit = self.settings.MAX_REQUEST_BODY_BYTES
         raw = request.content.read(limit + 1)
         if len(raw) > limit:
-            raise APIError(413, "BADINPUT", refusal_message(limit))
+            raise BodyTooLarge(refusal_message(limit))
         if not raw.strip():
             raise InvalidJobSpec(None, "the request body is empty; send the job as a JSON object")
         try:
