@@ -2,9 +2,14 @@
 
 A backend test case provides ``make_registry()`` returning a fresh, empty
 registry (closed by the contract at cleanup).
+
+A backend whose ``forget_older_than`` first searches, then deletes (the
+AWS ones) names the search ``_older_than(t)``: the contract runs another
+worker's heartbeat between the two. SQLite forgets in one statement.
 """
 
 from twisted.internet import defer
+from twisted.trial.unittest import SkipTest
 
 from nommer.core.registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
 from tests.helpers import ensure
@@ -104,3 +109,21 @@ class WorkerRegistryContract:
         self.assertEqual(await self.registry.forget_older_than(T0), 0)
         self.assertEqual(await self.registry.forget_older_than(T0 + 3600), 2)
         self.assertEqual(await self.registry.list(), [])
+
+    @ensure
+    async def test_forget_spares_a_worker_that_heartbeated_meanwhile(self):
+        """A record refreshed between forget's search and its delete stays (conditional delete)."""
+        registry = self.registry
+        search = getattr(registry, "_older_than", None)
+        if search is None:
+            raise SkipTest(f"{type(registry).__name__} forgets in one statement: nothing can come between")
+        await registry.heartbeat(make_record(worker_id="gone", last_seen=T0 - 100))
+        await registry.heartbeat(make_record(worker_id="back", last_seen=T0 - 100))
+
+        async def then_back_comes_back(t):
+            found = await search(t)
+            await registry.heartbeat(make_record(worker_id="back", last_seen=T0 + 1))
+            return found
+        registry._older_than = then_back_comes_back
+        self.assertEqual(await registry.forget_older_than(T0), 1)
+        self.assertEqual([r.worker_id for r in await registry.list()], ["back"])

@@ -2,7 +2,6 @@
 and against DynamoDB Local (AWS's own engine); the 5 s authenticate cache."""
 
 import json
-import os
 
 import boto3
 from twisted.internet import reactor, task
@@ -13,22 +12,17 @@ from nommer.core.aws.dynamodb import TableSetupError
 from nommer.core.keys import open_key_store
 from nommer.core.keys.cache import CACHE_TTL_S
 from nommer.core.keys.dynamodb import DynamoDBKeyStore
-from tests.aws_server import aws_settings, reset_moto
 from tests.core.keys_contract import KeyStoreContract
 from tests.core.test_store_dynamodb import record_operations
-from tests.dynamodb_local import dynamodb_local_missing, dynamodb_local_settings, reset_dynamodb_local
+from tests.dynamodb_local import OnDynamoDBLocal, OnMoto
 from tests.helpers import KeyStoreFromSettings, ensure
 
 
 class DynamoDBKeySpecifics(KeyStoreFromSettings):
-    """Mixed into one TestCase per server, which provides ``backend_settings(**overrides)``
-    and ``reset_backend()``."""
+    """Mixed into one TestCase per server (``OnMoto``, ``OnDynamoDBLocal``),
+    which provides ``backend_settings(**overrides)``."""
 
     store_class = DynamoDBKeyStore
-
-    def setUp(self):
-        self.reset_backend()
-        KeyStoreContract.setUp(self)
 
     def key_settings(self, **overrides):
         return self.backend_settings(JOB_STORE_BACKEND="dynamodb", **overrides)
@@ -114,23 +108,9 @@ class DynamoDBKeySpecifics(KeyStoreFromSettings):
                              ["Items"]), 1)
 
 
-class DynamoDBKeysMotoTests(DynamoDBKeySpecifics, KeyStoreContract, TestCase):
+class DynamoDBKeysMotoTests(OnMoto, DynamoDBKeySpecifics, KeyStoreContract, TestCase):
     """Against moto in server mode."""
 
-    def reset_backend(self):
-        reset_moto()
 
-    def backend_settings(self, **overrides):
-        return aws_settings(self, **overrides)[0]
-
-
-class DynamoDBKeysLocalTests(DynamoDBKeySpecifics, KeyStoreContract, TestCase):
+class DynamoDBKeysLocalTests(OnDynamoDBLocal, DynamoDBKeySpecifics, KeyStoreContract, TestCase):
     """Against DynamoDB Local (skipped where java or the jar is missing, except under CI)."""
-
-    skip = None if os.environ.get("CI") else dynamodb_local_missing()
-
-    def reset_backend(self):
-        reset_dynamodb_local()
-
-    def backend_settings(self, **overrides):
-        return dynamodb_local_settings(self, **overrides)[0]

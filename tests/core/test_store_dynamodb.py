@@ -2,8 +2,6 @@
 moto and against DynamoDB Local (AWS's own engine), plus a few server-less
 unit tests of the table set-up and the number conversion."""
 
-import os
-
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -11,9 +9,8 @@ from nommer.core.aws import dynamodb
 from nommer.core.aws.dynamodb import TableSetupError, from_dynamo, to_dynamo
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.store.dynamodb import DynamoDBJobStore
-from tests.aws_server import aws_settings, reset_moto
 from tests.core.store_contract import JobStoreContract, make_job
-from tests.dynamodb_local import dynamodb_local_missing, dynamodb_local_settings, reset_dynamodb_local
+from tests.dynamodb_local import OnDynamoDBLocal, OnMoto
 from tests.helpers import ensure
 
 
@@ -26,12 +23,8 @@ def record_operations(store):
 
 
 class DynamoDBSpecifics:
-    """Backend-specific tests, mixed into one TestCase per server. The
-    TestCase provides ``backend_settings(**overrides)`` and ``reset_backend()``."""
-
-    def setUp(self):
-        self.reset_backend()
-        JobStoreContract.setUp(self)
+    """Backend-specific tests, mixed into one TestCase per server (``OnMoto``,
+    ``OnDynamoDBLocal``), which provides ``backend_settings(**overrides)``."""
 
     def make_store(self, clock):
         self.settings = self.backend_settings()
@@ -209,28 +202,12 @@ class DynamoDBSpecifics:
         self.assertIn("nommer aws setup", str(raised.exception))
 
 
-class DynamoDBMotoTests(DynamoDBSpecifics, JobStoreContract, TestCase):
+class DynamoDBMotoTests(OnMoto, DynamoDBSpecifics, JobStoreContract, TestCase):
     """The contract and the specifics against moto in server mode."""
 
-    def reset_backend(self):
-        reset_moto()
 
-    def backend_settings(self, **overrides):
-        return aws_settings(self, **overrides)[0]
-
-
-class DynamoDBLocalTests(DynamoDBSpecifics, JobStoreContract, TestCase):
+class DynamoDBLocalTests(OnDynamoDBLocal, DynamoDBSpecifics, JobStoreContract, TestCase):
     """The contract and the specifics against DynamoDB Local (AWS's engine)."""
-
-    # Skipped (reason shown by -ra) where the jar or java is missing; under CI a missing
-    # DynamoDB Local fails these tests instead, so an install step cannot quietly break.
-    skip = None if os.environ.get("CI") else dynamodb_local_missing()
-
-    def reset_backend(self):
-        reset_dynamodb_local()
-
-    def backend_settings(self, **overrides):
-        return dynamodb_local_settings(self, **overrides)[0]
 
 
 class FakeAWS:

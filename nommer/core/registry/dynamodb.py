@@ -74,16 +74,19 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
         """Scan for records seen before ``t``, then delete each on the
         condition that it still is (a worker that heartbeated meanwhile
         stays). Deferred[int]: how many were deleted."""
-        older = {":t": dynamo_number(float(t))}
-        items = await self._scan(FilterExpression="last_seen < :t", ProjectionExpression="worker_id",
-                                 ExpressionAttributeValues=older)
+        t = float(t)
         deleted = 0
-        for item in items:
+        for key in await self._older_than(t):
             try:
-                await self._call("delete_item", TableName=self.table, Key=item,
-                                 ConditionExpression="last_seen < :t", ExpressionAttributeValues=older)
+                await self._call("delete_item", TableName=self.table, Key=key, ConditionExpression="last_seen < :t",
+                                 ExpressionAttributeValues={":t": dynamo_number(t)})
                 deleted += 1
             except Exception as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
         return deleted
+
+    async def _older_than(self, t):
+        """The keys of the records seen before ``t``: what ``forget_older_than`` deletes if they still are."""
+        return await self._scan(FilterExpression="last_seen < :t", ProjectionExpression="worker_id",
+                                ExpressionAttributeValues={":t": dynamo_number(t)})

@@ -111,19 +111,20 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
         """Select the records seen before ``t``, then delete each on the
         condition that its ``last_seen`` is unchanged (a worker that
         heartbeated meanwhile stays). Deferred[int]: how many were deleted."""
-        t = float(t)
-        # Text order is time order to the microsecond; the exact comparison is made here.
-        items = await self._select("last_seen", f"last_seen < {quote(iso_fixed(t) + ' ~')}")
         deleted = 0
-        for name, attrs in items:
-            if time_value(attrs["last_seen"]) >= t:
-                continue
+        for name, last_seen in await self._older_than(float(t)):
             try:
-                await self._call("delete_attributes", ItemName=name,
-                                 Expected={"Name": "last_seen", "Value": attrs["last_seen"]})
+                await self._call("delete_attributes", ItemName=name, Expected={"Name": "last_seen", "Value": last_seen})
                 deleted += 1
                 self._written.pop(name, None)
             except ClientError as e:
                 if error_code(e) not in CONFLICT_CODES:
                     raise
         return deleted
+
+    async def _older_than(self, t):
+        """(worker_id, ``last_seen`` text) of the records seen before ``t``:
+        what ``forget_older_than`` deletes if their ``last_seen`` is unchanged."""
+        # Text order is time order to the microsecond; the exact comparison is made here.
+        items = await self._select("last_seen", f"last_seen < {quote(iso_fixed(t) + ' ~')}")
+        return [(name, attrs["last_seen"]) for name, attrs in items if time_value(attrs["last_seen"]) < t]
