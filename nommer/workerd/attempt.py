@@ -8,9 +8,12 @@ Each message a slot of the worker receives (body = job id) goes through
    refused: the message is deleted and nothing runs. One received while the
    worker releases its jobs (cold shutdown, spot notice) is not taken: its
    message is visible again at once.
-2. DOWNLOADING, attempts + 1. While the job runs, every HEARTBEAT_INTERVAL_S
-   the lease is extended and a heartbeat written; a job canceled meanwhile,
-   or a lease lost to another worker, stops the nommer.
+2. DOWNLOADING, attempts + 1 (the only DOWNLOADING write: the nommer then
+   fetches the source with ``context.download_source``). While the job runs,
+   every HEARTBEAT_INTERVAL_S the lease is extended and a heartbeat written
+   on the same beat (``leases``, a ``nommer.core.workqueue.LeaseKeeper``); a
+   job canceled meanwhile, or a lease lost to another worker, stops the
+   nommer.
 3. The nommer (given a ``JobContext``, ``nommer.workerd.context``) moves the
    job through ENCODING and UPLOADING and returns the output info. What
    follows is decided by ``nommer.workerd.outcome.decide`` and executed
@@ -33,14 +36,13 @@ and announces it again (so a FINISHED whose writer died before announcing it
 is still announced). Same for ERROR.
 """
 
-from twisted.internet import task
 from twisted.logger import Logger
 
 from nommer.core.errors import (
     InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
-from nommer.core.workqueue import ReceiptHandleInvalid
+from nommer.core.workqueue import LeaseKeeper
 from nommer.workerd.context import CANCELED, LEASE_LOST, JobContext, NotOwner
 from nommer.workerd.nommers.base import NoScratchSpace
 from nommer.workerd.outcome import (
@@ -55,6 +57,11 @@ class AttemptRunner:
     - ``jobs_done``: attempts ended since start (whatever their outcome).
     - ``stop_new``: None, or the reason an attempt starting now is stopped
       with (``stop_all``).
+    - ``leases``: the ``LeaseKeeper`` of the job messages taken (lease
+      JOB_LEASE_S, extended every HEARTBEAT_INTERVAL_S; each delivery its
+      own lease, since a job redelivered to this worker is a new attempt;
+      deletes not retried: a message left comes back, and the job's next
+      worker finds it final and deletes it).
     """
 
     log = Logger()
@@ -71,6 +78,9 @@ class AttemptRunner:
         self.contexts = {}
         self.jobs_done = 0
         self.stop_new = None
+        self.leases = LeaseKeeper(self.queue, self.settings.NEW_JOB_QUEUE_NAME, self.reactor,
+                                  self.settings.JOB_LEASE_S, interval_s=self.settings.HEARTBEAT_INTERVAL_S,
+                                  log_fields={"worker_id": self.worker_id}, per_delivery=True)
 
     def stop_all(self, reason):
         """Stop every running attempt with ``reason`` (a context stop reason:
@@ -91,13 +101,11 @@ class AttemptRunner:
                              body=message.body)
 
     async def _delete(self, message):
-        try:
-            await self.queue.delete(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle)
-        except ReceiptHandleInvalid:
-            self.log.warn("message for job {job_id} was re-leased before delete", job_id=message.body)
+        """Delete the job's message (gone already: logged); a queue failure
+        is raised (the message comes back when its lease ends)."""
+        await self.leases.delete(message, job_id=message.body)
 
     async def _run_job(self, message):
-        s = self.settings
         job_id = message.body
         try:
             job = await self.store.get(job_id)
@@ -154,14 +162,12 @@ class AttemptRunner:
         ctx = self.contexts[job_id] = JobContext(self.worker, job, scratch)
         if self.stop_new is not None:
             ctx.stop(self.stop_new)  # interrupted while DOWNLOADING was being stored
-        lease = task.LoopingCall(self._keep_lease, ctx, message)
-        lease.clock = self.reactor
-        lease.start(s.HEARTBEAT_INTERVAL_S, now=False)
+        self.leases.hold(message, on_beat=lambda: self._heartbeat(ctx), on_lost=lambda: ctx.stop(LEASE_LOST),
+                         job_id=job_id)
         try:
             await self._run_nommer(ctx, message)
         finally:
-            if lease.running:
-                lease.stop()
+            self.leases.let_go(message)
             del self.contexts[job_id]
             self.jobs_done += 1
             await self.scratch.remove(scratch)
@@ -293,23 +299,13 @@ class AttemptRunner:
         await self._change_visibility(message, delay_s)
 
     async def _change_visibility(self, message, seconds):
-        try:
-            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle, seconds)
-        except ReceiptHandleInvalid:
-            pass
-        except Exception:  # the queue failed: the message reappears when its lease ends anyway
-            self.log.failure("setting the visibility of job {job_id}'s message failed", job_id=message.body)
+        """Make the job's message visible again in ``seconds``; never raises
+        (a failure is logged: the message reappears when its lease ends)."""
+        await self.leases.release(message, seconds, job_id=message.body)
 
-    async def _keep_lease(self, ctx, message):
-        """Extend the lease and heartbeat; never raises (it runs in a LoopingCall)."""
-        try:
-            await self.queue.change_visibility(self.settings.NEW_JOB_QUEUE_NAME, message.receipt_handle,
-                                               self.settings.JOB_LEASE_S)
-        except ReceiptHandleInvalid:
-            ctx.stop(LEASE_LOST)
-            return
-        except Exception:
-            self.log.failure("extending the lease of job {job_id} failed", job_id=ctx.job.job_id)
+    async def _heartbeat(self, ctx):
+        """Write the job's heartbeat; run by ``leases`` after each extension
+        of its lease (not after a lost one); never raises."""
         try:
             await self.ledger.update(ctx.job.job_id, expect=ctx.owned, heartbeat_at=self.reactor.seconds())
         except JobCanceled:
@@ -317,5 +313,4 @@ class AttemptRunner:
         except NotOwner:
             ctx.stop(LEASE_LOST)
         except Exception:
-            self.log.failure("heartbeat of job {job_id} failed", job_id=ctx.job.job_id)
-
+            self.log.failure("heartbeat of job {job_id} failed", job_id=ctx.job.job_id, worker_id=self.worker_id)

@@ -167,7 +167,7 @@ class LeaseKeeperTests(SynchronousTestCase):
         self.keeper.hold(message())
         self.assertIsNone(self.successResultOf(self.keeper.release(message(), 5.0)))
         self.assertEqual(self.queue.calls, [("change_visibility", "r-1", 5.0)])
-        self.assertNotIn("m-1", self.keeper)
+        self.assertFalse(self.keeper.is_held(message()))
         self.clock.advance(100.0)
         self.assertEqual(self.extensions(), [])
 
@@ -201,14 +201,14 @@ class LeaseKeeperTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(self.keeper.delete(message())))
         [warning] = self.events
         self.assertEqual(warning["job_id"], "job-1")
-        self.assertNotIn("m-1", self.keeper)
+        self.assertFalse(self.keeper.is_held(message()))
 
     def test_delete_failure_raised_without_retry(self):
         """Without retry_while a failing delete raises at once, and the lease is no longer extended."""
         self.keeper.hold(message())
         self.queue.fail["delete"] = [RuntimeError("down")]
         self.failureResultOf(self.keeper.delete(message()), RuntimeError)
-        self.assertNotIn("m-1", self.keeper)
+        self.assertFalse(self.keeper.is_held(message()))
 
     def test_delete_retried_with_backoff_keeping_the_lease(self):
         """A failing delete is retried after 1, 2, 4... s while retry_while says so; the lease is
@@ -226,13 +226,13 @@ class LeaseKeeperTests(SynchronousTestCase):
             deletes_at.append(self.clock.seconds())
         self.assertEqual(deletes_at, [0.0, 1.0, 3.0, 7.0, 11.0])
         self.assertNoResult(d)
-        self.assertIn("m-1", keeper)
+        self.assertTrue(keeper.is_held(message()))
         self.clock.advance(20.0)  # the lease is still kept while the delete is retried
         self.assertTrue(self.extensions())
         running[0] = False
         self.clock.advance(4.0)
         self.failureResultOf(d, RuntimeError)
-        self.assertNotIn("m-1", keeper)
+        self.assertFalse(keeper.is_held(message()))
 
     def test_delete_succeeds_after_retries(self):
         """The delete that finally works answers True and ends the lease."""
@@ -241,7 +241,7 @@ class LeaseKeeperTests(SynchronousTestCase):
         d = self.keeper.delete(message(), retry_while=lambda: True)
         self.clock.advance(1.0)
         self.assertTrue(self.successResultOf(d))
-        self.assertNotIn("m-1", self.keeper)
+        self.assertFalse(self.keeper.is_held(message()))
         self.clock.advance(100.0)
         self.assertEqual(self.extensions(), [])
 
@@ -250,8 +250,26 @@ class LeaseKeeperTests(SynchronousTestCase):
         self.keeper.hold(message("m-1", "r-1"))
         self.keeper.hold(message("m-2", "r-2"))
         self.keeper.let_go(message("m-1", "r-1"))
-        self.assertNotIn("m-1", self.keeper)
+        self.assertFalse(self.keeper.is_held(message()))
         self.keeper.stop()
         self.clock.advance(100.0)
         self.assertEqual(self.queue.calls, [])
-        self.assertIn("m-2", self.keeper)
+        self.assertTrue(self.keeper.is_held(message("m-2", "r-2")))
+
+    def test_per_delivery_each_delivery_is_its_own_lease(self):
+        """With per_delivery, a redelivered message is a second lease with its own receipt and
+        callbacks; deleting the first delivery uses its own receipt and leaves the second held."""
+        keeper = self.make(per_delivery=True)
+        beats = []
+        self.assertTrue(keeper.hold(message(receipt="r-1"), on_beat=lambda: beats.append("first")))
+        self.assertTrue(keeper.hold(message(receipt="r-2"), on_beat=lambda: beats.append("second")))
+        self.assertFalse(keeper.hold(message(receipt="r-2")))
+        self.assertEqual(len(keeper), 2)
+        self.clock.advance(20.0)
+        self.assertEqual(sorted(c[1] for c in self.extensions()), ["r-1", "r-2"])
+        self.assertEqual(sorted(beats), ["first", "second"])
+        self.queue.fail["delete"] = [ReceiptHandleInvalid("superseded")]
+        self.assertFalse(self.successResultOf(keeper.delete(message(receipt="r-1"))))
+        self.assertEqual(self.queue.calls[-1], ("delete", "r-1", None))
+        self.assertFalse(keeper.is_held(message(receipt="r-1")))
+        self.assertTrue(keeper.is_held(message(receipt="r-2")))

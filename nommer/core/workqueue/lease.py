@@ -17,7 +17,11 @@ dead-letter queues, the worker's ``AttemptRunner`` for jobs):
   lease ran out and another consumer received the message, or it was
   deleted) calls ``on_lost()`` instead, and the beats go on (a redelivery may
   bring a new receipt). A message held already (redelivered while its work
-  runs) only has its receipt updated: ``hold`` returns False.
+  runs) only has its receipt updated: ``hold`` returns False. With
+  ``per_delivery=True`` each delivery (receipt handle) is a lease of its own
+  instead: the worker runs a redelivered job as a new attempt, and the older
+  attempt's lease, its receipt no longer current, is lost on its next beat;
+  every operation then uses the receipt of the delivery it is given.
 * ``release(message, visibility_s=0)``: stop extending, and make the message
   visible again ``visibility_s`` seconds from now (0: at once). It never
   fails: a release refused (the message is gone) is fine, one that fails is
@@ -72,10 +76,12 @@ def next_delete_backoff_s(backoff_s, max_backoff_s=MAX_DELETE_BACKOFF_S):
 
 
 class _Lease:
-    """One message held: its id, its latest receipt handle, what to call on
-    each beat and when the lease is lost, its log fields and its loop."""
+    """One message held: its key in the keeper, its id, its latest receipt
+    handle, what to call on each beat and when the lease is lost, its log
+    fields and its loop."""
 
-    def __init__(self, message, on_beat, on_lost, log_fields):
+    def __init__(self, key, message, on_beat, on_lost, log_fields):
+        self.key = key
         self.message_id = message.message_id
         self.receipt_handle = message.receipt_handle
         self.on_beat = on_beat
@@ -102,12 +108,16 @@ class LeaseKeeper:
     :param error_backoff_s: first pause before retrying a failed delete.
     :param max_delete_backoff_s: longest pause between two delete attempts.
     :param log_fields: fields every log event carries (e.g. ``worker_id``).
+    :param per_delivery: False: a message is one lease whatever its
+        deliveries (a redelivery updates the receipt); True: each delivery
+        is a lease of its own (see the module docstring).
     """
 
     log = Logger()
 
     def __init__(self, queue, queue_name, clock, visibility_timeout_s, *, interval_s=None,
-                 error_backoff_s=1.0, max_delete_backoff_s=MAX_DELETE_BACKOFF_S, log_fields=None):
+                 error_backoff_s=1.0, max_delete_backoff_s=MAX_DELETE_BACKOFF_S, log_fields=None,
+                 per_delivery=False):
         self.queue = queue
         self.queue_name = queue_name
         self.clock = clock
@@ -116,7 +126,8 @@ class LeaseKeeper:
         self.error_backoff_s = error_backoff_s
         self.max_delete_backoff_s = max_delete_backoff_s
         self.log_fields = dict(log_fields or {})
-        self._held = {}  # message_id -> _Lease
+        self.per_delivery = per_delivery
+        self._held = {}  # _key(message) -> _Lease
 
     # -- holding -------------------------------------------------------------------
 
@@ -131,34 +142,47 @@ class LeaseKeeper:
         already (redelivered while its work runs: only the receipt handle is
         updated, the first ``hold``'s callbacks stay).
         """
-        lease = self._held.get(message.message_id)
+        key = self._key(message)
+        lease = self._held.get(key)
         if lease is not None:
             lease.receipt_handle = message.receipt_handle
             return False
-        lease = self._held[message.message_id] = _Lease(message, on_beat, on_lost, log_fields)
+        lease = self._held[key] = _Lease(key, message, on_beat, on_lost, log_fields)
         lease.loop = task.LoopingCall(self._extend, lease)
         lease.loop.clock = self.clock
         lease.loop.start(self.interval_s, now=False).addErrback(self._loop_died, lease)
         return True
 
-    def __contains__(self, message_id):
-        """Whether the message with this id is held."""
-        return message_id in self._held
+    def _key(self, message):
+        return message.receipt_handle if self.per_delivery else message.message_id
+
+    def _lease(self, message):
+        """The lease of ``message`` (a ``Message``, or a ``_Lease`` itself), or None."""
+        if isinstance(message, _Lease):
+            return message
+        return self._held.get(self._key(message))
+
+    def is_held(self, message):
+        """Whether ``message``'s lease is kept (see ``per_delivery``)."""
+        lease = self._lease(message)
+        return lease is not None and self._held.get(lease.key) is lease
 
     def __len__(self):
         return len(self._held)
 
     def receipt_handle(self, message):
-        """The latest receipt handle of ``message``: the held one, else its own."""
-        lease = self._held.get(message.message_id)
+        """The latest receipt handle of ``message``: its lease's, else its own."""
+        lease = self._lease(message)
         return message.receipt_handle if lease is None else lease.receipt_handle
 
     def let_go(self, message):
         """Stop extending the lease on ``message`` (if held), leaving the
         queue alone: the message comes back when its lease ends."""
-        lease = self._held.pop(message.message_id, None)
+        lease = self._lease(message)
         if lease is not None:
             lease.stop()
+            if self._held.get(lease.key) is lease:
+                del self._held[lease.key]
 
     def stop(self):
         """Stop extending every lease; the messages stay held."""
@@ -197,7 +221,7 @@ class LeaseKeeper:
     def _fields(self, message, extra=None):
         """Log fields about ``message`` (a ``Message`` or a ``_Lease``): the
         keeper's, its lease's, ``extra``, its id and the queue."""
-        lease = message if isinstance(message, _Lease) else self._held.get(message.message_id)
+        lease = self._lease(message)
         fields = dict(self.log_fields)
         if lease is not None:
             fields.update(lease.log_fields)
