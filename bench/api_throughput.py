@@ -39,7 +39,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._report import Report  # noqa: E402
-from tests.e2e.harness import Feederd, free_port, home_of  # noqa: E402
+from tests.e2e.harness import Feederd, home_of  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_API_SECONDS", "10"))
 PREFILL = int(os.environ.get("BENCH_API_PREFILL_JOBS", "0"))

@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _report import Report  # noqa: E402
 from nommer.core.job import Job, new_job_id  # noqa: E402
 from nommer.core.store.sqlite import SCHEMA  # noqa: E402
-from tests.e2e.harness import TWISTD, Feederd, free_port, home_of  # noqa: E402
+from tests.e2e.harness import TWISTD, Feederd, home_of  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 STORED_JOBS = int(os.environ.get("BENCH_STORED_JOBS", "100000"))
 BIG_BYTES = int(os.environ.get("BENCH_BIG_BYTES", str(4 << 30)))

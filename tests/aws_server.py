@@ -8,24 +8,17 @@ builds Settings pointing every AWS client at it, with throwaway credentials.
 
 import atexit
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
 _SERVER = {}
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def moto_endpoint():
@@ -34,7 +27,7 @@ def moto_endpoint():
         return _SERVER["url"]
     for name, value in FAKE_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    port = _free_port()
+    port = free_port()
     log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"moto-{port}.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tests.moto_plus", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT,

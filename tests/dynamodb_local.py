@@ -20,7 +20,6 @@ use ``backend_settings(**overrides)`` (each setUp starts from an empty server)::
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import urllib.error
 import urllib.request
 
 from tests.aws_server import aws_settings, reset_moto
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(REPO, ".cache", "dynamodb-local", "node_modules", "amplify-dynamodb-simulator",
@@ -62,12 +61,6 @@ def _die_with_parent():
         pass
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _answers(url):
     """True once the server answers HTTP at all (it refuses unsigned requests
     with 400, which is an answer)."""
@@ -89,7 +82,7 @@ def dynamodb_local_endpoint():
     if missing:
         raise RuntimeError(f"DynamoDB Local cannot run: {missing}")
     directory = jar_dir()
-    port = _free_port()
+    port = free_port()
     log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dynamodb-local-{port}.log"), "wb")
     proc = subprocess.Popen(
         ["java", f"-Djava.library.path={os.path.join(directory, 'DynamoDBLocal_lib')}", "-jar",

@@ -122,7 +122,7 @@ def test_daemons_refuse_to_start(tmp_path, daemon):
 
 def test_feederd_creates_default_media_dir(tmp_path):
     """twistd feederd with no FILE_STORAGE_ROOTS creates ./media and starts (then is stopped)."""
-    from tests.e2e.harness import free_port
+    from tests.processes import free_port
     import signal
     import time
     import urllib.request
