@@ -26,6 +26,7 @@ from nommer.core import keys as _keys
 from nommer.core import registry as _registry
 from nommer.core import store as _store
 from nommer.core import workqueue as _workqueue
+from nommer.core.classes import canonical_name
 from nommer.feederd import fleet_backends as _fleets
 from nommer.workerd import sandbox as _sandbox
 
@@ -50,12 +51,11 @@ _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$", re.ASCII)
 
 def _allowed_nommer(value, ctx):
     path = _dotted(value, ctx)
-    aliases = getattr(_defaults_module, "NOMMER_ALIASES", {})
-    if path in aliases:
+    canonical = canonical_name(path, getattr(_defaults_module, "NOMMER_ALIASES", {}))
+    if canonical != path:
         ctx.warn(f"ALLOWED_NOMMERS: {path!r} is the original's class path; "
-                 f"using {aliases[path]!r}")
-        return aliases[path]
-    return path
+                 f"using {canonical!r}")
+    return canonical
 
 
 def _storage_backends(value, ctx):

@@ -8,8 +8,7 @@ The body is the original media-nommer's::
 Every problem raises ``InvalidJobSpec(field, message)``; nothing here does I/O.
 """
 
-from twisted.python.reflect import namedAny
-
+from nommer.core.classes import ClassNotAllowed, canonical_name, load_class
 from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import allowed_networks
 from nommer.core.secrets import seal_uri
@@ -42,18 +41,22 @@ def _refuse_private_literal(field, muri, settings):
 
 
 def resolve_nommer(name, settings):
-    """Canonical dotted path of an allowed nommer class, and the class.
+    """Canonical dotted path of an allowed nommer class, and the class
+    (feederd at submit, the worker before running a job).
 
     Old paths (``NOMMER_ALIASES``) map to today's; anything not in
-    ``ALLOWED_NOMMERS`` raises InvalidJobSpec (the class is never imported).
+    ``ALLOWED_NOMMERS`` raises InvalidJobSpec (the class is never imported:
+    ``nommer.core.classes.load_class``). An allowed path that cannot be
+    loaded raises ``ClassLoadError`` (the configuration's fault).
     """
     if not isinstance(name, str) or not name:
         raise InvalidJobSpec("job_options.nommer", "is required (the dotted path of a nommer class)")
-    canonical = settings.NOMMER_ALIASES.get(name, name)
-    if canonical not in settings.ALLOWED_NOMMERS:
-        raise InvalidJobSpec("job_options.nommer",
-                             f"{name!r} is not an allowed nommer; allowed: {', '.join(settings.ALLOWED_NOMMERS)}")
-    return canonical, namedAny(canonical)
+    try:
+        nommer_class = load_class(name, allowed=settings.ALLOWED_NOMMERS, aliases=settings.NOMMER_ALIASES,
+                                  what="nommer")
+    except ClassNotAllowed as e:
+        raise InvalidJobSpec("job_options.nommer", e.reason) from None
+    return canonical_name(name, settings.NOMMER_ALIASES), nommer_class
 
 
 def validate_submission(body, settings):

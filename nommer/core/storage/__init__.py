@@ -2,7 +2,7 @@
 
 ``settings.STORAGE_BACKENDS`` maps a scheme (``file``, ``http``, ``s3``...) to
 the dotted path of a ``nommer.core.storage.base.Storage`` subclass; the class is
-imported the first time it is needed.
+loaded (``nommer.core.classes.load_class``) the first time it is needed.
 
 * ``get_storage(uri, settings, reactor)``: the backend instance for a URI
   (workers, before a transfer).
@@ -13,26 +13,10 @@ imported the first time it is needed.
   ``source_path`` / ``dest_path`` and return the parsed ``MediaURI``.
 """
 
-import importlib
-
+from nommer.core.classes import load_class
 from nommer.core.uri import InvalidURI, as_media_uri
 
 __all__ = ["backend_class", "get_storage", "check_source", "check_destination"]
-
-_classes = {}
-
-
-def _import_dotted(dotted):
-    cls = _classes.get(dotted)
-    if cls is None:
-        module_name, _, name = dotted.rpartition(".")
-        module = importlib.import_module(module_name)
-        try:
-            cls = getattr(module, name)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no class {name!r}") from None
-        _classes[dotted] = cls
-    return cls
 
 
 def backend_class(scheme, settings, field=None):
@@ -40,8 +24,9 @@ def backend_class(scheme, settings, field=None):
 
     @raise InvalidURI: no backend is configured for the scheme (the message
         lists the configured ones).
-    @raise ImportError: the configured dotted path cannot be imported (a
-        configuration error, not the user's).
+    @raise ClassLoadError: (an ``ImportError``, ``nommer.core.classes``)
+        the configured dotted path cannot be loaded (a configuration error,
+        not the user's); the message names ``STORAGE_BACKENDS[scheme]``.
     """
     backends = settings.STORAGE_BACKENDS or {}
     dotted = backends.get(scheme)
@@ -50,11 +35,7 @@ def backend_class(scheme, settings, field=None):
         raise InvalidURI(
             f"no storage backend handles {scheme}:// URIs; configured schemes: {known}",
             field)
-    try:
-        return _import_dotted(dotted)
-    except ImportError as e:
-        raise ImportError(
-            f"STORAGE_BACKENDS[{scheme!r}] = {dotted!r} cannot be imported: {e}") from e
+    return load_class(dotted, what=f"STORAGE_BACKENDS[{scheme!r}]")
 
 
 def get_storage(uri, settings, reactor, field=None):
