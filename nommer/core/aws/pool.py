@@ -88,3 +88,16 @@ def error_code(exc):
     ``"ConditionalCheckFailedException"``), or None."""
     response = getattr(exc, "response", None) or {}
     return response.get("Error", {}).get("Code")
+
+
+async def condition_held(write, codes):
+    """Await ``write``, a conditional write (a Deferred of ``AWS.call``):
+    True once it is done, False when AWS refused it with one of the error
+    ``codes`` (its condition did not hold). Other failures are raised."""
+    try:
+        await write
+    except Exception as exc:
+        if error_code(exc) in codes:
+            return False
+        raise
+    return True

@@ -25,6 +25,18 @@ class AWSResource:
 
     log = Logger()
 
+    @classmethod
+    def from_settings(cls, settings, reactor, **kwargs):
+        """The backend factories' way in (``make_store``, ``make_registry``,
+        ``open_key_store``): ``cls(settings, reactor, **kwargs)``."""
+        return cls(settings, reactor, **kwargs)
+
+    @property
+    def aws_pool(self):
+        """The pool the calls run in, for a sibling to share (feederd's API
+        keys use the job store's; see ``JobStore.aws_pool``)."""
+        return self.aws
+
     def _open_pool(self, settings, reactor, name, pool=None):
         self.settings = settings
         self.reactor = reactor

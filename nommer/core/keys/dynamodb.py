@@ -15,8 +15,8 @@ of keys: a page), ``any_active`` one that stops at the first active key. ``authe
 GetItem, its answers cached CACHE_TTL_S (5 s, see ``nommer.core.keys.cache``).
 """
 
-from nommer.core.aws.dynamodb import DynamoDBTable
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable
+from nommer.core.aws.pool import condition_held, error_code
 from nommer.core.deferreds import deferred
 from nommer.core.keys.base import ApiKey, KeyStore, NoSuchKey
 from nommer.core.keys.cache import CACHE_TTL_S, AuthCache
@@ -62,10 +62,6 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
         self._clock = clock or reactor
         self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
 
-    @classmethod
-    def from_settings(cls, settings, reactor, pool=None, clock=None):
-        return cls(settings, reactor, pool=pool, clock=clock)
-
     async def _scan(self, first_only=False, **kwargs):
         """Items of a consistent Scan (only until a page holds some with ``first_only``)."""
         return await self._items("scan", first_only, ConsistentRead=True, **kwargs)
@@ -73,14 +69,8 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
     # --- KeyStore ----------------------------------------------------------------------------
 
     async def _insert(self, key, secret_hash):
-        try:
-            await self._call("put_item", TableName=self.table, Item=to_item(key, secret_hash),
-                             ConditionExpression="attribute_not_exists(key_id)")
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":   # the key_id is taken
-                return False
-            raise
-        return True
+        return await condition_held(self._call("put_item", TableName=self.table, Item=to_item(key, secret_hash),
+                                               ConditionExpression="attribute_not_exists(key_id)"), CONDITION_FAILED)
 
     async def _fetch(self, key_id):
         result = await self._call("get_item", TableName=self.table, Key=self._key(key_id), ConsistentRead=True)
@@ -101,7 +91,7 @@ class DynamoDBKeyStore(DynamoDBTable, KeyStore):
                 ConditionExpression="attribute_exists(key_id)",
                 ExpressionAttributeValues={":now": _number(self._clock.seconds())}, ReturnValues="ALL_NEW")
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) in CONDITION_FAILED:
                 raise NoSuchKey(key_id) from None
             raise
         self._cache.forget_key(str(key_id))

@@ -15,9 +15,7 @@ Reads are consistent. ``authenticate`` answers are cached CACHE_TTL_S (5 s,
 see ``nommer.core.keys.cache``).
 """
 
-from botocore.exceptions import ClientError
-
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.pool import condition_held
 from nommer.core.aws.simpledb import CONFLICT_CODES, SimpleDBDomain, replacing, time_text, time_value
 from nommer.core.deferreds import deferred
 from nommer.core.keys.base import ApiKey, KeyStore
@@ -56,22 +54,12 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
         self._clock = clock or reactor
         self._cache = AuthCache(self._clock, ttl_s=cache_ttl_s)
 
-    @classmethod
-    def from_settings(cls, settings, reactor, pool=None, clock=None):
-        return cls(settings, reactor, pool=pool, clock=clock)
-
     # --- KeyStore ----------------------------------------------------------------------------
 
     async def _insert(self, key, secret_hash):
-        try:
-            await self._call("put_attributes", ItemName=key.key_id,
-                             Attributes=replacing(encode_key(key, secret_hash)),
-                             Expected={"Name": "secret_hash", "Exists": False})
-        except ClientError as e:
-            if error_code(e) in CONFLICT_CODES:   # the key_id is taken
-                return False
-            raise
-        return True
+        return await condition_held(self._call("put_attributes", ItemName=key.key_id,
+                                               Attributes=replacing(encode_key(key, secret_hash)),
+                                               Expected={"Name": "secret_hash", "Exists": False}), CONFLICT_CODES)
 
     async def _fetch(self, key_id):
         attrs = await self._read(key_id)
@@ -89,13 +77,10 @@ class SimpleDBKeyStore(SimpleDBDomain, KeyStore):
     async def revoke(self, key_id):
         key = await self.get(key_id)
         if key.active:
-            try:
-                await self._call("put_attributes", ItemName=key.key_id,
-                                 Attributes=replacing({"revoked_at": time_text(self._clock.seconds())}),
-                                 Expected={"Name": "revoked_at", "Exists": False})
-            except ClientError as e:
-                if error_code(e) not in CONFLICT_CODES:   # revoked meanwhile: that time stays
-                    raise
+            # Revoked meanwhile (the condition fails): that time stays.
+            await condition_held(self._call("put_attributes", ItemName=key.key_id,
+                                            Attributes=replacing({"revoked_at": time_text(self._clock.seconds())}),
+                                            Expected={"Name": "revoked_at", "Exists": False}), CONFLICT_CODES)
             key = await self.get(key_id)
         self._cache.forget_key(key.key_id)
         return key

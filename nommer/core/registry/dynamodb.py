@@ -8,8 +8,8 @@ per worker (tens, at most a few hundred), so a Scan is a page or two and
 cheaper than keeping an index. Reads are consistent.
 """
 
-from nommer.core.aws.dynamodb import DynamoDBTable, dump_item, dynamo_number, load_item
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable, dump_item, dynamo_number, load_item
+from nommer.core.aws.pool import condition_held
 from nommer.core.deferreds import deferred
 from nommer.core.registry.base import WorkerRecord, WorkerRegistry
 
@@ -40,10 +40,6 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
 
     def __init__(self, settings, reactor):
         self._open(settings, reactor, settings.DYNAMODB_WORKER_TABLE, "dynamodb-registry")
-
-    @classmethod
-    def from_settings(cls, settings, reactor):
-        return cls(settings, reactor)
 
     async def _scan(self, **kwargs):
         """Every item of a consistent Scan."""
@@ -77,13 +73,10 @@ class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):
         t = float(t)
         deleted = 0
         for key in await self._older_than(t):
-            try:
-                await self._call("delete_item", TableName=self.table, Key=key, ConditionExpression="last_seen < :t",
-                                 ExpressionAttributeValues={":t": dynamo_number(t)})
+            if await condition_held(self._call("delete_item", TableName=self.table, Key=key,
+                                               ConditionExpression="last_seen < :t",
+                                               ExpressionAttributeValues={":t": dynamo_number(t)}), CONDITION_FAILED):
                 deleted += 1
-            except Exception as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
         return deleted
 
     async def _older_than(self, t):

@@ -25,7 +25,7 @@ import json
 import attr
 from botocore.exceptions import ClientError
 
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.pool import condition_held
 from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed,
                                       left_over, quote, replacing, time_text, time_value, unchunked)
 from nommer.core.deferreds import deferred
@@ -69,10 +69,6 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
         self._open_domain(settings, reactor, settings.SIMPLEDB_EC2_NOMMER_STATE_DOMAIN, "simpledb-registry")
         self._written = {}   # worker_id -> attributes of the last record this registry wrote
 
-    @classmethod
-    def from_settings(cls, settings, reactor):
-        return cls(settings, reactor)
-
     # --- WorkerRegistry ----------------------------------------------------------------------
 
     @deferred
@@ -113,13 +109,10 @@ class SimpleDBWorkerRegistry(SimpleDBDomain, WorkerRegistry):
         heartbeated meanwhile stays). Deferred[int]: how many were deleted."""
         deleted = 0
         for name, last_seen in await self._older_than(float(t)):
-            try:
-                await self._call("delete_attributes", ItemName=name, Expected={"Name": "last_seen", "Value": last_seen})
+            if await condition_held(self._call("delete_attributes", ItemName=name,
+                                               Expected={"Name": "last_seen", "Value": last_seen}), CONFLICT_CODES):
                 deleted += 1
                 self._written.pop(name, None)
-            except ClientError as e:
-                if error_code(e) not in CONFLICT_CODES:
-                    raise
         return deleted
 
     async def _older_than(self, t):

@@ -27,6 +27,14 @@ def decode_cursor(cursor):
         raise ValueError(f"not a cursor this server issued: {cursor!r}") from exc
 
 
+def page_limit(limit):
+    """``list``'s ``limit`` as an int; ValueError unless it is at least 1."""
+    limit = int(limit)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    return limit
+
+
 def apply_change(old, new, now):
     """The rules every backend applies when ``modify`` replaces ``old`` by ``new``.
 

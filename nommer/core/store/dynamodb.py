@@ -50,13 +50,13 @@ stored as ``2``): the job's time fields and ``progress`` read back as float,
 when integral, else float.
 """
 
-from nommer.core.aws.dynamodb import DynamoDBTable, TableSetupError, dump_item, load_item
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable, TableSetupError, dump_item, load_item
+from nommer.core.aws.pool import condition_held, error_code
 from nommer.core.deferreds import deferred, gather
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
-from nommer.core.store.base import decode_cursor, encode_cursor
+from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
 from nommer.core.store.versioned import VersionedJobStore
 
 GSI_BY_TIME = "by_time"
@@ -99,14 +99,6 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
         self.ttl_s = settings.DYNAMODB_JOB_TTL_S
         self._clock = clock or reactor
 
-    @classmethod
-    def from_settings(cls, settings, reactor):
-        return cls(settings, reactor)
-
-    @property
-    def aws_pool(self):
-        return self.aws
-
     # --- items ------------------------------------------------------------
 
     def _to_item(self, job, version):
@@ -132,14 +124,8 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
     # --- VersionedJobStore ------------------------------------------------
 
     async def _insert(self, job):
-        try:
-            await self._call("put_item", TableName=self.table, Item=self._to_item(job, 1),
-                             ConditionExpression="attribute_not_exists(job_id)")
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return await condition_held(self._call("put_item", TableName=self.table, Item=self._to_item(job, 1),
+                                               ConditionExpression="attribute_not_exists(job_id)"), CONDITION_FAILED)
 
     async def _fetch(self, job_id):
         result = await self._call("get_item", TableName=self.table, Key=self._key(job_id), ConsistentRead=True)
@@ -148,15 +134,10 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
         return self._from_item(result["Item"])
 
     async def _replace(self, job, version):
-        try:
-            await self._call("put_item", TableName=self.table, Item=self._to_item(job, version + 1),
-                             ConditionExpression="#v = :v", ExpressionAttributeNames={"#v": "version"},
-                             ExpressionAttributeValues={":v": {"N": str(version)}})
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return await condition_held(self._call(
+            "put_item", TableName=self.table, Item=self._to_item(job, version + 1), ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"}, ExpressionAttributeValues={":v": {"N": str(version)}}),
+            CONDITION_FAILED)
 
     # --- JobStore -----------------------------------------------------------
 
@@ -166,9 +147,7 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
         (all, or those in ``state``, of ``owner`` if given) after ``cursor``;
         ``next_cursor`` is None on the last page. A bad cursor (or limit < 1)
         raises ValueError."""
-        limit = int(limit)
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        limit = page_limit(limit)
         after = decode_cursor(cursor) if cursor is not None else None
         state = JobState(state) if state is not None else None
         extra = {}

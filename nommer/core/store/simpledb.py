@@ -55,14 +55,14 @@ import json
 import attr
 from botocore.exceptions import ClientError
 
-from nommer.core.aws.pool import error_code
+from nommer.core.aws.pool import condition_held, error_code
 from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, MAX_SELECT_LIMIT, SimpleDBDomain, chunked,
                                       iso_fixed, left_over, quote, replacing, time_text, time_value, unchunked)
 from nommer.core.deferreds import deferred, gather
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
-from nommer.core.store.base import decode_cursor, encode_cursor
+from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
 from nommer.core.store.versioned import VersionedJobStore
 
 TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
@@ -118,14 +118,6 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
         self._open_domain(settings, reactor, settings.SIMPLEDB_JOB_STATE_DOMAIN, "simpledb-store")
         self._clock = clock or reactor
 
-    @classmethod
-    def from_settings(cls, settings, reactor):
-        return cls(settings, reactor)
-
-    @property
-    def aws_pool(self):
-        return self.aws
-
     # --- low level ---------------------------------------------------------------------------
 
     async def _put(self, job_id, attrs, expected):
@@ -149,13 +141,8 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
     # --- VersionedJobStore --------------------------------------------------------------------
 
     async def _insert(self, job):
-        try:
-            await self._put(job.job_id, encode_job(job, 1), {"Name": "version", "Exists": False})
-        except ClientError as e:
-            if error_code(e) == "ConditionalCheckFailed":
-                return False
-            raise
-        return True
+        return await condition_held(self._put(job.job_id, encode_job(job, 1), {"Name": "version", "Exists": False}),
+                                    CONFLICT_CODES)
 
     async def _fetch(self, job_id):
         """(Job, the attributes read: ``_replace`` writes the next version and drops what it left over)."""
@@ -186,9 +173,7 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
         descending); ``state`` a JobState or None; ``owner`` a key_id or None
         (every job); ``limit`` >= 1; ``next_cursor`` None on the last page.
         ValueError on a bad cursor."""
-        limit = int(limit)
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        limit = page_limit(limit)
         where = []
         if owner is not None:
             where.append(f"owner = {quote(owner_text(owner))}")
