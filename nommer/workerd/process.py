@@ -18,8 +18,10 @@ its caller:
   shutting down).
 * ``sandbox``: a ``nommer.workerd.sandbox.Sandbox``; the child then runs in
   it, with ``writable`` directories and ``readable`` paths (see
-  ``Sandbox.wrap``). The signals go to the sandbox (bwrap), which ends with
-  everything in it; an exit status 128 + N from it is reported as signal N.
+  ``Sandbox.wrap``; with a root worker, ``Sandbox.prepare`` first gives the
+  ``writable`` directories to the sandbox user). The signals go to the sandbox
+  (bwrap), which ends with everything in it; an exit status 128 + N from it is
+  reported as signal N.
 
 All time comes from the injected reactor (``callLater``), so tests can drive
 the timers with ``twisted.internet.task.Clock``.
@@ -196,6 +198,8 @@ class ProcessRunner:
             try:
                 launch = self.sandbox.wrap(self.argv, writable=self.writable,
                                            readable=self.readable, cwd=self.cwd)
+                # A root worker's child runs as the sandbox user: give it its files.
+                self.sandbox.prepare(self.writable, self.readable)
             except OSError as e:
                 self._ended_already = True
                 self._deferred.errback(e)

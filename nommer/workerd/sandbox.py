@@ -17,6 +17,35 @@ when given ``sandbox=``). With ``FFMPEG_SANDBOX = "bwrap"`` the argv becomes::
           /usr/bin/prlimit --cpu=S --as=B --fsize=B --nproc=N --
           /usr/bin/ffmpeg ...
 
+When the worker runs as root (CI, ``make run`` as root) the child must not
+stay root: the kernel exempts uid 0 from RLIMIT_NPROC (a fork bomb would
+reach the host) and a root child could leave setuid-root files in scratch.
+bwrap then starts without a user namespace (``--unshare-ipc --unshare-pid
+--unshare-net --unshare-uts --unshare-cgroup-try`` instead of
+``--unshare-all``), so that it can still bind paths under 0700 directories,
+keeping only the capabilities needed to switch users (``--cap-drop ALL
+--cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP --cap-add
+CAP_DAC_READ_SEARCH``: SETPCAP to empty the bounding set, DAC_READ_SEARCH
+for ``--chdir`` into a scratch dir owned by the sandbox user), creates the
+parents of every bound path mode 0755 (``--perms 0755 --dir P``; bwrap would
+make them 0700, out of the sandbox user's reach) and its own /tmp mode 1777
+(``--perms 1777 --tmpfs /tmp``), and the command becomes::
+
+          /usr/bin/setpriv --reuid=U --regid=G --clear-groups
+                  --inh-caps=-all --bounding-set=-all --no-new-privs --
+          /usr/bin/prlimit ... -- /usr/bin/ffmpeg ...
+
+with U and G the uid and gid of ``SANDBOX_USER`` (``nobody``, 65534), looked
+up at start; once no uid is 0 the kernel empties the permitted and effective
+sets, so the child has no capability at all (bounding set included) and its
+processes count against RLIMIT_NPROC. ``Sandbox.prepare`` (the runner calls
+it before each launch) gives the ``writable`` directories to U (so the
+outputs ffmpeg writes belong to U; the root worker reads, moves and removes
+them) and, for a ``readable`` file of the worker's in scratch U cannot read
+(umask 027), the file; it follows no symlink. When the worker is not root,
+none of this applies: bwrap's user namespace maps the worker's own uid, and
+RLIMIT_NPROC applies to that user.
+
 What that gives the child:
 
 * no network at all (a new network namespace holds only a loopback
@@ -55,6 +84,7 @@ when it cannot start; the worker refuses to start then.
 
 import os
 import shutil
+import stat
 
 import attr
 
@@ -82,6 +112,19 @@ HOW_TO_FIX = ("install bubblewrap (apt-get install bubblewrap) and util-linux's 
 
 #: The command ``check`` runs, and its time limit, seconds.
 CHECK_TIMEOUT_S = 30.0
+
+#: The user (and its primary group) a root worker's sandboxed children run as.
+SANDBOX_USER = "nobody"
+
+#: What a root worker's bwrap keeps until setpriv switches users (then none is left).
+_ROOT_BWRAP_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_READ_SEARCH")
+
+#: The namespaces of --unshare-all but the user one (a root worker's bwrap).
+_UNSHARE_BUT_USER = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                     "--unshare-cgroup-try")
+
+#: Where bwrap itself provides the directories (never made with --dir).
+_PROVIDED = ("/usr", "/proc", "/dev") + _ROOT_LINKS
 
 
 class SandboxUnavailable(Exception):
@@ -115,16 +158,81 @@ def _under(path, directory):
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
+_users = {}
+
+
+def sandbox_user():
+    """(uid, gid) of ``SANDBOX_USER`` and its primary group (looked up once
+    per name). Raises ``SandboxUnavailable`` when there is no such user or it
+    is root."""
+    import pwd
+
+    if SANDBOX_USER in _users:
+        return _users[SANDBOX_USER]
+    try:
+        entry = pwd.getpwnam(SANDBOX_USER)
+    except KeyError:
+        raise SandboxUnavailable(
+            f"the worker runs as root and its ffmpeg must not: there is no user {SANDBOX_USER!r} "
+            f"to run it as (create it: useradd --system --no-create-home {SANDBOX_USER})") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise SandboxUnavailable(f"user {SANDBOX_USER!r} has uid {entry.pw_uid} and gid "
+                                 f"{entry.pw_gid}: the sandbox needs an unprivileged user")
+    _users[SANDBOX_USER] = entry.pw_uid, entry.pw_gid
+    return _users[SANDBOX_USER]
+
+
+def _open_exactly(path, flags):
+    """A descriptor of ``path`` itself, or None: the last component is not
+    followed if a symlink (O_NOFOLLOW) and the file opened must sit at
+    ``path`` with its parents resolved (no parent swapped for a link
+    meanwhile). Missing files: None."""
+    real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    try:
+        fd = os.open(real, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # missing, a symlink (ELOOP), ...: bwrap or the child will say
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") == real:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _readable_by(st, uid, gid):
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
 class Sandbox:
     """Builds sandboxed launches from ``settings`` (FFMPEG_SANDBOX, BWRAP_BIN,
-    FFMPEG_RLIMIT_*). Pure but for looking executables up on PATH."""
+    FFMPEG_RLIMIT_*, SCRATCH_DIR). Pure but for looking executables and the
+    sandbox user up; ``prepare`` changes owners.
 
-    def __init__(self, settings):
+    ``as_root``: whether the worker runs as root (default: its euid is 0);
+    then the child runs as ``SANDBOX_USER`` (see the module docstring).
+    """
+
+    def __init__(self, settings, *, as_root=None):
         self.mode = getattr(settings, "FFMPEG_SANDBOX", "bwrap")
         if self.mode not in MODES:
             raise SandboxUnavailable(f"FFMPEG_SANDBOX = {self.mode!r}: must be "
                                      + " or ".join(f'"{m}"' for m in MODES))
         self.bwrap_bin = settings.BWRAP_BIN
+        self.scratch_dir = getattr(settings, "SCRATCH_DIR", None)
+        self.as_root = (os.geteuid() == 0) if as_root is None else bool(as_root)
+        self.run_as = None  # (uid, gid) the child runs as, when the worker is root
+        self._no_user = None
+        if self.enabled and self.as_root:
+            try:
+                self.run_as = sandbox_user()
+            except SandboxUnavailable as e:
+                self._no_user = str(e)
         self.limits = {"cpu": int(settings.FFMPEG_RLIMIT_CPU_S),
                        "as": int(settings.FFMPEG_RLIMIT_AS_BYTES),
                        "fsize": int(settings.FFMPEG_RLIMIT_FSIZE_BYTES),
@@ -146,8 +254,9 @@ class Sandbox:
             symlinks, are skipped (the child then reports them missing).
         :param cwd: the child's working directory (default: the first of
             ``writable``, else ``/``).
-        :raises FileNotFoundError: ``argv[0]`` (or, sandboxed, bwrap or
-            prlimit) cannot be found.
+        :raises FileNotFoundError: ``argv[0]`` (or, sandboxed, bwrap,
+            prlimit, setpriv or, for a root worker, ``SANDBOX_USER``) cannot
+            be found.
         """
         argv = [str(a) for a in argv]
         if not argv:
@@ -169,36 +278,119 @@ class Sandbox:
         prlimit = _which("prlimit", SANDBOX_PATH)
         if prlimit is None:
             raise FileNotFoundError("prlimit (util-linux) not found in /usr/bin or /bin")
-        return Launch(self._bwrap_argv(bwrap, prlimit, exe, argv[1:], writable, readable, cwd),
+        setpriv = None
+        if self.as_root:
+            if self.run_as is None:
+                raise FileNotFoundError(self._no_user)
+            setpriv = _which("setpriv", SANDBOX_PATH)
+            if setpriv is None:
+                raise FileNotFoundError("setpriv (util-linux) not found in /usr/bin or /bin: a root "
+                                        "worker needs it to run ffmpeg as an unprivileged user")
+        return Launch(self._bwrap_argv(bwrap, prlimit, setpriv, exe, argv[1:], writable, readable,
+                                       cwd),
                       {}, "/", signal_exit_codes=True)
 
-    def _bwrap_argv(self, bwrap, prlimit, exe, args, writable, readable, cwd):
-        out = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-               "--clearenv", "--setenv", "PATH", SANDBOX_PATH,
-               "--ro-bind", "/usr", "/usr"]
+    def prepare(self, writable=(), readable=()):
+        """Before a launch by a root worker: give the ``writable`` directories
+        to the sandbox user (ffmpeg writes there as that user), and a
+        ``readable`` regular file in one of them or under SCRATCH_DIR that
+        the user could not read (a source the worker wrote with umask 027)
+        to that user too. No symlink is followed, at the end of a path or
+        in its parents; what is missing or not as expected is left alone
+        (bwrap or the child then reports it). Not root, or unsandboxed:
+        nothing. A few system calls: run from the reactor thread like the
+        spawn itself. Raises ``OSError`` if an owner cannot be changed."""
+        if not self.enabled or self.run_as is None:
+            return
+        uid, gid = self.run_as
+        writable = [os.path.abspath(str(p)) for p in writable]
+        for path in writable:
+            fd = _open_exactly(path, os.O_RDONLY | os.O_DIRECTORY)
+            if fd is None:
+                continue
+            try:
+                st = os.fstat(fd)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+        ours = writable + ([os.path.abspath(self.scratch_dir)] if self.scratch_dir else [])
+        for path in (os.path.abspath(str(p)) for p in readable):
+            if not any(_under(path, d) and path != d for d in ours):
+                continue  # not the worker's job file: never given away
+            fd = _open_exactly(path, os.O_RDONLY)
+            if fd is None:
+                continue
+            try:
+                st = os.fstat(fd)
+                # One link only: not a job file linked under another name by the sandbox.
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and not _readable_by(st, uid, gid):
+                    os.fchown(fd, uid, -1)
+            finally:
+                os.close(fd)
+
+    def _parents(self, path, made, writable):
+        """``--perms 0755 --dir P`` for the parents of a bound ``path`` not yet
+        made (a root worker's bwrap, which would make them 0700 root's: the
+        sandbox user could not reach what is bound there)."""
+        out = []
+        parent = os.path.dirname(path)
+        chain = []
+        while parent not in ("/", ""):
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for p in reversed(chain):
+            if p in made or p == "/tmp" or any(_under(p, d) for d in _PROVIDED) \
+                    or any(_under(p, w) for w in writable):
+                continue
+            made.add(p)
+            out += ["--perms", "0755", "--dir", p]
+        return out
+
+    def _bwrap_argv(self, bwrap, prlimit, setpriv, exe, args, writable, readable, cwd):
+        root = setpriv is not None
+        out = [bwrap]
+        out += list(_UNSHARE_BUT_USER) if root else ["--unshare-all"]
+        out += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        if root:
+            for cap in _ROOT_BWRAP_CAPS:
+                out += ["--cap-add", cap]
+        out += ["--clearenv", "--setenv", "PATH", SANDBOX_PATH,
+                "--ro-bind", "/usr", "/usr"]
+        made = set()
+
+        def parents(path, inside=()):
+            return self._parents(path, made, inside) if root else []
         for path in _ROOT_LINKS:
             if os.path.islink(path):
                 out += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 out += ["--ro-bind", path, path]
         for path in _SYSTEM_READ_ONLY:
-            out += ["--ro-bind-try", path, path]
+            out += parents(path) + ["--ro-bind-try", path, path]
         # /proc read-only: bwrap leaves /proc/sys writable to a root worker's child, and
         # kernel.core_pattern there runs any program as root on the host.
-        out += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        out += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]
+        # The sandbox user of a root worker writes its /tmp too (bwrap makes it root's 0755).
+        out += (["--perms", "1777"] if root else []) + ["--tmpfs", "/tmp"]
         # An executable outside /usr (a static ffmpeg in /opt, say): that file only.
         real_exe = os.path.realpath(exe)
         if not _under(real_exe, "/usr"):
-            out += ["--ro-bind", real_exe, real_exe]
+            out += parents(real_exe) + ["--ro-bind", real_exe, real_exe]
             exe = real_exe
         for path in writable:
-            out += ["--bind", path, path]
+            out += parents(path, [w for w in writable if w != path]) + ["--bind", path, path]
         for path in readable:
             # Not a symlink: bwrap would resolve it on the host and bind its target, and
             # one left by an earlier sandboxed run may point anywhere the worker can read.
             if not any(_under(path, w) for w in writable) and not os.path.islink(path):
-                out += ["--ro-bind-try", path, path]
-        out += ["--chdir", cwd, "--", prlimit,
+                out += parents(path, writable) + ["--ro-bind-try", path, path]
+        out += ["--chdir", cwd, "--"]
+        if root:
+            uid, gid = self.run_as
+            out += [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        out += [prlimit,
                 f"--cpu={self.limits['cpu']}", f"--as={self.limits['as']}",
                 f"--fsize={self.limits['fsize']}", f"--nproc={self.limits['nproc']}",
                 "--", exe]
@@ -208,12 +400,14 @@ class Sandbox:
 def sandbox_failure(result):
     """bwrap's own error (str) when ``result`` (a ``ProcessResult``) is the
     sandbox failing to start rather than its child failing, else None: bwrap
-    then exits 1 having written only its "bwrap: ..." line. The machine, not
-    the job, is at fault: callers treat it as transient."""
-    if result.exit_code != 1 or result.signal is not None:
+    then exits 1 having written only its "bwrap: ..." line (setpriv, for a
+    root worker: exit status 127 and one "setpriv: ..." line). The machine,
+    not the job, is at fault: callers treat it as transient."""
+    if result.exit_code not in (1, 127) or result.signal is not None:
         return None
     lines = [line for line in result.stderr_tail.splitlines() if line.strip()]
-    if len(lines) == 1 and lines[0].startswith("bwrap: "):
+    prefix = "bwrap: " if result.exit_code == 1 else "setpriv: "
+    if len(lines) == 1 and lines[0].startswith(prefix):
         return lines[0]
     return None
 
@@ -225,7 +419,8 @@ def describe(settings):
                 "worker's files and no resource limits): set FFMPEG_SANDBOX = \"bwrap\" "
                 "(apt-get install bubblewrap)")
     s = settings
-    return (f"ffmpeg and ffprobe run in a bubblewrap sandbox ({s.BWRAP_BIN}): no network, only the "
+    user = f" as user {SANDBOX_USER} (the worker is root)" if os.geteuid() == 0 else ""
+    return (f"ffmpeg and ffprobe run in a bubblewrap sandbox ({s.BWRAP_BIN}){user}: no network, only the "
             f"job's scratch writable, empty environment; limits cpu {s.FFMPEG_RLIMIT_CPU_S} s, "
             f"address space {s.FFMPEG_RLIMIT_AS_BYTES} B, file size {s.FFMPEG_RLIMIT_FSIZE_BYTES} B, "
             f"{s.FFMPEG_RLIMIT_NPROC} processes")
@@ -238,7 +433,8 @@ async def check(reactor, settings):
     Raises ``SandboxUnavailable`` (naming FFMPEG_SANDBOX/BWRAP_BIN and how to
     fix it) when the sandbox cannot start: bwrap or prlimit missing, user
     namespaces refused (a systemd unit with RestrictNamespaces=yes, a kernel
-    with unprivileged user namespaces off), a mount refused...
+    with unprivileged user namespaces off), a mount refused, a root worker
+    with no ``SANDBOX_USER`` to run ffmpeg as, or setpriv failing...
     """
     from nommer.workerd.process import ProcessRunner
 
@@ -248,6 +444,9 @@ async def check(reactor, settings):
         raise SandboxUnavailable(f"{e}; {HOW_TO_FIX}") from None
     if not sandbox.enabled:
         return None
+    if sandbox.as_root and sandbox.run_as is None:
+        raise SandboxUnavailable(f"{sandbox._no_user}; or set FFMPEG_SANDBOX = \"none\" to run "
+                                 "ffmpeg unsandboxed (not recommended: callers are untrusted)")
     if _which(settings.FFMPEG_BIN) is None:
         raise SandboxUnavailable(f"FFMPEG_BIN not found: {settings.FFMPEG_BIN} (apt-get install ffmpeg, "
                                  "or set FFMPEG_BIN to its path)")

@@ -387,7 +387,7 @@ class Unprivileged(SandboxTestCase):
         os.chmod(self.outside, 0o777)
 
     def as_user(self, argv, **wrap):
-        launch = Sandbox(self.settings).wrap(argv, **wrap)
+        launch = Sandbox(self.settings, as_root=False).wrap(argv, **wrap)
         return subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i"] + launch.argv, cwd="/",
                               capture_output=True, timeout=60)
 
@@ -405,3 +405,126 @@ class Unprivileged(SandboxTestCase):
         text = result.stdout.decode()
         self.assertIn("CapEff:\t0000000000000000", text)
         self.assertIn("NoNewPrivs:\t1", text)
+
+
+class RootWorker(SandboxTestCase):
+    """A worker running as root (CI, `make run` as root): the kernel exempts uid 0 from
+    RLIMIT_NPROC and a root ffmpeg could leave setuid-root files in scratch, so the sandboxed
+    child runs as the unprivileged user `nobody`, with no capabilities left."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("the worker is not root here: the sandbox runs as this user")
+        import pwd
+        try:
+            self.nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise unittest.SkipTest("no user nobody on this machine")
+        # As the worker's scratch: root-owned 0700 directories, like SCRATCH_DIR/<job>-<n>.
+        for d in (self.scratch_root, self.scratch):
+            os.chmod(d, 0o700)
+
+    def settings_with(self, **overrides):
+        return media.settings(DATA_DIR=self.data_dir, SCRATCH_DIR=self.scratch_root, **overrides)
+
+    @ensure
+    async def test_fork_bomb_stops_at_rlimit_nproc(self):
+        """A sandboxed shell starting 60 background `sleep`s gets no further than
+        FFMPEG_RLIMIT_NPROC = 20 (fork fails); with a high limit, the control, it starts
+        them all. Every process is gone once the run ends."""
+        marker = f"30.{uuid.uuid4().int % 10 ** 9:09d}"  # sleep's argument: seconds, and the marker
+        script = f"for i in $(seq 60); do sleep {marker} & echo started; done; true"
+        result = await self.launch(["/bin/sh", "-c", script], settings=self.settings_with(FFMPEG_RLIMIT_NPROC=20))
+        started = result.stdout.decode().split().count("started")
+        self.assertGreater(started, 0, result.stderr_tail)
+        self.assertLess(started, 20 + 3, result.stderr_tail)
+        await eventually(lambda: not pids_running(marker), timeout_s=30, what="the sleeps gone")
+        control = await self.launch(["/bin/sh", "-c", script], settings=self.settings_with(FFMPEG_RLIMIT_NPROC=1000))
+        self.assertEqual(control.stdout.decode().split().count("started"), 60, control.stderr_tail)
+        await eventually(lambda: not pids_running(marker), timeout_s=30, what="the sleeps gone")
+
+    @ensure
+    async def test_runs_as_nobody_without_capabilities(self):
+        """Inside: uid and gid of `nobody`, no supplementary group, every capability set
+        empty (bounding set included), no_new_privs; a file made setuid there is owned by
+        nobody, not root. The control (unsandboxed, as the worker) makes a root one."""
+        script = ("id -u; id -g; id -G; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; "
+                  "touch suid && chmod u+s suid && echo MADE-SUID")
+        result = await self.launch(["/bin/sh", "-c", script])
+        self.assertTrue(result.ok, result.stderr_tail)
+        lines = result.stdout.decode().splitlines()
+        self.assertEqual(lines[:3], [str(self.nobody.pw_uid), str(self.nobody.pw_gid), str(self.nobody.pw_gid)])
+        status = dict(line.split(":\t") for line in lines[3:] if ":\t" in line)
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            self.assertEqual(int(status[cap], 16), 0, (cap, status))
+        self.assertEqual(status["NoNewPrivs"], "1")
+        self.assertIn("MADE-SUID", lines)
+        made = os.stat(os.path.join(self.scratch, "suid"))
+        self.assertTrue(made.st_mode & 0o4000)  # it is setuid, but
+        self.assertEqual(made.st_uid, self.nobody.pw_uid)  # not root's
+        control = await self.launch(["/bin/sh", "-c", "touch suid2 && chmod u+s suid2"], sandboxed=False)
+        self.assertTrue(control.ok)
+        self.assertEqual(os.stat(os.path.join(self.scratch, "suid2")).st_uid, 0)
+
+    @ensure
+    async def test_job_files_made_by_the_root_worker_are_usable(self):
+        """The worker's own files in scratch, root-owned and unreadable to others (umask
+        027: a 0640 source), are read by the sandboxed ffprobe and ffmpeg; the output ffmpeg
+        writes (owned by nobody) is read by the worker. The 0700 scratch dir is the sandbox
+        user's; its root-owned 0700 parent stays the worker's."""
+        source = os.path.join(self.scratch, "source")
+        shutil.copyfile(media.clip(seconds=1, size="160x120"), source)
+        os.chmod(source, 0o640)
+        probe = await self.launch(["ffprobe", "-v", "error", "-show_format", source], writable=[],
+                                  readable=[source])
+        self.assertTrue(probe.ok, probe.stderr_tail)
+        self.assertIn(b"format_name", probe.stdout)
+        out = os.path.join(self.scratch, "output.mp4")
+        result = await self.launch(ffmpeg("-i", source, "-t", "0.5", out), readable=[source])
+        self.assertTrue(result.ok, result.stderr_tail)
+        self.assertEqual(os.stat(out).st_uid, self.nobody.pw_uid)
+        self.assertGreater(len(open(out, "rb").read()), 0)  # the worker reads it
+        self.assertEqual(os.stat(self.scratch).st_uid, self.nobody.pw_uid)
+        self.assertEqual(os.stat(self.scratch).st_mode & 0o777, 0o700)
+        self.assertEqual((os.stat(self.scratch_root).st_uid, os.stat(self.scratch_root).st_mode & 0o777), (0, 0o700))
+        shutil.rmtree(self.scratch)  # and removes it
+
+    @ensure
+    async def test_giving_files_to_the_sandbox_user_follows_no_link(self):
+        """A readable path the sandbox swapped for a symlink (to a root-owned 0600 file of
+        the worker's) is not handed to the sandbox user: its target keeps its owner, and the
+        child cannot read it."""
+        secret = os.path.join(self.data_dir, "secret")
+        with open(secret, "w") as f:
+            f.write(FAKE_SECRET)
+        os.chmod(secret, 0o600)
+        link = os.path.join(self.scratch, "source")
+        os.symlink(secret, link)
+        result = await self.launch(["/bin/cat", link], readable=[link])
+        self.assertFalse(result.ok)
+        self.assertNotIn(FAKE_SECRET.encode(), result.stdout)
+        self.assertEqual((os.stat(secret).st_uid, os.stat(secret).st_mode & 0o777), (0, 0o600))
+
+    @ensure
+    async def test_check_refuses_without_the_sandbox_user(self):
+        """No user `nobody` (simulated by another name): the start check says so."""
+        from nommer.workerd import sandbox as sandbox_module
+        self.patch(sandbox_module, "SANDBOX_USER", "nommer-no-such-user")
+        with self.assertRaises(SandboxUnavailable) as cm:
+            await check(reactor, self.settings)
+        self.assertIn("nommer-no-such-user", str(cm.exception))
+
+    def test_command_line_as_root_and_not(self):
+        """As root: no user namespace, setpriv to nobody before prlimit; as another user the
+        command line is what it always was (a user namespace, no setpriv)."""
+        root = Sandbox(self.settings, as_root=True).wrap(["/bin/true"], writable=[self.scratch]).argv
+        self.assertNotIn("--unshare-all", root)
+        self.assertIn("--unshare-net", root)
+        setpriv = root.index("/usr/bin/setpriv")
+        self.assertLess(setpriv, root.index("/usr/bin/prlimit"))
+        self.assertIn(f"--reuid={self.nobody.pw_uid}", root[setpriv:])
+        user = Sandbox(self.settings, as_root=False).wrap(["/bin/true"], writable=[self.scratch]).argv
+        self.assertIn("--unshare-all", user)
+        self.assertNotIn("/usr/bin/setpriv", user)
+        self.assertNotIn("--cap-add", user)
