@@ -4,6 +4,8 @@
 port (lazily, stopped at exit) and returns its URL; ``reset_moto()`` wipes
 its state between tests (``POST /moto-api/reset``). ``aws_settings(tc, ...)``
 builds Settings pointing every AWS client at it, with throwaway credentials.
+``sdb_client()`` and ``sdb_item(domain, name)`` look at what a SimpleDB
+backend stored there.
 """
 
 import atexit
@@ -63,3 +65,16 @@ def aws_settings(testcase, **overrides):
     values = dict(AWS_ENDPOINT_URL=moto_endpoint(), AWS_REGION="us-east-1")
     values.update(overrides)
     return temp_settings(testcase, **values)
+
+
+def sdb_client():
+    """A boto3 SimpleDB client on the moto server."""
+    import boto3
+    return boto3.client("sdb", endpoint_url=moto_endpoint(), region_name="us-east-1")
+
+
+def sdb_item(domain, name):
+    """The attributes of item ``name`` of ``domain`` as SimpleDB holds them
+    (dict name -> value; {} for no item), read consistently."""
+    result = sdb_client().get_attributes(DomainName=domain, ItemName=name, ConsistentRead=True)
+    return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}

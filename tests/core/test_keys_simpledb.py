@@ -3,22 +3,17 @@ the KeyStore contract, the domain layout, the 5 s authenticate cache."""
 
 import json
 
-import boto3
 from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.keys.base import hash_secret
 from nommer.core.keys.cache import CACHE_TTL_S
 from nommer.core.keys.simpledb import SimpleDBKeyStore
-from tests.aws_server import aws_settings, moto_endpoint, reset_moto
+from tests.aws_server import aws_settings, reset_moto, sdb_client
 from tests.core.keys_contract import KeyStoreContract
 from tests.helpers import KeyStoreFromSettings, ensure
 
 DOMAIN = "nommer_api_keys"
-
-
-def sdb_client():
-    return boto3.client("sdb", endpoint_url=moto_endpoint(), region_name="us-east-1")
 
 
 def record_operations(store):

@@ -1,26 +1,20 @@
 """SimpleDBWorkerRegistry against moto's server with SimpleDB completed (tests/moto_plus.py)."""
 
-import boto3
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws.simpledb import MAX_VALUE_BYTES
 from nommer.core.registry import make_registry
 from nommer.core.registry.simpledb import SimpleDBWorkerRegistry
-from tests.aws_server import aws_settings, moto_endpoint, reset_moto
+from tests.aws_server import aws_settings, reset_moto, sdb_client, sdb_item
 from tests.core.registry_contract import T0, WorkerRegistryContract, make_record
 from tests.helpers import ensure
 
 DOMAIN = "media_nommer_ec2nommer_state"
 
 
-def sdb_client():
-    return boto3.client("sdb", endpoint_url=moto_endpoint(), region_name="us-east-1")
-
-
 def raw_item(name):
-    result = sdb_client().get_attributes(DomainName=DOMAIN, ItemName=name, ConsistentRead=True)
-    return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
+    return sdb_item(DOMAIN, name)
 
 
 class SimpleDBRegistryTests(WorkerRegistryContract, TestCase):

@@ -2,7 +2,6 @@
 
 import random
 
-import boto3
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -11,21 +10,16 @@ from nommer.core.errors import NoSuchJob
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.store.simpledb import SimpleDBJobStore
 from nommer.core.store.versioned import MAX_WRITE_ATTEMPTS, StoreConflict
-from tests.aws_server import aws_settings, moto_endpoint, reset_moto
+from tests.aws_server import aws_settings, reset_moto, sdb_client, sdb_item
 from tests.core.store_contract import JobStoreContract, make_job
 from tests.helpers import ensure
 
 DOMAIN = "media_nommer"
 
 
-def sdb_client():
-    return boto3.client("sdb", endpoint_url=moto_endpoint(), region_name="us-east-1")
-
-
 def raw_item(job_id):
     """The item's attributes as SimpleDB holds them (dict name -> value)."""
-    result = sdb_client().get_attributes(DomainName=DOMAIN, ItemName=job_id, ConsistentRead=True)
-    return {a["Name"]: a["Value"] for a in result.get("Attributes", [])}
+    return sdb_item(DOMAIN, job_id)
 
 
 class SettableClock:
