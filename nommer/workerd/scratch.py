@@ -14,6 +14,14 @@ job to another worker) is ``nommer.workerd.outcome``'s.
 
 The arithmetic is pure (``scratch_needed_bytes``); statvfs and stat run in a
 thread.
+
+Privacy: SCRATCH_DIR and every attempt's directory are mode 0700, whatever
+the umask (``PRIVATE_MODE``): no other local user lists or reaches a job's
+files. An existing SCRATCH_DIR of the worker's user is closed to 0700 too,
+unless it is a shared sticky directory (/tmp), which is only warned about.
+With a root worker the sandbox makes an attempt's directory the sandbox
+user's (``nommer.workerd.sandbox``); its parent staying root's 0700 keeps
+that user's other processes on the host out of it.
 """
 
 import os
@@ -29,6 +37,35 @@ from nommer.workerd.nommers.base import NoScratchSpace
 
 #: A worker short of scratch space looks again this often, seconds.
 SCRATCH_RECHECK_S = 30.0
+
+#: Mode of SCRATCH_DIR and of each attempt's directory: the worker's alone.
+PRIVATE_MODE = 0o700
+
+
+def make_private_dir(path):
+    """Create the directory ``path`` (its missing parents as usual) mode
+    ``PRIVATE_MODE``, whatever the umask. Returns True if it was made."""
+    try:
+        os.makedirs(path, mode=PRIVATE_MODE)
+    except FileExistsError:
+        return False
+    os.chmod(path, PRIVATE_MODE)
+    return True
+
+
+def close_dir(path):
+    """Make the existing directory ``path`` mode ``PRIVATE_MODE`` if it is
+    the worker's user's and not a shared sticky directory (/tmp). Returns
+    its mode afterwards (None if it cannot be told)."""
+    try:
+        st = os.stat(path)
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077 and not mode & stat.S_ISVTX and st.st_uid == os.geteuid():
+            os.chmod(path, PRIVATE_MODE)
+            return PRIVATE_MODE
+        return mode
+    except OSError:
+        return None
 
 
 def scratch_needed_bytes(free_bytes, min_free_bytes, source_bytes=None):
@@ -46,7 +83,7 @@ def free_bytes(path):
     created if missing; None if it cannot be told. Blocking (statvfs): run it
     in a thread."""
     try:
-        os.makedirs(path, exist_ok=True)
+        make_private_dir(path)
         return shutil.disk_usage(path).free
     except OSError:
         return None
@@ -81,11 +118,25 @@ class ScratchSpace:
         self.settings = settings
         self.worker_id = worker_id
         self._low_logged = False
+        self._root_closed = False
 
     def make(self, job_id, attempt):
-        """Create and return the directory of attempt ``attempt`` of ``job_id``."""
-        path = os.path.join(self.settings.SCRATCH_DIR, f"{job_id}-{attempt}")
-        os.makedirs(path, exist_ok=True)
+        """Create and return the directory of attempt ``attempt`` of ``job_id``,
+        mode 0700 (also when it exists already), in a SCRATCH_DIR made or
+        closed to 0700 (see the module docstring)."""
+        root = self.settings.SCRATCH_DIR
+        if not self._root_closed:
+            self._root_closed = True
+            if not make_private_dir(root):
+                mode = close_dir(root)
+                if mode is not None and mode & 0o077:
+                    self.log.warn("worker {worker_id}: SCRATCH_DIR {root} is mode {mode:o}, open to "
+                                  "other local users (a shared directory is left as it is); each job's "
+                                  "directory in it is 0700", worker_id=self.worker_id, root=root,
+                                  mode=mode)
+        path = os.path.join(root, f"{job_id}-{attempt}")
+        if not make_private_dir(path):
+            os.chmod(path, PRIVATE_MODE)
         return path
 
     async def remove(self, path):

@@ -118,3 +118,53 @@ class ScratchSpaceTests(WorkerHarness, TestCase):
         done = await eventually(finished, what="the roomy worker to finish the job")
         self.assertEqual((done.worker_id, done.attempts), ("roomy", 1))
         self.assertFalse(any("cramped" in line and "attempt" in line for line in self.logged))
+
+
+class PrivateScratchTests(TestCase):
+    """Scratch directories are the worker's alone (mode 0700), whatever the umask: no other
+    local user can list or reach a job's files."""
+
+    def setUp(self):
+        old = os.umask(0)  # the most permissive umask: the modes must not come from it
+        self.addCleanup(os.umask, old)
+        self.base = os.path.realpath(self.mktemp())
+        os.makedirs(self.base)
+        os.chmod(self.base, 0o755)
+
+    def space(self, root):
+        from nommer.workerd.scratch import ScratchSpace
+        return ScratchSpace(media.settings(SCRATCH_DIR=root, SCRATCH_MIN_FREE_BYTES=0), "w1")
+
+    def mode(self, path):
+        return os.stat(path).st_mode & 0o7777
+
+    def test_new_scratch_and_attempt_dirs_are_0700(self):
+        root = os.path.join(self.base, "scratch")
+        path = self.space(root).make("job1", 1)
+        self.assertEqual(path, os.path.join(root, "job1-1"))
+        self.assertEqual((self.mode(root), self.mode(path)), (0o700, 0o700))
+
+    @ensure
+    async def test_scratch_dir_made_by_the_space_check_is_0700(self):
+        root = os.path.join(self.base, "scratch")
+        self.assertIsNone(await self.space(root).short())
+        self.assertEqual(self.mode(root), 0o700)
+
+    def test_an_existing_open_scratch_dir_is_closed(self):
+        """A SCRATCH_DIR left 0755 (by an earlier version) is made 0700; an attempt dir that
+        exists already too."""
+        root = os.path.join(self.base, "scratch")
+        os.makedirs(os.path.join(root, "job1-2"))
+        os.chmod(root, 0o755)
+        os.chmod(os.path.join(root, "job1-2"), 0o777)
+        path = self.space(root).make("job1", 2)
+        self.assertEqual((self.mode(root), self.mode(path)), (0o700, 0o700))
+
+    def test_a_shared_sticky_directory_is_left_alone(self):
+        """SCRATCH_DIR set to a shared directory (sticky, like /tmp) keeps its mode; the
+        attempt dirs in it are still 0700."""
+        root = os.path.join(self.base, "shared")
+        os.makedirs(root)
+        os.chmod(root, 0o1777)
+        path = self.space(root).make("job1", 1)
+        self.assertEqual((self.mode(root), self.mode(path)), (0o1777, 0o700))
