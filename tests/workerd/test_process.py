@@ -329,3 +329,50 @@ class SandboxedRunTests(unittest.TestCase):
             with self.assertRaises(FileNotFoundError) as cm:
                 await run_process(reactor, argv, timeout_s=10, kill_grace_s=1, sandbox=sandbox)
             self.assertIn(said, str(cm.exception))
+
+
+class FFmpegTimeoutTests(unittest.TestCase):
+    """FFMPEG_TIMEOUT_S hit (the runner stops ffmpeg): a permanent failure. The job ends in
+    ERROR on its first attempt with the reason; it is not retried MAX_JOB_ATTEMPTS times
+    (3 x 6 h by default)."""
+
+    timeout = 60
+
+    @ensure
+    async def test_ffmpeg_timeout_ends_the_job_at_once(self):
+        import shutil
+
+        from nommer.core.job import Job, new_job_id
+        from nommer.core.states import JobState
+        from tests.helpers import eventually
+        from tests.workerd import media
+        from tests.workerd.worker_harness import FAST, WorkerHarness
+
+        ffmpeg_nommer = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
+
+        class Harness(WorkerHarness):
+            SETTINGS = dict(FAST, ALLOWED_NOMMERS=[ffmpeg_nommer], MAX_JOB_ATTEMPTS=3,
+                            FFMPEG_TIMEOUT_S=1.0, FFMPEG_KILL_GRACE_S=1.0)
+
+        harness = Harness()
+        harness.mktemp, harness.addCleanup = self.mktemp, self.addCleanup
+        harness.setUp()
+        root = harness.root
+        shutil.copyfile(media.clip(seconds=10, size="160x120"), os.path.join(root, "in.mp4"))
+        job = Job(job_id=new_job_id(), source_path=f"file://{root}/in.mp4",
+                  dest_path=f"file://{root}/out.mp4", nommer=ffmpeg_nommer,
+                  job_options=[{"infile_options": [["re", None]],  # 10 s at the source's pace
+                                "outfile_options": [["vcodec", "libx264"], ["f", "mp4"]]}])
+        await harness.ledger.submit(job)
+        worker = harness.start_worker()
+
+        async def ended():
+            stored = await harness.store.get(job.job_id)
+            return stored if stored.is_final else None
+        stored = await eventually(ended, timeout_s=30, what="the job to end")
+        await worker.stopService()
+        self.assertEqual(stored.job_state, JobState.ERROR, stored.job_state_details)
+        self.assertEqual(stored.attempts, 1)
+        self.assertIn("ffmpeg ran longer than FFMPEG_TIMEOUT_S = 1 s; stopped",
+                      stored.job_state_details)
+        self.assertFalse(os.path.exists(os.path.join(root, "out.mp4")))

@@ -22,11 +22,12 @@
 
 Errors: ``PermanentJobError`` for what a retry cannot fix (bad options, not
 media, ffmpeg exit status != 0: the message ends with ffmpeg's last stderr
-lines; an output cut at MAX_OUTPUT_BYTES; a resource limit hit);
+lines; an output cut at MAX_OUTPUT_BYTES; a resource limit hit; an encode
+running longer than FFMPEG_TIMEOUT_S);
 ``NoScratchSpace`` (the worker releases the job to another worker) when the
-scratch disk fills up; ``TransientJobError`` for a timeout, a signal we did
-not send, lack of memory or a missing ffmpeg; ``JobCanceled`` once
-``cancel()`` was called.
+scratch disk fills up; ``TransientJobError`` for a signal we did not send,
+lack of memory or a missing ffmpeg; ``JobCanceled`` once ``cancel()`` was
+called.
 """
 
 import errno
@@ -376,9 +377,9 @@ class FFmpegNommer(BaseNommer):
             said = said.replace(path, name)
         where = f"ffmpeg pass {k + 1} of {n}" if n > 1 else "ffmpeg"
         if result.timed_out:
-            raise TransientJobError(
-                f"{where} ran longer than FFMPEG_TIMEOUT_S ({settings.FFMPEG_TIMEOUT_S:g} s) "
-                "and was stopped")
+            # Permanent: the same encode would run as long again (each retry up to 6 h).
+            raise PermanentJobError(
+                f"{where} ran longer than FFMPEG_TIMEOUT_S = {settings.FFMPEG_TIMEOUT_S:g} s; stopped")
         if result.signal == signal.SIGXFSZ:
             raise PermanentJobError(f"{where} wrote a file larger than FFMPEG_RLIMIT_FSIZE_BYTES "
                                     f"({settings.FFMPEG_RLIMIT_FSIZE_BYTES} bytes) and was stopped")
