@@ -1,10 +1,12 @@
 """What a nommer may do with the job it runs: ``JobContext``.
 
 One ``JobContext`` per attempt (a job taken by this worker): it stores the
-job's in-progress states and progress, downloads and uploads through the
-job's storage (with the credentials feederd sealed, unsealed here only), and
-stops the running nommer when the job must stop (``stop(reason)``, first
-reason wins; the nommer registered its ``register_cancel`` callbacks).
+job's in-progress states and progress, fetches the job's source and stores
+its result (``download_source`` / ``upload_result``: the job's own URIs, with
+the credentials feederd sealed unsealed here only, parsed once and handed to
+the storage backend), and stops the running nommer when the job must stop
+(``stop(reason)``, first reason wins; the nommer registered its
+``register_cancel`` callbacks).
 
 Ownership: every write a worker makes to a job it runs is fenced: it is
 refused (``NotOwner``) unless the stored job still names this worker and
@@ -22,6 +24,8 @@ from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.secrets import unseal_uri
 from nommer.core.states import JobState
 from nommer.core.storage import get_storage
+from nommer.core.uri import as_media_uri
+from nommer.workerd.nommers.base import NoScratchSpace, says_no_space
 
 
 class NotOwner(Exception):
@@ -112,19 +116,76 @@ class JobContext:
                     self.log.failure("writing progress of job {job_id} failed", result, job_id=self.job.job_id)
         d.addBoth(done)
 
+    # -- the job's own source and destination ------------------------------------
+
+    def job_uri(self, field):
+        """The job's own URI in ``field`` (``"source_path"`` or
+        ``"dest_path"``) as submitted: the stored (redacted) URI, or the
+        original when feederd sealed its credentials; parsed (``MediaURI``).
+
+        @raise SealedCredentialsError: (permanent) they cannot be opened here.
+        """
+        sealed = (self.job.sealed_credentials or {}).get(field)
+        return as_media_uri(unseal_uri(getattr(self.job, field), sealed, self.settings))
+
+    async def download_source(self, local_path):
+        """Fetch the job's source into ``local_path``; return the byte count.
+        No state is written: the worker stored DOWNLOADING when it took the
+        job.
+
+        @raise JobCanceled: the job was stopped before or while fetching.
+        @raise SourceNotFound: there is no such source.
+        @raise NoScratchSpace: the scratch disk filled up (the worker hands
+            the job to another worker).
+        @raise TransientJobError: another attempt may succeed.
+        @raise PermanentJobError: it cannot (``SealedCredentialsError``...).
+        """
+        self._check()
+        uri = self.job_uri("source_path")
+        try:
+            size = await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
+        except TransientJobError as e:
+            if says_no_space(e.message) and not isinstance(e, NoScratchSpace):
+                raise NoScratchSpace(f"downloading the source failed: {e.message}") from e
+            raise
+        self._check()
+        return size
+
+    async def upload_result(self, local_path):
+        """Store UPLOADING, then ``local_path`` at the job's destination;
+        return the byte count.
+
+        @raise JobCanceled: the job was stopped before or while storing.
+        @raise TransientJobError: the state could not be stored, or another
+            attempt may succeed.
+        @raise PermanentJobError: the upload cannot succeed.
+        """
+        await self.set_state(JobState.UPLOADING)
+        uri = self.job_uri("dest_path")
+        size = await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
+        self._check()
+        return size
+
+    # -- any URI: the nommer contract before download_source / upload_result ------
+
     async def download(self, uri, local_path):
+        """Fetch ``uri`` into ``local_path``. Kept for nommers written
+        against the earlier contract; use ``download_source``."""
         uri = self._unsealed(uri, ("source_path", "dest_path"))
         return await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
 
     async def upload(self, local_path, uri):
+        """Store ``local_path`` at ``uri``. Kept for nommers written against
+        the earlier contract; use ``upload_result``."""
         uri = self._unsealed(uri, ("dest_path", "source_path"))
         return await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
 
     def _unsealed(self, uri, fields):
-        """The job's original URI when ``uri`` is its stored (redacted) source
-        or destination (``fields`` in order of preference) and feederd sealed
-        its credentials; else ``uri``. Raises ``SealedCredentialsError``
-        (permanent) if they cannot be opened."""
+        """For ``download``/``upload`` only, which are given a URI rather
+        than a field: the job's original URI when ``uri`` is its stored
+        (redacted) source or destination (``fields`` in order of preference)
+        and feederd sealed its credentials; else ``uri``. Raises
+        ``SealedCredentialsError`` (permanent) if they cannot be opened."""
         sealed = self.job.sealed_credentials or {}
         for field in fields:
             if sealed.get(field) and uri == getattr(self.job, field):

@@ -31,14 +31,19 @@ def path_of(uri):
 class FakeContext:
     """The worker's job context as the contract describes it, recording calls.
 
-    ``download``/``upload`` copy file:// URIs; ``cancel()`` plays the worker
-    canceling the job; ``on_download`` is an optional hook run after download.
+    ``download_source``/``upload_result`` copy the job's file:// URIs;
+    ``states`` are the states the job goes through as the nommer runs:
+    DOWNLOADING once it fetches its source (stored by the worker when it took
+    the job, not by the nommer), then those it stores (UPLOADING by
+    ``upload_result``); ``cancel()`` plays the worker canceling the job;
+    ``on_download`` is an optional hook run after download.
     """
 
-    def __init__(self, scratch_dir, *, settings=None, reactor_=reactor):
+    def __init__(self, scratch_dir, job, *, settings=None, reactor_=reactor):
         self.reactor = reactor_
         self.settings = settings or media.settings()
         self.scratch_dir = scratch_dir
+        self.job = job
         self.log = Logger(namespace="tests.nommer")
         self.states = []
         self.progress = []
@@ -47,25 +52,34 @@ class FakeContext:
         self.canceled = False
         self._callbacks = []
 
-    async def set_state(self, state):
+    def _check(self):
         if self.canceled:
             raise JobCanceled("canceled")
+
+    async def set_state(self, state):
+        self._check()
         self.states.append(JobState(state))
 
     def report_progress(self, percent):
         self.progress.append(percent)
 
-    async def download(self, source_uri, local_path):
+    async def download_source(self, local_path):
+        self._check()
+        self.states.append(JobState.DOWNLOADING)
+        source_uri = self.job.source_path
         path = path_of(source_uri)
         if not os.path.exists(path):
             raise SourceNotFound(f"no such file: {source_uri}")
         shutil.copyfile(path, local_path)
         if self.on_download:
             self.on_download()
+        self._check()
 
-    async def upload(self, local_path, dest_uri):
-        shutil.copyfile(local_path, path_of(dest_uri))
-        self.uploads.append(dest_uri)
+    async def upload_result(self, local_path):
+        await self.set_state(JobState.UPLOADING)
+        shutil.copyfile(local_path, path_of(self.job.dest_path))
+        self.uploads.append(self.job.dest_path)
+        self._check()
 
     def register_cancel(self, callback):
         self._callbacks.append(callback)
@@ -93,7 +107,7 @@ class NommerCase(unittest.TestCase):
         job = Job(job_id=new_job_id(), source_path="file://" + source,
                   dest_path="file://" + os.path.join(self.outdir, dest_name),
                   nommer=NOMMER, job_options=options)
-        self.ctx = FakeContext(self.scratch, **context_kwargs)
+        self.ctx = FakeContext(self.scratch, job, **context_kwargs)
         return FFmpegNommer(job, self.ctx)
 
     def dest(self, name="result.mp4"):

@@ -2,16 +2,24 @@
 
 import json
 import os
+import types
 
+from cryptography.fernet import Fernet
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
+from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.job import Job, new_job_id
+from nommer.core.secrets import seal_uri
 from nommer.core.states import JobState
+from nommer.core.uri import MediaURI
+from nommer.workerd import context as context_module
+from nommer.workerd.context import SHUTDOWN, JobContext
+from nommer.workerd.nommers.base import NoScratchSpace
 from nommer.workerd.lifecycle import idle_exit_due
 from nommer.workerd.outcome import retry_delay_s
 from nommer.workerd.scratch import scratch_needed_bytes
-from tests.helpers import ensure, eventually
+from tests.helpers import ensure, eventually, temp_ledger
 from tests.workerd import scripted_nommer
 from tests.workerd.worker_harness import NOMMER, WorkerHarness
 
@@ -239,3 +247,121 @@ class PolicyTests(TestCase):
         self.assertEqual(scratch_needed_bytes(150, 100, 60), 160)
         self.assertIsNone(scratch_needed_bytes(160, 100, 60))
         self.assertIsNone(scratch_needed_bytes(None, 100, 60))  # unknown: do not block
+
+
+class JobContextTransferTests(TestCase):
+    """JobContext.download_source / upload_result: the job's own URIs, unsealed and parsed once,
+    no DOWNLOADING written (the worker stored it when it took the job), UPLOADING before the upload."""
+
+    SOURCE = "s3://AKIDEXAMPLE:se/cret+key@media-in/raw/clip.mov"
+    DEST = "s3://AKIDEXAMPLE:se/cret+key@media-out/web/clip.mp4"
+
+    async def context(self, source, dest, **settings):
+        ledger, root = temp_ledger(self, **settings)
+        self.ledger = ledger
+        fields, sealed = {}, {}
+        for field, uri in (("source_path", source), ("dest_path", dest)):
+            fields[field], token = seal_uri(uri, ledger.settings, field)
+            if token:
+                sealed[field] = token
+        job = await ledger.store.create(Job(job_id=new_job_id(), nommer=NOMMER, job_options={"script": "succeed"},
+                                            sealed_credentials=sealed or None, **fields))
+        job = await ledger.store.modify(job.job_id, lambda j: j.evolve(
+            job_state=JobState.DOWNLOADING, attempts=1, worker_id="w-1"))
+        worker = types.SimpleNamespace(reactor=reactor, settings=ledger.settings, ledger=ledger, worker_id="w-1")
+        scratch = os.path.join(root, "scratch")
+        os.makedirs(scratch)
+        return JobContext(worker, job, scratch), root
+
+    def fake_storage(self, seen, download_error=None):
+        class FakeStorage:
+            async def download(self, uri, local_path):
+                seen.append(("download", uri))
+                if download_error is not None:
+                    raise download_error
+                return 3
+
+            async def upload(self, local_path, uri):
+                seen.append(("upload", uri))
+                return 5
+        made = []
+
+        def get_storage(uri, settings, reactor_):
+            made.append(uri)
+            return FakeStorage()
+        self.patch(context_module, "get_storage", get_storage)
+        return made
+
+    @ensure
+    async def test_sealed_job_uris_unsealed_and_parsed_once(self):
+        """The storage gets the job's original URIs as MediaURIs (the same object it was chosen by)."""
+        ctx, root = await self.context(self.SOURCE, self.DEST, JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
+        self.assertNotEqual(ctx.job.source_path, self.SOURCE)  # stored redacted, sealed apart
+        seen = []
+        made = self.fake_storage(seen)
+        self.assertEqual(await ctx.download_source(os.path.join(root, "scratch", "source")), 3)
+        await ctx.set_state(JobState.ENCODING)
+        self.assertEqual(await ctx.upload_result(os.path.join(root, "scratch", "out")), 5)
+        self.assertEqual([op for op, _ in seen], ["download", "upload"])
+        for (_, uri), original, chosen_by in zip(seen, (self.SOURCE, self.DEST), made):
+            self.assertIsInstance(uri, MediaURI)
+            self.assertIs(uri, chosen_by)
+            self.assertEqual(uri.password, "se/cret+key")
+            self.assertEqual(uri.key, original.split("@", 1)[1].split("/", 1)[1])
+
+    @ensure
+    async def test_download_writes_no_state_upload_writes_uploading(self):
+        """download_source leaves the job DOWNLOADING (no second write); upload_result stores UPLOADING."""
+        ctx, root = await self.context(f"file://{os.path.realpath(self.mktemp())}/in", "file:///srv/out.mp4")
+        writes = []
+        real_set_state = self.ledger.set_state_unless_final
+
+        async def recording(job_id, state, *args, **kwargs):
+            writes.append(JobState(state))
+            return await real_set_state(job_id, state, *args, **kwargs)
+        self.patch(self.ledger, "set_state_unless_final", recording)
+        self.fake_storage([])
+        await ctx.download_source(os.path.join(root, "scratch", "source"))
+        self.assertEqual(writes, [])
+        self.assertEqual((await self.ledger.store.get(ctx.job.job_id)).job_state, JobState.DOWNLOADING)
+        await ctx.set_state(JobState.ENCODING)
+        await ctx.upload_result(os.path.join(root, "scratch", "out"))
+        self.assertEqual(writes, [JobState.ENCODING, JobState.UPLOADING])
+        self.assertEqual((await self.ledger.store.get(ctx.job.job_id)).job_state, JobState.UPLOADING)
+
+    @ensure
+    async def test_real_file_transfer(self):
+        """With FileStorage: the source lands in scratch, the result at the job's destination."""
+        ctx, root = await self.context("file:///placeholder", "file:///placeholder")
+        with open(os.path.join(root, "in.mov"), "wb") as f:
+            f.write(b"source bytes")
+        ctx.job = ctx.job.evolve(source_path=f"file://{root}/in.mov", dest_path=f"file://{root}/out/result.mp4")
+        local = os.path.join(ctx.scratch_dir, "source")
+        self.assertEqual(await ctx.download_source(local), len(b"source bytes"))
+        with open(local, "rb") as f:
+            self.assertEqual(f.read(), b"source bytes")
+        await ctx.set_state(JobState.ENCODING)
+        await ctx.upload_result(local)
+        with open(os.path.join(root, "out", "result.mp4"), "rb") as f:
+            self.assertEqual(f.read(), b"source bytes")
+
+    @ensure
+    async def test_full_disk_while_downloading_is_no_scratch_space(self):
+        """A transient download error saying the disk is full becomes NoScratchSpace."""
+        ctx, root = await self.context("file:///in.mov", "file:///out.mp4")
+        self.fake_storage([], download_error=TransientJobError("[Errno 28] No space left on device"))
+        with self.assertRaises(NoScratchSpace):
+            await ctx.download_source(os.path.join(root, "scratch", "source"))
+
+    @ensure
+    async def test_stopped_context_transfers_nothing(self):
+        """A job stopped already raises JobCanceled before any transfer."""
+        ctx, root = await self.context("file:///in.mov", "file:///out.mp4")
+        seen = []
+        self.fake_storage(seen)
+        ctx.stop(SHUTDOWN)
+        with self.assertRaises(JobCanceled):
+            await ctx.download_source(os.path.join(root, "scratch", "source"))
+        with self.assertRaises(JobCanceled):
+            await ctx.upload_result(os.path.join(root, "scratch", "out"))
+        self.assertEqual(seen, [])

@@ -1,19 +1,25 @@
 """BaseNommer: what every nommer class offers feederd and workerd.
 
-feederd calls ``validate_options(options, settings)`` at submit (no I/O);
-workerd builds ``Nommer(job, context)`` and awaits ``run()``.
+feederd calls ``validate_options(options, settings, dest_path=...)`` at
+submit (no I/O); workerd builds ``Nommer(job, context)`` and awaits ``run()``.
 
 ``context`` is the worker's per-job handle. Its attributes and methods:
 
 * ``reactor``, ``settings`` (UPPER_CASE attributes), ``scratch_dir`` (str, an
   existing per-job directory the worker deletes afterwards), ``log`` (a
   ``twisted.logger.Logger``; events always carry ``job_id``);
-* ``await set_state(JobState.DOWNLOADING | ENCODING | UPLOADING)``, raising
-  ``JobCanceled`` if the job was canceled meanwhile;
+* ``await set_state(JobState.ENCODING | UPLOADING)``, raising
+  ``JobCanceled`` if the job was canceled meanwhile (the job is DOWNLOADING
+  when ``run()`` starts: the worker stored it when it took the job);
 * ``report_progress(percent)`` (float 0..100, not async, throttled by the
   worker);
-* ``await download(source_uri, local_path)`` (may raise ``SourceNotFound`` /
-  ``TransientJobError``) and ``await upload(local_path, dest_uri)``;
+* ``await download_source(local_path)``: fetches the job's own source (its
+  sealed credentials unsealed by the worker) into ``local_path`` (may raise
+  ``SourceNotFound``, ``NoScratchSpace``, ``TransientJobError``,
+  ``PermanentJobError``, ``JobCanceled``); ``await
+  upload_result(local_path)``: stores UPLOADING, then the file at the job's
+  own destination. (``download(uri, local_path)`` and ``upload(local_path,
+  uri)``, the earlier contract, still work.)
 * ``register_cancel(callback)``: ``callback()`` is called when the job is
   canceled or the worker must stop now.
 
@@ -25,7 +31,6 @@ the worker records the outcome.
 import os
 
 from nommer.core.errors import JobCanceled, TransientJobError
-from nommer.core.states import JobState
 
 #: What the kernel says for ENOSPC and EDQUOT (in storage errors and ffmpeg's stderr).
 NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded")
@@ -62,11 +67,29 @@ class BaseNommer:
         context.register_cancel(self.cancel)
 
     @classmethod
-    def validate_options(cls, options, settings):
+    def validate_options(cls, options, settings, *, dest_path=None):
         """Return the normalized options (JSON-able) or raise
         ``InvalidJobSpec(field, message)``, field like
         ``job_options.options[1].outfile_options[3]``. Called by feederd at
-        submit: no I/O."""
+        submit: no I/O.
+
+        :param options: the job's ``job_options.options`` as submitted (any
+            JSON value: check everything).
+        :param settings: feederd's settings object.
+        :param dest_path: the job's destination URI as the caller submitted
+            it: a ``str`` that already passed ``check_destination`` (it
+            parses, and a storage backend can write it). It may hold the
+            caller's credentials (a password, a presigned URL's signature):
+            never log it or put it in a message as it is
+            (``nommer.core.uri.redact_uri``); parse it with
+            ``nommer.core.uri.parse_uri``. feederd always gives it at submit;
+            it is None when options are checked without a job (the worker
+            checking its job's options again, presets, tests): skip what needs
+            it then.
+        :raise InvalidJobSpec: the options are not valid, or cannot give an
+            output for ``dest_path`` (FFmpegNommer: no ``-f`` and no muxer
+            known for the destination's extension).
+        """
         raise NotImplementedError
 
     async def run(self):
@@ -108,21 +131,17 @@ class BaseNommer:
         self.check_canceled()
 
     async def download_source(self, local_name="source"):
-        """Set DOWNLOADING and fetch ``job.source_path`` into the scratch
-        directory; return the local path (str)."""
-        await self.set_state(JobState.DOWNLOADING)
+        """``context.download_source`` into the scratch file ``local_name``,
+        between cancellation checks; return the local path (str)."""
+        self.check_canceled()
         local = self.scratch_path(local_name)
-        try:
-            await self.context.download(self.job.source_path, local)
-        except TransientJobError as e:
-            if says_no_space(e.message) and not isinstance(e, NoScratchSpace):
-                raise NoScratchSpace(f"downloading the source failed: {e.message}") from e
-            raise
+        await self.context.download_source(local)
         self.check_canceled()
         return local
 
     async def upload_result(self, local_path):
-        """Set UPLOADING and store ``local_path`` at ``job.dest_path``."""
-        await self.set_state(JobState.UPLOADING)
-        await self.context.upload(local_path, self.job.dest_path)
+        """``context.upload_result(local_path)`` (UPLOADING, then the
+        upload), between cancellation checks."""
+        self.check_canceled()
+        await self.context.upload_result(local_path)
         self.check_canceled()

@@ -4,9 +4,11 @@
 ``nommer.workerd.nommers.ffmpeg_options``). ``run()``:
 
 1. normalizes the options again (the worker trusts nothing it did not check);
-2. DOWNLOADING: fetches the source into the scratch dir as ``source`` (no
-   extension: ffmpeg detects the format by content), ffprobes it and fails
-   fast (``PermanentJobError``) if it is not media;
+2. DOWNLOADING (stored by the worker as it took the job): fetches the job's
+   source (``download_source``: the context's, which unseals the job's own
+   URI) into the scratch dir as ``source`` (no extension: ffmpeg detects the
+   format by content), ffprobes it and fails fast (``PermanentJobError``) if
+   it is not media;
 3. ENCODING: runs each pass with ``ProcessRunner`` in the worker's sandbox
    (``nommer.workerd.sandbox``: only the scratch dir writable, the source
    readable; cwd and ``-passlogfile`` in the scratch dir; pass 1 of 2 writes
@@ -17,7 +19,8 @@
    with qtfaststart (in a thread) if any pass asks for
    ``move_atom_to_front`` and the muxer is a QuickTime one; ffprobes the
    result (before uploading anything);
-4. UPLOADING: uploads the output to ``job.dest_path``;
+4. UPLOADING: uploads the output to the job's destination
+   (``upload_result``, the context's likewise);
 5. returns ``probe.summarize()`` of the output.
 
 Errors: ``PermanentJobError`` for what a retry cannot fix (bad options, not
