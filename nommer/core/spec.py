@@ -99,8 +99,9 @@ def validate_submission(body, settings):
         _refuse_private_literal("notify_url", notify, settings)
 
     # Badinput (SSRF): an http(s) source may not name a non-public address.
-    if isinstance(source, str) and source.split("://", 1)[0].lower() in ("http", "https"):
-        _refuse_private_literal("source_path", as_media_uri(source, "source_path"), settings)
+    source_uri = as_media_uri(source, "source_path")
+    if source_uri.scheme in ("http", "https"):
+        _refuse_private_literal("source_path", source_uri, settings)
     check_source(source, settings)
     check_destination(dest, settings)
     normalized = nommer_class.validate_options(options["options"], settings, dest_path=dest)
