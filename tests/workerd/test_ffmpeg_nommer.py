@@ -266,8 +266,9 @@ class NommerTests(NommerCase):
         self.assertFalse(os.path.exists(os.path.join(self.scratch, "passlog-0.log")))
 
     @ensure
-    async def test_timeout_is_transient(self):
-        """An ffmpeg run past FFMPEG_TIMEOUT_S is stopped and reported as transient."""
+    async def test_timeout_is_permanent(self):
+        """An ffmpeg run past FFMPEG_TIMEOUT_S is stopped and reported as permanent (the same encode
+        would run as long again)."""
         fake_time = ClockTimeReactor()
         settings = media.settings(FFMPEG_TIMEOUT_S=100.0)
 
@@ -278,7 +279,7 @@ class NommerTests(NommerCase):
                 return d
         nommer = self.make(doc_example(), settings=settings, reactor_=fake_time)
         self.patch(ffmpeg_module, "ProcessRunner", TimeRunsOut)
-        with self.assertRaises(TransientJobError) as cm:
+        with self.assertRaises(PermanentJobError) as cm:
             await nommer.run()
         self.assertIn("ran longer than FFMPEG_TIMEOUT_S", cm.exception.message)
         self.assertEqual(self.ctx.uploads, [])
