@@ -28,7 +28,7 @@ WAIT_FIRST_S = 0.5
 WAIT_MAX_S = 5.0
 WAIT_TIMEOUT_S = 600.0
 
-#: The error code of a write whose ConditionExpression did not hold.
+#: The error code of a write whose ConditionExpression did not hold (a tuple, as ``condition_held`` takes codes).
 CONDITION_FAILED = ("ConditionalCheckFailedException",)
 
 _serializer = TypeSerializer()
