@@ -21,9 +21,12 @@ and the workers. Without a key
 configured, a URI with credentials is refused at submit (``InvalidJobSpec``):
 use the instance role or the default credential chain instead.
 
-"Credentials" means what ``redact_uri`` hides: a password in the URI, or a
-secret query parameter (a presigned URL's ``X-Amz-Signature``, a ``token``,
-``sig``...). A URI without either is stored as given.
+"Credentials" means what ``redact_uri`` hides: a password in the URI, the
+username of an http(s) URI without a password (``https://TOKEN@host/``, a
+token the worker sends as basic auth; an s3 username is an access key id and
+no secret), or a secret query parameter (a presigned URL's
+``X-Amz-Signature``, a ``token``, ``sig``, ``access-token``, ``hmac``...). A
+URI without any is stored as given.
 
 Generate a key with::
 
@@ -33,7 +36,7 @@ Generate a key with::
 from cryptography.fernet import Fernet, InvalidToken
 
 from nommer.core.errors import InvalidJobSpec, PermanentJobError
-from nommer.core.uri import InvalidURI, MediaURI, parse_uri, redact_uri
+from nommer.core.uri import InvalidURI, MediaURI, parse_uri, redact_uri, username_is_secret
 
 __all__ = ["SealedCredentialsError", "has_credentials", "seal_uri", "unseal_uri"]
 
@@ -45,9 +48,10 @@ class SealedCredentialsError(PermanentJobError):
 
 def has_credentials(uri):
     """Whether ``uri`` (a string or ``MediaURI``) holds something
-    ``redact_uri`` hides: a password or a secret query parameter."""
+    ``redact_uri`` hides: a password, an http(s) username without one (a
+    token sent as basic auth), or a secret query parameter."""
     muri = parse_uri(uri)
-    if muri.password is not None:
+    if muri.password is not None or username_is_secret(muri.scheme, muri.username, muri.password):
         return True
     if not muri.query:
         return False

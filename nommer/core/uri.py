@@ -49,6 +49,11 @@ invisible bidirectional-text controls (U+202E...) that make a URI display
 differently from what it names, whether written or percent-encoded. A host
 holding ``:`` must be a bracketed IPv6 literal.
 
+Redaction: a password shows as ``***``; so does the username of an http(s)
+URI that has no password (``https://TOKEN@host/``: a token sent as basic
+auth, ``username_is_secret``), while an s3 username, an access key id, is
+kept. Secret query parameters (``SECRET_QUERY_PARAMS``) are masked.
+
 ``refused_host_reason(host, allowed_networks)`` says why a host may not be
 fetched from or notified: IP literals of a non-public range (loopback,
 private, link-local with the cloud metadata service at 169.254.169.254, ...;
@@ -67,7 +72,7 @@ from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import describe_refusal, host_literal, refuse_reason
 
 __all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri",
-           "host_literal", "refused_host_reason"]
+           "host_literal", "refused_host_reason", "username_is_secret"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
@@ -85,7 +90,18 @@ SECRET_QUERY_PARAMS = frozenset({
     "x-goog-signature", "x-goog-credential", "signature", "sig", "key", "token",
     "access_token", "refresh_token", "id_token", "auth", "password", "passwd", "pwd",
     "secret", "client_secret", "api_key", "apikey", "api-key",
+    # Token and HMAC spellings of other services (GitLab private_token, Akamai hdnts,
+    # OAuth 1 signatures, Plex...). Azure SAS "se"/"sp"/"sv" are no secret; its "sig" is.
+    "access-token", "accesstoken", "auth_token", "auth-token", "authtoken", "authorization",
+    "hmac", "private_token", "private-token", "x-api-key", "session_token", "sessiontoken",
+    "x-amz-session-token", "security_token", "secret_key", "secret_access_key",
+    "aws_secret_access_key", "oauth_token", "oauth_signature", "jwt", "hdnts", "hdnea",
+    "passphrase", "x-plex-token",
 })
+
+#: Schemes whose username alone is a secret (a token sent as basic auth). An s3
+#: username is an access key id, shown like the key id of a presigned URL.
+USERNAME_SECRET_SCHEMES = frozenset({"http", "https"})
 
 REDACTED = "***"
 
@@ -337,12 +353,20 @@ def _redact_query(query):
     return "".join(parts)
 
 
+def username_is_secret(scheme, username, password):
+    """Whether the ``username`` of a URI is a secret to seal and mask: a
+    non-empty username without a (non-empty) password, in an http(s) URI
+    (``USERNAME_SECRET_SCHEMES``) or one whose scheme is unknown (None)."""
+    return bool(username) and not password and (
+        scheme is None or scheme.lower() in USERNAME_SECRET_SCHEMES)
+
+
 def _join(scheme, username, password, host, port, raw_path, query):
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     out = f"{scheme}://" if scheme is not None else ""
     if username is not None:
-        out += username
+        out += REDACTED if username_is_secret(scheme, username, password) else username
         if password is not None:
             out += f":{REDACTED}"
         out += "@"
@@ -366,7 +390,8 @@ def _redact_schemeless(text):
 
 def redact_uri(uri):
     """The URI as it may be shown: the password replaced by ``***`` (the
-    username, e.g. an AWS access key id, is kept), secret query parameters
+    username, e.g. an AWS access key id, is kept; but an http(s) username
+    without a password, a token, is ``***`` too), secret query parameters
     (``X-Amz-Signature``, ``sig``, ``token``...) masked, the fragment dropped.
 
     Accepts a ``MediaURI`` or a string; never raises (a string without a scheme

@@ -142,3 +142,30 @@ class SealTests(TestCase):
         self.assertNotIn("pw0rd", cm.exception.message)
         body["notify_url"] = "https://hooks.example/cb?x=1"
         self.assertNotIn("sealed_credentials", validate_submission(body, self.settings))
+
+
+class TokenCredentialsTests(TestCase):
+    """A token given as an http(s) username, or in a token-like query parameter, is a
+    credential: sealed, never stored in clear."""
+
+    def setUp(self):
+        self.settings, self.root = temp_settings(self, JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
+
+    def test_http_username_sealed(self):
+        for uri, stored_form in [("https://ghp_T0KEN@media.example/in.mov", "https://***@media.example/in.mov"),
+                                 ("https://media.example/in.mov?access-token=T0KEN", None),
+                                 ("https://media.example/in.mov?hmac=T0KEN&t=1", None)]:
+            self.assertTrue(has_credentials(uri), uri)
+            stored, sealed = seal_uri(uri, self.settings, "source_path")
+            self.assertNotIn("T0KEN", stored)
+            if stored_form:
+                self.assertEqual(stored, stored_form)
+            self.assertEqual(unseal_uri(stored, sealed, self.settings), uri)
+
+    def test_http_username_without_key_refused(self):
+        bare, _ = temp_settings(self)
+        with self.assertRaises(InvalidJobSpec) as cm:
+            seal_uri("https://T0KEN@media.example/in.mov", bare, "source_path")
+        self.assertIn("JOB_CREDENTIALS_KEY", cm.exception.message)
+        self.assertNotIn("T0KEN", cm.exception.message)
+        self.assertFalse(has_credentials("s3://AKIAEXAMPLE@bucket/in.mov"))  # an access key id

@@ -244,3 +244,30 @@ class RefusedHostTests(SynchronousTestCase):
         self.assertIsNotNone(refused_host_reason("10.2.0.1", allowed))
         self.assertIsNone(refused_host_reason("example.internal", allowed))  # names: checked at connect
         self.assertIsNone(refused_host_reason("93.184.216.34"))
+
+
+class TokenUsernameTests(SynchronousTestCase):
+    """http(s): a username alone is a token (sent as basic auth): masked like a password.
+    s3: the username is an access key id, kept."""
+
+    def test_http_username_only_masked(self):
+        for uri, shown in [("https://ghp_T0KEN@host/x.mp4", "https://***@host/x.mp4"),
+                           ("http://T0KEN@host:8080/x?a=1", "http://***@host:8080/x?a=1"),
+                           ("HTTPS://T0KEN@host/x", "https://***@host/x"),
+                           ("https://T0KEN:@host/x", "https://***:***@host/x")]:
+            self.assertEqual(redact_uri(uri), shown)
+            self.assertEqual(redact_uri(parse_uri(uri)), shown)
+            self.assertNotIn("T0KEN", repr(parse_uri(uri)))
+
+    def test_user_with_password_and_s3_key_id_kept(self):
+        self.assertEqual(redact_uri("https://user:pw@host/x"), "https://user:***@host/x")
+        self.assertEqual(redact_uri("s3://AKIAX@bucket/k"), "s3://AKIAX@bucket/k")
+
+    def test_more_secret_query_parameters(self):
+        for name in ("access-token", "hmac", "HMAC", "x-goog-signature", "sig", "auth_token",
+                     "private_token", "x-api-key", "session_token", "oauth_signature", "hdnts"):
+            shown = redact_uri(f"https://h/v.mp4?se=2030-01-01&sp=r&{name}=S3CRET&a=1")
+            self.assertNotIn("S3CRET", shown, name)
+            self.assertIn(f"{name}=***", shown)
+            self.assertIn("se=2030-01-01&sp=r", shown)  # SAS expiry and permissions are no secret
+

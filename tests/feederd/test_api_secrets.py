@@ -123,3 +123,66 @@ class APISecretsTests(TestCase):
         self.assertNotIn(SECRET.encode(), raw)
         jobs, _ = await self.store.list()
         self.assertEqual(jobs, [])
+
+
+class TokenSecretsTests(TestCase):
+    """A token as an http(s) username (sent as basic auth) and token-like query parameters
+    (access-token, hmac...): sealed in the store, *** in the API, the original on the worker."""
+
+    timeout = 10
+    build = APISecretsTests.build
+    request = APISecretsTests.request
+    data_dir_bytes = APISecretsTests.data_dir_bytes
+
+    TOKEN = "ghp_" + "T0KENxyz" * 4
+    HOOK_TOKEN = "H00K" + "abc123" * 4
+    HMAC = "HMAC" + "def456" * 4
+
+    @ensure
+    async def test_token_username_and_query_sealed_redacted_and_unsealed(self):
+        self.build(JOB_CREDENTIALS_KEY=Fernet.generate_key().decode())
+        source = f"https://{self.TOKEN}@media.example/in/clip.mov"
+        hook = f"https://hooks.example/cb?access-token={self.HOOK_TOKEN}&hmac={self.HMAC}&id=7"
+        body = {"source_path": source, "dest_path": f"file://{self.root}/out.mp4", "notify_url": hook,
+                "job_options": {"nommer": FFMPEG, "options": doc_two_pass()}}
+        code, raw = await self.request("POST", "/job/submit", body)
+        self.assertEqual(code, 200, raw)
+        job_id = json.loads(raw)["job_id"]
+
+        stored_bytes = self.data_dir_bytes()
+        self.assertIn(job_id.encode(), stored_bytes)
+        for secret in (self.TOKEN, self.HOOK_TOKEN, self.HMAC):
+            self.assertNotIn(secret.encode(), stored_bytes)
+
+        code, raw = await self.request("GET", f"/job/{job_id}")
+        self.assertEqual(code, 200, raw)
+        shown = json.loads(raw)["job"]
+        self.assertEqual(shown["source_path"], "https://***@media.example/in/clip.mov")
+        self.assertEqual(shown["notify_url"], "https://hooks.example/cb?access-token=***&hmac=***&id=7")
+        for secret in (self.TOKEN, self.HOOK_TOKEN, self.HMAC):
+            self.assertNotIn(secret.encode(), raw)
+
+        job = await self.store.get(job_id)
+        self.assertEqual(unseal_uri(job.notify_url, job.sealed_credentials["notify_url"], self.settings), hook)
+        seen = []
+
+        class FakeStorage:
+            async def download(self, uri, local_path):
+                seen.append(uri)
+                return 0
+        self.patch(worker_mod, "get_storage", lambda uri, settings, reactor: FakeStorage())
+        context = worker_mod.JobContext(types.SimpleNamespace(reactor=reactor, settings=self.settings),
+                                        job, self.root)
+        await context.download(job.source_path, os.path.join(self.root, "source"))
+        self.assertEqual(seen, [source])
+
+    @ensure
+    async def test_token_username_refused_without_key(self):
+        self.build()
+        body = {"source_path": f"https://{self.TOKEN}@media.example/in/clip.mov",
+                "dest_path": f"file://{self.root}/out.mp4", "notify_url": None,
+                "job_options": {"nommer": FFMPEG, "options": doc_two_pass()}}
+        code, raw = await self.request("POST", "/job/submit", body)
+        self.assertEqual(code, 400, raw)
+        self.assertIn("JOB_CREDENTIALS_KEY", json.loads(raw)["message"])
+        self.assertNotIn(self.TOKEN.encode(), raw)
