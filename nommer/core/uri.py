@@ -47,7 +47,11 @@ refused; so are C1 controls, lone UTF-16 surrogates (a JSON ``"\\ud800"``
 escape; not valid Unicode, cannot even be encoded to open a file) and the
 invisible bidirectional-text controls (U+202E...) that make a URI display
 differently from what it names, whether written or percent-encoded. A host
-holding ``:`` must be a bracketed IPv6 literal.
+holding ``:`` must be a bracketed IPv6 literal; any other host is written
+plainly in ASCII letters, digits, ``-``, ``.`` and ``_`` (an internationalized
+name in its ``xn--`` form): a percent-encoded (``%6c%6fcalhost``), spaced or
+otherwise odd host reads differently to different parsers and resolvers, and
+is refused.
 
 Redaction: a password shows as ``***``; so does the username of an http(s)
 URI that has no password (``https://TOKEN@host/``: a token sent as basic
@@ -102,6 +106,9 @@ SECRET_QUERY_PARAMS = frozenset({
 #: Schemes whose username alone is a secret (a token sent as basic auth). An s3
 #: username is an access key id, shown like the key id of a presigned URL.
 USERNAME_SECRET_SCHEMES = frozenset({"http", "https"})
+
+#: A host name as nommer accepts it (IPv6 literals apart).
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]*")
 
 REDACTED = "***"
 
@@ -279,6 +286,8 @@ def parse_uri(uri):
         except ValueError:
             raise InvalidURI(f"{shown}: {host!r} is not an IPv6 address (a host holding ':' "
                              "must be one, written in brackets: http://[::1]:8080/)") from None
+    else:
+        _check_host_spelling(host, shown)
     if port is not None:
         if not port.isdigit() or not port.isascii() or int(port) > 65535:
             raise InvalidURI(f"{shown}: the port must be a number from 0 to 65535")
@@ -300,6 +309,32 @@ def parse_uri(uri):
 
 def _describe_char(ch):
     return f"U+{ord(ch):04X}"
+
+
+def _check_host_spelling(host, shown):
+    """Badinput: refuse a host (not an IPv6 literal) other than plain ASCII
+    letters, digits, '-', '.', '_'. ``http://%6c%6fcalhost/`` or
+    ``http://exa mple/`` passed submit and failed later on the worker (an
+    internal error, or retries)."""
+    if _HOST_RE.fullmatch(host):
+        return
+    if "%" in host:
+        try:
+            decoded = unquote(host, errors="strict")
+        except UnicodeDecodeError:
+            decoded = None
+        said = ""
+        if decoded is not None and "%" not in decoded and not _CONTROL_RE.search(decoded):
+            said = f" (it reads {decoded!r}"
+            reason = refused_host_reason(decoded)
+            said += f"; {reason})" if reason else ")"
+        raise InvalidURI(f"{shown}: the host must not be percent-encoded{said}; write it plainly")
+    if not host.isascii():
+        raise InvalidURI(f"{shown}: the host {host!r} is not plain ASCII; write an "
+                         "internationalized name in its ASCII form (xn--...)")
+    bad = next(ch for ch in host if not _HOST_RE.fullmatch(ch))
+    raise InvalidURI(f"{shown}: the host {host!r} holds {bad!r}; a host name holds letters, "
+                     "digits, '-', '.' and '_' only")
 
 
 # --- hosts nommer never fetches from or notifies --------------------------------

@@ -285,6 +285,34 @@ def test_non_public_literals_refused(daemon, root, url, words):
         assert payload["message"].startswith(field), payload
 
 
+#: Hosts that read differently to different parsers (percent-encoded, spaced, odd characters,
+#: not ASCII): refused at submit rather than ending in an internal error or retries on a worker.
+ODD_HOSTS = [
+    ("percent-encoded-localhost", "%6c%6fcalhost", ["percent-encoded", "localhost"]),
+    ("percent-encoded-letter", "ex%41mple.com", ["percent-encoded"]),
+    ("lone-percent", "a%", ["percent-encoded"]),
+    ("encoded-space", "exa%20mple", ["percent-encoded"]),
+    ("space", "exa mple", ["host"]),
+    ("backslash", "exa\\mple.com", ["host"]),
+    ("angle", "a<b", ["host"]),
+    ("fullwidth-loopback", "\uff11\uff12\uff17.\uff10.\uff10.\uff11", ["xn--"]),
+    ("unicode-name", "b\u00fccher.example", ["xn--"]),
+    ("empty", "", ["host"]),
+    ("empty-with-port", ":80", ["host"]),
+]
+
+
+@pytest.mark.parametrize("case", ODD_HOSTS, ids=[c[0] for c in ODD_HOSTS])
+def test_odd_hosts_refused(daemon, root, case):
+    """A malformed or percent-encoded host is a 400 BADINPUT naming the field, for notify_url and
+    an http(s) source alike."""
+    _id, host, words = case
+    for field, url in (("notify_url", f"http://{host}/hook"), ("source_path", f"https://{host}/in.mp4")):
+        resp = submit_raw(daemon.port, body(root, **{field: url}))
+        payload = assert_json_error(resp, 400, "BADINPUT", [field] + (words if field == "source_path" else []))
+        assert payload["message"].startswith(field), payload
+
+
 def test_refusals_stored_nothing(daemon, root):
     """Only the accepted control submissions were stored (8); no refused one became a job."""
     jobs, _ = daemon.client.list(limit=500)

@@ -271,3 +271,38 @@ class TokenUsernameTests(SynchronousTestCase):
             self.assertIn(f"{name}=***", shown)
             self.assertIn("se=2030-01-01&sp=r", shown)  # SAS expiry and permissions are no secret
 
+
+class HostSpellingTests(SynchronousTestCase):
+    """A host is written plainly: letters, digits, '-', '.', '_' (an IPv6 literal in brackets).
+    Percent-encoded, spaced or otherwise odd hosts read differently to different parsers:
+    refused, naming the URI, with the reason."""
+
+    def test_odd_hosts_refused(self):
+        for uri, words in [("http://%6c%6fcalhost/x", ["percent-encoded", "localhost"]),
+                           ("http://ex%41mple.com/x", ["percent-encoded"]),
+                           ("http://a%/x", ["percent-encoded"]),
+                           ("http://exa mple/x", ["host", "' '"]),
+                           ("http://exa\\mple/x", ["host"]),
+                           ("http://a<b/x", ["host"]),
+                           ("s3://buck%65t/k", ["percent-encoded"]),
+                           ("http://bücher.example/x", ["xn--"]),
+                           ("http://１２７.０.０.１/x", ["xn--"]),
+                           ("https://T0KEN@exa%20mple/x", ["percent-encoded"])]:
+            with self.assertRaises(InvalidURI, msg=uri) as cm:
+                parse_uri(uri)
+            for word in words:
+                self.assertIn(word, cm.exception.message, uri)
+            self.assertNotIn("T0KEN", cm.exception.message)
+
+    def test_percent_encoded_metadata_address_says_so(self):
+        with self.assertRaises(InvalidURI) as cm:
+            parse_uri("http://%31%36%39.254.169.254/latest/")
+        self.assertIn("link-local", cm.exception.message)
+
+    def test_plain_hosts_accepted(self):
+        for uri, host in [("http://some_host.com/x", "some_host.com"), ("https://a-b.c.d./x", "a-b.c.d."),
+                          ("https://xn--bcher-kva.example/x", "xn--bcher-kva.example"),
+                          ("http://[fe80::1%25eth0]/x", "fe80::1%25eth0"), ("file:///srv/x", ""),
+                          ("file://localhost/srv/x", "localhost"), ("s3://my.bucket-1/k", "my.bucket-1"),
+                          ("http://10.0.0.1:80/x", "10.0.0.1")]:
+            self.assertEqual(parse_uri(uri).host, host)
