@@ -19,6 +19,8 @@ What it checks, as the worker and feederd rely on it:
   ``.part`` file, no unfinished multipart upload); a re-run replaces;
 - a backend that cannot write (``can_write = False``) refuses a
   destination at ``check`` and ``upload``, and writes nothing;
+- a backend that reaches a server: one that does not answer is
+  ``TransientJobError`` at download, and no I/O at ``check``;
 - ``check`` at submit: made with ``reactor=None``, it accepts this
   backend's URIs without I/O (also a source that does not exist, on a
   server that does not answer) and raises ``InvalidJobSpec`` naming the
@@ -26,6 +28,16 @@ What it checks, as the worker and feederd rely on it:
   reach this class through STORAGE_BACKENDS;
 - signatures: every public method keeps ``Storage``'s signature
   (``tests.contracts.assert_matches_interface``).
+
+The contract comes in capability mixins, each one ``StorageContract`` (what
+every backend does) plus the tests of one capability; a backend's TestCase
+inherits those that apply, so no test skips for a backend it does not fit:
+
+- ``WritableStorageContract`` (``can_write = True``: upload) or
+  ``ReadOnlyStorageContract`` (``can_write = False``: the refusal) -- exactly
+  one of them, which ``test_write_capability_is_tested`` checks;
+- ``NetworkStorageContract``, for a backend that talks to a server
+  (http(s), s3), not for file://.
 
 A backend test case provides:
 
@@ -41,20 +53,30 @@ A backend test case provides:
 - ``peek(name)``: the bytes stored at ``name`` or None; blocking, called
   from a thread that is not the reactor's (the contract uses
   ``deferToThread``, and the upload hook below calls it where it runs);
-- ``leftovers()``: what a failed upload left behind (partial files,
-  unfinished multipart uploads); blocking, like ``peek``;
-- ``refused_source()`` / ``refused_destination()``: coroutine functions
-  giving the URI of a source that exists but the backend may not read / of
-  a destination it may not write (only called when the backend writes);
-- ``unreachable_source()``: ``(storage, uri)`` for a source whose server
-  does not answer, or None when the backend uses no network (file://);
+- ``refused_source()``: a coroutine function giving the URI of a source
+  that exists but the backend may not read;
 - ``unacceptable_uri()``: a URI of the backend's scheme that ``check``
   refuses;
+
+with ``NetworkStorageContract``:
+
+- ``unreachable_source()``: ``(storage, uri)`` for a source whose server
+  does not answer;
+
+with ``WritableStorageContract``:
+
+- ``refused_destination()``: a coroutine function giving the URI of a
+  destination the backend may not write;
 - ``during_upload(observe)``: arrange (with ``self.patch``) that the next
   upload calls ``observe()`` once, where the bytes move, after about half
   of them have been written and before the upload ends; ``observe`` may
   raise to break the upload there (and every further write, so that
   retries fail too);
+- ``leftovers()``: what a failed upload left behind (partial files,
+  unfinished multipart uploads); blocking, like ``peek``;
+
+and, for any of them:
+
 - ``PAYLOAD_BYTES``: size of the objects moved (default 1 MiB and 3 bytes;
   the S3 case moves more than its lowered multipart threshold).
 """
@@ -63,7 +85,6 @@ import errno
 import os
 
 from twisted.internet import threads
-from twisted.trial.unittest import SkipTest
 
 from nommer.conf import Settings
 from nommer.core.errors import (
@@ -74,7 +95,8 @@ from nommer.core.uri import MediaURI
 from tests.contracts import assert_matches_interface
 from tests.helpers import ensure
 
-__all__ = ["StorageContract", "BrokenUpload", "with_overrides"]
+__all__ = ["StorageContract", "WritableStorageContract", "ReadOnlyStorageContract",
+           "NetworkStorageContract", "BrokenUpload", "with_overrides"]
 
 
 class BrokenUpload(OSError):
@@ -90,6 +112,7 @@ def with_overrides(settings, **overrides):
 
 
 class StorageContract:
+    """What every backend does; mixed in through the capability mixins below."""
 
     EXTRA_PUBLIC_METHODS = ()
     PAYLOAD_BYTES = 1024 * 1024 + 3
@@ -136,10 +159,15 @@ class StorageContract:
             self.assertFalse(os.path.exists(local_path), "a failed download left a file behind")
         return raised.exception
 
-    def need_writes(self):
-        if not self.storage_class.can_write:
-            raise SkipTest(f"{self.storage_class.__name__} cannot write "
-                                     "(test_read_only_backend_refuses_uploads checks that)")
+    # --- which capabilities are tested -------------------------------------------------
+
+    def test_write_capability_is_tested(self):
+        """The test case mixes in the upload tests if the backend writes, the refusal tests if not."""
+        expected = WritableStorageContract if self.storage_class.can_write else ReadOnlyStorageContract
+        other = ReadOnlyStorageContract if self.storage_class.can_write else WritableStorageContract
+        self.assertIsInstance(self, expected, f"{self.storage_class.__name__}.can_write is "
+                              f"{self.storage_class.can_write}: mix in {expected.__name__}")
+        self.assertNotIsInstance(self, other)
 
     # --- signatures ------------------------------------------------------------------
 
@@ -200,16 +228,6 @@ class StorageContract:
         self.assertIn("MAX_SOURCE_BYTES", error.message)
 
     @ensure
-    async def test_unreachable_source_is_transient(self):
-        """A source on a server that does not answer is a TransientJobError; no file is left."""
-        unreachable = self.unreachable_source()
-        if unreachable is None:
-            raise SkipTest(f"{self.storage_class.__name__} uses no network")
-        storage, uri = unreachable
-        local = self.local("unreachable.mp4")
-        await self.failing(TransientJobError, storage.download(uri, local), local)
-
-    @ensure
     async def test_a_uri_check_refuses_is_permanent_at_use(self):
         """On the worker, a URI that fails check is a PermanentJobError (not InvalidJobSpec), both ways."""
         local = self.local("unacceptable.mp4", b"data")
@@ -220,12 +238,45 @@ class StorageContract:
             self.assertNotIsInstance(error, InvalidJobSpec)
         self.assertFalse(os.path.exists(self.local("down.mp4")))
 
+    # --- check at submit -------------------------------------------------------------------
+
+    def test_check_at_submit(self):
+        """Without a reactor, check accepts this backend's URIs with no I/O (a missing source) and
+        refuses one it cannot handle with InvalidJobSpec(field)."""
+        storage = self.storage_class(self.settings, None)
+        self.assertIsNone(storage.check(self.uri("not-there-yet.mp4"), False, "source_path"))
+        with self.assertRaises(InvalidJobSpec) as raised:
+            storage.check(self.unacceptable_uri(), False, "source_path")
+        self.assertEqual(raised.exception.field, "source_path")
+        self.assertTrue(raised.exception.message.startswith("source_path: "), raised.exception.message)
+
+    def test_submit_checks_reach_this_backend(self):
+        """check_source/check_destination and get_storage pick this class by the URI's scheme."""
+        uri = self.uri("routed.mp4")
+        self.assertIsInstance(get_storage(uri, self.settings, None), self.storage_class)
+        parsed = check_source(uri, self.settings)
+        self.assertIsInstance(parsed, MediaURI)
+        with self.assertRaises(InvalidJobSpec) as raised:
+            check_source(self.unacceptable_uri(), self.settings)
+        self.assertEqual(raised.exception.field, "source_path")
+
+
+class WritableStorageContract(StorageContract):
+    """The contract of a backend that uploads (``can_write = True``)."""
+
+    def test_destinations_pass_the_submit_checks(self):
+        """Without a reactor, check accepts a destination (no I/O: it need not exist yet), and
+        check_destination routes one to this backend."""
+        self.assertTrue(self.storage_class.can_write)
+        storage = self.storage_class(self.settings, None)
+        self.assertIsNone(storage.check(self.uri("not-there-yet.mp4"), True, "dest_path"))
+        self.assertIsInstance(check_destination(self.uri("routed.mp4"), self.settings), MediaURI)
+
     # --- upload ------------------------------------------------------------------------
 
     @ensure
     async def test_upload_stores_the_whole_file_and_a_rerun_replaces_it(self):
         """upload returns the size and stores the bytes; uploading again replaces them (at-least-once)."""
-        self.need_writes()
         first, second = self.payload(b"1"), self.payload(b"2")[:-7]
         storage = self.make_storage()
         self.assertEqual(await storage.upload(self.local("out1", first), self.uri("out.mp4")),
@@ -239,7 +290,6 @@ class StorageContract:
     @ensure
     async def test_upload_is_atomic_while_writing(self):
         """Halfway through an upload the final name holds nothing, or the previous version whole."""
-        self.need_writes()
         old, new = self.payload(b"old"), self.payload(b"new")
         for name, before in (("fresh.mp4", None), ("replaced.mp4", old)):
             if before is not None:
@@ -259,7 +309,6 @@ class StorageContract:
     async def test_an_upload_failing_midway_leaves_nothing_partial(self):
         """An upload broken halfway raises a job error; the final name keeps nothing (or the old
         version) and nothing partial is left behind."""
-        self.need_writes()
         old, new = self.payload(b"old"), self.payload(b"new")
         for name, before in (("fresh.mp4", None), ("replaced.mp4", old)):
             if before is not None:
@@ -279,7 +328,6 @@ class StorageContract:
     @ensure
     async def test_upload_of_a_missing_local_file_is_permanent(self):
         """Uploading a local file that does not exist is a PermanentJobError; nothing is stored."""
-        self.need_writes()
         await self.failing(PermanentJobError, self.make_storage().upload(
             self.local("never-written"), self.uri("nothing.mp4")))
         self.assertIsNone(await self.stored("nothing.mp4"))
@@ -287,16 +335,17 @@ class StorageContract:
     @ensure
     async def test_refused_destination_is_permanent(self):
         """A destination the backend may not write is a PermanentJobError; nothing partial is left."""
-        self.need_writes()
         await self.failing(PermanentJobError, self.make_storage().upload(
             self.local("refused", self.payload()), await self.refused_destination()))
         await self.assert_nothing_left()
 
+
+class ReadOnlyStorageContract(StorageContract):
+    """The contract of a backend that only downloads (``can_write = False``)."""
+
     @ensure
     async def test_read_only_backend_refuses_uploads(self):
         """A backend that cannot write refuses a destination at check and at upload, and writes nothing."""
-        if self.storage_class.can_write:
-            raise SkipTest(f"{self.storage_class.__name__} writes")
         with self.assertRaises(InvalidJobSpec) as raised:
             check_destination(self.uri("dest.mp4"), self.settings)
         self.assertEqual(raised.exception.field, "dest_path")
@@ -306,31 +355,18 @@ class StorageContract:
             self.local("out", self.payload()), self.uri("dest.mp4")))
         self.assertIsNone(await self.stored("dest.mp4"))
 
-    # --- check at submit -------------------------------------------------------------------
 
-    def test_check_at_submit(self):
-        """Without a reactor, check accepts this backend's URIs with no I/O (a missing source, a
-        server that does not answer) and refuses one it cannot handle with InvalidJobSpec(field)."""
+class NetworkStorageContract(StorageContract):
+    """The contract of a backend that reaches a server (not file://)."""
+
+    @ensure
+    async def test_unreachable_source_is_transient(self):
+        """A source on a server that does not answer is a TransientJobError; no file is left."""
+        storage, uri = self.unreachable_source()
+        local = self.local("unreachable.mp4")
+        await self.failing(TransientJobError, storage.download(uri, local), local)
+
+    def test_check_at_submit_does_not_connect(self):
+        """Without a reactor, check accepts a source on a server that does not answer (no I/O)."""
         storage = self.storage_class(self.settings, None)
-        self.assertIsNone(storage.check(self.uri("not-there-yet.mp4"), False, "source_path"))
-        if self.storage_class.can_write:
-            self.assertIsNone(storage.check(self.uri("not-there-yet.mp4"), True, "dest_path"))
-        unreachable = self.unreachable_source()
-        if unreachable is not None:
-            self.assertIsNone(storage.check(unreachable[1], False, "source_path"))
-        with self.assertRaises(InvalidJobSpec) as raised:
-            storage.check(self.unacceptable_uri(), False, "source_path")
-        self.assertEqual(raised.exception.field, "source_path")
-        self.assertTrue(raised.exception.message.startswith("source_path: "), raised.exception.message)
-
-    def test_submit_checks_reach_this_backend(self):
-        """check_source/check_destination and get_storage pick this class by the URI's scheme."""
-        uri = self.uri("routed.mp4")
-        self.assertIsInstance(get_storage(uri, self.settings, None), self.storage_class)
-        parsed = check_source(uri, self.settings)
-        self.assertIsInstance(parsed, MediaURI)
-        if self.storage_class.can_write:
-            self.assertIsInstance(check_destination(uri, self.settings), MediaURI)
-        with self.assertRaises(InvalidJobSpec) as raised:
-            check_source(self.unacceptable_uri(), self.settings)
-        self.assertEqual(raised.exception.field, "source_path")
+        self.assertIsNone(storage.check(self.unreachable_source()[1], False, "source_path"))

@@ -15,7 +15,7 @@ from nommer.core.storage import file as file_mod
 from nommer.core.storage.file import FileStorage
 from nommer.core.storage.http import HTTPStorage
 from nommer.core.uri import InvalidURI
-from tests.core.storage_contract import StorageContract
+from tests.core.storage_contract import WritableStorageContract
 from tests.helpers import temp_settings
 
 
@@ -379,8 +379,9 @@ class StorageLookupTests(_Dirs, TestCase):
         self.assertIn("none configured", cm.exception.message)
 
 
-class FileStorageContractTests(StorageContract, TestCase):
-    """The Storage contract (tests/core/storage_contract.py) against file:// in a temp root."""
+class FileStorageContractTests(WritableStorageContract, TestCase):
+    """The Storage contract (tests/core/storage_contract.py) against file:// in a temp root:
+    it writes, and uses no network."""
 
     storage_class = FileStorage
 
@@ -420,9 +421,6 @@ class FileStorageContractTests(StorageContract, TestCase):
         """A directory already holds the destination's name."""
         os.mkdir(os.path.join(self.root, "taken.mp4"))
         return self.uri("taken.mp4")
-
-    def unreachable_source(self):
-        return None
 
     def unacceptable_uri(self):
         return "file:///etc/passwd"  # outside FILE_STORAGE_ROOTS

@@ -17,7 +17,7 @@ from twisted.web import resource, server, static
 from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
 from nommer.core.storage.http import HTTPStorage
-from tests.core.storage_contract import StorageContract
+from tests.core.storage_contract import NetworkStorageContract, ReadOnlyStorageContract
 from tests.helpers import Endless, Redirect, listen_endless_head, serve_counting, temp_settings
 
 TIMEOUT_S = 30.0
@@ -589,7 +589,7 @@ class Objects(resource.Resource):
         return b""
 
 
-class HTTPStorageContractTests(StorageContract, TestCase):
+class HTTPStorageContractTests(ReadOnlyStorageContract, NetworkStorageContract, TestCase):
     """The Storage contract (tests/core/storage_contract.py) against a real
     loopback HTTP server (GET and PUT); HTTPStorage only downloads, so the
     contract checks that it refuses uploads and PUTs nothing."""
@@ -625,23 +625,13 @@ class HTTPStorageContractTests(StorageContract, TestCase):
     def peek(self, name):
         return self.server.objects.get(name)
 
-    def leftovers(self):
-        return []  # the server keeps a PUT body only once it is whole
-
     async def refused_source(self):
         self.server.forbidden.add("forbidden.mp4")
         await self.put("forbidden.mp4", b"secret")
         return self.uri("forbidden.mp4")
-
-    async def refused_destination(self):
-        self.server.forbidden.add("forbidden-out.mp4")
-        return self.uri("forbidden-out.mp4")
 
     def unreachable_source(self):
         return self.make_storage(), f"http://127.0.0.1:{self.silent.getsockname()[1]}/x.mp4"
 
     def unacceptable_uri(self):
         return "http://10.1.2.3/x.mp4"  # a private address ALLOWED_PRIVATE_NETWORKS leaves out
-
-    def during_upload(self, observe):
-        raise NotImplementedError("HTTPStorage does not upload")

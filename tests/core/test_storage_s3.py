@@ -19,7 +19,7 @@ from nommer.core.storage import s3 as s3_mod
 from nommer.core.storage.s3 import S3Storage, content_type_for
 from nommer.core.uri import InvalidURI, parse_uri
 from tests.aws_server import aws_settings, reset_moto
-from tests.core.storage_contract import StorageContract, with_overrides
+from tests.core.storage_contract import NetworkStorageContract, WritableStorageContract, with_overrides
 from tests.helpers import ensure, eventually
 
 BUCKET = "nommer-media"
@@ -382,7 +382,7 @@ class S3StorageTests(TestCase):
         self.assertIn("access denied", error.message)
 
 
-class S3StorageContractTests(StorageContract, TestCase):
+class S3StorageContractTests(WritableStorageContract, NetworkStorageContract, TestCase):
     """The Storage contract (tests/core/storage_contract.py) against s3:// on
     the moto server, with multipart transfers (5 MiB parts, 12 MiB objects).
 
