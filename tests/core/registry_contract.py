@@ -4,12 +4,15 @@ A backend test case provides ``make_registry()`` returning a fresh, empty
 registry (closed by the contract at cleanup).
 
 A backend whose ``forget_older_than`` first searches, then deletes (the
-AWS ones) names the search ``_older_than(t)``: the contract runs another
-worker's heartbeat between the two. SQLite forgets in one statement.
+AWS ones) names the search ``_older_than(t)`` and its test case mixes in
+``RacingForgetContract`` (a ``WorkerRegistryContract`` plus one test), which
+runs another worker's heartbeat between the two. SQLite forgets in one
+statement: nothing can come between, and its test case mixes in
+``WorkerRegistryContract`` alone. ``test_a_two_step_forget_is_raced`` checks
+that the choice matches the backend.
 """
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest
 
 from nommer.core.registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
 from tests.helpers import ensure
@@ -110,13 +113,23 @@ class WorkerRegistryContract:
         self.assertEqual(await self.registry.forget_older_than(T0 + 3600), 2)
         self.assertEqual(await self.registry.list(), [])
 
+    def test_a_two_step_forget_is_raced(self):
+        """A backend that forgets in two steps (has ``_older_than``) gets the race test, and only such a one."""
+        two_steps = hasattr(self.registry, "_older_than")
+        self.assertEqual(isinstance(self, RacingForgetContract), two_steps,
+                         f"{type(self.registry).__name__} "
+                         f"{'searches then deletes' if two_steps else 'forgets in one statement'}: "
+                         f"{'mix in' if two_steps else 'do not mix in'} RacingForgetContract")
+
+
+class RacingForgetContract(WorkerRegistryContract):
+    """The contract of a registry whose forget_older_than searches (``_older_than``), then deletes."""
+
     @ensure
     async def test_forget_spares_a_worker_that_heartbeated_meanwhile(self):
         """A record refreshed between forget's search and its delete stays (conditional delete)."""
         registry = self.registry
-        search = getattr(registry, "_older_than", None)
-        if search is None:
-            raise SkipTest(f"{type(registry).__name__} forgets in one statement: nothing can come between")
+        search = registry._older_than
         await registry.heartbeat(make_record(worker_id="gone", last_seen=T0 - 100))
         await registry.heartbeat(make_record(worker_id="back", last_seen=T0 - 100))
 

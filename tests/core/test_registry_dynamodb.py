@@ -7,7 +7,7 @@ from twisted.trial.unittest import TestCase
 from nommer.core.aws.dynamodb import TableSetupError
 from nommer.core.registry import make_registry
 from nommer.core.registry.dynamodb import DynamoDBWorkerRegistry
-from tests.core.registry_contract import WorkerRegistryContract, make_record
+from tests.core.registry_contract import RacingForgetContract, make_record
 from tests.core.test_store_dynamodb import record_operations
 from tests.dynamodb_local import OnDynamoDBLocal, OnMoto
 from tests.helpers import ensure
@@ -66,9 +66,9 @@ class DynamoDBRegistrySpecifics:
         self.assertIn("nommer aws setup", str(raised.exception))
 
 
-class DynamoDBRegistryMotoTests(OnMoto, DynamoDBRegistrySpecifics, WorkerRegistryContract, TestCase):
+class DynamoDBRegistryMotoTests(OnMoto, DynamoDBRegistrySpecifics, RacingForgetContract, TestCase):
     """Against moto in server mode."""
 
 
-class DynamoDBRegistryLocalTests(OnDynamoDBLocal, DynamoDBRegistrySpecifics, WorkerRegistryContract, TestCase):
+class DynamoDBRegistryLocalTests(OnDynamoDBLocal, DynamoDBRegistrySpecifics, RacingForgetContract, TestCase):
     """Against DynamoDB Local (skipped where java or the jar is missing, except under CI)."""

@@ -7,7 +7,7 @@ from nommer.core.aws.simpledb import MAX_VALUE_BYTES
 from nommer.core.registry import make_registry
 from nommer.core.registry.simpledb import SimpleDBWorkerRegistry
 from tests.aws_server import aws_settings, reset_moto, sdb_client, sdb_item
-from tests.core.registry_contract import T0, WorkerRegistryContract, make_record
+from tests.core.registry_contract import T0, RacingForgetContract, make_record
 from tests.helpers import ensure
 
 DOMAIN = "media_nommer_ec2nommer_state"
@@ -17,7 +17,7 @@ def raw_item(name):
     return sdb_item(DOMAIN, name)
 
 
-class SimpleDBRegistryTests(WorkerRegistryContract, TestCase):
+class SimpleDBRegistryTests(RacingForgetContract, TestCase):
 
     def make_registry(self, **overrides):
         if not hasattr(self, "registry"):
