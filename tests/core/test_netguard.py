@@ -7,13 +7,14 @@ import ipaddress
 import pytest
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 from twisted.web.client import URI
 
 from nommer.core.netguard import (AddressRefused, GuardedEndpointFactory, allowed_networks, guarded_agent,
                                   refuse_reason)
-from tests.helpers import FakeResolver, Redirect, ensure, serve_counting
+from tests.helpers import FakeResolver, Redirect, ensure, listen_counting, serve_counting
 
 # --- the policy ------------------------------------------------------------------
 
@@ -109,12 +110,22 @@ class GuardedAgentTests(TestCase):
     def serve(self, res, interface="127.0.0.1", port=0):
         return serve_counting(self, server.Site(res), interface, port)
 
-    def serve_twin_on_127_0_0_1(self, port):
-        """Another Hello at ``port`` on 127.0.0.1 (the test is skipped when that is taken): its counter."""
-        try:
-            return self.serve(Hello(), "127.0.0.1", port)[1]
-        except Exception:
-            raise self.skipTest("port taken on 127.0.0.1")
+    async def serve_twins(self, tries=20):
+        """A Hello on 127.0.0.2 and another on 127.0.0.1 at the same port: (the port, the
+        127.0.0.2 counter, the 127.0.0.1 counter). The kernel picks a port free on 127.0.0.2;
+        if it is taken on 127.0.0.1, that one is let go and another picked."""
+        for _ in range(tries):
+            listening, counter = listen_counting(server.Site(Hello()), "127.0.0.2", 0)
+            port = listening.getHost().port
+            try:
+                twin, twin_counter = listen_counting(server.Site(Hello()), "127.0.0.1", port)
+            except CannotListenError:
+                await listening.stopListening()
+                continue
+            self.addCleanup(listening.stopListening)
+            self.addCleanup(twin.stopListening)
+            return port, counter, twin_counter
+        self.fail(f"no port free on both 127.0.0.1 and 127.0.0.2 in {tries} tries")
 
     async def get(self, url, networks, resolver=None):
         client = HTTPClient(guarded_agent(reactor, [ipaddress.ip_network(n) for n in networks], "source",
@@ -170,8 +181,7 @@ class GuardedAgentTests(TestCase):
     @ensure
     async def test_only_allowed_addresses_of_a_name_are_used(self):
         """A name resolving to a refused and an allowed address connects to the allowed one only."""
-        port, counter = self.serve(Hello(), interface="127.0.0.2")
-        other_counter = self.serve_twin_on_127_0_0_1(port)
+        port, counter, other_counter = await self.serve_twins()
         resolver = FakeResolver({"mixed.example": ["127.0.0.1", "127.0.0.2"]})
         code, body = await self.get(f"http://mixed.example:{port}/", ["127.0.0.2/32"], resolver)
         self.assertEqual((code, body), (200, b"hello from 127.0.0.2"))
@@ -181,8 +191,7 @@ class GuardedAgentTests(TestCase):
     async def test_dns_rebinding_gets_nowhere(self):
         """A name answering an allowed address first and a refused one next is looked up once per
         connection, and the connection goes to the address that was checked."""
-        port, counter = self.serve(Hello(), interface="127.0.0.2")
-        internal_counter = self.serve_twin_on_127_0_0_1(port)
+        port, counter, internal_counter = await self.serve_twins()
         answers = iter([["127.0.0.2"], ["127.0.0.1"], ["127.0.0.1"]])
         resolver = FakeResolver({"rebind.example": lambda: next(answers)})
         code, body = await self.get(f"http://rebind.example:{port}/", ["127.0.0.2/32"], resolver)
