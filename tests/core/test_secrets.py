@@ -169,3 +169,14 @@ class TokenCredentialsTests(TestCase):
         self.assertIn("JOB_CREDENTIALS_KEY", cm.exception.message)
         self.assertNotIn("T0KEN", cm.exception.message)
         self.assertFalse(has_credentials("s3://AKIAEXAMPLE@bucket/in.mov"))  # an access key id
+
+    def test_token_sealed_before_the_new_rules_still_opens(self):
+        """A job sealed before these rules (stored showing the http username and hmac in clear,
+        another secret masked) still unseals on an upgraded worker, to its original URI."""
+        from cryptography.fernet import Fernet as F
+        original = "https://T0KEN@media.example/in.mov?sig=S1G&hmac=HM4C"
+        stored_then = "https://T0KEN@media.example/in.mov?sig=***&hmac=HM4C"
+        sealed = F(self.settings.JOB_CREDENTIALS_KEY.encode()).encrypt(original.encode()).decode()
+        self.assertEqual(unseal_uri(stored_then, sealed, self.settings), original)
+        with self.assertRaises(PermanentJobError):  # a token of another URI is still refused
+            unseal_uri("https://T0KEN@other.example/in.mov?sig=***&hmac=HM4C", sealed, self.settings)
