@@ -20,6 +20,7 @@ from nommer.client.api import (
     WaitTimeout,
     job_options_from,
 )
+from tests.processes import free_port
 
 
 @pytest.fixture
@@ -172,10 +173,7 @@ def test_wait_times_out_with_the_last_job_seen(feederd):
 
 def test_connection_refused_names_the_url_and_the_fix():
     """No server on the port -> ConnectionFailed naming the URL and `make run`."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionFailed) as info:
         NommerClient(url, timeout_s=5).health()
     assert url in str(info.value)

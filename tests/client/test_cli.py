@@ -3,7 +3,6 @@
 import io
 import json
 import re
-import socket
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +11,7 @@ from nommer.client import presets
 from nommer.client.api import FFMPEG_NOMMER
 from nommer.client.cli import _Progress, cli, main, to_uri
 from tests.helpers import cli_against
+from tests.processes import free_port
 
 
 @pytest.fixture
@@ -243,9 +243,7 @@ def test_presets_lists_every_preset_with_its_description(run):
 
 def test_unreachable_feederd_exits_3_with_advice():
     """Connection refused prints the URL and `make run` on stderr and exits 3, no traceback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = "http://127.0.0.1:%d" % s.getsockname()[1]
+    url = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(cli, ["--api", url, "status", "a" * 50])
     assert result.exit_code == 3
     assert url in result.stderr and "make run" in result.stderr

@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,10 @@ import time
 import urllib.parse
 
 from nommer.client.api import ConnectionFailed, NommerClient
+from tests.processes import free_port
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def home_of(root):

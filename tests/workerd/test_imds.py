@@ -1,6 +1,5 @@
 """InstanceMetadata (IMDSv2) against a fake IMDS process."""
 
-import socket
 import urllib.error
 import urllib.request
 
@@ -10,6 +9,7 @@ from twisted.trial.unittest import TestCase
 from nommer.workerd.imds import InstanceMetadata, MetadataUnavailable, region_from_az
 from tests.fake_imds import FakeIMDS
 from tests.helpers import ensure
+from tests.processes import free_port
 
 _SHARED = {}
 
@@ -23,12 +23,6 @@ def shared_imds():
                                           life_cycle="spot", user_data=b"#cloud-config\n").start()
         atexit.register(fake.stop)
     return _SHARED["fake"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw(url, method="GET", headers=None):

@@ -16,7 +16,8 @@ from nommer.workerd.spot import SpotWatcher
 from nommer.workerd.worker import Worker
 from tests.helpers import ensure, eventually, temp_settings
 from tests.workerd import media, scripted_nommer
-from tests.workerd.test_imds import free_port, shared_imds
+from tests.processes import free_port
+from tests.workerd.test_imds import shared_imds
 from tests.workerd.worker_harness import FAST, NOMMER, WorkerHarness
 
 FFMPEG_NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"

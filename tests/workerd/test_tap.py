@@ -4,7 +4,8 @@ import os
 import subprocess
 import sys
 
-from tests.e2e.harness import TWISTD, free_port
+from tests.e2e.harness import TWISTD
+from tests.processes import free_port
 
 
 def test_workerd_off_ec2_without_local_says_so_and_stops(tmp_path):
