@@ -39,6 +39,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from nommer.core.deferreds import gather
 from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NommerError
 from nommer.core.job import Job, iso8601, new_job_id
 from nommer.core.keys import NoSuchKey
@@ -199,12 +200,6 @@ class _EdgeResource(KleinResource):
             if refused is not None:
                 return _error(request, *refused)
         return super().render(request)
-
-
-def _gather(coroutines):
-    """Run coroutines at once; the list of their results, or the first error."""
-    d = defer.gatherResults([defer.Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True)
-    return d.addErrback(lambda f: f.value.subFailure)
 
 
 def _json(request, status, payload):
@@ -380,7 +375,7 @@ class JobAPI:
         if self.registry is None:
             return _error(request, 503, "NOREGISTRY", "this feederd has no worker registry")
         records = await self.registry.list()
-        jobs = await _gather([self._current_jobs(r.jobs) for r in records])
+        jobs = await gather([self._current_jobs(r.jobs) for r in records])
         now = self.clock.seconds()
         workers = []
         for record, current in zip(records, jobs):
@@ -412,7 +407,7 @@ class JobAPI:
                 return None
             return {"job_id": job.job_id, "job_state": job.job_state.value,
                     "progress": None if job.progress is None else round(job.progress, 1)}
-        found = await _gather([one(j) for j in job_ids])
+        found = await gather([one(j) for j in job_ids])
         return [j for j in found if j is not None]
 
     @app.route("/openapi.json", methods=["GET"])
