@@ -3,23 +3,19 @@ test methods, StubTreq pumping, loopback HTTP servers (counted listeners,
 redirecting and endless resources, a table resolver), open files of a
 process, the `nommer` command in-process, key stores from settings."""
 
-import functools
 import inspect
 import os
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import protocol, reactor, task
 from twisted.web import resource, server
 from twisted.web.util import redirectTo
 
 from nommer.conf import Settings
+from nommer.core.deferreds import deferred
 
 
-def ensure(coro_fn):
-    """Let a trial test method be ``async def``: trial gets a Deferred."""
-    @functools.wraps(coro_fn)
-    def wrapper(*args, **kwargs):
-        return defer.Deferred.fromCoroutine(coro_fn(*args, **kwargs))
-    return wrapper
+# Lets a trial test method be ``async def``: trial gets a Deferred.
+ensure = deferred
 
 
 async def eventually(check, timeout_s=10.0, what="condition"):

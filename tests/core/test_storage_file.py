@@ -1,11 +1,10 @@
-import functools
 import os
 import shutil
 import tempfile
 import threading
 import types
 
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.conf import defaults
@@ -16,15 +15,7 @@ from nommer.core.storage.file import FileStorage
 from nommer.core.storage.http import HTTPStorage
 from nommer.core.uri import InvalidURI
 from tests.core.storage_contract import WritableStorageContract
-from tests.helpers import temp_settings
-
-
-def inline(test):
-    """Run an ``async def`` test method as a Deferred."""
-    @functools.wraps(test)
-    def wrapper(self):
-        return defer.Deferred.fromCoroutine(test(self))
-    return wrapper
+from tests.helpers import ensure, temp_settings
 
 
 def make_temp_dir(testcase):
@@ -154,7 +145,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.make_dirs()
         self.scratch = make_temp_dir(self)
 
-    @inline
+    @ensure
     async def test_download_copies(self):
         """download copies the bytes and returns their count."""
         data = os.urandom(3 * 1024 * 1024 + 7)
@@ -164,7 +155,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertEqual(size, len(data))
         self.assertEqual(self.read(local), data)
 
-    @inline
+    @ensure
     async def test_download_percent_encoded_name(self):
         """A percent-encoded file name is decoded before opening."""
         src = self.write(os.path.join(self.root, "my clip?.mp4"), b"abc")
@@ -173,7 +164,7 @@ class FileTransferTests(_Dirs, TestCase):
             f"file://{self.root}/my%20clip%3F.mp4", local)
         self.assertEqual(self.read(local), self.read(src))
 
-    @inline
+    @ensure
     async def test_download_missing(self):
         """A missing source is SourceNotFound and leaves no local file."""
         local = os.path.join(self.scratch, "in")
@@ -182,7 +173,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertIn("does not exist", cm.exception.message)
         self.assertFalse(os.path.exists(local))
 
-    @inline
+    @ensure
     async def test_download_outside_root_is_permanent(self):
         """A source outside the roots fails the job for good at transfer time too."""
         src = self.write(os.path.join(self.outside, "secret"), b"s")
@@ -191,7 +182,7 @@ class FileTransferTests(_Dirs, TestCase):
                 f"file://{src}", os.path.join(self.scratch, "in"))
         self.assertIn("outside the allowed FILE_STORAGE_ROOTS", cm.exception.message)
 
-    @inline
+    @ensure
     async def test_download_over_max_source_bytes_refused(self):
         """A source larger than MAX_SOURCE_BYTES ends the job (permanent, the reason given), copies nothing;
         one exactly at the cap is copied."""
@@ -222,7 +213,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertIn("grew past MAX_SOURCE_BYTES (1000)", cm.exception.message)
         self.assertFalse(os.path.exists(local))
 
-    @inline
+    @ensure
     async def test_download_directory_is_permanent(self):
         """A directory is not a source."""
         os.makedirs(os.path.join(self.root, "d"))
@@ -230,7 +221,7 @@ class FileTransferTests(_Dirs, TestCase):
             await self.storage.download(
                 f"file://{self.root}/d", os.path.join(self.scratch, "in"))
 
-    @inline
+    @ensure
     async def test_upload_creates_dirs_atomically(self):
         """upload creates missing parents, returns the size and leaves no temp file."""
         local = self.write(os.path.join(self.scratch, "out"), b"encoded" * 1000)
@@ -240,7 +231,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertEqual(self.read(dest), b"encoded" * 1000)
         self.assertEqual(os.listdir(os.path.dirname(dest)), ["out.mp4"])
 
-    @inline
+    @ensure
     async def test_upload_file_mode_follows_umask(self):
         """The stored file gets the usual 0o666-minus-umask mode, not mkstemp's 0o600."""
         umask = os.umask(0o022)
@@ -250,7 +241,7 @@ class FileTransferTests(_Dirs, TestCase):
         await self.storage.upload(local, f"file://{dest}")
         self.assertEqual(os.stat(dest).st_mode & 0o777, 0o666 & ~umask)
 
-    @inline
+    @ensure
     async def test_upload_overwrites(self):
         """A re-run replaces an existing destination (at-least-once delivery)."""
         dest = self.write(os.path.join(self.root, "out.mp4"), b"old")
@@ -258,7 +249,7 @@ class FileTransferTests(_Dirs, TestCase):
         await self.storage.upload(local, f"file://{dest}")
         self.assertEqual(self.read(dest), b"new")
 
-    @inline
+    @ensure
     async def test_upload_replaces_symlink_not_target(self):
         """A symlink at the destination is replaced, the file it pointed to is untouched."""
         target = self.write(os.path.join(self.outside, "victim"), b"keep")
@@ -268,7 +259,7 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertEqual(self.read(target), b"keep")
         self.assertFalse(os.path.islink(os.path.join(self.root, "out.mp4")))
 
-    @inline
+    @ensure
     async def test_upload_outside_root_is_permanent(self):
         """An upload outside the roots is refused and writes nothing."""
         local = self.write(os.path.join(self.scratch, "out"), b"x")
@@ -277,14 +268,14 @@ class FileTransferTests(_Dirs, TestCase):
             await self.storage.upload(local, f"file://{dest}")
         self.assertFalse(os.path.exists(dest))
 
-    @inline
+    @ensure
     async def test_upload_missing_local_is_permanent(self):
         """Uploading a local file that does not exist is a PermanentJobError."""
         with self.assertRaises(PermanentJobError):
             await self.storage.upload(
                 os.path.join(self.scratch, "nope"), f"file://{self.root}/out.mp4")
 
-    @inline
+    @ensure
     async def test_upload_parent_is_a_file(self):
         """A destination under an existing file fails permanently and leaves it alone."""
         blocker = self.write(os.path.join(self.root, "blocker"), b"b")
@@ -293,7 +284,7 @@ class FileTransferTests(_Dirs, TestCase):
             await self.storage.upload(local, f"file://{blocker}/out.mp4")
         self.assertEqual(self.read(blocker), b"b")
 
-    @inline
+    @ensure
     async def test_copies_run_off_the_reactor_thread(self):
         """The copy functions run in a pool thread, not the reactor thread."""
         seen = []

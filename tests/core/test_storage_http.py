@@ -1,4 +1,3 @@
-import functools
 import hashlib
 import os
 import shutil
@@ -18,19 +17,11 @@ from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
 from nommer.core.storage.http import HTTPStorage
 from tests.core.storage_contract import NetworkStorageContract, ReadOnlyStorageContract
-from tests.helpers import Endless, Redirect, listen_endless_head, serve_counting, temp_settings
+from tests.helpers import Endless, Redirect, ensure, listen_endless_head, serve_counting, temp_settings
 
 TIMEOUT_S = 30.0
 PAYLOAD = os.urandom(256 * 1024 + 3)
 BIG_BYTES = 50 * 1024 * 1024
-
-
-def inline(test):
-    """Run an ``async def`` test method as a Deferred."""
-    @functools.wraps(test)
-    def wrapper(self):
-        return defer.Deferred.fromCoroutine(test(self))
-    return wrapper
 
 
 class Status(resource.Resource):
@@ -190,20 +181,20 @@ class HTTPStorageTests(TestCase):
         with open(self.local, "rb") as f:
             return f.read()
 
-    @inline
+    @ensure
     async def test_download_file(self):
         """A 200 body lands in the local file and its size is returned."""
         size = await self.storage().download(f"{self.base}/file.mp4", self.local)
         self.assertEqual(size, len(PAYLOAD))
         self.assertEqual(self.read_local(), PAYLOAD)
 
-    @inline
+    @ensure
     async def test_redirect_followed(self):
         """A redirect to the file is followed."""
         size = await self.storage().download(f"{self.base}/redirect", self.local)
         self.assertEqual(size, len(PAYLOAD))
 
-    @inline
+    @ensure
     async def test_404_and_410_are_source_not_found(self):
         """404 and 410 mean the source does not exist; no file is left behind."""
         for path in ("missing", "gone"):
@@ -212,27 +203,27 @@ class HTTPStorageTests(TestCase):
             self.assertIn(f"{self.base}/{path}", cm.exception.message)
             self.assertFalse(os.path.exists(self.local))
 
-    @inline
+    @ensure
     async def test_404_message_names_status(self):
         """The SourceNotFound message gives the HTTP status."""
         with self.assertRaises(SourceNotFound) as cm:
             await self.storage().download(f"{self.base}/missing", self.local)
         self.assertIn("HTTP 404 Not Found", cm.exception.message)
 
-    @inline
+    @ensure
     async def test_500_is_transient(self):
         """A 5xx is a TransientJobError naming the status."""
         with self.assertRaises(TransientJobError) as cm:
             await self.storage().download(f"{self.base}/boom", self.local)
         self.assertIn("HTTP 500", cm.exception.message)
 
-    @inline
+    @ensure
     async def test_429_is_transient(self):
         """Too Many Requests is worth another attempt."""
         with self.assertRaises(TransientJobError):
             await self.storage().download(f"{self.base}/busy", self.local)
 
-    @inline
+    @ensure
     async def test_403_is_permanent(self):
         """Another 4xx fails the job for good (not SourceNotFound, not transient)."""
         with self.assertRaises(PermanentJobError) as cm:
@@ -240,7 +231,7 @@ class HTTPStorageTests(TestCase):
         self.assertNotIsInstance(cm.exception, SourceNotFound)
         self.assertIn("HTTP 403", cm.exception.message)
 
-    @inline
+    @ensure
     async def test_basic_auth_from_userinfo(self):
         """Credentials in the URL become basic auth, not part of the request line."""
         auth = self.root.children[b"auth"]
@@ -249,14 +240,14 @@ class HTTPStorageTests(TestCase):
         self.assertEqual(size, len(PAYLOAD))
         self.assertEqual(auth.seen_uris, (b"/auth",))
 
-    @inline
+    @ensure
     async def test_unencoded_slash_password(self):
         """An unencoded '/' in the password works as in the original's S3 URIs."""
         uri = f"http://AKIAX:se/cr+et@127.0.0.1:{self.port.getHost().port}/auth"
         size = await self.storage().download(uri, self.local)
         self.assertEqual(size, len(PAYLOAD))
 
-    @inline
+    @ensure
     async def test_secrets_never_logged_or_raised(self):
         """Neither log events nor the error message hold the password."""
         events = []
@@ -276,7 +267,7 @@ class HTTPStorageTests(TestCase):
             self.assertNotIn("w%40rd", repr(e))
             self.assertNotIn("w@rd", repr(e))
 
-    @inline
+    @ensure
     async def test_connection_refused_is_transient(self):
         """Nobody listening is a TransientJobError."""
         p = reactor.listenTCP(0, server.Site(self.root), interface="127.0.0.1")
@@ -286,7 +277,7 @@ class HTTPStorageTests(TestCase):
             await self.storage().download(f"http://127.0.0.1:{port}/x", self.local)
         self.assertIn("refused", cm.exception.message)
 
-    @inline
+    @ensure
     async def test_no_response_times_out(self):
         """No response within HTTP_DOWNLOAD_TIMEOUT_S is a TransientJobError."""
         clock = Clock()
@@ -301,7 +292,7 @@ class HTTPStorageTests(TestCase):
         self.assertIn("no response within 30 s", cm.exception.message)
         self.assertFalse(os.path.exists(self.local))
 
-    @inline
+    @ensure
     async def test_stalled_body_times_out(self):
         """A body that stops arriving fails after the idle timeout; the partial file goes."""
         clock = Clock()
@@ -317,7 +308,7 @@ class HTTPStorageTests(TestCase):
         self.assertIn("no data for 30 s after 1000 bytes", cm.exception.message)
         self.assertFalse(os.path.exists(self.local))
 
-    @inline
+    @ensure
     async def test_timeout_is_idle_not_overall(self):
         """Each chunk restarts the timeout: a slow but live download completes."""
         clock = Clock()
@@ -338,7 +329,7 @@ class HTTPStorageTests(TestCase):
         self.assertEqual(size, 1000 + 3 * 500)
         self.assertEqual(self.read_local(), b"a" * 1000 + b"b" * 1500)
 
-    @inline
+    @ensure
     async def test_cancel_drops_connection(self):
         """Canceling a download mid-body closes the connection and removes the file."""
         storage = self.storage(Clock(), RecordingHTTPStorage)
@@ -354,7 +345,7 @@ class HTTPStorageTests(TestCase):
             await lost  # the server sees the client go away
         self.assertFalse(os.path.exists(self.local))
 
-    @inline
+    @ensure
     async def test_truncated_body_is_transient(self):
         """A connection lost before Content-Length bytes arrive is retried, file removed."""
         with self.assertRaises(TransientJobError) as cm:
@@ -362,7 +353,7 @@ class HTTPStorageTests(TestCase):
         self.assertIn("connection lost", cm.exception.message)
         self.assertFalse(os.path.exists(self.local))
 
-    @inline
+    @ensure
     async def test_large_body_streamed(self):
         """A 50 MB body arrives in many small writes and is never held whole in memory."""
         big = os.path.join(self.tmp, "big.bin")
@@ -458,7 +449,7 @@ class HTTPGuardTests(TestCase):
         self.assertFalse(os.path.exists(self.local))
         return cm.exception.message
 
-    @inline
+    @ensure
     async def test_endless_response_head_is_cut_short(self):
         """A server sending header lines without end (Twisted's client has no limit: the
         worker's memory grew by 250 MB a second until the idle timeout): the download fails
@@ -468,7 +459,7 @@ class HTTPGuardTests(TestCase):
         self.assertIn("response head", message)
         self.assertLess(sent[0], 16 * 1024 * 1024)
 
-    @inline
+    @ensure
     async def test_localhost_source_refused(self):
         """http://localhost/ (real lookup) is refused for good, naming the host, the address and the setting;
         the server sees no connection."""
@@ -480,7 +471,7 @@ class HTTPGuardTests(TestCase):
         size = await self.storage(["127.0.0.0/8", "::1/128"]).download(f"http://localhost:{port}/a.mp4", self.local)
         self.assertEqual((size, counter.connections), (len(PAYLOAD), 1))
 
-    @inline
+    @ensure
     async def test_name_resolving_to_loopback_refused(self):
         """A name resolving to 127.0.0.1 is refused at connect time; with 127.0.0.0/8 allowed it downloads."""
         from tests.helpers import FakeResolver
@@ -493,7 +484,7 @@ class HTTPGuardTests(TestCase):
             f"http://evil.example:{port}/a.mp4", self.local)
         self.assertEqual(size, len(PAYLOAD))
 
-    @inline
+    @ensure
     async def test_literal_refused_before_connecting(self):
         """http://127.0.0.1/ and http://0x7f000001/ fail check (BADINPUT at submit, permanent on the worker)."""
         port, counter = self.serve(Payload())
@@ -504,7 +495,7 @@ class HTTPGuardTests(TestCase):
             self.assertIn("loopback", message)
         self.assertEqual(counter.connections, 0)
 
-    @inline
+    @ensure
     async def test_redirect_to_private_address_refused(self):
         """An allowed server redirecting to a loopback address the settings refuse: job ERROR, and the
         redirect target sees no connection."""
@@ -519,7 +510,7 @@ class HTTPGuardTests(TestCase):
             self.assertEqual(first.connections, 1)
         self.assertEqual(target.connections, 0)
 
-    @inline
+    @ensure
     async def test_content_length_over_cap_refused(self):
         """A Content-Length above MAX_SOURCE_BYTES: ERROR before the body is read, no local file."""
         port, _ = self.serve(Payload())
@@ -531,7 +522,7 @@ class HTTPGuardTests(TestCase):
             f"http://127.0.0.1:{port}/a.mp4", self.local)
         self.assertEqual(size, len(PAYLOAD))
 
-    @inline
+    @ensure
     async def test_streamed_body_over_cap_stopped(self):
         """A body without Content-Length that goes on forever is cut at MAX_SOURCE_BYTES: ERROR, the
         connection dropped (the server stops sending), no local file."""
