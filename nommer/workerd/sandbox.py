@@ -22,9 +22,10 @@ stay root: the kernel exempts uid 0 from RLIMIT_NPROC (a fork bomb would
 reach the host) and a root child could leave setuid-root files in scratch.
 bwrap then starts without a user namespace (``--unshare-ipc --unshare-pid
 --unshare-net --unshare-uts --unshare-cgroup-try`` instead of
-``--unshare-all``), so that it can still bind paths under 0700 directories,
-keeping only the capabilities needed to switch users (``--cap-drop ALL
---cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP --cap-add
+``--unshare-all``: the user namespace a root bwrap makes maps uid 0 alone,
+so no other uid could be taken in it), still binding paths under root's
+0700 directories, and keeps only the capabilities needed to switch users
+(``--cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP --cap-add
 CAP_DAC_READ_SEARCH``: SETPCAP to empty the bounding set, DAC_READ_SEARCH
 for ``--chdir`` into a scratch dir owned by the sandbox user), creates the
 parents of every bound path mode 0755 (``--perms 0755 --dir P``; bwrap would
