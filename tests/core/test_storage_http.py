@@ -292,16 +292,22 @@ class HTTPStorageTests(TestCase):
         self.assertIn("no response within 30 s", cm.exception.message)
         self.assertFalse(os.path.exists(self.local))
 
+    async def stalled_download(self, clock):
+        """A download of /stall on ``clock``, once its headers and first chunk (1000 bytes)
+        are in: (the storage, the download's Deferred, the server's request)."""
+        storage = self.storage(clock, RecordingHTTPStorage)
+        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
+        request = await self.stall.requests.get()
+        while storage.file is None:  # wait for the headers and the first chunk
+            await _tick()
+        await storage.file.queue.get()
+        return storage, d, request
+
     @ensure
     async def test_stalled_body_times_out(self):
         """A body that stops arriving fails after the idle timeout; the partial file goes."""
         clock = Clock()
-        storage = self.storage(clock, RecordingHTTPStorage)
-        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
-        await self.stall.requests.get()
-        while storage.file is None:  # wait for the headers and the first chunk
-            await _tick()
-        await storage.file.queue.get()
+        _, d, _ = await self.stalled_download(clock)
         clock.advance(TIMEOUT_S)
         with self.assertRaises(TransientJobError) as cm:
             await d
@@ -312,12 +318,7 @@ class HTTPStorageTests(TestCase):
     async def test_timeout_is_idle_not_overall(self):
         """Each chunk restarts the timeout: a slow but live download completes."""
         clock = Clock()
-        storage = self.storage(clock, RecordingHTTPStorage)
-        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
-        request = await self.stall.requests.get()
-        while storage.file is None:
-            await _tick()
-        await storage.file.queue.get()
+        storage, d, request = await self.stalled_download(clock)
         for _ in range(3):
             clock.advance(TIMEOUT_S * 0.9)
             request.write(b"b" * 500)
@@ -332,12 +333,7 @@ class HTTPStorageTests(TestCase):
     @ensure
     async def test_cancel_drops_connection(self):
         """Canceling a download mid-body closes the connection and removes the file."""
-        storage = self.storage(Clock(), RecordingHTTPStorage)
-        d = defer.Deferred.fromCoroutine(storage.download(f"{self.base}/stall", self.local))
-        request = await self.stall.requests.get()
-        while storage.file is None:
-            await _tick()
-        await storage.file.queue.get()
+        _, d, request = await self.stalled_download(Clock())
         lost = request.notifyFinish()
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
