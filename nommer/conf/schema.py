@@ -23,7 +23,7 @@ from nommer.conf.rules import (
     _url,
 )
 from nommer.core import keys as _keys
-from nommer.core import registry as _registry
+from nommer.core import worker_registry as _registry
 from nommer.core import store as _store
 from nommer.core import workqueue as _workqueue
 from nommer.core.classes import canonical_name

@@ -4,7 +4,7 @@ check the ones that exist. Idempotent; safe to run at every deploy."""
 from nommer.conf.remote import _ensure_bucket
 from nommer.core.aws import AWS
 from nommer.core.keys import open_key_store
-from nommer.core.registry import make_registry
+from nommer.core.worker_registry import make_registry
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 

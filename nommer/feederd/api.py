@@ -43,7 +43,7 @@ from nommer.core.deferreds import gather
 from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NommerError
 from nommer.core.job import Job, iso8601, new_job_id
 from nommer.core.keys import NoSuchKey
-from nommer.core.registry.base import EXITED
+from nommer.core.worker_registry.base import EXITED
 from nommer.core.spec import validate_submission
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.uri import redact_uri

@@ -50,7 +50,7 @@ from nommer.core.errors import NoSuchJob
 from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
 from nommer.core.secrets import SealedCredentialsError, unseal_uri
 from nommer.core.uri import InvalidURI, parse_uri, redact_uri, refused_host_reason
-from nommer.feederd.consumer import QueueConsumer
+from nommer.core.workqueue.consumer import QueueConsumer
 
 USER_AGENT = b"nommer feederd (media-nommer compatible)"
 

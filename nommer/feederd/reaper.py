@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from nommer.core.errors import NoSuchJob
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
 from nommer.core.workqueue import dead_letter_name
-from nommer.feederd.consumer import QueueConsumer
+from nommer.core.workqueue.consumer import QueueConsumer
 
 
 def stale_jobs(jobs, now, max_silence_s):

@@ -7,18 +7,18 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.keys import open_key_store
-from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
-from nommer.core.registry import make_registry
+from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
+from nommer.core.worker_registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.auth import KeyRequirement
 from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.bodycap import capped_request_factory
-from nommer.feederd.draining import DrainingSite, RequestDrain
+from nommer.feederd.inflight import InFlightSite, InFlightRequests
 from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet_backends import make_fleet
 from nommer.feederd.notifier import Notifier
-from nommer.feederd.publish import ConfigPublisher
+from nommer.feederd.worker_config import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
 
 log = Logger()
@@ -72,9 +72,9 @@ def build(settings, reactor=default_reactor):
                  fleet_view=fleet.instances if isinstance(fleet, Ec2Fleet) else None)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
     # Bodies over MAX_REQUEST_BODY_BYTES are refused before they are read or spooled.
-    site = DrainingSite(api.resource(), requestFactory=capped_request_factory(settings.MAX_REQUEST_BODY_BYTES))
+    site = InFlightSite(api.resource(), requestFactory=capped_request_factory(settings.MAX_REQUEST_BODY_BYTES))
     strports.service(endpoint, site).setServiceParent(top)
-    RequestDrain(site, reactor).setServiceParent(top)
+    InFlightRequests(site, reactor).setServiceParent(top)
     log.info("feederd: API on http://{iface}:{port}/, data in {data_dir}, fleet {fleet}",
              iface=settings.API_INTERFACE, port=settings.API_PORT, data_dir=settings.DATA_DIR,
              fleet=settings.FLEET_BACKEND)

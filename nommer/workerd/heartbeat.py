@@ -13,7 +13,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from nommer.core.registry.base import EXITED, WorkerRecord
+from nommer.core.worker_registry.base import EXITED, WorkerRecord
 
 #: Longest wait for the last record (state exited) when the service stops, seconds.
 STOP_TIMEOUT_S = 5.0

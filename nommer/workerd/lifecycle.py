@@ -3,7 +3,7 @@
 As Buildbot's latent worker keeps its ``States``: ``Worker.lifecycle`` is a
 ``Lifecycle``, changed only through ``check_transition``; a change not in
 ``TRANSITIONS`` raises ``IllegalWorkerTransition``. What the worker registry
-shows (``WorkerRecord.state``, ``nommer.core.registry.base``) is read from
+shows (``WorkerRecord.state``, ``nommer.core.worker_registry.base``) is read from
 the state through ``REGISTRY_STATE``; the registry's values are unchanged.
 
 =============  ===========  ==============================================  ===========================
@@ -46,7 +46,7 @@ The idle exit's arithmetic is here too, pure (``idle_exit_due``).
 
 import enum
 
-from nommer.core.registry import base as registry
+from nommer.core.worker_registry import base as registry
 
 
 class Lifecycle(enum.Enum):

@@ -22,8 +22,8 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.aws import AWS
-from nommer.core.lifecycle import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
-from nommer.core.registry import make_registry
+from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
+from nommer.core.worker_registry import make_registry
 from nommer.core.storage.roots import enforce_roots
 from nommer.workerd.heartbeat import RegistryHeartbeat
 from nommer.workerd.imds import InstanceMetadata, MetadataUnavailable

@@ -122,7 +122,7 @@ class Worker(Service):
 
     @property
     def state(self):
-        """What the worker registry shows: a ``nommer.core.registry.base`` state."""
+        """What the worker registry shows: a ``nommer.core.worker_registry.base`` state."""
         return REGISTRY_STATE[self.lifecycle]
 
     def _transition(self, new, report=True):
@@ -271,7 +271,7 @@ class Worker(Service):
 
     def status(self):
         """What the worker registry shows of this worker: dict with ``state``
-        (a ``nommer.core.registry.base`` state), ``jobs`` (ids of running
+        (a ``nommer.core.worker_registry.base`` state), ``jobs`` (ids of running
         jobs), ``capacity`` (slots), ``jobs_done`` and ``started_at`` (epoch s)."""
         return {"state": self.state, "jobs": sorted(self._contexts), "capacity":
                 self.settings.MAX_ENCODING_JOBS_PER_WORKER, "jobs_done": self.jobs_done,

@@ -14,7 +14,7 @@ that the choice matches the backend.
 
 from twisted.internet import defer
 
-from nommer.core.registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
+from nommer.core.worker_registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
 from tests.helpers import ensure
 
 T0 = 1_700_000_000.0

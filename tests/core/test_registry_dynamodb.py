@@ -5,8 +5,8 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws.dynamodb import TableSetupError
-from nommer.core.registry import make_registry
-from nommer.core.registry.dynamodb import DynamoDBWorkerRegistry
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.dynamodb import DynamoDBWorkerRegistry
 from tests.core.registry_contract import RacingForgetContract, make_record
 from tests.core.test_store_dynamodb import record_operations
 from tests.dynamodb_local import OnDynamoDBLocal, OnMoto

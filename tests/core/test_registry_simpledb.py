@@ -4,8 +4,8 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws.simpledb import MAX_VALUE_BYTES
-from nommer.core.registry import make_registry
-from nommer.core.registry.simpledb import SimpleDBWorkerRegistry
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.simpledb import SimpleDBWorkerRegistry
 from tests.aws_server import aws_settings, reset_moto, sdb_client, sdb_item
 from tests.core.registry_contract import T0, RacingForgetContract, make_record
 from tests.helpers import ensure

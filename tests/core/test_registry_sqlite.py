@@ -6,8 +6,8 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.job import Job, new_job_id
-from nommer.core.registry import make_registry
-from nommer.core.registry.sqlite import SQLiteWorkerRegistry
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.sqlite import SQLiteWorkerRegistry
 from nommer.core.store import make_store
 from tests.core.registry_contract import WorkerRegistryContract, make_record
 from tests.helpers import ensure, temp_settings

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 
-from nommer.core.registry.base import WorkerRecord
+from nommer.core.worker_registry.base import WorkerRecord
 from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet.ec2_api import NoCapacity

@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from nommer.core.job import Job, new_job_id
 from nommer.core.keys import open_key_store
 from nommer.core.ledger import JobLedger
-from nommer.core.registry import make_registry
+from nommer.core.worker_registry import make_registry
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue

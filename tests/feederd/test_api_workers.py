@@ -12,8 +12,8 @@ from twisted.web.server import Site
 from nommer.client.api import APIError, NommerClient
 from nommer.core.job import Job, new_job_id
 from nommer.core.ledger import JobLedger
-from nommer.core.registry import make_registry
-from nommer.core.registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue

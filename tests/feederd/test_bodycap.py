@@ -12,7 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from nommer.feederd.bodycap import capped_request_factory
-from nommer.feederd.draining import DrainingSite
+from nommer.feederd.inflight import InFlightSite
 from tests.helpers import open_files_under
 
 LIMIT = 1024 * 1024
@@ -54,7 +54,7 @@ class BodyCapTests(TestCase):
 
     def capped(self, limit=LIMIT):
         self.resource = Echo()
-        return DrainingSite(self.resource, requestFactory=capped_request_factory(limit))
+        return InFlightSite(self.resource, requestFactory=capped_request_factory(limit))
 
     def head(self, *lines):
         return b"POST /job/submit HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n" + b"".join(l + b"\r\n" for l in lines) + b"\r\n"

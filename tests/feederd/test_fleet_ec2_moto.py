@@ -14,8 +14,8 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.aws import AWS
-from nommer.core.registry.base import WorkerRecord
-from nommer.core.registry.sqlite import SQLiteWorkerRegistry
+from nommer.core.worker_registry.base import WorkerRecord
+from nommer.core.worker_registry.sqlite import SQLiteWorkerRegistry
 from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet.ec2_api import Ec2Api, NoCapacity

@@ -4,7 +4,7 @@ values and ``now`` in, what to do out."""
 import attr
 from twisted.trial.unittest import TestCase
 
-from nommer.core.registry.base import WorkerRecord
+from nommer.core.worker_registry.base import WorkerRecord
 from nommer.feederd.fleet.ec2_plan import (FleetInstance, count_instances, estimate_cost_usd, launch_specs,
                                            plan_terminations, price_of, reconcile, records_by_instance,
                                            spot_prices_due)

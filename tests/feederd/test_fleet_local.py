@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.conf import load_settings
-from nommer.core.registry.sqlite import SQLiteWorkerRegistry
+from nommer.core.worker_registry.sqlite import SQLiteWorkerRegistry
 from nommer.feederd.fleet.base import Fleet
 from nommer.feederd.fleet.local import LocalFleet, NoFleet
 from tests.feederd.fleet_contract import FleetContract, assert_matches_interface

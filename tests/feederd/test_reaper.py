@@ -8,8 +8,8 @@ from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
-from nommer.core.registry import make_registry
-from nommer.core.registry.base import WorkerRecord
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.base import WorkerRecord
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner, stale_jobs
 from tests.helpers import ensure, eventually, temp_settings
 

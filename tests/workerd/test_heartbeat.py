@@ -6,8 +6,8 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.ledger import JobLedger
-from nommer.core.registry import make_registry
-from nommer.core.registry.base import DRAINING, EXITED, INTERRUPTED, RUNNING
+from nommer.core.worker_registry import make_registry
+from nommer.core.worker_registry.base import DRAINING, EXITED, INTERRUPTED, RUNNING
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.workerd import heartbeat

@@ -8,7 +8,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.job import Job, new_job_id
-from nommer.core.registry import base as registry
+from nommer.core.worker_registry import base as registry
 from nommer.core.states import JobState
 from nommer.workerd import worker as worker_module
 from nommer.workerd.imds import InstanceMetadata, MetadataUnavailable

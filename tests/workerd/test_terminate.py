@@ -7,7 +7,7 @@ from twisted.trial.unittest import TestCase
 from nommer.core import aws as aws_module
 from nommer.core.job import Job, new_job_id
 from nommer.core.ledger import JobLedger
-from nommer.core.registry import base as registry
+from nommer.core.worker_registry import base as registry
 from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue

@@ -4,7 +4,7 @@ going through it (real SQLite store and queue, the scripted nommer)."""
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from nommer.core.registry import base as registry
+from nommer.core.worker_registry import base as registry
 from nommer.core.states import JobState
 from nommer.workerd.lifecycle import (
     REGISTRY_STATE, TRANSITIONS, IllegalWorkerTransition, Lifecycle, check_transition, reports)

@@ -13,7 +13,7 @@ the autoscaler's reactor timer between ticks (no sleep, no polling loop in a
 thread: Buildbot's ``worker/ec2.py`` is the pattern avoided).
 
 Lifecycle seen by feederd (instance state from EC2, registration from the
-worker registry, ``nommer.core.registry``)::
+worker registry, ``nommer.core.worker_registry``)::
 
     launched --(DescribeInstances)--> pending --> running, not registered
         = booting (counts toward the maximum and toward capacity)
@@ -47,7 +47,7 @@ class Ec2Fleet(Fleet):
 
     ``Ec2Fleet(settings, reactor, registry, api=None, clock=None, hostname=None)``:
 
-    - ``registry``: a worker registry (``nommer.core.registry.base``);
+    - ``registry``: a worker registry (``nommer.core.worker_registry.base``);
       only ``list()`` is used.
     - ``api``: an ``Ec2Api`` (or a double with its methods); None: one on an
       ``AWS`` pool of its own, closed when the service stops.

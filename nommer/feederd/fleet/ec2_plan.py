@@ -21,7 +21,7 @@ import datetime
 
 import attr
 
-from nommer.core.registry.base import EXITED, INTERRUPTED, TERMINATING
+from nommer.core.worker_registry.base import EXITED, INTERRUPTED, TERMINATING
 
 #: EC2 instance state names (DescribeInstances ``State.Name``).
 PENDING = "pending"
@@ -182,7 +182,7 @@ class FleetInstance:
     - ``market``: "spot" or "on-demand".
     - ``registered``: a worker record names this instance; ``last_seen``:
       its last heartbeat (epoch seconds) or None; ``worker_state``: its
-      reported state (``nommer.core.registry.base``) or None.
+      reported state (``nommer.core.worker_registry.base``) or None.
     """
 
     instance_id: str

@@ -29,7 +29,7 @@ from nommer.core.aws.pool import condition_held
 from nommer.core.aws.simpledb import (CONFLICT_CODES, MAX_ITEM_ATTRIBUTES, SimpleDBDomain, chunked, iso_fixed,
                                       left_over, quote, replacing, time_text, time_value, unchunked)
 from nommer.core.deferreds import deferred
-from nommer.core.registry.base import WorkerRecord, WorkerRegistry
+from nommer.core.worker_registry.base import WorkerRecord, WorkerRegistry
 
 #: WorkerRecord fields stored as JSON (all but worker_id, the item name, and last_seen).
 JSON_FIELDS = tuple(a.name for a in attr.fields(WorkerRecord) if a.name not in ("worker_id", "last_seen"))

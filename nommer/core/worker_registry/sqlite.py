@@ -8,7 +8,7 @@ seconds, indexed: ``list`` and ``forget_older_than`` read it), ``doc`` TEXT
 import json
 import os
 
-from nommer.core.registry.base import WorkerRecord, WorkerRegistry
+from nommer.core.worker_registry.base import WorkerRecord, WorkerRegistry
 from nommer.core.sqlite import SQLiteDB
 
 SCHEMA = [

@@ -1,11 +1,11 @@
 """Worker registries, one per job store backend (JOB_STORE_BACKEND)."""
 
-from nommer.core.registry.base import WorkerRecord, WorkerRegistry  # noqa: F401
+from nommer.core.worker_registry.base import WorkerRecord, WorkerRegistry  # noqa: F401
 
 BACKENDS = {
-    "sqlite": "nommer.core.registry.sqlite.SQLiteWorkerRegistry",
-    "dynamodb": "nommer.core.registry.dynamodb.DynamoDBWorkerRegistry",
-    "simpledb": "nommer.core.registry.simpledb.SimpleDBWorkerRegistry",
+    "sqlite": "nommer.core.worker_registry.sqlite.SQLiteWorkerRegistry",
+    "dynamodb": "nommer.core.worker_registry.dynamodb.DynamoDBWorkerRegistry",
+    "simpledb": "nommer.core.worker_registry.simpledb.SimpleDBWorkerRegistry",
 }
 
 

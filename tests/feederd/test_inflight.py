@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from nommer.feederd.draining import DrainingSite, RequestDrain
+from nommer.feederd.inflight import InFlightSite, InFlightRequests
 from tests.helpers import ensure
 
 
@@ -31,11 +31,11 @@ class DrainTests(TestCase):
         def fast(request):
             return json.dumps({"fast": True})
 
-        self.site = DrainingSite(app.resource())
+        self.site = InFlightSite(app.resource())
         self.top = MultiService()
         port_service = _Listening(self.site)
         port_service.setServiceParent(self.top)
-        RequestDrain(self.site, reactor, timeout_s=timeout_s).setServiceParent(self.top)
+        InFlightRequests(self.site, reactor, timeout_s=timeout_s).setServiceParent(self.top)
         self.top.startService()
         self.url = f"http://127.0.0.1:{port_service.port.getHost().port}"
 
@@ -51,8 +51,8 @@ class DrainTests(TestCase):
         stopped = self.top.stopService()
         await task.deferLater(reactor, 0.2)
         self.assertFalse(stopped.called, "stop finished with a request under way")
-        # A new request on another connection to the same site is refused while draining.
-        other = DrainingSite.getResourceFor(self.site, _FakeRequest())
+        # A new request on another connection to the same site is refused while stopping.
+        other = InFlightSite.getResourceFor(self.site, _FakeRequest())
         self.assertEqual(json.loads(other.render(_FakeRequest()))["error_code"], "SHUTTING_DOWN")
         self.release.callback(None)
         response = await slow

@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from nommer.core.workqueue.local import LocalWorkQueue
-from nommer.feederd.consumer import QueueConsumer
+from nommer.core.workqueue.consumer import QueueConsumer
 from tests.helpers import ensure
 
 QUEUE = "changes"

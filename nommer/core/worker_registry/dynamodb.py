@@ -11,7 +11,7 @@ cheaper than keeping an index. Reads are consistent.
 from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable, dump_item, dynamo_number, load_item
 from nommer.core.aws.pool import condition_held
 from nommer.core.deferreds import deferred
-from nommer.core.registry.base import WorkerRecord, WorkerRegistry
+from nommer.core.worker_registry.base import WorkerRecord, WorkerRegistry
 
 _FLOAT_FIELDS = ("started_at", "last_seen")
 

@@ -4,7 +4,7 @@ A Site stops listening when its service stops, but a request already being
 handled (a submit between storing its job and queueing it) goes on; if the
 store and queue were closed under it (``DaemonService`` closes them once every
 service has stopped), the job would be stored and never queued. So the site
-counts the requests it is handling, and ``RequestDrain``, a sibling service,
+counts the requests it is handling, and ``InFlightRequests``, a sibling service,
 holds feederd's stop until that count is zero, for at most ``timeout_s``
 seconds. Requests arriving meanwhile on open keep-alive connections get a 503
 ``SHUTTING_DOWN`` JSON error (the client may retry against the next feederd).
@@ -30,18 +30,18 @@ class _ShuttingDown(Resource):
                            "message": "feederd is stopping; retry in a few seconds"}).encode()
 
 
-class DrainingSite(Site):
+class InFlightSite(Site):
     """A ``Site`` that knows how many requests it is handling (``in_flight``)
-    and, once ``drain()`` is called, answers new ones with 503."""
+    and, once ``refuse_new()`` is called, answers new ones with 503."""
 
     def __init__(self, resource, *args, **kwargs):
         super().__init__(resource, *args, **kwargs)
         self.in_flight = 0
-        self.draining = False
+        self.refusing_new = False
         self._waiters = []
 
     def getResourceFor(self, request):
-        if self.draining:
+        if self.refusing_new:
             return _ShuttingDown()
         self.in_flight += 1
         request.notifyFinish().addBoth(self._finished)
@@ -54,9 +54,9 @@ class DrainingSite(Site):
             for d in waiters:
                 d.callback(None)
 
-    def drain(self):
+    def refuse_new(self):
         """Refuse new requests; Deferred firing when none is in flight."""
-        self.draining = True
+        self.refusing_new = True
         if self.in_flight == 0:
             return defer.succeed(None)
         d = defer.Deferred()
@@ -64,7 +64,7 @@ class DrainingSite(Site):
         return d
 
 
-class RequestDrain(Service):
+class InFlightRequests(Service):
     """On stop, waits (at most ``timeout_s`` seconds) for ``site``'s requests
     under way to finish. Add it to the same parent as the site's service."""
 
@@ -78,7 +78,7 @@ class RequestDrain(Service):
     async def stopService(self):
         super().stopService()
         n = self.site.in_flight
-        d = self.site.drain()
+        d = self.site.refuse_new()
         if n:
             self.log.info("waiting for {n} API request(s) under way", n=n)
         d.addTimeout(self.timeout_s, self.reactor)
