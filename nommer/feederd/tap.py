@@ -16,7 +16,7 @@ from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.inflight import InFlightSite, InFlightRequests
 from nommer.feederd.fleet.ec2 import Ec2Fleet
-from nommer.feederd.fleet_backends import make_fleet
+from nommer.feederd.fleet.backends import make_fleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.worker_config import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner

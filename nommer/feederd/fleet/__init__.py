@@ -8,5 +8,5 @@
 - ``capacity``: the capacity policy, pure; ``autoscaler``: the service that
   asks it every tick and tells the fleet.
 
-Fleets are built by FLEET_BACKEND name in ``nommer.feederd.fleet_backends``.
+Fleets are built by FLEET_BACKEND name in ``nommer.feederd.fleet.backends``.
 """
