@@ -27,7 +27,7 @@ from nommer.core import worker_registry as _registry
 from nommer.core import store as _store
 from nommer.core import workqueue as _workqueue
 from nommer.core.classes import canonical_name
-from nommer.feederd import fleet_backends as _fleets
+from nommer.feederd.fleet import backends as _fleets
 from nommer.workerd import sandbox as _sandbox
 
 

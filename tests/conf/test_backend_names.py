@@ -6,7 +6,7 @@ from nommer.conf.rules import _Context, _Invalid
 from nommer.conf.schema import RULES
 from nommer.core import keys, store, workqueue
 from nommer.core import worker_registry as registry
-from nommer.feederd import fleet_backends
+from nommer.feederd.fleet import backends as fleet_backends
 from nommer.workerd import sandbox
 
 CHOICES = [
