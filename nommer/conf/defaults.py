@@ -87,7 +87,7 @@ LOCAL_QUEUE_POLL_INTERVAL_S = 0.02
 #: shutdown) becomes visible again, seconds; doubled on each further attempt.
 RETRY_BACKOFF_S = 5.0
 
-# --- Autoscaling (the capacity policy is nommer.feederd.capacity) -------------
+# --- Autoscaling (the capacity policy is nommer.feederd.fleet.capacity) -------
 
 #: Most workers the local fleet runs at once. With one job per worker the
 #: default runs as many jobs at once as the machine has cores.
