@@ -38,10 +38,10 @@ def open_key_store(settings, reactor=None, *, pool=None, clock=None):
     an AWS backend makes its own. ``clock``: ``seconds()`` for created_at,
     revoked_at and the AWS backends' cache (default: ``reactor``).
     """
-    from twisted.python.reflect import namedAny
+    from nommer.core.classes import load_class
     if reactor is None:
         from twisted.internet import reactor
-    cls = namedAny(BACKENDS[settings.JOB_STORE_BACKEND])
+    cls = load_class(BACKENDS[settings.JOB_STORE_BACKEND], what="API key store backend")
     return cls.from_settings(settings, reactor, pool=pool, clock=clock)
 
 

@@ -11,5 +11,5 @@ BACKENDS = {
 
 def make_store(settings, reactor):
     """Build the job store named by ``settings.JOB_STORE_BACKEND``."""
-    from twisted.python.reflect import namedAny
-    return namedAny(BACKENDS[settings.JOB_STORE_BACKEND]).from_settings(settings, reactor)
+    from nommer.core.classes import load_class
+    return load_class(BACKENDS[settings.JOB_STORE_BACKEND], what="job store backend").from_settings(settings, reactor)

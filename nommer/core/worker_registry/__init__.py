@@ -11,5 +11,5 @@ BACKENDS = {
 
 def make_registry(settings, reactor):
     """Build the worker registry beside ``settings.JOB_STORE_BACKEND``'s store."""
-    from twisted.python.reflect import namedAny
-    return namedAny(BACKENDS[settings.JOB_STORE_BACKEND]).from_settings(settings, reactor)
+    from nommer.core.classes import load_class
+    return load_class(BACKENDS[settings.JOB_STORE_BACKEND], what="worker registry backend").from_settings(settings, reactor)

@@ -15,5 +15,5 @@ BACKENDS = {
 
 def make_queue(settings, reactor):
     """Build the work queue named by ``settings.WORK_QUEUE_BACKEND``."""
-    from twisted.python.reflect import namedAny
-    return namedAny(BACKENDS[settings.WORK_QUEUE_BACKEND]).from_settings(settings, reactor)
+    from nommer.core.classes import load_class
+    return load_class(BACKENDS[settings.WORK_QUEUE_BACKEND], what="work queue backend").from_settings(settings, reactor)
