@@ -38,9 +38,8 @@ import collections
 import functools
 import json
 
-import tenacity
 from treq.client import HTTPClient
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
@@ -48,6 +47,7 @@ from twisted.web.client import HTTPConnectionPool
 from nommer.conf import defaults
 from nommer.core.errors import NoSuchJob
 from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
+from nommer.core.retry import retry
 from nommer.core.secrets import SealedCredentialsError, unseal_uri
 from nommer.core.uri import InvalidURI, parse_uri, redact_uri, refused_host_reason
 from nommer.core.workqueue.consumer import QueueConsumer
@@ -296,26 +296,20 @@ class Notifier(QueueConsumer):
             self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
                            job_id=job_id, state=state, url=redact_uri(url), why=refused)
             return
-        retrying = tenacity.AsyncRetrying(
-            # No retry once feederd is stopping: the message is released for
-            # the next one (see below).
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.settings.WEBHOOK_MAX_ATTEMPTS),
-                                   lambda retry_state: not self.running),
-            wait=tenacity.wait_exponential(multiplier=self.settings.WEBHOOK_BACKOFF_S),
-            sleep=lambda seconds: task.deferLater(self.clock, seconds),
-            # Not on CancelledError (an Exception too): a cancelled delivery
-            # (feederd stopping) must stop, not be retried behind our back.
-            # Nor on a refused address: the answer would be the same.
-            retry=(tenacity.retry_if_exception_type(Exception)
-                   & tenacity.retry_if_not_exception_type(defer.CancelledError)
-                   & tenacity.retry_if_exception(lambda exc: _refusal(exc) is None)),
-            before_sleep=lambda rs: self.log.warn(
-                "webhook for job {job_id} ({state}) to {url} failed (attempt {n}): {why}; retrying",
-                job_id=job_id, state=state, url=redact_uri(url), n=rs.attempt_number,
-                why=rs.outcome.exception()),
-            reraise=True)
         try:
-            await retrying(self._attempt, url, fields)
+            await retry(
+                lambda: self._attempt(url, fields), clock=self.clock,
+                attempts=self.settings.WEBHOOK_MAX_ATTEMPTS, backoff_s=self.settings.WEBHOOK_BACKOFF_S,
+                # No retry once feederd is stopping: the message is released for
+                # the next one (see below).
+                retry_while=lambda: self.running,
+                # Not on CancelledError (never retried): a cancelled delivery
+                # (feederd stopping) must stop, not be retried behind our back.
+                # Nor on a refused address: the answer would be the same.
+                retry_on=lambda exc: _refusal(exc) is None,
+                on_retry=lambda exc, n, pause_s: self.log.warn(
+                    "webhook for job {job_id} ({state}) to {url} failed (attempt {n}): {why}; retrying",
+                    job_id=job_id, state=state, url=redact_uri(url), n=n, why=exc))
         except defer.CancelledError:
             raise
         except Exception as exc:
