@@ -31,7 +31,7 @@ dead-letter queues, the worker's ``AttemptRunner`` for jobs):
   queue is retried, after ``error_backoff_s`` doubling up to
   ``max_delete_backoff_s``, while ``retry_while()`` says so (the lease is
   kept meanwhile, so the message does not come back while still handled);
-  otherwise the error is raised.
+  otherwise the error is raised (``nommer.core.retry.retry``).
 * ``let_go(message)``: stop extending without telling the queue (the work
   failed: the message comes back when its lease ends).
 * ``release_all(visibility_s=0)``: release every message held, the requests
@@ -54,7 +54,9 @@ import inspect
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from nommer.core.retry import pause_s, retry
 from nommer.core.workqueue.base import ReceiptHandleInvalid
 
 __all__ = ["LeaseKeeper", "MAX_DELETE_BACKOFF_S", "extend_every_s", "next_delete_backoff_s"]
@@ -71,8 +73,8 @@ def extend_every_s(visibility_timeout_s):
 
 def next_delete_backoff_s(backoff_s, max_backoff_s=MAX_DELETE_BACKOFF_S):
     """The pause after ``backoff_s`` between two failed deletes: doubled, at
-    most ``max_backoff_s``."""
-    return min(backoff_s * 2, max_backoff_s)
+    most ``max_backoff_s`` (``nommer.core.retry.pause_s``'s next step)."""
+    return pause_s(2, backoff_s, max_backoff_s)
 
 
 class _Lease:
@@ -268,25 +270,26 @@ class LeaseKeeper:
         return defer.Deferred.fromCoroutine(self._delete(message, retry_while, log_fields))
 
     async def _delete(self, message, retry_while, log_fields):
-        backoff_s = self.error_backoff_s
         fields = self._fields(message, log_fields)
+
+        async def delete_once():
+            try:
+                await self.queue.delete(self.queue_name, self.receipt_handle(message))
+                return True
+            except ReceiptHandleInvalid:
+                self.log.warn("message {message_id} on {queue} was gone when deleted (its lease "
+                              "ran out and another consumer received it, or it was deleted)",
+                              **fields)
+                return False
+
         try:
-            while True:
-                try:
-                    await self.queue.delete(self.queue_name, self.receipt_handle(message))
-                    return True
-                except ReceiptHandleInvalid:
-                    self.log.warn("message {message_id} on {queue} was gone when deleted (its lease "
-                                  "ran out and another consumer received it, or it was deleted)",
-                                  **fields)
-                    return False
-                except Exception:
-                    if retry_while is None or not retry_while():
-                        raise
-                    self.log.failure("deleting message {message_id} from {queue} failed; retrying "
-                                     "in {backoff_s} s", backoff_s=backoff_s,
-                                     **fields)
-                await task.deferLater(self.clock, backoff_s)
-                backoff_s = next_delete_backoff_s(backoff_s, self.max_delete_backoff_s)
+            return await retry(
+                delete_once, clock=self.clock, backoff_s=self.error_backoff_s,
+                max_backoff_s=self.max_delete_backoff_s,
+                # Never without retry_while; checked after each failure.
+                retry_while=retry_while or (lambda: False),
+                on_retry=lambda exc, n, pause_s: self.log.failure(
+                    "deleting message {message_id} from {queue} failed; retrying in {backoff_s} s",
+                    Failure(exc), backoff_s=pause_s, **fields))
         finally:
             self.let_go(message)
