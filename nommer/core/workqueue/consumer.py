@@ -20,10 +20,11 @@ at most one visibility timeout, not for the longest a handler could take.
 """
 
 from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nommer.core.retry import retry
 from nommer.core.workqueue import LeaseKeeper
 
 
@@ -77,28 +78,40 @@ class QueueConsumer(Service):
     async def _run(self):
         while self.running:
             try:
-                await self._slots.acquire()
-                self._slots.release()
-                if not self.running:  # stopped while waiting for a free slot
-                    return
-                self._waiting = defer.Deferred.fromCoroutine(self.queue.receive(
-                    self.queue_name, max_messages=self.batch_size,
-                    visibility_timeout_s=self.visibility_timeout_s, wait_time_s=self.wait_time_s))
-                messages = await self._waiting
+                # A failed receive is retried after error_backoff_s, for ever
+                # (the loop never dies); _receive answers None once stopped.
+                messages = await retry(
+                    self._receive, clock=self.clock, backoff_s=self.error_backoff_s,
+                    max_backoff_s=self.error_backoff_s,
+                    on_retry=lambda exc, n, pause_s: self.log.failure(
+                        "receiving from {queue} failed; retrying", Failure(exc), queue=self.queue_name))
             except defer.CancelledError:
                 return
-            except Exception:
-                self.log.failure("receiving from {queue} failed; retrying", queue=self.queue_name)
-                await task.deferLater(self.clock, self.error_backoff_s)
-                continue
-            finally:
-                self._waiting = None
+            if messages is None:
+                return
             for message in messages:
                 if not self.leases.hold(message):
                     continue  # redelivered while still being handled: the new handle is kept
                 d = self._slots.run(self._handle_and_delete, message)
                 self._in_flight.add(d)
                 d.addBoth(self._done, d)
+
+    async def _receive(self):
+        """One batch of messages once a slot is free, or None when the
+        service stopped meanwhile."""
+        try:
+            if not self.running:  # stopped while pausing after a failed receive
+                return None
+            await self._slots.acquire()
+            self._slots.release()
+            if not self.running:  # stopped while waiting for a free slot
+                return None
+            self._waiting = defer.Deferred.fromCoroutine(self.queue.receive(
+                self.queue_name, max_messages=self.batch_size,
+                visibility_timeout_s=self.visibility_timeout_s, wait_time_s=self.wait_time_s))
+            return await self._waiting
+        finally:
+            self._waiting = None
 
     def _done(self, result, d):
         self._in_flight.discard(d)
