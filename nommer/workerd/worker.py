@@ -45,7 +45,9 @@ import socket
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from nommer.core.retry import retry
 from nommer.workerd import sandbox
 from nommer.workerd.attempt import AttemptRunner
 from nommer.workerd.context import SHUTDOWN, SPOT_INTERRUPTION
@@ -58,6 +60,8 @@ from nommer.workerd.scratch import SCRATCH_RECHECK_S, ScratchSpace
 #: seconds later, released or not (EC2 takes the instance back two minutes
 #: after the notice); a job not released by then comes back when its lease ends.
 SPOT_EXIT_DEADLINE_S = 90.0
+#: Pause after a failed receive from the new-job queue before the next one, seconds.
+RECEIVE_ERROR_PAUSE_S = 1.0
 
 
 class Worker(Service):
@@ -301,33 +305,48 @@ class Worker(Service):
 
     # --- the loop ------------------------------------------------------------
 
+    async def _receive(self):
+        """Messages for one slot (a list, maybe empty): a job from the new-job
+        queue, waiting at most QUEUE_WAIT_TIME_S and no longer than the idle
+        time left; none, after a pause, while scratch space is short (the job
+        waits in the queue for a worker with room). None once the worker
+        takes no more jobs."""
+        s = self.settings
+        if self.lifecycle not in TAKING_JOBS:  # stopped while pausing after a failed receive
+            return None
+        wait_s = s.QUEUE_WAIT_TIME_S
+        if s.WORKER_TERMINATE_WHEN_IDLE:
+            left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
+            wait_s = max(0.0, min(wait_s, left))
+        short = await self.scratch.short()
+        if short is not None:
+            # Take nothing: the job waits in the queue for a worker with room.
+            d = task.deferLater(self.reactor, min(wait_s, SCRATCH_RECHECK_S), lambda: [])
+        else:
+            d = defer.Deferred.fromCoroutine(self.queue.receive(
+                s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
+                wait_time_s=wait_s))
+        self._receives.add(d)
+        try:
+            return await d
+        finally:
+            self._receives.discard(d)
+
     async def _slot_loop(self, slot):
         s = self.settings
         while self.lifecycle in TAKING_JOBS:
-            wait_s = s.QUEUE_WAIT_TIME_S
-            if s.WORKER_TERMINATE_WHEN_IDLE:
-                left = self._last_activity + s.WORKER_MAX_IDLE_S - self.reactor.seconds()
-                wait_s = max(0.0, min(wait_s, left))
-            short = await self.scratch.short()
             try:
-                if short is not None:
-                    # Take nothing: the job waits in the queue for a worker with room.
-                    d = task.deferLater(self.reactor, min(wait_s, SCRATCH_RECHECK_S), lambda: [])
-                else:
-                    d = defer.Deferred.fromCoroutine(self.queue.receive(
-                        s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
-                        wait_time_s=wait_s))
-                self._receives.add(d)
-                try:
-                    messages = await d
-                finally:
-                    self._receives.discard(d)
+                # A failed receive is retried after RECEIVE_ERROR_PAUSE_S, for
+                # ever; _receive answers None once the worker takes no more jobs.
+                messages = await retry(
+                    self._receive, clock=self.reactor, backoff_s=RECEIVE_ERROR_PAUSE_S,
+                    max_backoff_s=RECEIVE_ERROR_PAUSE_S,
+                    on_retry=lambda exc, n, pause_s: self.log.failure(
+                        "receiving a job failed; retrying in 1 s", Failure(exc)))
             except defer.CancelledError:
                 break
-            except Exception:
-                self.log.failure("receiving a job failed; retrying in 1 s")
-                await task.deferLater(self.reactor, 1.0)
-                continue
+            if messages is None:
+                break
             if messages:
                 self._busy += 1
                 try:
