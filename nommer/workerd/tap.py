@@ -15,13 +15,14 @@ gives up; feederd's local fleet logs the exit status).
 """
 
 from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.aws import AWS
+from nommer.core.retry import retry
 from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.worker_registry import make_registry
 from nommer.core.storage.roots import enforce_roots
@@ -106,15 +107,12 @@ class Ec2Boot(Service):
         self.reactor.stop()
 
     async def _identity(self, metadata):
-        for attempt in range(1, IDENTITY_ATTEMPTS + 1):
-            try:
-                return await metadata.identity()
-            except MetadataUnavailable as e:
-                if attempt == IDENTITY_ATTEMPTS:
-                    raise
-                log.warn("instance metadata not available yet ({why}); retrying in {s} s", why=str(e),
-                         s=IDENTITY_RETRY_S)
-                await task.deferLater(self.reactor, IDENTITY_RETRY_S)
+        return await retry(
+            metadata.identity, clock=self.reactor, attempts=IDENTITY_ATTEMPTS, backoff_s=IDENTITY_RETRY_S,
+            max_backoff_s=IDENTITY_RETRY_S, retry_on=MetadataUnavailable,
+            on_retry=lambda exc, n, pause_s: log.warn(
+                "instance metadata not available yet ({why}); retrying in {s} s", why=str(exc),
+                s=IDENTITY_RETRY_S))
 
     async def _boot(self):
         s, reactor = self.settings, self.reactor
