@@ -17,10 +17,10 @@ import decimal
 import math
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from twisted.internet import task
 
 from nommer.core.aws.pool import error_code
 from nommer.core.aws.resource import AWSResource
+from nommer.core.retry import retry
 
 #: Polling of DescribeTable while a table or index is being created: first
 #: delay, largest delay and give-up time, seconds.
@@ -38,6 +38,15 @@ _deserializer = TypeDeserializer()
 class TableSetupError(Exception):
     """A table is missing (and AWS_CREATE_RESOURCES is off), does not have
     the shape its store needs, or did not become ACTIVE in time."""
+
+
+class _NotActive(Exception):
+    """The table is not ACTIVE yet (``status``: its TableStatus, or
+    "missing"): polled again by ``_wait_active``."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
 
 
 def to_dynamo(value):
@@ -198,19 +207,19 @@ class DynamoDBTable(AWSResource):
         """Poll DescribeTable (reactor timers between polls, growing from
         WAIT_FIRST_S to WAIT_MAX_S) until the table and its indexes are
         ACTIVE; TableSetupError after WAIT_TIMEOUT_S. Returns the description."""
-        deadline = self.reactor.seconds() + WAIT_TIMEOUT_S
-        delay = WAIT_FIRST_S
-        while True:
+        async def active():
             table = await self._describe()
             if table is not None and table.get("TableStatus") == "ACTIVE" and all(
                     i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])):
                 return table
-            if self.reactor.seconds() >= deadline:
-                status = table.get("TableStatus") if table else "missing"
-                raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
-                                      f"(status {status})")
-            await task.deferLater(self.reactor, delay, lambda: None)
-            delay = min(delay * 2, WAIT_MAX_S)
+            raise _NotActive(table.get("TableStatus") if table else "missing")
+
+        try:
+            return await retry(active, clock=self.reactor, backoff_s=WAIT_FIRST_S, max_backoff_s=WAIT_MAX_S,
+                               deadline_s=WAIT_TIMEOUT_S, retry_on=_NotActive)
+        except _NotActive as e:
+            raise TableSetupError(f"DynamoDB table {self.table} not ACTIVE after {WAIT_TIMEOUT_S:.0f} s "
+                                  f"(status {e.status})") from None
 
     async def _ensure_table(self):
         """Create the table (``_table_spec()``) if missing and wait until it
