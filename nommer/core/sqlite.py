@@ -9,10 +9,14 @@ so two processes cannot both read, then both write.
 
 import os
 import sqlite3
-import time
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+
+from nommer.core.retry import retry_sync
+
+#: Pause between two tries at switching a file to WAL while it is locked, seconds.
+WAL_RETRY_S = 0.01
 
 
 class SQLiteDB:
@@ -46,17 +50,13 @@ class SQLiteDB:
         Switching the journal mode can fail at once with "database is locked"
         while another connection opens the same file (SQLite does not call the
         busy handler for it), so it is retried for up to ``busy_timeout_s``
-        seconds, in the pool's thread."""
-        deadline = time.monotonic() + self._busy_timeout_s
-        while True:
-            try:
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
+        seconds, in the pool's thread, every WAL_RETRY_S."""
+        def switch():
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+
+        retry_sync(switch, backoff_s=WAL_RETRY_S, max_backoff_s=WAL_RETRY_S, deadline_s=self._busy_timeout_s,
+                   retry_on=lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e))
 
     def interaction(self, fn, *args, write=True):
         """Run ``fn(cursor, *args)`` in one transaction (``BEGIN IMMEDIATE`` when
