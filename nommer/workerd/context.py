@@ -166,32 +166,6 @@ class JobContext:
         self._check()
         return size
 
-    # -- any URI: the nommer contract before download_source / upload_result ------
-
-    async def download(self, uri, local_path):
-        """Fetch ``uri`` into ``local_path``. Kept for nommers written
-        against the earlier contract; use ``download_source``."""
-        uri = self._unsealed(uri, ("source_path", "dest_path"))
-        return await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
-
-    async def upload(self, local_path, uri):
-        """Store ``local_path`` at ``uri``. Kept for nommers written against
-        the earlier contract; use ``upload_result``."""
-        uri = self._unsealed(uri, ("dest_path", "source_path"))
-        return await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
-
-    def _unsealed(self, uri, fields):
-        """For ``download``/``upload`` only, which are given a URI rather
-        than a field: the job's original URI when ``uri`` is its stored
-        (redacted) source or destination (``fields`` in order of preference)
-        and feederd sealed its credentials; else ``uri``. Raises
-        ``SealedCredentialsError`` (permanent) if they cannot be opened."""
-        sealed = self.job.sealed_credentials or {}
-        for field in fields:
-            if sealed.get(field) and uri == getattr(self.job, field):
-                return unseal_uri(uri, sealed[field], self.settings)
-        return uri
-
     def register_cancel(self, callback):
         """``callback()`` is called once if the job must stop now."""
         if self.stop_reason is not None:

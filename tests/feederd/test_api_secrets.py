@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from nommer.core.ledger import JobLedger
 from nommer.core.secrets import unseal_uri
 from nommer.core.store import make_store
+from nommer.core.uri import as_media_uri
 from nommer.core.workqueue import make_queue
 from nommer.feederd.api import JobAPI
 from nommer.workerd import context as worker_mod
@@ -91,7 +92,7 @@ class APISecretsTests(TestCase):
         self.assertEqual(unseal_uri(job.dest_path, job.sealed_credentials["dest_path"],
                                     self.settings), DEST)
 
-        # ...and JobContext hands the storage the original URIs.
+        # ...and JobContext hands the storage the original URIs (parsed: MediaURIs).
         seen = []
 
         class FakeStorage:
@@ -105,11 +106,13 @@ class APISecretsTests(TestCase):
         self.patch(worker_mod, "get_storage", lambda uri, settings, reactor: FakeStorage())
         fake_worker = types.SimpleNamespace(reactor=reactor, settings=self.settings)
         context = worker_mod.JobContext(fake_worker, job, self.root)
-        await context.download(job.source_path, os.path.join(self.root, "source"))
-        await context.upload(os.path.join(self.root, "out.mp4"), job.dest_path)
-        await context.download("file:///elsewhere.mov", os.path.join(self.root, "x"))
-        self.assertEqual(seen, [("download", SOURCE), ("upload", DEST),
-                                ("download", "file:///elsewhere.mov")])
+
+        async def no_state_write(state):  # upload_result stores UPLOADING first: not this test's matter
+            pass
+        context.set_state = no_state_write
+        await context.download_source(os.path.join(self.root, "source"))
+        await context.upload_result(os.path.join(self.root, "out.mp4"))
+        self.assertEqual(seen, [("download", as_media_uri(SOURCE)), ("upload", as_media_uri(DEST))])
 
     @ensure
     async def test_secret_refused_without_key(self):
@@ -173,8 +176,8 @@ class TokenSecretsTests(TestCase):
         self.patch(worker_mod, "get_storage", lambda uri, settings, reactor: FakeStorage())
         context = worker_mod.JobContext(types.SimpleNamespace(reactor=reactor, settings=self.settings),
                                         job, self.root)
-        await context.download(job.source_path, os.path.join(self.root, "source"))
-        self.assertEqual(seen, [source])
+        await context.download_source(os.path.join(self.root, "source"))
+        self.assertEqual(seen, [as_media_uri(source)])
 
     @ensure
     async def test_token_username_refused_without_key(self):

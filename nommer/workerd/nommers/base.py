@@ -18,8 +18,9 @@ submit (no I/O); workerd builds ``Nommer(job, context)`` and awaits ``run()``.
   ``SourceNotFound``, ``NoScratchSpace``, ``TransientJobError``,
   ``PermanentJobError``, ``JobCanceled``); ``await
   upload_result(local_path)``: stores UPLOADING, then the file at the job's
-  own destination. (``download(uri, local_path)`` and ``upload(local_path,
-  uri)``, the earlier contract, still work.)
+  own destination. A nommer fetches and stores nothing else (the earlier
+  contract's ``download(uri, local_path)`` / ``upload(local_path, uri)`` are
+  gone).
 * ``register_cancel(callback)``: ``callback()`` is called when the job is
   canceled or the worker must stop now.
 
