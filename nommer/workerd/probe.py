@@ -81,8 +81,11 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
     ("source is not a media file ffprobe could read: <name>: Invalid data
     found when processing input"), when it has no audio or video stream, or
     when it is a playlist format (``REFUSED_INPUT_FORMATS``).
-    Raises ``TransientJobError`` when ffprobe is missing, times out or dies
-    of a signal.
+    Raises ``PermanentJobError`` too when ffprobe runs longer than
+    ``min(FFMPEG_TIMEOUT_S, PROBE_TIMEOUT_S)``: the same file would take as
+    long again (as an ffmpeg run past FFMPEG_TIMEOUT_S).
+    Raises ``TransientJobError`` when ffprobe is missing or dies of a signal
+    we did not send.
     """
     name = display_name or path
     # Badinput: ffprobe itself opens the files a playlist names (any local
@@ -107,7 +110,8 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
         raise TransientJobError(f"the ffprobe sandbox failed to start: {broken}")
     stderr = _tail(result.stderr_tail).replace(os.path.abspath(path), name)
     if result.timed_out:
-        raise TransientJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}")
+        # Permanent: the same file would be probed as long again on every attempt.
+        raise PermanentJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}; stopped")
     if result.signal is not None:
         raise TransientJobError(f"ffprobe was killed by signal {result.signal} on the {what}: "
                                 f"{name}\n{stderr}".rstrip())

@@ -90,6 +90,15 @@ class FFprobeTests(unittest.TestCase):
         self.assertIn("playlist (hls)", cm.exception.message)
 
     @ensure
+    async def test_timeout_is_permanent(self):
+        """An ffprobe run past its time limit is stopped and a permanent error (as ffmpeg's timeout)."""
+        self.patch(probe, "PROBE_TIMEOUT_S", 0.001)  # ffprobe in its sandbox takes far longer to start
+        with self.assertRaises(PermanentJobError) as cm:
+            await probe.ffprobe(reactor, media.settings(), media.clip(), display_name="file:///in/clip.mp4")
+        self.assertEqual(cm.exception.message,
+                         "ffprobe took longer than 0.001 s on the source: file:///in/clip.mp4; stopped")
+
+    @ensure
     async def test_missing_ffprobe(self):
         """A worker without ffprobe gives a transient error (another worker may have it)."""
         with self.assertRaises(TransientJobError):
