@@ -9,7 +9,7 @@ ffprobes, progress), not worker boot.
 
 nommer wall = last ``finished_at`` (the job store's clock) minus the client's clock just
 before the first submit. Reference wall = a ``concurrent.futures`` pool of 2 threads each
-running the worker's exact ffmpeg argv (built with ``ffmpeg_options.build_argv`` and checked
+running the worker's exact ffmpeg argv (built with ``ffmpeg_argv.build_argv`` and checked
 against the worker's own "ffmpeg pass 1 of 1: ..." log line, output caps included) with
 ``subprocess.run``, each in a session of its own as the workers' are (``SESSIONS``: with CFS
 autogroup a session is a scheduling group). The two alternate (ref, nommer, ref, nommer, ...)
@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report, fmt  # noqa: E402
 from nommer.conf import defaults  # noqa: E402
-from nommer.workerd.nommers import ffmpeg_options  # noqa: E402
+from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_options  # noqa: E402
 from nommer.workerd.nommers.ffmpeg import max_output_duration_s, output_caps  # noqa: E402
 from nommer.workerd.sandbox import Sandbox  # noqa: E402
 from tests.e2e.harness import Feederd, home_of  # noqa: E402
@@ -117,10 +117,10 @@ def source_duration_s(src):
 
 
 def reference_argv(src, out, duration_s=10.0):
-    """The worker's argv: built by ffmpeg_options.build_argv, with the worker's output caps
+    """The worker's argv: built by ffmpeg_argv.build_argv, with the worker's output caps
     (-fs MAX_OUTPUT_BYTES, -t from the source's duration) before the output path."""
     passes = ffmpeg_options.validate_passes(OPTIONS["options"])
-    argv = ffmpeg_options.build_argv(passes[0], ffmpeg_bin="ffmpeg", input_path=src, output_path=out,
+    argv = ffmpeg_argv.build_argv(passes[0], ffmpeg_bin="ffmpeg", input_path=src, output_path=out,
                                      muxer="mp4", passlogfile=None, encoders=None)
     return output_caps(argv, passes[0], max_bytes=defaults.MAX_OUTPUT_BYTES,
                        max_duration_s=max_output_duration_s(duration_s, defaults.MAX_OUTPUT_DURATION_FACTOR))

@@ -118,9 +118,9 @@ def _pass_argv(pass_obj, input_path, output_path, scratch):
     """One pass's ffmpeg argv: the worker's own builder when it exists, else the 2011 rule
     (``-flag value`` pairs around ``-i``; a None value is a bare flag)."""
     if WORKER_OPTIONS:
-        from nommer.workerd.nommers import ffmpeg_options
+        from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_options
         [normalized] = ffmpeg_options.validate_passes([pass_obj])
-        return ffmpeg_options.build_argv(normalized, ffmpeg_bin="ffmpeg", input_path=input_path,
+        return ffmpeg_argv.build_argv(normalized, ffmpeg_bin="ffmpeg", input_path=input_path,
                                          output_path=output_path,
                                          passlogfile=str(scratch / "passlog"))
 

@@ -3,6 +3,7 @@
 from twisted.trial import unittest
 
 from nommer.core.errors import InvalidJobSpec
+from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_filters
 from nommer.workerd.nommers import ffmpeg_options as o
 from nommer.workerd.nommers.ffmpeg import FFmpegNommer
 
@@ -356,7 +357,7 @@ class TranslateTests(unittest.SynchronousTestCase):
         params = dict(ffmpeg_bin="ffmpeg", input_path="/s/source", output_path="/s/out.mp4",
                       muxer="mp4")
         params.update(kwargs)
-        return [o.build_argv(p, **params) for p in passes]
+        return [ffmpeg_argv.build_argv(p, **params) for p in passes]
 
     def test_doc_example_argv(self):
         """The 2011 example gives exactly today's equivalent argv."""
@@ -381,7 +382,7 @@ class TranslateTests(unittest.SynchronousTestCase):
     def test_fdk_aac_depends_on_the_build(self):
         """libfdk_aac becomes aac only when this ffmpeg lacks it."""
         options = one_pass(["acodec", "libfdk_aac"])
-        self.assertTrue(o.needs_encoder_list(o.validate_passes(options)))
+        self.assertTrue(ffmpeg_argv.needs_encoder_list(o.validate_passes(options)))
         argv, = self.argv(options, encoders=frozenset({"aac", "libx264"}))
         self.assertIn("aac", argv)
         self.assertNotIn("libfdk_aac", argv)
@@ -438,10 +439,10 @@ class HelperTests(unittest.SynchronousTestCase):
         """Quoted and escaped commas do not split filters; labels are dropped
         (filtergraph.parse underneath: (name, args as the filter gets them))."""
         self.assertEqual(
-            o.split_filtergraph("[in]scale='640:trunc(ow/a/2)*2',pad=w=1\\,2[x];[x]null[out]"),
+            ffmpeg_filters.split_filtergraph("[in]scale='640:trunc(ow/a/2)*2',pad=w=1\\,2[x];[x]null[out]"),
             [("scale", "640:trunc(ow/a/2)*2"), ("pad", "w=1,2"), ("null", "")])
         with self.assertRaises(ValueError):
-            o.split_filtergraph("scale='640")
+            ffmpeg_filters.split_filtergraph("scale='640")
 
     def test_infer_muxer(self):
         """Extensions of URIs (query ignored, case ignored) map to muxers."""

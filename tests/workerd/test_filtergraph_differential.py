@@ -42,6 +42,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nommer.workerd.nommers import ffmpeg_filters
 from nommer.workerd.nommers import ffmpeg_options as o
 from nommer.workerd.nommers import filtergraph as fg
 
@@ -455,7 +456,7 @@ def test_accepted_graphs_match_libavfilter(oracle, text):
     STATS.accepted_ffmpeg_ok += not result["crashed"] and result["ret"] >= 0
     found = differences(text, graph, result, all_contexts=True)
     for f in (result.get("filters") or []):
-        if f[0] not in o.ALLOWED_FILTERS:
+        if f[0] not in ffmpeg_filters.ALLOWED_FILTERS:
             found.append(f"ffmpeg created refused filter {f[0]!r}")
     if oracle.files_written():
         found.append(f"files written: {oracle.files_written()}")
@@ -533,7 +534,7 @@ def test_regressions(oracle, case):
         assert hidden in {f.name for f in mirror.filters}
     if old_missed:
         names = {name for name, _ in _old_split(text)}
-        assert names <= o.ALLOWED_FILTERS | {"sws_flags"} and hidden not in names, names
+        assert names <= ffmpeg_filters.ALLOWED_FILTERS | {"sws_flags"} and hidden not in names, names
     with pytest.raises(ValueError):
         o.filtergraph(text)
     oracle.clear_files()  # metadata=file= did write
@@ -576,12 +577,12 @@ def test_allowed_filters_take_no_file_options():
     (so positional values of allowed filters cannot reach one), and the
     validator's forbidden-key pattern refuses no real option of theirs."""
     bad = {}
-    for name in sorted(o.ALLOWED_FILTERS):
+    for name in sorted(ffmpeg_filters.ALLOWED_FILTERS):
         out = subprocess.run([FFMPEG, "-hide_banner", "-h", f"filter={name}"],
                              capture_output=True, text=True, timeout=30).stdout
         assert "Unknown filter" not in out, name
         options = re.findall(r"^   (\S+)\s+<", out, re.M)
-        hits = [opt for opt in options if o._FILE_KEY_RX.search(opt)]
+        hits = [opt for opt in options if ffmpeg_filters._FILE_KEY_RX.search(opt)]
         if hits:
             bad[name] = hits
     assert bad == {}

@@ -18,6 +18,7 @@ import uuid
 from twisted.internet import protocol, reactor
 from twisted.trial import unittest
 
+from nommer.workerd.nommers import ffmpeg_argv
 from nommer.workerd.nommers import ffmpeg_options as opts
 from nommer.workerd.nommers.ffmpeg import output_caps
 from nommer.workerd.process import ProcessRunner
@@ -230,7 +231,7 @@ class Isolation(SandboxTestCase):
         shutil.copyfile(media.clip(seconds=1, size="160x120", audio=False), source)
         pass_opts = {"infile_options": [], "outfile_options": [["vf", graph], ["f", "null"]],
                      "move_atom_to_front": False}
-        argv = opts.build_argv(pass_opts, ffmpeg_bin="ffmpeg", input_path=source,
+        argv = ffmpeg_argv.build_argv(pass_opts, ffmpeg_bin="ffmpeg", input_path=source,
                                output_path=os.path.join(self.scratch, "out"), muxer="null")
         argv = output_caps(argv, pass_opts, max_bytes=10 ** 9, max_duration_s=12.0)
         await self.launch(argv)

@@ -45,6 +45,7 @@ from nommer.core.errors import (InvalidJobSpec, JobCanceled, PermanentJobError,
 from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
+from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_values
 from nommer.workerd.nommers import ffmpeg_options as opts
 from nommer.workerd.nommers.base import BaseNommer, NoScratchSpace, says_no_space
 from nommer.workerd.process import ProcessRunner, run_process
@@ -112,7 +113,7 @@ def max_output_duration_s(source_duration_s, factor):
 
 
 def output_caps(argv, pass_opts, *, max_bytes, max_duration_s):
-    """``argv`` (from ``ffmpeg_options.build_argv``, output path last) with
+    """``argv`` (from ``ffmpeg_argv.build_argv``, output path last) with
     the worker's caps on its output, inserted just before the output path,
     after every option of the job, so that ffmpeg (the last of an output's
     repeated options wins) applies them:
@@ -274,17 +275,17 @@ class FFmpegNommer(BaseNommer):
         await self.set_state(JobState.ENCODING)
         self.context.report_progress(0.0)
         encoders = None
-        if opts.needs_encoder_list(passes):
+        if ffmpeg_argv.needs_encoder_list(passes):
             encoders = await available_encoders(self.reactor, self.settings)
-        output = self.scratch_path("output." + opts.MUXER_EXTENSIONS.get(muxer, "out"))
-        passlog = self.scratch_path("passlog") if opts.uses_pass(passes) else None
+        output = self.scratch_path("output." + ffmpeg_values.MUXER_EXTENSIONS.get(muxer, "out"))
+        passlog = self.scratch_path("passlog") if ffmpeg_argv.uses_pass(passes) else None
         max_bytes = int(self.settings.MAX_OUTPUT_BYTES)
         max_duration = max_output_duration_s(source_duration,
                                              self.settings.MAX_OUTPUT_DURATION_FACTOR)
         n = len(passes)
         for k, pass_opts in enumerate(passes):
             target = os.devnull if (n == 2 and k == 0) else output
-            argv = opts.build_argv(pass_opts, ffmpeg_bin=self.settings.FFMPEG_BIN,
+            argv = ffmpeg_argv.build_argv(pass_opts, ffmpeg_bin=self.settings.FFMPEG_BIN,
                                    input_path=source, output_path=target, muxer=muxer,
                                    passlogfile=passlog, encoders=encoders)
             argv = output_caps(argv, pass_opts, max_bytes=max_bytes, max_duration_s=max_duration)
@@ -303,7 +304,7 @@ class FFmpegNommer(BaseNommer):
                 "there (-fs): it is cut short")
 
         if any(p["move_atom_to_front"] for p in passes):
-            if muxer in opts.QUICKTIME_MUXERS:
+            if muxer in ffmpeg_values.QUICKTIME_MUXERS:
                 moved = await threads.deferToThreadPool(
                     self.reactor, self.reactor.getThreadPool(), faststart_in_place, output)
                 self.log.info("job {job_id}: move_atom_to_front: {what}", job_id=job_id,

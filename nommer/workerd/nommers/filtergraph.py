@@ -32,7 +32,7 @@ escapes in labels and filter names, unterminated quotes, a trailing lone
 backslash, a ``sws_flags`` segment holding more than plain flags, a
 positional option after a named one, whose target in ffmpeg depends on
 option-table offsets). Policy (which filters, which values) is the
-caller's: ``ffmpeg_options.filtergraph``.
+caller's: ``ffmpeg_filters.filtergraph``.
 
 tests/workerd/test_filtergraph_differential.py runs libavfilter itself on
 generated graphs and checks this reading against it.
