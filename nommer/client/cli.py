@@ -5,6 +5,8 @@ Every command that talks to feederd sends the API key given with
 ``--api-key`` or the environment variable NOMMER_API_KEY. ``nommer keys``
 does not talk to feederd: it opens the key store the configuration names
 (``--config``), so the first key can be made before any exists.
+Those (``nommer keys``, ``nommer aws``) live in ``cli_admin``; the exit
+codes and printing both use in ``cli_common``.
 
 Exit codes: 0 success (for ``--wait`` and ``wait``: the job FINISHED);
 1 the job ended in another final state; 2 feederd refused the request (a
@@ -35,13 +37,11 @@ from nommer.client.api import (
     WaitTimeout,
     job_options_from,
 )
+from nommer.client.cli_admin import aws, keys
+from nommer.client.cli_common import (
+    EXIT_API_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FINISHED, EXIT_TIMEOUT, EXIT_UNREACHABLE, print_json,
+    print_table)
 from nommer.core.states import JobState
-
-EXIT_NOT_FINISHED = 1
-EXIT_API_ERROR = 2
-EXIT_UNREACHABLE = 3
-EXIT_TIMEOUT = 4
-EXIT_INTERRUPTED = 130
 
 _STATE_NAMES = [s.value for s in JobState]
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -100,10 +100,6 @@ def cli(ctx, api, api_key):
 
 #: Commands that never talk to feederd (a malformed --api-key does not stop them).
 _LOCAL_COMMANDS = ("keys", "aws", "presets")
-
-
-def _print_json(value):
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
 
 
 # --- progress ---------------------------------------------------------------
@@ -169,7 +165,7 @@ def _wait_and_report(client, job_id, poll_s, timeout_s, as_json):
     finally:
         progress.close()
     if as_json:
-        _print_json(job)
+        print_json(job)
     else:
         state = job["job_state"]
         details = job.get("job_state_details")
@@ -232,7 +228,7 @@ def submit(client, src, dest, preset_options, file_options, notify_url, wait_, p
     job_options = preset_options if preset_options is not None else file_options
     job_id = client.submit(to_uri(src), to_uri(dest), job_options, notify_url=notify_url)
     if as_json and not wait_:
-        _print_json({"job_id": job_id})
+        print_json({"job_id": job_id})
     elif not as_json:
         click.echo(job_id)
     if wait_:
@@ -247,7 +243,7 @@ def status(client, job_id, as_json):
     """Show one job."""
     job = client.get(job_id)
     if as_json:
-        _print_json(job)
+        print_json(job)
         return
     fields = ["job_id", "job_state", "job_state_details", "progress", "source_path",
               "dest_path", "notify_url", "nommer", "attempts", "worker_id",
@@ -270,13 +266,6 @@ def _short_time(iso):
     return iso.replace("T", " ")[:19]
 
 
-def _table(rows):
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
-        click.echo("  ".join(cells).rstrip())
-
-
 def _state_callback(ctx, param, value):
     if value is None:
         return None
@@ -296,7 +285,7 @@ def list_(client, state, limit, cursor, as_json):
     """List jobs, newest first."""
     jobs, next_cursor = client.list(state=state, limit=limit, cursor=cursor)
     if as_json:
-        _print_json({"jobs": jobs, "next_cursor": next_cursor})
+        print_json({"jobs": jobs, "next_cursor": next_cursor})
         return
     if not jobs:
         click.echo("no jobs")
@@ -310,7 +299,7 @@ def list_(client, state, limit, cursor, as_json):
                 _short_time(job.get("created_at")),
                 f"{job.get('source_path')} -> {job.get('dest_path')}",
             ))
-        _table(rows)
+        print_table(rows)
     if next_cursor:
         click.echo(f"more: nommer list --cursor {next_cursor}"
                    + (f" --state {state}" if state else ""), err=True)
@@ -379,7 +368,7 @@ def workers(client, as_json):
     progress; uptime and cost of their instances with a cloud fleet."""
     found = client.workers()
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     if not found:
         click.echo("no workers")
@@ -400,171 +389,14 @@ def workers(client, as_json):
         running = ", ".join(f"{j.get('job_id')} {j.get('job_state')} {_pct(j.get('progress'))}"
                             for j in w.get("current_jobs") or [])
         rows.append(row + (running or "-",))
-    _table(rows)
+    print_table(rows)
 
 
-def _load_settings(config):
-    """The settings of ``config`` (a nomconf module name or path); every
-    configuration problem reported together, as a click error (exit 1)."""
-    from nommer.conf import ConfigErrors, load_settings
-    try:
-        return load_settings(config)
-    except ConfigErrors as exc:
-        raise click.ClickException(str(exc))
 
 
-def _run_on_reactor(work):
-    """Run ``work(reactor)`` (a coroutine function) on a reactor of its own
-    and return its result, or raise its exception once the reactor stopped."""
-    from twisted.internet import defer, task
-    outcome = {}
-
-    def run(reactor):
-        d = defer.Deferred.fromCoroutine(work(reactor))
-        d.addCallbacks(lambda result: outcome.update(result=result),
-                       lambda failure: outcome.update(failure=failure))
-        return d
-    try:
-        task.react(run)
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    if "failure" in outcome:
-        outcome["failure"].raiseException()
-    return outcome["result"]
-
-
-@cli.group(short_help="Set up AWS resources.")
-def aws():
-    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3)."""
-
-
-@aws.command(short_help="Create or check the AWS resources a nomconf names.")
-@click.option("--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
-              help="nomconf module name or path to a nomconf.py file.")
-def setup(config):
-    """Create the table or domain, queues (with the dead-letter redrive) and
-    config bucket the configuration names; check the ones that exist."""
-    from nommer.core.aws_setup import setup_resources
-
-    settings = _load_settings(config)
-    try:
-        lines = _run_on_reactor(lambda reactor: setup_resources(settings, reactor))
-    except Exception as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(2)
-    for line in lines:
-        click.echo(line)
-
-
-# --- API keys -------------------------------------------------------------------
-
-
-_config_option = click.option(
-    "--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
-    help="nomconf module name or path to a nomconf.py file: the one feederd runs with "
-         "(relative DATA_DIR is taken from the current directory, as feederd does).")
-
-
-def _with_key_store(config, operation):
-    """``await operation(store)`` on the key store of ``config``'s settings;
-    its result. Expected failures become one line on stderr and exit 2."""
-    from nommer.core.errors import NommerError
-    from nommer.core.keys import open_key_store
-
-    settings = _load_settings(config)
-
-    async def work(reactor):
-        store = open_key_store(settings, reactor=reactor)
-        try:
-            return await operation(store)
-        finally:
-            await store.close()
-    try:
-        return _run_on_reactor(work)
-    except NommerError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-    except Exception as exc:   # the backend's own: a missing table, AWS refusing, a locked file
-        click.echo(f"error: the key store ({settings.JOB_STORE_BACKEND}) failed: {exc}", err=True)
-    click.get_current_context().exit(EXIT_API_ERROR)
-
-
-def _utc(epoch_s):
-    import datetime
-    if epoch_s is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _scope_callback(ctx, param, values):
-    from nommer.core.keys import DEFAULT_SCOPES, InvalidKeySpec, validate_scopes
-    if not values:
-        return frozenset(DEFAULT_SCOPES)
-    try:
-        return validate_scopes(",".join(values))
-    except InvalidKeySpec as exc:
-        raise click.BadParameter(exc.message.removeprefix("scopes: ")) from None
-
-
-@cli.group(short_help="Create, list and revoke API keys.")
-def keys():
-    """API keys of feederd. These commands open the key store of the
-    configuration directly (the SQLite file in DATA_DIR, or the DynamoDB
-    table / SimpleDB domain), not feederd's API: run them where feederd
-    runs, with its --config. A key is shown once, when it is created; the
-    store keeps only its hash."""
-
-
-@keys.command(name="create")
-@click.argument("name")
-@click.option("--scope", "scopes", metavar="SCOPES", multiple=True, callback=_scope_callback,
-              help="Comma-separated, or repeated: submit, read, cancel, admin (admin sees every job "
-                   "and /workers). Default: submit,read,cancel.")
-@_config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the key and its secret as JSON.")
-def keys_create(name, scopes, config, as_json):
-    """Create an API key called NAME and print its secret, once.
-
-    The secret alone goes to stdout (KEY=$(nommer keys create ci) keeps
-    it); what it is goes to stderr."""
-    key, secret = _with_key_store(config, lambda store: store.create(name, scopes))
-    if as_json:
-        _print_json({"key": key.to_dict(), "secret": secret})
-    else:
-        click.echo(f"created API key {key.key_id} {key.name!r}, scopes {','.join(sorted(key.scopes))}", err=True)
-        click.echo(secret)
-    click.echo("This secret is shown only now and cannot be shown again: keep it somewhere safe. "
-               f"Clients send it as `Authorization: Bearer <secret>` (nommer: {API_KEY_ENV} or --api-key).",
-               err=True)
-
-
-@keys.command(name="list")
-@_config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
-def keys_list(config, as_json):
-    """List the API keys, oldest first, revoked ones too (never their secrets)."""
-    found = _with_key_store(config, lambda store: store.list())
-    if as_json:
-        _print_json([key.to_dict() for key in found])
-        return
-    if not found:
-        click.echo("no API keys (create one with `nommer keys create NAME`)")
-        return
-    rows = [("KEY_ID", "NAME", "SCOPES", "CREATED (UTC)", "REVOKED (UTC)")]
-    for key in found:
-        rows.append((key.key_id, key.name, ",".join(sorted(key.scopes)), _utc(key.created_at),
-                     _utc(key.revoked_at)))
-    _table(rows)
-
-
-@keys.command(name="revoke")
-@click.argument("key_id")
-@_config_option
-def keys_revoke(key_id, config):
-    """Revoke the API key KEY_ID (see `nommer keys list`): feederd refuses
-    it from then on (within 5 s with the DynamoDB and SimpleDB stores)."""
-    key = _with_key_store(config, lambda store: store.revoke(key_id))
-    click.echo(f"revoked API key {key.key_id} {key.name!r} at {_utc(key.revoked_at)} UTC")
+# Commands that do not talk to feederd (nommer.client.cli_admin).
+cli.add_command(aws)
+cli.add_command(keys)
 
 
 def main(argv=None):
