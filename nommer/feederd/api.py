@@ -27,6 +27,12 @@ edge, by one table (``EDGE_ERRORS``, looked up along the exception's MRO):
 core exceptions carry only a message (and fields such as
 ``InvalidJobSpec.field``). Anything the table does not know is a logged 500
 ``INTERNAL``.
+
+Size (issue 10: about 400 lines at most, or a reason): kept whole. It is
+the API's one Klein resource, its routes and, as issue 10 asks, the error
+table at the edge; what could leave has left (``auth``, ``ratelimit``,
+``quota``, ``crosssite``, ``bodycap``, ``inflight``; the OpenAPI document is
+``openapi.json``).
 """
 
 import json
