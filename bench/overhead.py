@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report, fmt  # noqa: E402
+from _wrappers import BWRAP_WRAPPER  # noqa: E402
 from nommer.conf import defaults  # noqa: E402
 from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_options  # noqa: E402
 from nommer.workerd.nommers.ffmpeg import max_output_duration_s, output_caps  # noqa: E402
@@ -77,23 +78,6 @@ s=$EPOCHREALTIME
 %(setsid)s %(real)s "$@"
 rc=$?
 echo "$s $EPOCHREALTIME ${0##*/} $*" >> %(log)s
-exit $rc
-"""
-# BWRAP_BIN for the sandboxed workers: run the real bwrap as a child (outside the sandbox, so the
-# log is writable; bwrap's exit status, 128 + N for a signal, is passed on) and append the start
-# and end times, the sandboxed tool (the executable after bwrap's last "--": prlimit's own "--"
-# comes before it) and the whole argv. It is spawned with an empty environment.
-BWRAP_WRAPPER = """#!/bin/bash
-s=$EPOCHREALTIME
-%(real)s "$@"
-rc=$?
-e=$EPOCHREALTIME
-tool=bwrap prev=
-for a in "$@"; do
-  if [ "$prev" = "--" ]; then tool=${a##*/}; fi
-  prev=$a
-done
-echo "$s $e $tool $*" >> %(log)s
 exit $rc
 """
 SANDBOXED, BARE = "bwrap", "none"  # the two values of FFMPEG_SANDBOX measured

@@ -53,6 +53,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _report import Report, fmt  # noqa: E402
+from _wrappers import BWRAP_WRAPPER  # noqa: E402
 from nommer.conf import defaults  # noqa: E402
 from nommer.workerd.sandbox import Sandbox  # noqa: E402
 from tests.e2e.harness import TWISTD, Feederd, home_of  # noqa: E402
@@ -65,22 +66,6 @@ RATE_LIMIT_PER_MINUTE = 10**9  # the bench polls as one anonymous caller: no 429
 OPTIONS = {"nommer": "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
            "options": [{"outfile_options": [["c", "copy"], ["f", "mp4"]]}]}
 SANDBOXED, BARE = "bwrap", "none"  # the two values of FFMPEG_SANDBOX measured
-# BWRAP_BIN (the default, sandboxed): stamps the launch's start and bwrap's exit, runs the real
-# bwrap as a child (its exit status, 128 + N for a signal, passed on). Spawned with an empty
-# environment.
-BWRAP_WRAPPER = """#!/bin/bash
-s=$EPOCHREALTIME
-%(real)s "$@"
-rc=$?
-e=$EPOCHREALTIME
-tool=bwrap prev=
-for a in "$@"; do
-  if [ "$prev" = "--" ]; then tool=${a##*/}; fi
-  prev=$a
-done
-echo "$s $e $tool $*" >> %(log)s
-exit $rc
-"""
 # FFMPEG_BIN and FFPROBE_BIN without the sandbox: stamp the start, exec the real binary in a
 # session of its own (as bwrap --new-session does; ~1 ms for setsid).
 WRAPPER = """#!/bin/bash
