@@ -427,7 +427,12 @@ class JobAPI:
     async def _caller(self, request, scope):
         """The request's ``auth.Caller``, counted against its rate limit and
         allowed ``scope``; else Unauthorized, RateLimited or Forbidden."""
-        caller = await self.auth.caller(request)
+        try:
+            caller = await self.auth.caller(request)
+        except Unauthorized as exc:
+            if exc.invalid_token:
+                self._throttle_failed_key(request)
+            raise
         wait_s = self.limiter.take(caller.rate_key)
         if wait_s is not None:
             raise RateLimited(f"more than {self.settings.API_RATE_LIMIT_PER_MINUTE} requests a minute "
@@ -436,6 +441,19 @@ class JobAPI:
             who = f"API key {caller.key_id} ({caller.name})"
             raise Forbidden(f"{who} lacks the {scope!r} scope; it has " + ", ".join(sorted(caller.scopes)))
         return caller
+
+    def _throttle_failed_key(self, request):
+        """A wrong, malformed or revoked key counts against the rate limit of
+        the client's address (not of any key), so guessing keys, or making
+        feederd look them up in DynamoDB, goes no faster than
+        API_RATE_LIMIT_PER_MINUTE a minute from one address; past it the
+        answer is 429 RATELIMITED instead of 401."""
+        peer = request.getClientAddress()
+        wait_s = self.limiter.take(("failed-key", getattr(peer, "host", None)))
+        if wait_s is not None:
+            raise RateLimited(f"more than {self.settings.API_RATE_LIMIT_PER_MINUTE} requests a minute with "
+                              f"a wrong API key from this address; retry in {retry_after_header(wait_s)} s",
+                              wait_s)
 
     async def _visible_job(self, caller, job_id):
         """The job, if ``caller`` may see it; NoSuchJob alike for a job that

@@ -272,6 +272,23 @@ class CapsTests(AuthAPITestBase):
         self.assertError(await self.request("GET", "/jobs", key=a), 429, "RATELIMITED")
 
     @ensure
+    async def test_wrong_keys_are_rate_limited_per_address(self):
+        """Wrong keys count against the client address's own bucket: past the rate limit a key
+        guesser gets 429 RATELIMITED (Retry-After), not another 401 and not another key lookup; a
+        valid key from the same address is not affected; a token later a wrong key is 401 again."""
+        _, a = await self.key("a")
+        wrong = "nmk_0123456789abcdef_" + "x" * 43
+        for _ in range(3):
+            self.assertError(await self.request("GET", "/jobs", key=wrong), 401, "UNAUTHORIZED")
+        answer = await self.request("GET", "/jobs", key=wrong)
+        self.assertError(answer, 429, "RATELIMITED", "wrong API key")
+        self.assertEqual(answer[2].getRawHeaders("retry-after"), ["20"])
+        self.assertError(await self.request("GET", "/jobs", key="not-even-a-key"), 429, "RATELIMITED")
+        self.assertEqual((await self.request("GET", "/jobs", key=a))[0], 200)
+        self.clock.advance(20)
+        self.assertError(await self.request("GET", "/jobs", key=wrong), 401, "UNAUTHORIZED")
+
+    @ensure
     async def test_unfinished_jobs_quota_with_retry_after(self):
         """A key with MAX_UNFINISHED_JOBS_PER_KEY unfinished jobs gets 429 QUOTA (Retry-After) on
         submit, nothing stored; once one of its jobs ends it may submit again; others unaffected."""
