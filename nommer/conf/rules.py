@@ -179,16 +179,13 @@ def _dict_of(key_rule, value_rule, what):
 _dotted = _str(_DOTTED_PATH, "a dotted path such as 'package.module.Class'")
 
 
-def _backend(available, planned):
-    """A backend name: one of ``available``; names in ``planned`` ({name: when})
-    are known but not built yet and get their own message."""
+def _backend(available):
+    """A backend name: one of ``available``."""
     names = ", ".join(repr(n) for n in available)
 
     def check(value, ctx):
         if value in available:
             return value
-        if value in planned:
-            raise _Invalid(f"not available yet ({planned[value]}); available: {names}", value)
         raise _Invalid(f"expected one of {names}", value)
     return check
 

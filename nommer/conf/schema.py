@@ -89,9 +89,9 @@ _POSITIVE_S = _seconds(gt=0)
 RULES = {
     "DATA_DIR": _path,
     "SCRATCH_DIR": _optional(_path, "a path"),
-    "JOB_STORE_BACKEND": _backend(_JOB_STORES, {}),
-    "WORK_QUEUE_BACKEND": _backend(_WORK_QUEUES, {}),
-    "FLEET_BACKEND": _backend(_FLEETS, {}),
+    "JOB_STORE_BACKEND": _backend(_JOB_STORES),
+    "WORK_QUEUE_BACKEND": _backend(_WORK_QUEUES),
+    "FLEET_BACKEND": _backend(_FLEETS),
     "API_PORT": _int(1, 65535),
     # '' (all interfaces) is allowed, so not _str().
     "API_INTERFACE": _any_string("an interface address such as '127.0.0.1' ('' for all)"),
@@ -132,7 +132,7 @@ RULES = {
     "API_RATE_LIMIT_PER_MINUTE": _int(1),
     "MAX_UNFINISHED_JOBS_PER_KEY": _int(1),
     "WEBHOOK_MAX_RESPONSE_BYTES": _int(0),
-    "FFMPEG_SANDBOX": _backend(_SANDBOXES, {}),
+    "FFMPEG_SANDBOX": _backend(_SANDBOXES),
     "BWRAP_BIN": _str(what="an executable name or path"),
     "FFMPEG_RLIMIT_CPU_S": _int(1),
     "FFMPEG_RLIMIT_AS_BYTES": _int(64 * 1024 ** 2),
