@@ -248,13 +248,9 @@ class NommerClient:
     # -- plumbing --
 
     def _send(self, method, path, body=None, query=None):
-        """Send one request; return ``(status, text, parsed JSON or None)``
-        whatever the status. Raises only :class:`ConnectionFailed`."""
-        status, text, parsed, _ = self._exchange(method, path, body, query)
-        return status, text, parsed
-
-    def _exchange(self, method, path, body=None, query=None):
-        """``_send`` plus the answer's headers (an ``http.client.HTTPMessage``)."""
+        """Send one request; return ``(status, text, parsed JSON or None,
+        headers)`` whatever the status (headers: an ``http.client.HTTPMessage``).
+        Raises only :class:`ConnectionFailed`."""
         url = self.base_url + path
         query = {k: v for k, v in (query or {}).items() if v is not None}
         if query:
@@ -295,7 +291,7 @@ class NommerClient:
     def _request(self, method, path, body=None, query=None):
         """Send one request; return the JSON object of a successful answer,
         raise :class:`APIError` for any other."""
-        status, text, parsed, headers = self._exchange(method, path, body, query)
+        status, text, parsed, headers = self._send(method, path, body, query)
         if status >= 400 or (isinstance(parsed, dict) and parsed.get("success") is False):
             raise _api_error(status, parsed, text, headers)
         if not isinstance(parsed, dict):
@@ -452,7 +448,7 @@ class APIConnection:
                                             ("job_options", job_options)) if not value]
         if missing:
             raise InvalidInputError(f"missing or empty: {', '.join(missing)}")
-        status, text, data = self.client._send("POST", "/job/submit", body={
+        status, text, data, _ = self.client._send("POST", "/job/submit", body={
             "source_path": source_path,
             "dest_path": dest_path,
             "notify_url": notify_url,
