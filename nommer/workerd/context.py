@@ -101,9 +101,8 @@ class JobContext:
         if self._progress_write is not None:
             return
         self._last_progress_write = now
-        percent = max(0.0, min(100.0, float(percent)))
         d = self._progress_write = defer.Deferred.fromCoroutine(
-            self.worker.ledger.update(self.job.job_id, expect=self.owned, progress=percent))
+            self.worker.ledger.update(self.job.job_id, expect=self.owned, progress=self.progress))
 
         def done(result):
             self._progress_write = None
