@@ -250,15 +250,12 @@ class Ec2Fleet(Fleet):
                        worker_state=inst.worker_state, worker_id=inst.instance_id)
         try:
             await self.api.terminate([inst.instance_id])
-        except ClientError as e:
-            if error_code(e) != "InvalidInstanceID.NotFound":
+        except Exception as e:
+            already_gone = isinstance(e, ClientError) and error_code(e) == "InvalidInstanceID.NotFound"
+            if not already_gone:
                 self.log.error("could not terminate {instance_id} ({instance_type}, up {uptime_s:.0f} s, "
                                "{reason}): {error}; next tick retries", error=_describe_error(e), **context)
                 return
-        except Exception as e:
-            self.log.error("could not terminate {instance_id} ({instance_type}, up {uptime_s:.0f} s, "
-                           "{reason}): {error}; next tick retries", error=_describe_error(e), **context)
-            return
         self._view.pop(inst.instance_id, None)
         self._launched.pop(inst.instance_id, None)
         self._terminated[inst.instance_id] = now
