@@ -30,6 +30,7 @@ Contract for implementations:
 * Nothing a backend logs or raises holds a secret: use ``redact_uri``.
 """
 
+from nommer.conf import defaults
 from nommer.core.errors import InvalidJobSpec, PermanentJobError
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
 
@@ -82,6 +83,11 @@ class Storage:
         """Store ``local_path`` at ``uri``; return the byte count."""
         self._check_at_use(uri, for_write=True)
         raise NotImplementedError(f"{type(self).__name__}.upload")
+
+    def _max_source_bytes(self):
+        """``settings.MAX_SOURCE_BYTES`` (the default when unset): the size
+        cap every backend's ``download`` enforces."""
+        return int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES))
 
     def _check_at_use(self, uri, for_write):
         """``check`` at transfer time: a refusal is a ``PermanentJobError``

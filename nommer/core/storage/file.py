@@ -34,7 +34,6 @@ import stat
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from nommer.conf import defaults
 from nommer.conf.loader import DEFAULT_MEDIA_DIR
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
@@ -114,7 +113,7 @@ class FileStorage(Storage):
         """
         muri = self._check_at_use(uri, for_write=False)
         src = self._resolve(muri, False)
-        max_bytes = int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES))
+        max_bytes = self._max_source_bytes()
         size = await self._in_thread(_copy_in, src, local_path, redact_uri(muri), max_bytes)
         self.log.debug("Copied {uri} to {local_path} ({size} bytes)",
                        uri=redact_uri(muri), local_path=local_path, size=size)

@@ -40,7 +40,6 @@ from twisted.web import error as weberror
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from nommer.conf import defaults
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.netguard import (AddressRefused, ResponseHeadTooLarge, allowed_networks,
                                   guarded_agent)
@@ -107,9 +106,6 @@ class HTTPStorage(Storage):
                 self.reactor, allowed_networks(self.settings), "source", resolver=self._resolver))
         return self._client
 
-    def _max_bytes(self):
-        return int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES))
-
     async def download(self, uri, local_path):
         """GET ``uri`` into ``local_path``, streaming; return the byte count.
 
@@ -151,7 +147,7 @@ class HTTPStorage(Storage):
                 raise TransientJobError(f"GET {shown} failed: {status}; will retry")
             raise PermanentJobError(f"GET {shown} was refused: {status}")
 
-        max_bytes = self._max_bytes()
+        max_bytes = self._max_source_bytes()
         length = response.length if isinstance(response.length, int) else None
         if length is not None and length > max_bytes:
             response.deliverBody(_Discard())

@@ -55,7 +55,6 @@ from boto3.s3.transfer import TransferConfig
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from nommer.conf import defaults
 from nommer.core.aws import AWS, client_kwargs, error_code
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
 from nommer.core.storage.base import Storage
@@ -333,7 +332,7 @@ class S3Storage(Storage):
 
     def _download_in_thread(self, aws, stop, muri, local_path, shown):
         client = None
-        limit = _SizeLimit(int(getattr(self.settings, "MAX_SOURCE_BYTES", defaults.MAX_SOURCE_BYTES)))
+        limit = _SizeLimit(self._max_source_bytes())
         try:
             client = self._client(aws, muri)
             _stop_requests(client, stop)
