@@ -224,7 +224,8 @@ class JobAPI:
     (optional) is called after each accepted job (pokes the autoscaler).
     ``registry`` (a ``WorkerRegistry``, optional) serves ``GET /workers``;
     ``fleet_view()`` (optional) returns a list (or a Deferred of one) of
-    instance dicts, each with an ``instance_id``, shown beside the workers.
+    instance dicts, each with an ``instance_id``, shown beside the workers,
+    or None when the fleet has no instances of its own (``Fleet.instances``).
     ``keys`` (a ``KeyStore``; None behaves as an empty one) authenticates
     callers; whether anonymous callers and the Host/Origin checks apply
     follows ``settings.API_INTERFACE`` (loopback or not).
@@ -373,10 +374,11 @@ class JobAPI:
         (``[{"job_id", "job_state", "progress"}]`` of its jobs still in the
         store), ``seen_s_ago`` (float seconds by this server's clock) and
         ``alive`` (seen within WORKER_HEARTBEAT_TIMEOUT_S and not exited).
-        With a ``fleet_view``: ``instance`` (the instance dict of its
-        ``instance_id``, or null) on each worker and ``instances`` (every
-        instance); if the fleet fails to answer, ``fleet_error`` (a message)
-        instead. 503 ``NOREGISTRY`` without a registry. Needs ``admin``."""
+        With a ``fleet_view`` that answers a list: ``instance`` (the
+        instance dict of its ``instance_id``, or null) on each worker and
+        ``instances`` (every instance); if the fleet fails to answer,
+        ``fleet_error`` (a message) instead. 503 ``NOREGISTRY`` without a
+        registry. Needs ``admin``."""
         await self._caller(request, "admin")
         if self.registry is None:
             return _error(request, 503, "NOREGISTRY", "this feederd has no worker registry")
@@ -392,11 +394,14 @@ class JobAPI:
         payload = {"success": True, "workers": workers}
         if self._fleet_view is not None:
             try:
-                instances = list(await defer.maybeDeferred(self._fleet_view))
+                instances = await defer.maybeDeferred(self._fleet_view)
+                instances = None if instances is None else list(instances)
             except Exception:
                 self.log.failure("GET /workers: the fleet view failed")
                 payload["fleet_error"] = "the fleet did not answer; the server log has the details"
             else:
+                if instances is None:  # a fleet without instances of its own (Fleet.instances)
+                    return _json(request, 200, payload)
                 by_id = {i.get("instance_id"): i for i in instances}
                 for worker in workers:
                     worker["instance"] = by_id.get(worker["instance_id"]) if worker["instance_id"] else None

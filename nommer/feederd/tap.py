@@ -15,7 +15,6 @@ from nommer.feederd.auth import KeyRequirement
 from nommer.feederd.fleet.autoscaler import Autoscaler
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.inflight import InFlightSite, InFlightRequests
-from nommer.feederd.fleet.ec2 import Ec2Fleet
 from nommer.feederd.fleet.backends import make_fleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.worker_config import ConfigPublisher
@@ -69,7 +68,7 @@ def build(settings, reactor=default_reactor):
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
                  registry=registry, clock=reactor, keys=keys,
-                 fleet_view=fleet.instances if isinstance(fleet, Ec2Fleet) else None)
+                 fleet_view=fleet.instances)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
     # Bodies over MAX_REQUEST_BODY_BYTES are refused before they are read or spooled.
     site = InFlightSite(api.resource(), requestFactory=capped_request_factory(settings.MAX_REQUEST_BODY_BYTES))
