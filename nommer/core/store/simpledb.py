@@ -70,6 +70,8 @@ TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbe
 JSON_FIELDS = tuple(a.name for a in attr.fields(Job)
                     if a.name not in TIME_FIELDS and a.name not in ("job_id", "job_state"))
 UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
+#: The Select condition on ``job_state`` of the jobs not in a final state.
+_UNFINISHED_CONDITION = f"job_state in ({', '.join(quote(s) for s in UNFINISHED_STATES)})"
 
 
 def created_key(created_at, job_id):
@@ -194,8 +196,7 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
     @deferred
     async def list_unfinished(self):
         """Deferred[list[Job]]: every job not in a final state, oldest first."""
-        states = ", ".join(quote(s) for s in UNFINISHED_STATES)
-        items = await self._select("*", f"job_state in ({states}) and created_key is not null",
+        items = await self._select("*", f"{_UNFINISHED_CONDITION} and created_key is not null",
                                    order_by="created_key asc", page_size=MAX_SELECT_LIMIT)
         return [decode_job(name, attrs) for name, attrs in items]
 
@@ -203,8 +204,7 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
     async def count_unfinished(self, owner):
         """Deferred[int]: jobs of ``owner`` (a key_id) not in a final state
         (one ``select count(*)``)."""
-        states = ", ".join(quote(s) for s in UNFINISHED_STATES)
-        return await self._count(f"owner = {quote(owner_text(owner))} and job_state in ({states})")
+        return await self._count(f"owner = {quote(owner_text(owner))} and {_UNFINISHED_CONDITION}")
 
     @deferred
     async def count_by_state(self):

@@ -37,6 +37,8 @@ OWNER_INDEXES = [
 ]
 
 _FINAL = tuple(s.value for s in FINAL_STATES)
+#: Placeholders for ``_FINAL`` in ``NOT IN (...)``.
+_FINAL_MARKS = ",".join("?" * len(_FINAL))
 
 
 def _row_to_job(doc):
@@ -156,19 +158,15 @@ class SQLiteJobStore(JobStore):
         return self._db.interaction(txn, write=False)
 
     def list_unfinished(self):
-        marks = ",".join("?" * len(_FINAL))
-
         def txn(cur):
-            cur.execute(f"SELECT doc FROM jobs WHERE job_state NOT IN ({marks})"
+            cur.execute(f"SELECT doc FROM jobs WHERE job_state NOT IN ({_FINAL_MARKS})"
                         " ORDER BY created_at, job_id", _FINAL)
             return [_row_to_job(r[0]) for r in cur.fetchall()]
         return self._db.interaction(txn, write=False)
 
     def count_unfinished(self, owner):
-        marks = ",".join("?" * len(_FINAL))
-
         def txn(cur):
-            cur.execute(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND job_state NOT IN ({marks})",
+            cur.execute(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND job_state NOT IN ({_FINAL_MARKS})",
                         (owner, *_FINAL))
             return cur.fetchone()[0]
         return self._db.interaction(txn, write=False)
