@@ -209,9 +209,11 @@ class Notifier(QueueConsumer):
                          visibility_timeout_s=STATE_CHANGE_LEASE_S, wait_time_s=settings.QUEUE_WAIT_TIME_S)
         self.ledger = ledger
         self.settings = settings
+        #: ALLOWED_PRIVATE_NETWORKS, parsed once.
+        self._networks = allowed_networks(settings)
         if post is None:
             post = functools.partial(
-                post_form, networks=allowed_networks(settings),
+                post_form, networks=self._networks,
                 max_response_bytes=getattr(settings, "WEBHOOK_MAX_RESPONSE_BYTES",
                                            defaults.WEBHOOK_MAX_RESPONSE_BYTES))
         self._post = post
@@ -289,7 +291,7 @@ class Notifier(QueueConsumer):
         # before that rule is not notified either. Names are checked when
         # connecting (post_form's guarded agent).
         try:
-            refused = refused_host_reason(parse_uri(url).host, allowed_networks(self.settings))
+            refused = refused_host_reason(parse_uri(url).host, self._networks)
         except InvalidURI as exc:
             refused = exc.reason
         if refused:
