@@ -111,6 +111,8 @@ def check_roots(settings):
     problems = []
     protected = protected_paths(settings)
     scratch = next((p for w, p in protected if w.startswith("SCRATCH_DIR")), None)
+    # (Inside the checkout is fine: ./media of `make run` is there.)
+    code_paths = [(what, path) for what, path in _code_paths() if what != "nommer's source checkout"]
     for root in _roots(settings):
         inside = [f"{what} at {path}" for what, path in protected if _contains(root, path)]
         if inside:
@@ -120,10 +122,8 @@ def check_roots(settings):
                 f"and write anything under a root, so they could read or overwrite these. Give "
                 f"media a directory of its own (e.g. FILE_STORAGE_ROOTS = [{media!r}]), or move "
                 f"what is listed out of {root}")
-        # (Inside the checkout is fine: ./media of `make run` is there.)
-        code = next((f"{what} at {path}" for what, path in _code_paths()
-                     if what != "nommer's source checkout" and root != path
-                     and _contains(path, root)), None)
+        code = next((f"{what} at {path}" for what, path in code_paths
+                     if root != path and _contains(path, root)), None)
         if code:
             problems.append(
                 f"FILE_STORAGE_ROOTS entry {root} lies inside {code}: a job could write a module "
