@@ -114,6 +114,16 @@ class _RunnerProtocol(protocol.ProcessProtocol):
         self.runner._ended(reason)
 
 
+def which(name, path=None):
+    """Absolute path of the executable ``name`` (a bare name is looked up on
+    ``path``, default our PATH), or None."""
+    if os.sep in name:
+        name = os.path.abspath(name)
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    found = shutil.which(name, path=path if path is not None else os.environ.get("PATH", os.defpath))
+    return os.path.abspath(found) if found else None
+
+
 class ProcessRunner:
     """One run of one child process; see the module docstring.
 
@@ -234,11 +244,7 @@ class ProcessRunner:
     def _resolve(self, name):
         """Absolute path of the executable (PATH of the child's environment
         for a bare name), or None."""
-        if os.sep in name:
-            name = os.path.abspath(name)
-            return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-        found = shutil.which(name, path=self.env.get("PATH", os.defpath))
-        return os.path.abspath(found) if found else None
+        return which(name, self.env.get("PATH", os.defpath))
 
     def _on_timeout(self):
         self._timeout_call = None

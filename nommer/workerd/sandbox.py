@@ -89,10 +89,11 @@ its threat model: the argv it builds, the root worker's variant and
 """
 
 import os
-import shutil
 import stat
 
 import attr
+
+from nommer.workerd.process import ProcessRunner, which
 
 #: FFMPEG_SANDBOX values: run ffmpeg under bubblewrap, or as it is. The
 #: settings accept exactly these names (``nommer.conf.schema``).
@@ -148,16 +149,6 @@ class Launch:
     env: dict
     cwd: object
     signal_exit_codes: bool = False
-
-
-def _which(name, path=None):
-    """Absolute path of the executable ``name`` (a bare name is looked up on
-    ``path``, default our PATH), or None."""
-    if os.sep in name:
-        name = os.path.abspath(name)
-        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    found = shutil.which(name, path=path if path is not None else os.environ.get("PATH", os.defpath))
-    return os.path.abspath(found) if found else None
 
 
 def _under(path, directory):
@@ -267,7 +258,7 @@ class Sandbox:
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("argv must name an executable")
-        exe = _which(argv[0])
+        exe = which(argv[0])
         if exe is None:
             raise FileNotFoundError(f"executable not found: {argv[0]}")
         writable = [os.path.abspath(str(p)) for p in writable]
@@ -278,17 +269,17 @@ class Sandbox:
         if not self.enabled:
             env = {"PATH": os.environ.get("PATH", os.defpath)}
             return Launch([exe] + argv[1:], env, cwd if os.path.isdir(cwd) else None)
-        bwrap = _which(self.bwrap_bin)
+        bwrap = which(self.bwrap_bin)
         if bwrap is None:
             raise FileNotFoundError(f"BWRAP_BIN not found: {self.bwrap_bin}")
-        prlimit = _which("prlimit", SANDBOX_PATH)
+        prlimit = which("prlimit", SANDBOX_PATH)
         if prlimit is None:
             raise FileNotFoundError("prlimit (util-linux) not found in /usr/bin or /bin")
         setpriv = None
         if self.as_root:
             if self.run_as is None:
                 raise FileNotFoundError(self._no_user)
-            setpriv = _which("setpriv", SANDBOX_PATH)
+            setpriv = which("setpriv", SANDBOX_PATH)
             if setpriv is None:
                 raise FileNotFoundError("setpriv (util-linux) not found in /usr/bin or /bin: a root "
                                         "worker needs it to run ffmpeg as an unprivileged user")
@@ -442,8 +433,6 @@ async def check(reactor, settings):
     with unprivileged user namespaces off), a mount refused, a root worker
     with no ``SANDBOX_USER`` to run ffmpeg as, or setpriv failing...
     """
-    from nommer.workerd.process import ProcessRunner
-
     try:
         sandbox = Sandbox(settings)
     except SandboxUnavailable as e:
@@ -453,7 +442,7 @@ async def check(reactor, settings):
     if sandbox.as_root and sandbox.run_as is None:
         raise SandboxUnavailable(f"{sandbox._no_user}; or set FFMPEG_SANDBOX = \"none\" to run "
                                  "ffmpeg unsandboxed (not recommended: callers are untrusted)")
-    if _which(settings.FFMPEG_BIN) is None:
+    if which(settings.FFMPEG_BIN) is None:
         raise SandboxUnavailable(f"FFMPEG_BIN not found: {settings.FFMPEG_BIN} (apt-get install ffmpeg, "
                                  "or set FFMPEG_BIN to its path)")
     what = f"the ffmpeg sandbox (FFMPEG_SANDBOX = \"bwrap\", BWRAP_BIN = {settings.BWRAP_BIN!r})"
