@@ -43,7 +43,3 @@ def open_key_store(settings, reactor=None, *, pool=None, clock=None):
         from twisted.internet import reactor
     cls = load_class(BACKENDS[settings.JOB_STORE_BACKEND], what="API key store backend")
     return cls.from_settings(settings, reactor, pool=pool, clock=clock)
-
-
-#: The name the other backends' factories use (make_store, make_registry, make_queue).
-make_key_store = open_key_store
