@@ -8,8 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from nommer.core.workqueue import ReceiptHandleInvalid
 from nommer.core.workqueue.base import Message
-from nommer.core.workqueue.lease import (
-    MAX_DELETE_BACKOFF_S, LeaseKeeper, extend_every_s, next_delete_backoff_s)
+from nommer.core.retry import pause_s
+from nommer.core.workqueue.lease import MAX_DELETE_BACKOFF_S, LeaseKeeper, extend_every_s
 
 QUEUE = "jobs"
 
@@ -64,9 +64,10 @@ class LeaseArithmeticTests(SynchronousTestCase):
 
     def test_delete_backoff_doubles_up_to_the_cap(self):
         """The pause between failed deletes doubles, capped at MAX_DELETE_BACKOFF_S."""
-        self.assertEqual(next_delete_backoff_s(1.0), 2.0)
-        self.assertEqual(next_delete_backoff_s(20.0), MAX_DELETE_BACKOFF_S)
-        self.assertEqual(next_delete_backoff_s(3.0, 5.0), 5.0)
+        # The pause after the second failed delete (LeaseKeeper.delete's retry).
+        self.assertEqual(pause_s(2, 1.0, MAX_DELETE_BACKOFF_S), 2.0)
+        self.assertEqual(pause_s(2, 20.0, MAX_DELETE_BACKOFF_S), MAX_DELETE_BACKOFF_S)
+        self.assertEqual(pause_s(2, 3.0, 5.0), 5.0)
 
 
 class LeaseKeeperTests(SynchronousTestCase):

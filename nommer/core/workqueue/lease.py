@@ -47,7 +47,8 @@ Rules kept: time comes from ``clock`` (``IReactorTime``; tests drive it with
 an escaped exception would stop for good): failures of the queue, ``on_beat``
 and ``on_lost`` are logged with the message id, the queue and the caller's
 ``log_fields`` (``job_id``, ``worker_id``) and the beats go on. The
-arithmetic (``extend_every_s``, ``next_delete_backoff_s``) is pure.
+arithmetic (``extend_every_s``; the delete backoff is
+``nommer.core.retry.pause_s``) is pure.
 """
 
 import inspect
@@ -56,10 +57,10 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from nommer.core.retry import pause_s, retry
+from nommer.core.retry import retry
 from nommer.core.workqueue.base import ReceiptHandleInvalid
 
-__all__ = ["LeaseKeeper", "MAX_DELETE_BACKOFF_S", "extend_every_s", "next_delete_backoff_s"]
+__all__ = ["LeaseKeeper", "MAX_DELETE_BACKOFF_S", "extend_every_s"]
 
 #: Longest pause between two attempts at deleting a message, seconds.
 MAX_DELETE_BACKOFF_S = 30.0
@@ -69,12 +70,6 @@ def extend_every_s(visibility_timeout_s):
     """Seconds between two extensions of a lease of ``visibility_timeout_s``:
     a third of it, so that two extensions may fail before the lease ends."""
     return visibility_timeout_s / 3
-
-
-def next_delete_backoff_s(backoff_s, max_backoff_s=MAX_DELETE_BACKOFF_S):
-    """The pause after ``backoff_s`` between two failed deletes: doubled, at
-    most ``max_backoff_s`` (``nommer.core.retry.pause_s``'s next step)."""
-    return pause_s(2, backoff_s, max_backoff_s)
 
 
 class _Lease:
