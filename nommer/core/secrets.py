@@ -36,7 +36,8 @@ Generate a key with::
 from cryptography.fernet import Fernet, InvalidToken
 
 from nommer.core.errors import InvalidJobSpec, PermanentJobError
-from nommer.core.uri import InvalidURI, MediaURI, parse_uri, redact_uri, username_is_secret
+from nommer.core.uri import (InvalidURI, parse_uri, query_has_secret, redact_uri,
+                             username_is_secret)
 
 __all__ = ["SealedCredentialsError", "has_credentials", "seal_uri", "unseal_uri"]
 
@@ -53,11 +54,7 @@ def has_credentials(uri):
     muri = parse_uri(uri)
     if muri.password is not None or username_is_secret(muri.scheme, muri.username, muri.password):
         return True
-    if not muri.query:
-        return False
-    bare = MediaURI(scheme=muri.scheme, host=muri.host, port=muri.port, path=muri.path,
-                    raw_path=muri.raw_path, query=muri.query)
-    return redact_uri(bare) != bare.url_without_userinfo()
+    return bool(muri.query) and query_has_secret(muri.query)
 
 
 def _fernet(settings):

@@ -81,7 +81,7 @@ from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import describe_refusal, host_literal, refuse_reason
 
 __all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri",
-           "host_literal", "refused_host_reason", "username_is_secret"]
+           "host_literal", "query_has_secret", "refused_host_reason", "username_is_secret"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
@@ -391,6 +391,12 @@ def _redact_query(query):
             item = f"{name}={REDACTED}"
         parts.append(item)
     return "".join(parts)
+
+
+def query_has_secret(query):
+    """Whether ``query`` holds a secret parameter ``redact_uri`` masks
+    (``SECRET_QUERY_PARAMS``)."""
+    return _redact_query(query) != query
 
 
 def username_is_secret(scheme, username, password):
