@@ -93,6 +93,7 @@ import stat
 
 import attr
 
+from nommer.core.paths import is_within
 from nommer.workerd.process import ProcessRunner, which
 
 #: FFMPEG_SANDBOX values: run ffmpeg under bubblewrap, or as it is. The
@@ -149,10 +150,6 @@ class Launch:
     env: dict
     cwd: object
     signal_exit_codes: bool = False
-
-
-def _under(path, directory):
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 _users = {}
@@ -313,7 +310,7 @@ class Sandbox:
                 os.close(fd)
         ours = writable + ([os.path.abspath(self.scratch_dir)] if self.scratch_dir else [])
         for path in (os.path.abspath(str(p)) for p in readable):
-            if not any(_under(path, d) and path != d for d in ours):
+            if not any(is_within(path, d) and path != d for d in ours):
                 continue  # not the worker's job file: never given away
             fd = _open_exactly(path, os.O_RDONLY)
             if fd is None:
@@ -337,8 +334,8 @@ class Sandbox:
             chain.append(parent)
             parent = os.path.dirname(parent)
         for p in reversed(chain):
-            if p in made or p == "/tmp" or any(_under(p, d) for d in _PROVIDED) \
-                    or any(_under(p, w) for w in writable):
+            if p in made or p == "/tmp" or any(is_within(p, d) for d in _PROVIDED) \
+                    or any(is_within(p, w) for w in writable):
                 continue
             made.add(p)
             out += ["--perms", "0755", "--dir", p]
@@ -372,7 +369,7 @@ class Sandbox:
         out += (["--perms", "1777"] if root else []) + ["--tmpfs", "/tmp"]
         # An executable outside /usr (a static ffmpeg in /opt, say): that file only.
         real_exe = os.path.realpath(exe)
-        if not _under(real_exe, "/usr"):
+        if not is_within(real_exe, "/usr"):
             out += parents(real_exe) + ["--ro-bind", real_exe, real_exe]
             exe = real_exe
         for path in writable:
@@ -380,7 +377,7 @@ class Sandbox:
         for path in readable:
             # Not a symlink: bwrap would resolve it on the host and bind its target, and
             # one left by an earlier sandboxed run may point anywhere the worker can read.
-            if not any(_under(path, w) for w in writable) and not os.path.islink(path):
+            if not any(is_within(path, w) for w in writable) and not os.path.islink(path):
                 out += parents(path, writable) + ["--ro-bind-try", path, path]
         out += ["--chdir", cwd, "--"]
         if root:

@@ -32,6 +32,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from nommer.core.errors import NoSuchJob
+from nommer.core.paths import is_within
 from nommer.core.uri import as_media_uri
 from nommer.workerd.nommers.base import NoScratchSpace
 
@@ -100,7 +101,7 @@ def file_source_bytes(uri, roots):
             return None
         real = os.path.realpath(muri.path)
         roots = [os.path.realpath(r) for r in (roots if roots is not None else [os.getcwd()])]
-        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        if not any(is_within(real, r) for r in roots):
             return None
         st = os.stat(real)
     except Exception:

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 
 from nommer.conf.loader import DEFAULT_MEDIA_DIR
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
+from nommer.core.paths import is_within
 from nommer.core.storage.base import Storage
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
 
@@ -44,10 +45,6 @@ __all__ = ["FileStorage"]
 _COPY_BUFFER_BYTES = 1 << 20
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def _under(path, root):
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class FileStorage(Storage):
@@ -94,7 +91,7 @@ class FileStorage(Storage):
         else:
             real = checked = os.path.realpath(path)
         roots = self._roots()
-        if not any(_under(checked, root) for root in roots):
+        if not any(is_within(checked, root) for root in roots):
             raise InvalidURI(
                 f"{shown} is outside the allowed FILE_STORAGE_ROOTS "
                 f"({', '.join(roots) or 'none configured'})", field)

@@ -29,17 +29,13 @@ import sys
 import sysconfig
 
 from nommer.conf.loader import DEFAULT_MEDIA_DIR
+from nommer.core.paths import is_within
 
 __all__ = ["check_roots", "default_media_dir", "enforce_roots", "protected_paths"]
 
 
 def _real(path):
     return os.path.realpath(os.path.abspath(path))
-
-
-def _contains(root, path):
-    """Whether ``path`` is ``root`` or lies under it (both real paths)."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def default_media_dir(settings):
@@ -114,7 +110,7 @@ def check_roots(settings):
     # (Inside the checkout is fine: ./media of `make run` is there.)
     code_paths = [(what, path) for what, path in _code_paths() if what != "nommer's source checkout"]
     for root in _roots(settings):
-        inside = [f"{what} at {path}" for what, path in protected if _contains(root, path)]
+        inside = [f"{what} at {path}" for what, path in protected if is_within(path, root)]
         if inside:
             media = os.path.join(root, DEFAULT_MEDIA_DIR)
             problems.append(
@@ -123,12 +119,12 @@ def check_roots(settings):
                 f"media a directory of its own (e.g. FILE_STORAGE_ROOTS = [{media!r}]), or move "
                 f"what is listed out of {root}")
         code = next((f"{what} at {path}" for what, path in code_paths
-                     if root != path and _contains(path, root)), None)
+                     if root != path and is_within(root, path)), None)
         if code:
             problems.append(
                 f"FILE_STORAGE_ROOTS entry {root} lies inside {code}: a job could write a module "
                 f"there that runs at the next start. Use a directory outside it")
-        if scratch and root != scratch and _contains(scratch, root):
+        if scratch and root != scratch and is_within(root, scratch):
             problems.append(
                 f"FILE_STORAGE_ROOTS entry {root} lies inside SCRATCH_DIR ({scratch}): jobs could "
                 f"read other jobs' working files. Use a directory outside {scratch}")
