@@ -1,0 +1,206 @@
+"""The JSON Schema of job bodies (``POST /job/submit``), served at ``GET /schema``.
+
+A body is one of three forms, told apart by which key it has:
+
+* the 2011 form: ``job_options`` (``{"nommer": dotted path, "options": ...}``;
+  the options are the nommer's to check);
+* declarative outputs: ``outputs``, a list of output objects, each with a
+  ``type`` (``hls``, ``dash``, ``mp4``, ``poster``, ``thumbnails``,
+  ``storyboard``, ``audio``);
+* a server preset: ``preset`` (a name from ``GET /presets``) with optional
+  ``overrides`` (output fields applied to each output of the preset that
+  takes them).
+
+Every output field has a ``default`` here; ``nommer.core.outputs.normalize``
+fills them in, so the job store holds every output fully spelled out.
+Units are in the field names (``_s`` seconds) or descriptions (bitrates
+are bits per second, given as an integer or as ``"128k"`` / ``"7.8M"``).
+
+The schema is data (``JOB_SCHEMA``); validation is the ``jsonschema``
+library's (Draft 2020-12), never hand-written checks.
+"""
+
+import copy
+
+#: Most outputs one job may ask for.
+MAX_OUTPUTS = 20
+#: Most rungs a ladder may have.
+MAX_RUNGS = 10
+
+#: A relative path under the destination prefix: segments of letters, digits,
+#: ``._-``, separated by ``/``; no ``..``, no leading dot (checked again by
+#: ``nommer.core.uri`` when joined to the prefix).
+RELATIVE_PATH = r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}){0,4}$"
+#: A bitrate: integer bits per second, or a decimal with a ``k`` or ``M`` suffix.
+BITRATE_STRING = r"^[0-9]{1,6}(\.[0-9]{1,3})?[kM]?$"
+
+ENCODER_PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                   "slower", "veryslow"]
+VIDEO_CODECS = ["h264", "hevc"]
+AUDIO_CODECS = ["aac", "opus", "mp3"]
+OUTPUT_TYPES = ["hls", "dash", "mp4", "poster", "thumbnails", "storyboard", "audio"]
+
+_bitrate = {"oneOf": [{"type": "integer", "minimum": 16000, "maximum": 100000000},
+                      {"type": "string", "pattern": BITRATE_STRING}],
+            "description": "bits per second: an integer, or a string such as \"128k\" or \"7.8M\""}
+_uri = {"type": "string", "minLength": 1, "maxLength": 4096}
+
+
+def _path(default, description, pattern=RELATIVE_PATH):
+    return {"type": "string", "pattern": pattern, "maxLength": 200, "default": default,
+            "description": description}
+
+
+def _output(type_name, description, properties, required=()):
+    props = {"type": {"const": type_name}}
+    props.update(properties)
+    return {"type": "object", "description": description, "properties": props,
+            "required": ["type", *required], "additionalProperties": False}
+
+
+_rung = {
+    "type": "object",
+    "description": "one rung of a custom ladder",
+    "properties": {
+        "height": {"type": "integer", "minimum": 64, "maximum": 4320,
+                   "description": "pixels (the width follows the source's aspect ratio)"},
+        "width": {"type": "integer", "minimum": 64, "maximum": 7680,
+                  "description": "pixels; for portrait sources the rung scales by width"},
+        "bitrate": _bitrate,
+        "fps_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 240,
+                    "description": "frames per second this rung is capped at"},
+    },
+    "required": ["height", "bitrate"],
+    "additionalProperties": False,
+}
+
+_ladder_common = {
+    "ladder": {"oneOf": [{"const": "default"},
+                         {"type": "array", "items": _rung, "minItems": 1, "maxItems": MAX_RUNGS}],
+               "default": "default",
+               "description": "\"default\" (Apple's HLS Authoring Specification) or a list of rungs"},
+    "codec": {"enum": VIDEO_CODECS, "default": "h264"},
+    "segment_s": {"type": "number", "minimum": 1, "maximum": 30, "default": 6,
+                  "description": "target segment duration, seconds (a multiple of the 2 s keyframe grid "
+                                 "is best)"},
+    "dir": _path("stream", "directory under dest_path of the manifest and its segments; an hls and "
+                           "a dash output with the same dir, ladder, codec and segment_s share one set "
+                           "of CMAF segments"),
+    "encoder_preset": {"enum": ENCODER_PRESETS, "default": "medium",
+                       "description": "x264/x265 speed preset"},
+    "audio_bitrate": dict(_bitrate, default="128k"),
+}
+
+_hls = _output("hls", "HLS (fMP4/CMAF segments): a master playlist with measured BANDWIDTH, one "
+                      "playlist per rung and audio track, and I-frame playlists", dict(
+    _ladder_common,
+    name=_path("master.m3u8", "the master playlist's file name in dir", r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.m3u8$"),
+    iframes={"type": "boolean", "default": True,
+             "description": "write EXT-X-I-FRAMES-ONLY playlists (trick play)"},
+))
+
+_dash = _output("dash", "MPEG-DASH (isoff-live, SegmentTemplate) with measured bandwidth", dict(
+    _ladder_common,
+    name=_path("manifest.mpd", "the MPD's file name in dir", r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.mpd$"),
+))
+
+_mp4 = _output("mp4", "one MP4 file (H.264 or HEVC + AAC), fast start; with image_path, the "
+                      "source's audio over a still image (audio merge)", {
+    "name": _path("video.mp4", "file name under dest_path",
+                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(mp4|m4v|mov)$"),
+    "codec": {"enum": VIDEO_CODECS, "default": "h264"},
+    "height": {"type": "integer", "minimum": 64, "maximum": 4320,
+               "description": "pixels; never larger than the source (no upscaling)"},
+    "width": {"type": "integer", "minimum": 64, "maximum": 7680},
+    "crf": {"type": "number", "minimum": 0, "maximum": 51, "default": 23},
+    "bitrate": _bitrate,
+    "fps_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 240},
+    "encoder_preset": {"enum": ENCODER_PRESETS, "default": "medium"},
+    "audio_bitrate": dict(_bitrate, default="128k"),
+    "image_path": dict(_uri, description="URI of a still image (same storage rules as source_path): "
+                                         "the output is that image over the source's audio"),
+})
+
+_poster = _output("poster", "one still: the most representative frame of the first minutes "
+                            "(ffmpeg's thumbnail filter), or the frame at at_s", {
+    "name": _path("poster.jpg", "file name under dest_path",
+                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(jpg|jpeg|png)$"),
+    "width": {"type": "integer", "minimum": 16, "maximum": 7680,
+              "description": "pixels (aspect ratio kept; never upscaled); default the source's"},
+    "at_s": {"type": "number", "minimum": 0, "description": "seconds into the source"},
+})
+
+_thumbnails = _output("thumbnails", "a JPEG every interval_s seconds, aspect ratio kept", {
+    "interval_s": {"type": "number", "minimum": 0.5, "maximum": 3600, "default": 10},
+    "width": {"type": "integer", "minimum": 16, "maximum": 1920, "default": 320},
+    "dir": _path("thumbnails", "directory under dest_path"),
+})
+
+_storyboard = _output("storyboard", "sprite sheets (JPEG grids) + a WebVTT of #xywh= cues + a JSON "
+                                    "description, for seek previews", {
+    "interval_s": {"type": "number", "minimum": 0.5, "maximum": 600, "default": 2},
+    "tile_width": {"type": "integer", "minimum": 16, "maximum": 640, "default": 160},
+    "columns": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+    "rows": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
+    "dir": _path("storyboard", "directory under dest_path"),
+})
+
+_audio = _output("audio", "an audio-only file (AAC in M4A, Opus in Ogg, MP3)", {
+    "name": _path("audio.m4a", "file name under dest_path; its extension must suit the codec "
+                               "(aac: .m4a/.mp4/.aac, opus: .opus/.ogg/.webm, mp3: .mp3)",
+                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(m4a|mp4|aac|opus|ogg|webm|mp3)$"),
+    "codec": {"enum": AUDIO_CODECS, "default": "aac"},
+    "bitrate": dict(_bitrate, default="128k"),
+    "channels": {"enum": [1, 2], "default": 2},
+    "sample_rate": {"enum": [44100, 48000], "default": 48000},
+    "track": {"type": "integer", "minimum": 0, "maximum": 63, "default": 0,
+              "description": "which audio track of the source (0 = the first)"},
+})
+
+OUTPUT_SCHEMAS = {"hls": _hls, "dash": _dash, "mp4": _mp4, "poster": _poster,
+                  "thumbnails": _thumbnails, "storyboard": _storyboard, "audio": _audio}
+
+#: One output: dispatched on ``type`` with if/then, so an error names the
+#: field of the right type (not "not valid under any of the given schemas").
+_output_ref = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": OUTPUT_TYPES}},
+    "allOf": [{"if": {"properties": {"type": {"const": t}}, "required": ["type"]},
+               "then": {"$ref": f"#/$defs/{t}"}} for t in OUTPUT_TYPES],
+}
+
+JOB_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://nommer.invalid/schema/job.json",
+    "title": "nommer job",
+    "description": "The body of POST /job/submit: source_path and dest_path, and exactly one of "
+                   "job_options (the 2011 form), outputs, or preset (with optional overrides).",
+    "type": "object",
+    "properties": {
+        "source_path": dict(_uri, description="URI of the source (file://, http(s)://, s3://)"),
+        "dest_path": dict(_uri, description="URI of the output; ending in '/', a prefix every "
+                                            "output file goes under"),
+        "notify_url": {"oneOf": [dict(_uri), {"type": "null"}],
+                       "description": "http(s) URL told of every state change"},
+        "job_options": {"type": "object", "description": "the 2011 form: nommer and its options",
+                        "properties": {"nommer": {"type": "string"}, "options": {}},
+                        "required": ["nommer", "options"], "additionalProperties": False},
+        "outputs": {"type": "array", "items": _output_ref, "minItems": 1, "maxItems": MAX_OUTPUTS},
+        "preset": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$",
+                   "description": "a server preset's name (GET /presets)"},
+        "overrides": {"type": "object", "maxProperties": 32,
+                      "description": "with preset: output fields set on each output of the preset "
+                                     "that takes them"},
+    },
+    "required": ["source_path", "dest_path"],
+    "additionalProperties": False,
+    "oneOf": [{"required": ["job_options"]}, {"required": ["outputs"]}, {"required": ["preset"]}],
+    "dependentRequired": {"overrides": ["preset"]},
+    "$defs": dict(OUTPUT_SCHEMAS),
+}
+
+
+def job_schema():
+    """A deep copy of ``JOB_SCHEMA`` (a dict, JSON-able), for ``GET /schema``."""
+    return copy.deepcopy(JOB_SCHEMA)
