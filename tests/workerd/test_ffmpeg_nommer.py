@@ -14,6 +14,7 @@ from nommer.core.errors import (JobCanceled, PermanentJobError, SourceNotFound,
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import JobState
 from nommer.workerd.nommers import ffmpeg as ffmpeg_module
+from nommer.workerd.nommers import ffmpeg_run
 from nommer.workerd.nommers.ffmpeg import FFmpegNommer
 from nommer.workerd.process import ProcessRunner
 from tests.workerd import media
@@ -245,7 +246,7 @@ class NommerTests(NommerCase):
                 runners.append(self)
                 ctx_holder["ctx"].cancel()
                 return d
-        self.patch(ffmpeg_module, "ProcessRunner", CancelRightAfterSpawn)
+        self.patch(ffmpeg_run, "ProcessRunner", CancelRightAfterSpawn)
         nommer = self.make(doc_example())
         ctx_holder["ctx"] = self.ctx
         with self.assertRaises(JobCanceled):
@@ -278,7 +279,7 @@ class NommerTests(NommerCase):
                 fake_time.clock.advance(100.0)
                 return d
         nommer = self.make(doc_example(), settings=settings, reactor_=fake_time)
-        self.patch(ffmpeg_module, "ProcessRunner", TimeRunsOut)
+        self.patch(ffmpeg_run, "ProcessRunner", TimeRunsOut)
         with self.assertRaises(PermanentJobError) as cm:
             await nommer.run()
         self.assertIn("ran longer than FFMPEG_TIMEOUT_S", cm.exception.message)
@@ -292,7 +293,7 @@ class NommerTests(NommerCase):
                 d = super().start()
                 os.kill(self._transport.pid, signal.SIGKILL)
                 return d
-        self.patch(ffmpeg_module, "ProcessRunner", KilledFromOutside)
+        self.patch(ffmpeg_run, "ProcessRunner", KilledFromOutside)
         nommer = self.make(doc_example())
         with self.assertRaises(TransientJobError) as cm:
             await nommer.run()

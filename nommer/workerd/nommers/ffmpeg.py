@@ -9,7 +9,7 @@
    URI) into the scratch dir as ``source`` (no extension: ffmpeg detects the
    format by content), ffprobes it and fails fast (``PermanentJobError``) if
    it is not media;
-3. ENCODING: runs each pass with ``ProcessRunner`` in the worker's sandbox
+3. ENCODING: runs each pass with ``ffmpeg_run.FFmpegRun`` in the worker's sandbox
    (``nommer.workerd.sandbox``: only the scratch dir writable, the source
    readable; cwd and ``-passlogfile`` in the scratch dir; pass 1 of 2 writes
    to ``/dev/null``), with the output caps (``output_caps``: ``-fs
@@ -35,46 +35,26 @@ called.
 
 import errno
 import os
-import signal
 import stat
 
 from twisted.internet import threads
 
-from nommer.core.errors import (InvalidJobSpec, JobCanceled, PermanentJobError,
-                                TransientJobError)
+from nommer.core.errors import InvalidJobSpec, PermanentJobError, TransientJobError
 from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
 from nommer.workerd.nommers import ffmpeg_argv, ffmpeg_values
 from nommer.workerd.nommers import ffmpeg_options as opts
-from nommer.workerd.nommers.base import BaseNommer, NoScratchSpace, says_no_space
-from nommer.workerd.process import ProcessRunner, run_process
-from nommer.workerd.sandbox import Sandbox, sandbox_failure
-
-#: How many of ffmpeg's last stderr lines go into an error message.
-ERROR_TAIL_LINES = 12
-#: Most characters of ffmpeg output in an error message.
-ERROR_TAIL_CHARS = 2000
-#: stderr text that means the machine, not the job, is at fault.
-_TRANSIENT_MARKERS = ("Cannot allocate memory",)
+from nommer.workerd.nommers.base import BaseNommer, NoScratchSpace
+from nommer.workerd.nommers.ffmpeg_run import FFmpegRun
+from nommer.workerd.process import run_process
+from nommer.workerd.sandbox import Sandbox
 
 #: Seconds an output may last beyond MAX_OUTPUT_DURATION_FACTOR x the source's.
 OUTPUT_DURATION_SLACK_S = 10.0
 
-#: ffmpeg's words when the options leave the output without any stream.
-_NO_STREAM_MARKER = "does not contain any stream"
-
 _encoders_cache = {}
 
-
-def _describe_kinds(kinds):
-    """"the source has audio but no video" and the like, from stream kinds."""
-    kinds = {k for k in kinds if k in ("audio", "video")}
-    if kinds == {"audio"}:
-        return "the source has audio but no video"
-    if kinds == {"video"}:
-        return "the source has video but no audio"
-    return "the source has " + (" and ".join(sorted(kinds)) or "no audio or video")
 
 
 async def available_encoders(reactor, settings):
@@ -208,17 +188,6 @@ def faststart_in_place(path):
     return True
 
 
-def _tail(text, lines=ERROR_TAIL_LINES, chars=ERROR_TAIL_CHARS):
-    kept = [line for line in text.splitlines() if line.strip()][-lines:]
-    out = "\n".join(kept)
-    return out[-chars:]
-
-
-def _microseconds(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class FFmpegNommer(BaseNommer):
@@ -332,76 +301,23 @@ class FFmpegNommer(BaseNommer):
 
     # -- one ffmpeg pass ---------------------------------------------------------
 
-    def _progress_callback(self, k, n, expected_s):
-        def on_block(block):
-            if block.get("progress") == "end":
-                fraction = 1.0
-            else:
-                us = _microseconds(block.get("out_time_us"))
-                if us is None:  # out_time_ms holds microseconds too (an old ffmpeg quirk)
-                    us = _microseconds(block.get("out_time_ms"))
-                seconds = us / 1e6 if us is not None else opts.parse_time(block.get("out_time"))
-                if seconds is None or not expected_s:
-                    return
-                fraction = min(max(seconds / expected_s, 0.0), 1.0)
+    def _on_fraction(self, k, n):
+        def on_fraction(fraction):
             percent = round((k + fraction) / n * 100.0, 2)
             if percent > self._progress:
                 self._progress = percent
                 self.context.report_progress(percent)
-        return on_block
+        return on_fraction
 
     async def _run_ffmpeg(self, argv, k, n, expected_s, names, source):
-        """Run one pass in the sandbox: the scratch dir writable, ``source``
-        readable (bound read-only when it lies outside the scratch dir)."""
+        """Run one pass in the sandbox (``ffmpeg_run.FFmpegRun``): the scratch
+        dir writable, ``source`` readable."""
         self.check_canceled()
-        settings = self.settings
-        scratch = os.path.abspath(self.context.scratch_dir)
-        runner = ProcessRunner(self.reactor, argv, timeout_s=settings.FFMPEG_TIMEOUT_S,
-                               kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
-                               on_progress_line=self._progress_callback(k, n, expected_s),
-                               cwd=scratch, log_fields={"job_id": self.job.job_id},
-                               sandbox=Sandbox(settings), writable=[scratch],
-                               readable=[os.path.abspath(source)])
-        self._runner = runner
+        run = self._runner = FFmpegRun(
+            self.reactor, self.settings, self.job.job_id, argv, scratch_dir=self.context.scratch_dir,
+            readable=[source], expected_s=expected_s, on_fraction=self._on_fraction(k, n), names=names,
+            source_kinds=self._source_kinds, where=f"ffmpeg pass {k + 1} of {n}" if n > 1 else "ffmpeg")
         try:
-            result = await runner.start()
-        except OSError as e:
-            raise TransientJobError(f"cannot run ffmpeg ({settings.FFMPEG_BIN}): {e}") from e
+            return await run.run()
         finally:
             self._runner = None
-        if self.canceled or result.terminated:
-            raise JobCanceled(f"job {self.job.job_id} was stopped while ffmpeg ran")
-        if result.ok:
-            return result
-        broken = sandbox_failure(result)
-        if broken:
-            raise TransientJobError(f"the ffmpeg sandbox failed to start: {broken}")
-        said = _tail(result.stderr_tail)
-        for path, name in names.items():
-            said = said.replace(path, name)
-        where = f"ffmpeg pass {k + 1} of {n}" if n > 1 else "ffmpeg"
-        if result.timed_out:
-            # Permanent: the same encode would run as long again (each retry up to 6 h).
-            raise PermanentJobError(
-                f"{where} ran longer than FFMPEG_TIMEOUT_S = {settings.FFMPEG_TIMEOUT_S:g} s; stopped")
-        if result.signal == signal.SIGXFSZ:
-            raise PermanentJobError(f"{where} wrote a file larger than FFMPEG_RLIMIT_FSIZE_BYTES "
-                                    f"({settings.FFMPEG_RLIMIT_FSIZE_BYTES} bytes) and was stopped")
-        if result.signal == signal.SIGXCPU:
-            raise PermanentJobError(f"{where} used more than FFMPEG_RLIMIT_CPU_S "
-                                    f"({settings.FFMPEG_RLIMIT_CPU_S} s) of CPU time and was stopped")
-        if result.signal is not None:
-            raise TransientJobError(f"{where} was killed by signal {result.signal}:\n{said}")
-        if says_no_space(said):
-            # The scratch disk is full: another worker (or this one later) may have room.
-            raise NoScratchSpace(f"{where} ran out of scratch space:\n{said}")
-        if any(marker in said for marker in _TRANSIENT_MARKERS):
-            raise TransientJobError(f"{where} failed for lack of resources:\n{said}")
-        if _NO_STREAM_MARKER in said:
-            # Badinput: say in words why (a video preset on an audio-only file).
-            raise PermanentJobError(
-                f"{where} failed: nothing to encode: {_describe_kinds(self._source_kinds)}, "
-                "and the options keep none of its streams (a video preset on an audio-only "
-                f"source, or an audio preset on a silent video?); its last output:\n{said}")
-        raise PermanentJobError(
-            f"{where} failed (exit status {result.exit_code}); its last output:\n{said}")
