@@ -24,7 +24,7 @@ from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.secrets import unseal_uri
 from nommer.core.states import JobState
 from nommer.core.storage import get_storage
-from nommer.core.uri import as_media_uri
+from nommer.core.uri import as_media_uri, join_under
 from nommer.workerd.nommers.base import NoScratchSpace, says_no_space
 
 
@@ -117,15 +117,18 @@ class JobContext:
 
     # -- the job's own source and destination ------------------------------------
 
-    def job_uri(self, field):
-        """The job's own URI in ``field`` (``"source_path"`` or
-        ``"dest_path"``) as submitted: the stored (redacted) URI, or the
-        original when feederd sealed its credentials; parsed (``MediaURI``).
+    def job_uri(self, field, stored=None):
+        """The job's own URI in ``field`` as submitted: the stored (redacted)
+        URI, or the original when feederd sealed its credentials; parsed
+        (``MediaURI``). ``field`` is ``"source_path"``, ``"dest_path"``, or the
+        key of a URI inside the job's options (``"outputs[2].image_path"``),
+        whose stored value is then given as ``stored``.
 
         @raise SealedCredentialsError: (permanent) they cannot be opened here.
         """
         sealed = (self.job.sealed_credentials or {}).get(field)
-        return as_media_uri(unseal_uri(getattr(self.job, field), sealed, self.settings))
+        value = getattr(self.job, field) if stored is None else stored
+        return as_media_uri(unseal_uri(value, sealed, self.settings))
 
     async def download_source(self, local_path):
         """Fetch the job's source into ``local_path``; return the byte count.
@@ -139,13 +142,19 @@ class JobContext:
         @raise TransientJobError: another attempt may succeed.
         @raise PermanentJobError: it cannot (``SealedCredentialsError``...).
         """
+        return await self.download_input("source_path", None, local_path)
+
+    async def download_input(self, field, stored, local_path):
+        """Fetch another input of the job (``job_uri(field, stored)``, e.g.
+        an mp4 output's ``image_path``) into ``local_path``; return the byte
+        count. Same errors as ``download_source``."""
         self._check()
-        uri = self.job_uri("source_path")
+        uri = self.job_uri(field, stored)
         try:
             size = await get_storage(uri, self.settings, self.reactor).download(uri, local_path)
         except TransientJobError as e:
             if says_no_space(e.message) and not isinstance(e, NoScratchSpace):
-                raise NoScratchSpace(f"downloading the source failed: {e.message}") from e
+                raise NoScratchSpace(f"downloading the {field} failed: {e.message}") from e
             raise
         self._check()
         return size
@@ -164,6 +173,27 @@ class JobContext:
         size = await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
         self._check()
         return size
+
+    async def upload_file(self, local_path, relative_path=None):
+        """Store ``local_path`` under the job's destination prefix at
+        ``relative_path`` (``/``-separated, ``nommer.core.uri.join_under``),
+        or at the destination itself when ``relative_path`` is None; return
+        the stored URI (a ``str`` that may hold the job's credentials: never
+        log it, use ``redact_uri``). No state is written (the nommer stored
+        UPLOADING). Errors as ``upload_result``."""
+        self._check()
+        uri = self.job_uri("dest_path")
+        if relative_path is not None:
+            uri = as_media_uri(join_under(str(uri), relative_path))
+        await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
+        self._check()
+        return str(uri)
+
+    async def delete_stored(self, uri):
+        """Delete what ``upload_file`` stored at ``uri`` (a failed job's
+        files); True if it was there. Storage errors are raised."""
+        muri = as_media_uri(uri)
+        return await get_storage(muri, self.settings, self.reactor).delete(muri)
 
     def register_cancel(self, callback):
         """``callback()`` is called once if the job must stop now."""
