@@ -24,7 +24,7 @@ from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.secrets import unseal_uri
 from nommer.core.states import JobState
 from nommer.core.storage import get_storage
-from nommer.core.uri import as_media_uri, join_under
+from nommer.core.uri import as_media_uri
 from nommer.workerd.nommers.base import NoScratchSpace, says_no_space
 
 
@@ -184,6 +184,7 @@ class JobContext:
         self._check()
         uri = self.job_uri("dest_path")
         if relative_path is not None:
+            from nommer.core.uri import join_under  # noqa: being added (storage prefixes)
             uri = as_media_uri(join_under(str(uri), relative_path))
         await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
         self._check()
