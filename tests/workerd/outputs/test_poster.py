@@ -100,7 +100,8 @@ def test_at_s_gives_the_frame_at_that_time_as_png_in_a_subdirectory(sources, tmp
     _, (step,), result = make(spec(name="stills/at.png", at_s=1.5, width=320), sources["landscape"],
                               tmp_path)
     (f,) = result.files
-    assert (f.path, f.content_type, f.local) == ("stills/at.png", "image/png", str(tmp_path / "stills" / "at.png"))
+    assert (f.path, f.content_type) == ("stills/at.png", "image/png")
+    assert f.local == str(tmp_path / "stills" / "at.png")
     with open(f.local, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert image_info(f.local) == ("png", 320, 180)

@@ -55,7 +55,8 @@ def test_one_thumbnail_per_interval_each_the_frame_at_its_time(sources, tmp_path
     fps = float(source.fps)
     assert len(result.files) == math.ceil(source.duration_s / interval_s) == len(frame_indexes)
     assert result.info == {"count": len(frame_indexes), "width": 320, "height": 180, "interval_s": interval_s}
-    assert [f.path for f in result.files] == [f"thumbnails/thumb_{k:05d}.jpg" for k in range(len(frame_indexes))]
+    assert [f.path for f in result.files] == [f"thumbnails/thumb_{k:05d}.jpg"
+                                              for k in range(len(frame_indexes))]
     assert all(f.role == MEDIA and f.content_type == "image/jpeg" and f.bytes > 0 for f in result.files)
     frames = gray_frames(sources[name], 320, 180)
     step = round(interval_s * fps)
