@@ -160,13 +160,29 @@
 # PROGRESS_WRITE_INTERVAL_S = 1.0
 
 # Nommer classes a job may name (dotted paths); anything else is refused.
-# ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer"]
+# OutputsNommer runs declarative jobs (outputs or a preset).
+# ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer",
+#                    "nommer.workerd.nommers.outputs.OutputsNommer"]
 
 # Old dotted paths accepted in jobs, mapped to the class they mean.
 # NOMMER_ALIASES = {
 #     "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer":
 #         "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
 # }
+
+# --- Presets ------------------------------------------------------------------
+
+# A directory of your own presets, one NAME.json each: {"description": "...",
+# "outputs": [...]} (optionally "requires": ["image_path"]), or the 2011 form
+# {"description", "nommer", "options"}. Replaces built-in presets of the same
+# name; every file is validated when the settings are loaded.
+# PRESETS_DIR = None
+
+# Presets written here: {NAME: preset object}; they win over PRESETS_DIR's and
+# built-in ones of the same name. For example:
+#   PRESETS = {"hls-fast": {"description": "HLS, 4 s segments, fast encode",
+#              "outputs": [{"type": "hls", "segment_s": 4, "encoder_preset": "veryfast"}]}}
+# PRESETS = {}
 
 # --- Storage ------------------------------------------------------------------
 

@@ -185,14 +185,30 @@ SCRATCH_MIN_FREE_BYTES = 1024 ** 3
 PROGRESS_WRITE_INTERVAL_S = 1.0
 
 #: Nommer classes a job may name: a list of dotted paths. Anything else is
-#: refused at submit.
-ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer"]
+#: refused at submit. OutputsNommer runs declarative jobs (``outputs`` or a
+#: preset); without it, only the 2011 ``job_options`` form is accepted.
+ALLOWED_NOMMERS = ["nommer.workerd.nommers.ffmpeg.FFmpegNommer",
+                   "nommer.workerd.nommers.outputs.OutputsNommer"]
 
 #: Old dotted paths accepted for compatibility, mapped to the class they mean.
 NOMMER_ALIASES = {
     "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer":
         "nommer.workerd.nommers.ffmpeg.FFmpegNommer",
 }
+
+# --- Presets (GET /presets; a job's "preset") ---------------------------------
+
+#: A directory of the operator's presets, one ``NAME.json`` file each
+#: (``{"description": ..., "outputs": [...]}``, optionally ``"requires":
+#: [field, ...]``; or the 2011 form ``{"description", "nommer", "options"}``).
+#: A preset of a built-in preset's name replaces it. None: built-in presets only.
+#: Every file is validated when the settings are loaded.
+PRESETS_DIR = None
+
+#: The operator's presets in the nomconf: ``{NAME: preset object}`` (the same
+#: objects as PRESETS_DIR's files); they replace built-in presets and
+#: PRESETS_DIR's of the same name.
+PRESETS = {}
 
 # --- Storage ------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from nommer.core import worker_registry as _registry
 from nommer.core import store as _store
 from nommer.core import workqueue as _workqueue
 from nommer.core.classes import canonical_name
+from nommer.core.outputs import schema as _job_schema
 from nommer.feederd.fleet import backends as _fleets
 from nommer.workerd import sandbox as _sandbox
 
@@ -82,6 +83,35 @@ def _storage_backends(value, ctx):
     return checked
 
 
+def _preset_problems(error, value):
+    """An _Invalid listing a PresetError's problems (each names its file or preset)."""
+    return _Invalid("", problems=[("", value, problem) for problem in error.problems])
+
+
+def _presets_dir(value, ctx):
+    """An existing directory whose ``*.json`` presets are each valid -> its
+    absolute path. (nommer.core.outputs.presets is imported only when the
+    setting is used: it brings jsonschema.)"""
+    from nommer.core.outputs.presets import PresetError, read_preset_dir
+    path = _existing_dir(value, ctx)
+    try:
+        read_preset_dir(path)
+    except PresetError as e:
+        raise _preset_problems(e, value) from None
+    return path
+
+
+def _preset_object(value, ctx):
+    from nommer.core.outputs.presets import PresetError, check_preset
+    try:
+        check_preset(value)
+    except PresetError as e:
+        raise _preset_problems(e, value) from None
+    return value
+
+
+_PRESET_NAME = re.compile(_job_schema.JOB_SCHEMA["properties"]["preset"]["pattern"])
+
 _POSITIVE_S = _seconds(gt=0)
 
 #: Explicit rules. A name of nommer.conf.defaults with no entry here gets a rule
@@ -122,6 +152,9 @@ RULES = {
     "PROGRESS_WRITE_INTERVAL_S": _POSITIVE_S,
     "ALLOWED_NOMMERS": _list_of(_allowed_nommer, "dotted class paths"),
     "NOMMER_ALIASES": _dict_of(_dotted, _dotted, "old dotted path -> dotted path"),
+    "PRESETS_DIR": _optional(_presets_dir),
+    "PRESETS": _dict_of(_str(_PRESET_NAME, "a preset name: lower-case letters, digits, '.', '_' and '-'"),
+                        _preset_object, "preset name -> preset object"),
     "STORAGE_BACKENDS": _storage_backends,
     "FILE_STORAGE_ROOTS": _optional(_list_of(_existing_dir, "existing directories", nonempty=True)),
     "HTTP_DOWNLOAD_TIMEOUT_S": _POSITIVE_S,

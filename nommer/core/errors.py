@@ -41,6 +41,17 @@ class NoSuchJob(NommerError):
         self.job_id = job_id
 
 
+class NoSuchPreset(NommerError):
+    """No server preset has that name (``GET /presets/NAME``; at submit the
+    spec turns it into an ``InvalidJobSpec`` of field ``preset``). ``name``
+    is the name asked for, ``names`` the presets there are (sorted)."""
+
+    def __init__(self, name, names=()):
+        self.name = name
+        self.names = sorted(names)
+        super().__init__(f"no preset named {name!r}; presets: {', '.join(self.names) or 'none'}")
+
+
 class JobError(NommerError):
     """A job cannot go on. Subclasses say whether another attempt can help."""
 
