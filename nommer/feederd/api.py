@@ -8,13 +8,16 @@ Routes (all answer JSON, never an HTML page)::
     GET  /jobs                ?state=&limit=&cursor=  newest first
     GET  /health              store and queue reachable, counts
     GET  /workers             the worker registry, with running jobs (and instances)
+    GET  /presets             the server's presets, each with its outputs
+    GET  /presets/<name>      one preset
+    GET  /schema              the JSON Schema of job bodies (application/schema+json)
     GET  /openapi.json        this API as an OpenAPI 3.0 document
 
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
 "error_code": ..., "message": ...}`` with a 4xx status for the caller's
 mistakes and 500 (logged with the traceback) for ours.
 
-Every route but /health and /openapi.json takes an API key
+Every route but /health, /schema and /openapi.json takes an API key
 (``Authorization: Bearer KEY``) with the route's scope, and a key sees only
 its own jobs unless it is ``admin`` (``nommer.feederd.auth``: also the
 anonymous rule on loopback); each caller has a rate limit
@@ -32,12 +35,11 @@ Size (issue 10: about 400 lines at most, or a reason): kept whole. It is
 the API's one Klein resource, its routes and, as issue 10 asks, the error
 table at the edge; what could leave has left (``auth``, ``ratelimit``,
 ``quota``, ``crosssite``, ``bodycap``, ``inflight``; the OpenAPI document is
-``openapi.json``).
+``openapi.json``, served by ``apidoc``).
 """
 
 import json
 import re
-from importlib import resources
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -46,14 +48,16 @@ from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from nommer.core.deferreds import gather
-from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NommerError
+from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NoSuchPreset, NommerError
 from nommer.core.job import Job, iso8601, new_job_id
 from nommer.core.keys import NoSuchKey
+from nommer.core.outputs.presets import PRESET_NAME, get_preset, list_presets
 from nommer.core.worker_registry.base import EXITED
-from nommer.core.spec import validate_submission
+from nommer.core.spec import OUTPUTS_NOMMER, validate_submission
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.uri import redact_uri
 from nommer.feederd import crosssite
+from nommer.feederd.apidoc import openapi_document, schema_document
 from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
 from nommer.feederd.bodycap import refusal_message
 from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
@@ -98,22 +102,28 @@ def _check_json_shape(value):
                                      f"(\\u{ord(bad):04x}); strings must be valid Unicode") from None
 
 
-_openapi = None
-
-
-def openapi_document():
-    """The bytes of ``nommer/feederd/openapi.json`` (read once)."""
-    global _openapi
-    if _openapi is None:
-        _openapi = resources.files("nommer.feederd").joinpath("openapi.json").read_bytes()
-    return _openapi
+def _declared_outputs(job):
+    """``(outputs, preset)`` of the job document: for a declarative job
+    (``OUTPUTS_NOMMER``), the outputs the worker reported at FINISHED
+    (``job.output["outputs"]``: per output its type, files with relative
+    path, bytes and Content-Type, rungs...) or, before that, the requested
+    ones (normalized, every field spelled out), and the preset's name or
+    None; for a 2011 job ``(None, None)``."""
+    options = job.job_options
+    if job.nommer != OUTPUTS_NOMMER or not isinstance(options, dict):
+        return None, None
+    produced = job.output.get("outputs") if isinstance(job.output, dict) else None
+    return (produced if produced is not None else options.get("outputs")), options.get("preset")
 
 
 def job_to_api(job):
     """The API's view of a job: the original field names (``unique_id``,
     ``job_state``, ``job_state_details``...), ISO 8601 UTC times, progress
     in percent, and URIs with any password shown as ``***``. The sealed
-    credentials (``Job.sealed_credentials``) are never shown."""
+    credentials (``Job.sealed_credentials``) are never shown.
+    Declarative jobs also show ``outputs`` and ``preset``
+    (``_declared_outputs``); both are null for a 2011 job."""
+    outputs, preset = _declared_outputs(job)
     return {
         "job_id": job.job_id,
         "unique_id": job.job_id,
@@ -133,6 +143,8 @@ def job_to_api(job):
         "finished_at": iso8601(job.finished_at),
         "heartbeat_at": iso8601(job.heartbeat_at),
         "owner": job.owner,
+        "outputs": outputs,
+        "preset": preset,
     }
 
 
@@ -157,6 +169,7 @@ EDGE_ERRORS = {
     Forbidden: (403, "FORBIDDEN"),
     NoSuchJob: (404, "NOSUCHJOB"),
     NoSuchKey: (404, "NOSUCHKEY"),
+    NoSuchPreset: (404, "NOSUCHPRESET"),
     NotFound: (404, "NOTFOUND"),  # werkzeug: no route has the path
     MethodNotAllowed: (405, "METHODNOTALLOWED"),  # werkzeug: the path's routes take other methods
     WrongMethod: (405, "METHODNOTALLOWED"),
@@ -304,7 +317,7 @@ class JobAPI:
     async def submit(self, request):
         caller = await self._caller(request, "submit")
         body = self._read_json(request)
-        spec = validate_submission(body, self.settings)
+        spec = validate_submission(body, self.settings)  # an unknown preset here: 400 naming the field
         await check_unfinished_quota(self.store, caller, self.settings.MAX_UNFINISHED_JOBS_PER_KEY)
         job = await self.ledger.submit(Job(job_id=new_job_id(), owner=caller.owner, **spec))
         if self._on_submit is not None:
@@ -421,9 +434,36 @@ class JobAPI:
         found = await gather([one(j) for j in job_ids])
         return [j for j in found if j is not None]
 
+    @app.route("/presets", methods=["GET"], strict_slashes=False)
+    async def presets(self, request):
+        """``{"success": true, "presets": [...]}``, sorted by name: each
+        ``{"name", "description", "outputs" (declarative) or "job_options"
+        (the 2011 ones), "requires"}`` (``nommer.core.outputs.presets``).
+        Needs ``read``."""
+        await self._caller(request, "read")
+        return _json(request, 200, {"success": True, "presets": list_presets(self.settings)})
+
+    @app.route("/presets/<string:name>", methods=["GET"], strict_slashes=False)
+    async def preset(self, request, name):
+        """``{"success": true, "preset": {...}}`` (shaped as in /presets);
+        404 ``NOSUCHPRESET`` for a name no preset has. Needs ``read``."""
+        await self._caller(request, "read")
+        if not PRESET_NAME.fullmatch(name):  # a 16 KiB path is not echoed whole into the message
+            raise NoSuchPreset(name if len(name) <= MAX_ECHOED_ID_CHARS else name[:MAX_ECHOED_ID_CHARS] + "...",
+                               [p["name"] for p in list_presets(self.settings)])
+        return _json(request, 200, {"success": True, "preset": get_preset(name, self.settings)})
+
+    @app.route("/schema", methods=["GET"])
+    def schema(self, request):
+        """The JSON Schema (Draft 2020-12) of job bodies, bare (not wrapped in
+        ``success``), as ``application/schema+json``. Public documentation
+        like /openapi.json: no key."""
+        request.setHeader(b"Content-Type", b"application/schema+json")
+        return schema_document()
+
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
-        """The OpenAPI 3.0 description of this API (nommer/feederd/openapi.json)."""
+        """The OpenAPI 3.0 description of this API (``apidoc.openapi_document``)."""
         request.setHeader(b"Content-Type", b"application/json")
         return openapi_document()
 

@@ -36,7 +36,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 #: Every operation; negative data only where there is something to break.
 OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True),
               ("POST", "/job/{job_id}/cancel", True), ("GET", "/jobs", True),
-              ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False)]
+              ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False),
+              ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False)]
 RUNS = [(method, path, mode) for method, path, negative in OPERATIONS
         for mode in (["positive", "negative"] if negative else ["positive"])]
 
@@ -73,11 +74,12 @@ def test_document_served_and_lists_every_route(daemon):
                                                                    "type": "http", "scheme": "bearer"}
     assert "owner" in doc["components"]["schemas"]["Job"]["properties"]
     open_routes = {p for p, item in doc["paths"].items() for op in item.values() if op.get("security") == []}
-    assert open_routes == {"/health", "/openapi.json"}
+    assert open_routes == {"/health", "/openapi.json", "/schema"}
 
 
 def test_success_answers_conform(api_schema, root):
-    """The success shapes (Submitted, Job, JobList, Health) and 409 conform, on a real job."""
+    """The success shapes (Submitted, Job, JobList, Health, PresetList, PresetAnswer, the schema) and
+    404/409 conform, on a real 2011 job and a real declarative one."""
     def call(method, path, **kw):
         response = api_schema[path][method].Case(**kw).call_and_validate(checks=CHECKS, timeout=15)
         SEEN[(f"{method} {path}", "seeded", response.status_code)] += 1
@@ -96,6 +98,16 @@ def test_success_answers_conform(api_schema, root):
     assert call("POST", "/job/{job_id}/cancel", path_parameters={"job_id": job_id}).status_code == 200
     assert call("POST", "/job/{job_id}/cancel", path_parameters={"job_id": job_id}).status_code == 409
     assert call("GET", "/health").status_code == 200
+    declarative = {"source_path": f"file://{root}/in.mp4", "dest_path": f"file://{root}/title/", "notify_url": None,
+                   "preset": "cmaf-h264", "overrides": {"segment_s": 4}}
+    submitted = call("POST", "/job/submit", body=declarative, media_type="application/json")
+    assert submitted.status_code == 200, submitted.text
+    job = call("GET", "/job/{job_id}", path_parameters={"job_id": submitted.json()["job_id"]}).json()["job"]
+    assert [o["segment_s"] for o in job["outputs"]] == [4, 4]
+    assert call("GET", "/presets").status_code == 200
+    assert call("GET", "/presets/{name}", path_parameters={"name": "cmaf-h264"}).status_code == 200
+    assert call("GET", "/presets/{name}", path_parameters={"name": "nope"}).status_code == 404
+    assert call("GET", "/schema").status_code == 200
 
 
 @pytest.mark.parametrize("method,path,mode", RUNS, ids=[f"{m} {p} {mode}" for m, p, mode in RUNS])
