@@ -10,13 +10,19 @@ Users' scripts are not Twisted programs, so this module blocks: it is built on
                            presets.get("web-640"))
     job = client.wait(job_id, on_update=lambda j: print(j["job_state"], j["progress"]))
 
+    # Declarative: a server preset (GET /presets), or outputs of your own.
+    client.submit("s3://in/title.mov", "s3://out/title/", preset="cmaf-h264",
+                  overrides={"segment_s": 4})
+    client.submit("s3://in/title.mov", "s3://out/title/",
+                  outputs=[{"type": "hls", "ladder": "default"}, {"type": "poster"}])
+
 API keys: every request carries ``Authorization: Bearer <key>`` when the
 client has a key (``api_key=``, else the environment variable
 NOMMER_API_KEY). The key is never printed, logged nor shown by ``repr``, and
 is not sent on to wherever a redirect points.
 
 Errors: the server's error answers become :class:`APIError` (subclasses
-:class:`BadInput`, :class:`NoSuchJob`, :class:`Conflict`,
+:class:`BadInput`, :class:`NoSuchJob`, :class:`NoSuchPreset`, :class:`Conflict`,
 :class:`Unauthorized`, :class:`Forbidden`, :class:`RateLimited`); not
 reaching the server at all is :class:`ConnectionFailed`.
 
@@ -91,6 +97,12 @@ class NoSuchJob(APIError):
     """No job has that id (404, ``NOSUCHJOB``)."""
 
 
+class NoSuchPreset(APIError):
+    """No server preset has that name (404, ``NOSUCHPRESET``)."""
+
+    hint = "`nommer presets` lists the server's presets"
+
+
 class Conflict(APIError):
     """The request does not fit the job's state, e.g. cancelling a finished
     job (409, ``CONFLICT``)."""
@@ -124,7 +136,8 @@ class RateLimited(APIError):
 
 class InvalidInputError(ClientError, ValueError):
     """Refused before anything was sent: the original ``job_submit`` without a
-    source, a destination or options, or an empty job id."""
+    source, a destination or options, ``submit`` without exactly one of
+    job_options, outputs and preset, or an empty job id or preset name."""
 
 
 class ConnectionFailed(ClientError):
@@ -150,7 +163,7 @@ class WaitTimeout(ClientError):
         self.job = job
 
 
-_ERRORS_BY_CODE = {"BADINPUT": BadInput, "NOSUCHJOB": NoSuchJob, "CONFLICT": Conflict,
+_ERRORS_BY_CODE = {"BADINPUT": BadInput, "NOSUCHJOB": NoSuchJob, "NOSUCHPRESET": NoSuchPreset, "CONFLICT": Conflict,
                    "UNAUTHORIZED": Unauthorized, "FORBIDDEN": Forbidden, "RATELIMITED": RateLimited}
 _ERRORS_BY_STATUS = {400: BadInput, 404: NoSuchJob, 409: Conflict, 401: Unauthorized, 403: Forbidden,
                      429: RateLimited}
@@ -301,16 +314,52 @@ class NommerClient:
 
     # -- the API --
 
-    def submit(self, source_path, dest_path, job_options, notify_url=None):
-        """Submit a job; return its id. ``job_options`` is
-        ``{"nommer": ..., "options": [...]}`` (see :mod:`nommer.client.presets`)."""
-        data = self._request("POST", "/job/submit", body={
-            "source_path": source_path,
-            "dest_path": dest_path,
-            "notify_url": notify_url,
-            "job_options": job_options,
-        })
+    def submit(self, source_path, dest_path, job_options=None, notify_url=None, *, outputs=None, preset=None,
+               overrides=None):
+        """Submit a job; return its id. Give exactly one of:
+
+        - ``job_options``: the 2011 form, ``{"nommer": ..., "options": [...]}``
+          (see :mod:`nommer.client.presets`);
+        - ``outputs``: a list of declarative outputs, each a dict with a
+          ``type`` (``hls``, ``dash``, ``mp4``, ``poster``, ``thumbnails``,
+          ``storyboard``, ``audio``; :meth:`schema` has every field);
+        - ``preset``: a server preset's name (:meth:`presets`), with
+          ``overrides`` (a dict of output fields) if wanted.
+
+        A ``dest_path`` ending in ``/`` is a prefix every output file goes
+        under. Raises :class:`InvalidInputError` (nothing sent) for none or
+        several of the three, or ``overrides`` without ``preset``;
+        :class:`BadInput` when feederd refuses the body (the message names
+        the field)."""
+        forms = {"job_options": job_options, "outputs": outputs, "preset": preset}
+        given = [name for name, value in forms.items() if value is not None]
+        if len(given) != 1:
+            raise InvalidInputError("give exactly one of job_options, outputs and preset"
+                                    + (f" (got {', '.join(given)})" if given else ""))
+        if overrides is not None and preset is None:
+            raise InvalidInputError("overrides go with a preset")
+        body = {"source_path": source_path, "dest_path": dest_path, "notify_url": notify_url,
+                given[0]: forms[given[0]]}
+        if overrides is not None:
+            body["overrides"] = overrides
+        data = self._request("POST", "/job/submit", body=body)
         return data["job_id"]
+
+    def presets(self):
+        """The server's presets, sorted by name: a list of dicts with
+        ``name``, ``description``, ``outputs`` (a declarative preset) or
+        ``job_options`` (a 2011 one) and ``requires``."""
+        return self._request("GET", "/presets")["presets"]
+
+    def preset(self, name):
+        """One server preset, as in :meth:`presets` (raises :class:`NoSuchPreset`)."""
+        if not name or not isinstance(name, str):
+            raise InvalidInputError(f"a preset name must be a non-empty string, not {name!r}")
+        return self._request("GET", "/presets/" + urllib.parse.quote(name, safe=""))["preset"]
+
+    def schema(self):
+        """The JSON Schema (Draft 2020-12) of job bodies, as a dict."""
+        return self._request("GET", "/schema")
 
     def get(self, job_id):
         """The job as a dict (raises :class:`NoSuchJob`)."""

@@ -1,5 +1,10 @@
 """The ``nommer`` command: submit, watch, list and cancel encoding jobs; list
-the workers; manage API keys (``nommer keys``) and AWS resources (``nommer aws``).
+the server's presets and print the job schema; list the workers; manage API
+keys (``nommer keys``) and AWS resources (``nommer aws``).
+
+``nommer submit SRC DEST/ --preset NAME`` names a server preset (``nommer
+presets`` lists them, the four 2011 ones included), ``--outputs FILE`` sends
+declarative outputs, ``--options FILE`` the 2011 job_options.
 
 Every command that talks to feederd sends the API key given with
 ``--api-key`` or the environment variable NOMMER_API_KEY. ``nommer keys``
@@ -25,7 +30,6 @@ import click
 import tqdm
 
 from nommer import __version__
-from nommer.client import presets as presets_mod
 from nommer.client.api import (
     API_KEY_ENV,
     DEFAULT_API_URL,
@@ -99,7 +103,7 @@ def cli(ctx, api, api_key):
 
 
 #: Commands that never talk to feederd (a malformed --api-key does not stop them).
-_LOCAL_COMMANDS = ("keys", "aws", "presets")
+_LOCAL_COMMANDS = ("keys", "aws")
 
 
 # --- progress ---------------------------------------------------------------
@@ -184,13 +188,54 @@ _poll_option = click.option("--poll", "poll_s", type=click.FloatRange(min=0), de
 # --- commands ---------------------------------------------------------------
 
 
-def _preset_callback(ctx, param, value):
+def parse_override(text):
+    """``"key=value"`` -> ``(key, value)``: the value as JSON when it parses
+    (``segment_s=4`` -> 4, ``iframes=false`` -> False), else the string
+    itself (``codec=hevc``). Raises ``ValueError`` without ``=`` or with
+    an empty key."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _overrides_callback(ctx, param, values):
+    if not values:
+        return None
+    overrides = {}
+    for text in values:
+        try:
+            key, value = parse_override(text)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+        overrides[key] = value
+    return overrides
+
+
+def _read_json_file(value):
+    """The JSON in file ``value`` (``-``: standard input)."""
+    with click.open_file(value, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _outputs_callback(ctx, param, value):
     if value is None:
         return None
     try:
-        return presets_mod.get(value)
-    except KeyError as e:
-        raise click.BadParameter(e.args[0]) from None
+        outputs = _read_json_file(value)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise click.BadParameter(f"{value}: {e}") from None
+    if isinstance(outputs, dict) and isinstance(outputs.get("outputs"), list):
+        outputs = outputs["outputs"]  # a whole job body's outputs
+    if not isinstance(outputs, list):
+        raise click.BadParameter(f"{value}: expected a JSON list of outputs, each an object with a type")
+    return outputs
 
 
 def _options_callback(ctx, param, value):
@@ -208,25 +253,35 @@ def _options_callback(ctx, param, value):
 @cli.command(short_help="Submit an encoding job.")
 @click.argument("src")
 @click.argument("dest")
-@click.option("--preset", "preset_options", metavar="NAME", callback=_preset_callback,
-              help="A named preset (see `nommer presets`).")
+@click.option("--preset", metavar="NAME", help="A server preset (see `nommer presets`).")
+@click.option("--override", "overrides", metavar="KEY=VALUE", multiple=True, callback=_overrides_callback,
+              help="With --preset: set an output field of the preset (repeatable); VALUE is read as "
+                   "JSON when it parses (4, false, \"4\"), else as a string.")
+@click.option("--outputs", "outputs", metavar="FILE", callback=_outputs_callback,
+              help="A JSON file (- for stdin): a list of outputs (see `nommer schema`).")
 @click.option("--options", "file_options", metavar="FILE", callback=_options_callback,
-              help="A JSON file: a job_options object or a list of FFmpeg passes.")
+              help="A JSON file: a 2011 job_options object or a list of FFmpeg passes.")
 @click.option("--notify-url", metavar="URL", help="POSTed to on every state change.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends.")
 @_poll_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def submit(client, src, dest, preset_options, file_options, notify_url, wait_, poll_s, as_json):
+def submit(client, src, dest, preset, overrides, outputs, file_options, notify_url, wait_, poll_s, as_json):
     """Encode SRC into DEST (local paths or URIs: file://, http(s)://, s3://).
+    A DEST ending in / is a prefix every output file goes under.
 
     Prints the job id; with --wait, follows it and exits 0 if it FINISHED,
     1 otherwise.
     """
-    if (preset_options is None) == (file_options is None):
-        raise click.UsageError("give exactly one of --preset NAME and --options FILE")
-    job_options = preset_options if preset_options is not None else file_options
-    job_id = client.submit(to_uri(src), to_uri(dest), job_options, notify_url=notify_url)
+    if sum(v is not None for v in (preset, outputs, file_options)) != 1:
+        raise click.UsageError("give exactly one of --preset NAME, --outputs FILE and --options FILE")
+    if overrides is not None and preset is None:
+        raise click.UsageError("--override goes with --preset")
+    dest_uri = to_uri(dest)
+    if dest.endswith("/") and not dest_uri.endswith("/"):
+        dest_uri += "/"  # a local directory stays a prefix
+    job_id = client.submit(to_uri(src), dest_uri, file_options, notify_url=notify_url, outputs=outputs,
+                           preset=preset, overrides=overrides)
     if as_json and not wait_:
         print_json({"job_id": job_id})
     elif not as_json:
@@ -256,8 +311,27 @@ def status(client, job_id, as_json):
         if key == "progress":
             value = _pct(value)
         click.echo(f"{key:<{width}}  {value}")
-    if job.get("output"):
+    if job.get("preset"):
+        click.echo(f"{'preset':<{width}}  {job['preset']}")
+    if job.get("outputs"):
+        for output in job["outputs"]:
+            click.echo(f"{'outputs':<{width}}  {_describe_output(output)}")
+    elif job.get("output"):
         click.echo(f"{'output':<{width}}  {json.dumps(job['output'])}")
+
+
+def _describe_output(output):
+    """One line about an output of the job document: its type, where it
+    goes, then its files (count and bytes) and rungs once written."""
+    where = output.get("name") or output.get("dir")
+    line = output.get("type", "?") + (f" {where}" if where else "")
+    files = output.get("files")
+    if files is not None:
+        line += f": {len(files)} files, {sum(f.get('bytes') or 0 for f in files)} bytes"
+    rungs = output.get("rungs")
+    if rungs:
+        line += ", rungs " + " ".join(f"{r.get('width')}x{r.get('height')}" for r in rungs)
+    return line
 
 
 def _short_time(iso):
@@ -326,13 +400,47 @@ def wait(client, job_id, poll_s, timeout_s, as_json):
     _wait_and_report(client, job_id, poll_s, timeout_s, as_json)
 
 
+def _preset_kinds(preset):
+    """What a preset makes: its output types (``hls+dash+poster``), or
+    ``ffmpeg`` for a 2011 one."""
+    outputs = preset.get("outputs")
+    if outputs is None:
+        return "ffmpeg"
+    return "+".join(o.get("type", "?") for o in outputs) or "-"
+
+
 @cli.command(name="presets")
-def presets_():
-    """List the presets --preset accepts."""
-    names = presets_mod.names()
-    width = max(map(len, names), default=0)
-    for name in names:
-        click.echo(f"{name:<{width}}  {presets_mod.describe(name)}")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def presets_(client, name, as_json):
+    """List the server's presets (the names --preset accepts): name, what it
+    makes, description. With NAME, show that one preset as JSON."""
+    if name is not None:
+        print_json(client.preset(name))
+        return
+    found = client.presets()
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        click.echo("no presets")
+        return
+    rows = [("NAME", "MAKES", "DESCRIPTION")]
+    for preset in found:
+        requires = preset.get("requires")
+        description = preset.get("description") or ""
+        if requires:
+            description += f" (needs --override {', '.join(f'{r}=...' for r in requires)})"
+        rows.append((preset.get("name", "?"), _preset_kinds(preset), description))
+    print_table(rows)
+
+
+@cli.command()
+@click.pass_obj
+def schema(client):
+    """Print the JSON Schema of job bodies (GET /schema)."""
+    print_json(client.schema())
 
 
 @cli.command()

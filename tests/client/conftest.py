@@ -4,6 +4,8 @@ port, in a thread, with jobs in a dict.
 Each job follows a script of ``(state, progress, details)`` steps; every
 ``GET /job/<id>`` moves it one step on, so a client that polls sees the
 states one after the other. Every request is recorded in ``requests``.
+It serves a few presets (``FAKE_PRESETS``: the four 2011 ones and two
+declarative ones) and the real job schema.
 With ``api_key`` set, a request without ``Authorization: Bearer <api_key>``
 is answered 401 UNAUTHORIZED, as feederd does.
 """
@@ -16,6 +18,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
+OUTPUTS_NOMMER = "nommer.workerd.nommers.outputs.OutputsNommer"
+
+def _fake_presets():
+    from nommer.client import presets
+    legacy = [{"name": name, "description": presets.describe(name), "job_options": presets.get(name),
+               "requires": []} for name in presets.names()]
+    return sorted(legacy + [
+        {"name": "cmaf-h264", "description": "HLS and DASH over one set of CMAF segments",
+         "outputs": [{"type": "hls", "ladder": "default", "dir": "stream"},
+                     {"type": "dash", "ladder": "default", "dir": "stream"}], "requires": []},
+        {"name": "audio-image-merge", "description": "the source's audio over a still image",
+         "outputs": [{"type": "mp4", "name": "video.mp4"}], "requires": ["image_path"]},
+    ], key=lambda p: p["name"])
+
+
+#: What GET /presets answers.
+FAKE_PRESETS = _fake_presets()
 
 DEFAULT_SCRIPT = [
     ("PENDING", None, None),
@@ -87,18 +106,34 @@ class FakeFeederd:
             return 400, _err("BADINPUT", "the body is not JSON")
         if not isinstance(payload, dict):
             return 400, _err("BADINPUT", "the body is not an object")
-        for key in ("source_path", "dest_path", "job_options"):
+        for key in ("source_path", "dest_path"):
             if not payload.get(key):
                 return 400, _err("BADINPUT", f"Missing/invalid required key+val: ['{key}']")
-        opts = payload["job_options"]
-        for key in ("options", "nommer"):
-            if not isinstance(opts, dict) or not opts.get(key):
-                return 400, _err("BADINPUT",
-                                 f"Missing/invalid required key+val: ['job_options'][{key}]")
+        forms = [k for k in ("job_options", "outputs", "preset") if k in payload]
+        if len(forms) > 1:
+            return 400, _err("BADINPUT", "give exactly one of job_options, outputs and preset")
+        fields = {}
+        if forms == ["preset"]:
+            known = [p["name"] for p in FAKE_PRESETS]
+            if payload["preset"] not in known:
+                return 400, _err("BADINPUT", f"preset: no preset named {payload['preset']!r}; "
+                                             f"presets: {', '.join(known)}")
+            fields = {"nommer": OUTPUTS_NOMMER, "preset": payload["preset"]}
+        elif forms == ["outputs"]:
+            fields = {"nommer": OUTPUTS_NOMMER, "outputs": payload["outputs"]}
+        else:
+            opts = payload.get("job_options")
+            if not opts:
+                return 400, _err("BADINPUT", "Missing/invalid required key+val: ['job_options']")
+            for key in ("options", "nommer"):
+                if not isinstance(opts, dict) or not opts.get(key):
+                    return 400, _err("BADINPUT",
+                                     f"Missing/invalid required key+val: ['job_options'][{key}]")
+            fields = {"nommer": opts["nommer"]}
         job_id = self.add_job(
             state=self.script[0][0], script=self.script[1:],
             source_path=payload["source_path"], dest_path=payload["dest_path"],
-            notify_url=payload.get("notify_url"), nommer=opts["nommer"])
+            notify_url=payload.get("notify_url"), **fields)
         return 200, {"success": True, "job_id": job_id}
 
     def get(self, job_id):
@@ -160,6 +195,15 @@ def _handler_for(fake):
                 result = fake.submit(body)
             elif method == "GET" and parts == ["health"]:
                 result = 200, {"success": True, "status": "ok", "jobs_pending": 0}
+            elif method == "GET" and parts == ["presets"]:
+                result = 200, {"success": True, "presets": FAKE_PRESETS}
+            elif method == "GET" and len(parts) == 2 and parts[0] == "presets":
+                found = [p for p in FAKE_PRESETS if p["name"] == parts[1]]
+                result = (200, {"success": True, "preset": found[0]}) if found else (
+                    404, _err("NOSUCHPRESET", f"no preset named {parts[1]!r}"))
+            elif method == "GET" and parts == ["schema"]:
+                from nommer.core.outputs.schema import job_schema
+                return self._send(200, json.dumps(job_schema()).encode(), "application/schema+json")
             elif method == "GET" and parts == ["workers"]:
                 result = 200, {"success": True, "workers": fake.workers}
             elif method == "GET" and parts == ["jobs"]:

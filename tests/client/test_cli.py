@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from nommer.client import presets
 from nommer.client.api import FFMPEG_NOMMER
 from nommer.client.cli import _Progress, cli, main, to_uri
+from tests.client.conftest import FAKE_PRESETS
 from tests.helpers import cli_against
 from tests.processes import free_port
 
@@ -32,7 +33,7 @@ def test_submit_turns_local_paths_into_absolute_file_uris(run, feederd, tmp_path
     body = last_body(feederd)
     assert body["source_path"] == (tmp_path / "in.mov").as_uri()
     assert body["dest_path"] == f"file://{tmp_path}/out%20dir/out.mp4"
-    assert body["job_options"] == presets.get("web-640")
+    assert body["preset"] == "web-640" and "job_options" not in body  # a server preset, by name
     assert body["notify_url"] is None
 
 
@@ -83,9 +84,10 @@ def test_submit_options_file_that_is_not_json_is_a_usage_error(run, feederd, tmp
     assert feederd.requests == []
 
 
-@pytest.mark.parametrize("extra", [[], ["--preset", "web-640", "--options", "x.json"]])
+@pytest.mark.parametrize("extra", [[], ["--preset", "web-640", "--options", "x.json"],
+                                   ["--preset", "web-640", "--outputs", "x.json"]])
 def test_submit_needs_exactly_one_of_preset_and_options(run, feederd, tmp_path, extra):
-    """Neither or both of --preset/--options: usage error, exit 2, nothing sent."""
+    """None or two of --preset/--outputs/--options: usage error, exit 2, nothing sent."""
     (tmp_path / "x.json").write_text("[]")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
@@ -96,7 +98,7 @@ def test_submit_needs_exactly_one_of_preset_and_options(run, feederd, tmp_path, 
 
 
 def test_submit_unknown_preset_lists_the_known_ones(run):
-    """--preset nope fails with the list of preset names."""
+    """--preset nope: feederd's refusal, with the list of its preset names."""
     result = run("submit", "a", "b", "--preset", "nope")
     assert result.exit_code == 2
     assert "web-640" in result.stderr and "audio-aac" in result.stderr
@@ -234,11 +236,15 @@ def test_wait_command_and_its_timeout(run, feederd):
     assert "still ENCODING" in result.stderr
 
 
-def test_presets_lists_every_preset_with_its_description(run):
-    """`nommer presets` prints one line per preset: name then description."""
+def test_presets_lists_every_preset_with_its_description(run, feederd):
+    """`nommer presets` prints feederd's presets (GET /presets), one line each under a header: name,
+    what it makes, then description; the 2011 local ones are among them."""
     lines = run("presets").stdout.splitlines()
-    assert [line.split()[0] for line in lines] == presets.names()
-    assert all(len(line.split()) > 3 for line in lines)
+    assert lines[0].split() == ["NAME", "MAKES", "DESCRIPTION"]
+    assert [line.split()[0] for line in lines[1:]] == [p["name"] for p in FAKE_PRESETS]
+    assert set(presets.names()) <= {line.split()[0] for line in lines[1:]}
+    assert all(len(line.split()) > 3 for line in lines[1:])
+    assert feederd.requests[-1][:2] == ("GET", "/presets")
 
 
 def test_unreachable_feederd_exits_3_with_advice():
@@ -272,9 +278,9 @@ def test_progress_bar_on_a_terminal_shows_state_and_percent():
     assert "FINISHED" in out.getvalue() and "100%" in out.getvalue()
 
 
-def test_main_is_the_entry_point(capsys):
+def test_main_is_the_entry_point(capsys, feederd):
     """main(argv) runs the command line and exits with its code."""
     with pytest.raises(SystemExit) as info:
-        main(["presets"])
+        main(["--api", feederd.url, "presets"])
     assert info.value.code == 0
     assert "web-1280" in capsys.readouterr().out

@@ -83,13 +83,15 @@ def test_403_and_429(run, feederd):
 
 
 def test_a_malformed_key_stops_api_commands_not_local_ones(run, feederd):
-    """A NOMMER_API_KEY with a line break inside: API commands refuse (exit 2, key not echoed); presets runs."""
+    """A NOMMER_API_KEY with a line break inside: API commands (presets too: the server's) refuse
+    (exit 2, key not echoed); `keys --help` runs."""
     env = {"NOMMER_API_KEY": "nmk_a\nb"}
-    result = run("health", env=env)
-    assert result.exit_code == 2 and "API key" in result.stderr and "nmk_a" not in result.output
+    for command in ("health", "presets"):
+        result = run(command, env=env)
+        assert result.exit_code == 2 and "API key" in result.stderr and "nmk_a" not in result.output
     assert feederd.requests == []
-    result = run("presets", env=env)
-    assert result.exit_code == 0 and "web-640" in result.stdout
+    result = run("keys", "--help", env=env)
+    assert result.exit_code == 0 and "create" in result.stdout
 
 
 def test_help_shows_the_option_not_the_key(run):
