@@ -79,10 +79,13 @@ class FFmpegRun:
     :param names: ``{local path: name safe to show}`` for error messages.
     :param source_kinds: the source's stream kinds (``{"audio", "video"}``),
         to say why a run had nothing to encode.
+    :param work_dirs: directories under ``scratch_dir`` the run writes into
+        besides it (a root worker gives them to the sandbox user too:
+        ``Sandbox.prepare``).
     """
 
     def __init__(self, reactor, settings, job_id, argv, *, scratch_dir, readable, expected_s=None,
-                 on_fraction=None, names=None, source_kinds=(), where="ffmpeg"):
+                 on_fraction=None, names=None, source_kinds=(), where="ffmpeg", work_dirs=()):
         self.reactor = reactor
         self.settings = settings
         self.job_id = job_id
@@ -94,6 +97,7 @@ class FFmpegRun:
         self.names = dict(names or {})
         self.source_kinds = set(source_kinds)
         self.where = where
+        self.writable = [self.scratch_dir] + [os.path.abspath(d) for d in work_dirs]
         self.stopped = False
         self._runner = None
 
@@ -118,7 +122,7 @@ class FFmpegRun:
             self.reactor, self.argv, timeout_s=settings.FFMPEG_TIMEOUT_S,
             kill_grace_s=settings.FFMPEG_KILL_GRACE_S, on_progress_line=self._on_block,
             cwd=self.scratch_dir, log_fields={"job_id": self.job_id}, sandbox=Sandbox(settings),
-            writable=[self.scratch_dir], readable=self.readable)
+            writable=self.writable, readable=self.readable)
         try:
             result = await self._runner.start()
         except OSError as e:
