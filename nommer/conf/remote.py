@@ -17,7 +17,8 @@ from nommer.conf.settings import _is_secret
 #: role; a worker that must unseal URI credentials gets JOB_CREDENTIALS_KEY
 #: from a local nomconf instead), and paths of feederd's machine.
 NOT_FOR_WORKERS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JOB_CREDENTIALS_KEY",
-                   "DATA_DIR", "SCRATCH_DIR", "FILE_STORAGE_ROOTS", "API_PORT", "API_INTERFACE"}
+                   "DATA_DIR", "SCRATCH_DIR", "FILE_STORAGE_ROOTS", "API_PORT", "API_INTERFACE",
+                   "PRESETS_DIR", "PRESETS"}
 CONFIG_KEY = "nomconf.py"
 
 

@@ -9,6 +9,7 @@ from nommer.conf import DEFAULT_CONFIG
 from nommer.core.keys import open_key_store
 from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.worker_registry import make_registry
+from nommer.core.outputs.presets import PresetError, load_presets
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.auth import KeyRequirement
@@ -84,4 +85,10 @@ def makeService(options):
     settings = load(options)
     # file:// roots: ./media created when it is the default; none may hold nommer's own files.
     enforce_roots("feederd", settings, create_default=True)
+    # Server presets (built-in, PRESETS_DIR, PRESETS) checked once, at start: a bad one is the
+    # operator's to fix, not a 500 at the first submit that names it.
+    try:
+        load_presets(settings)
+    except PresetError as e:
+        raise SystemExit(f"feederd: {e.message}; nothing started") from None
     return build(settings)
