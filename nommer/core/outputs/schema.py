@@ -30,9 +30,15 @@ MAX_RUNGS = 10
 #: A relative path under the destination prefix: segments of letters, digits,
 #: ``._-``, separated by ``/``; no ``..``, no leading dot (checked again by
 #: ``nommer.core.uri`` when joined to the prefix).
-RELATIVE_PATH = r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}){0,4}$"
+RELATIVE_PATH = r"^(?!.*\n)(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,99}){0,4}$"
+
+def file_pattern(*extensions):
+    """A RELATIVE_PATH ending in one of ``extensions``."""
+    return RELATIVE_PATH[:-1] + r"\.(" + "|".join(extensions) + ")$"
+
+
 #: A bitrate: integer bits per second, or a decimal with a ``k`` or ``M`` suffix.
-BITRATE_STRING = r"^[0-9]{1,6}(\.[0-9]{1,3})?[kM]?$"
+BITRATE_STRING = r"^(?!.*\n)[0-9]{1,6}(\.[0-9]{1,3})?[kM]?$"
 
 ENCODER_PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                    "slower", "veryslow"]
@@ -94,20 +100,20 @@ _ladder_common = {
 _hls = _output("hls", "HLS (fMP4/CMAF segments): a master playlist with measured BANDWIDTH, one "
                       "playlist per rung and audio track, and I-frame playlists", dict(
     _ladder_common,
-    name=_path("master.m3u8", "the master playlist's file name in dir", r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.m3u8$"),
+    name=_path("master.m3u8", "the master playlist's file name in dir", r"^(?!.*\n)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.m3u8$"),
     iframes={"type": "boolean", "default": True,
              "description": "write EXT-X-I-FRAMES-ONLY playlists (trick play)"},
 ))
 
 _dash = _output("dash", "MPEG-DASH (isoff-live, SegmentTemplate) with measured bandwidth", dict(
     _ladder_common,
-    name=_path("manifest.mpd", "the MPD's file name in dir", r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.mpd$"),
+    name=_path("manifest.mpd", "the MPD's file name in dir", r"^(?!.*\n)[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\.mpd$"),
 ))
 
 _mp4 = _output("mp4", "one MP4 file (H.264 or HEVC + AAC), fast start; with image_path, the "
                       "source's audio over a still image (audio merge)", {
     "name": _path("video.mp4", "file name under dest_path",
-                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(mp4|m4v|mov)$"),
+                  file_pattern("mp4", "m4v", "mov")),
     "codec": {"enum": VIDEO_CODECS, "default": "h264"},
     "height": {"type": "integer", "minimum": 64, "maximum": 4320,
                "description": "pixels; never larger than the source (no upscaling)"},
@@ -124,7 +130,7 @@ _mp4 = _output("mp4", "one MP4 file (H.264 or HEVC + AAC), fast start; with imag
 _poster = _output("poster", "one still: the most representative frame of the first minutes "
                             "(ffmpeg's thumbnail filter), or the frame at at_s", {
     "name": _path("poster.jpg", "file name under dest_path",
-                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(jpg|jpeg|png)$"),
+                  file_pattern("jpg", "jpeg", "png")),
     "width": {"type": "integer", "minimum": 16, "maximum": 7680,
               "description": "pixels (aspect ratio kept; never upscaled); default the source's"},
     "at_s": {"type": "number", "minimum": 0, "description": "seconds into the source"},
@@ -148,7 +154,7 @@ _storyboard = _output("storyboard", "sprite sheets (JPEG grids) + a WebVTT of #x
 _audio = _output("audio", "an audio-only file (AAC in M4A, Opus in Ogg, MP3)", {
     "name": _path("audio.m4a", "file name under dest_path; its extension must suit the codec "
                                "(aac: .m4a/.mp4/.aac, opus: .opus/.ogg/.webm, mp3: .mp3)",
-                  r"^(?!.*(^|/)\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}\.(m4a|mp4|aac|opus|ogg|webm|mp3)$"),
+                  file_pattern("m4a", "mp4", "aac", "opus", "ogg", "webm", "mp3")),
     "codec": {"enum": AUDIO_CODECS, "default": "aac"},
     "bitrate": dict(_bitrate, default="128k"),
     "channels": {"enum": [1, 2], "default": 2},
@@ -187,7 +193,7 @@ JOB_SCHEMA = {
                         "properties": {"nommer": {"type": "string"}, "options": {}},
                         "required": ["nommer", "options"], "additionalProperties": False},
         "outputs": {"type": "array", "items": _output_ref, "minItems": 1, "maxItems": MAX_OUTPUTS},
-        "preset": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        "preset": {"type": "string", "pattern": r"^(?!.*\n)[a-z0-9][a-z0-9._-]{0,63}$",
                    "description": "a server preset's name (GET /presets)"},
         "overrides": {"type": "object", "maxProperties": 32,
                       "description": "with preset: output fields set on each output of the preset "
