@@ -24,7 +24,6 @@ submit-time validation can call it.
 """
 
 import os
-import posixpath
 
 from nommer.core.errors import PermanentJobError
 from nommer.core.storage.content_types import content_type_for_name, extension
@@ -96,13 +95,21 @@ def check_track(source, track):
         raise PermanentJobError(f"the source has {tracks}; track {track} does not exist")
 
 
-def _local(spec, work_dir):
-    return os.path.join(work_dir, posixpath.basename(spec["name"]))
+def local_path(spec, work_dir):
+    """Where the step writes the file: ``spec["name"]`` (``/``-separated,
+    relative) under ``work_dir`` (the nommer's shared scratch dir for outputs),
+    as the other builders do."""
+    return os.path.join(work_dir, *spec["name"].split("/"))
+
+
+def _make_parent(spec, work_dir):
+    """Create the directory the file goes in (ffmpeg does not)."""
+    os.makedirs(os.path.dirname(local_path(spec, work_dir)), exist_ok=True)
 
 
 def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, **extra):
-    """One ffmpeg run writing the audio file into ``work_dir`` (under the
-    basename of ``spec["name"]``).
+    """One ffmpeg run writing the audio file at ``spec["name"]`` under
+    ``work_dir`` (``local_path``; its directory is created here).
 
     :param spec: the normalized audio output (see the module docstring).
     :param source: ``SourceInfo`` of the input.
@@ -127,7 +134,8 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, **extra):
              "-f", muxer]
     if muxer in _MP4_MUXERS:
         argv += ["-movflags", "+faststart"]
-    argv += common.progress_args(_local(spec, work_dir))
+    _make_parent(spec, work_dir)
+    argv += common.progress_args(local_path(spec, work_dir))
     duration = source.duration_s
     return [Step(what=f"audio {spec['name']}", argv=argv, expected_s=duration,
                  weight=_WEIGHT_PER_SECOND * (duration or 60.0))]
@@ -151,7 +159,7 @@ def finish(spec, source, steps, work_dir):
         overrode ``sample_rate``.
     :raises FileNotFoundError: the step did not write the file.
     """
-    local = _local(spec, work_dir)
+    local = local_path(spec, work_dir)
     size = os.path.getsize(local)
     duration = source.duration_s
     rate = output_sample_rate(spec)

@@ -1,0 +1,468 @@
+"""The ``mp4`` output: one MP4 file (H.264 or HEVC video, AAC audio, fast start),
+or, with ``image_path``, a still image over the source's audio ("audio merge").
+
+Spec (normalized, ``nommer.core.outputs.schema``)::
+
+    {"type": "mp4", "name": "video.mp4", "codec": "h264" | "hevc",
+     "height": 720?, "width": 1280?, "crf": 23, "bitrate": "3M"?, "fps_max": 30?,
+     "encoder_preset": "medium", "audio_bitrate": "128k", "image_path": URI?}
+
+A source with video:
+
+* scaled to ``height`` (else ``width``; height wins if both), aspect ratio
+  kept, sides even, never larger than the source (no upscaling;
+  ``common.scaled_size``: the fields mean the output's own height and width,
+  also for a portrait source);
+* frame rate kept, or capped at ``fps_max`` (``output_fps``; no cap when
+  ffprobe could not tell the source's rate);
+* H.264 High profile (libx264; at ``encoder_preset`` ultrafast x264 turns
+  off what High adds and writes Constrained Baseline) or HEVC Main (libx265,
+  tagged ``hvc1`` as Apple requires), yuv420p, keyframes on the 2 s grid
+  (``common.keyframe_args``) so players seek quickly;
+* constant quality ``crf``, unless ``bitrate`` is given: then that average
+  bitrate with a maxrate of 1.5x and a buffer of 2x it;
+* the first audio track, if any, as AAC-LC stereo 48 kHz at
+  ``audio_bitrate``; a source without audio gives a video-only file;
+* ``-movflags +faststart``: the index (``moov``) before the media (``mdat``),
+  so a browser plays it while it downloads.
+
+Audio merge (``image_path`` set): the orchestrator downloads the image into
+scratch, probes it (``describe_image_problem`` says why it cannot be used)
+and passes its local path to ``plan`` as ``image_input``. The image is
+decoded and scaled once (to even sides, halves rounded up; to
+``height``/``width`` if given, never upscaled; at most MAX_IMAGE_SIDE on its
+long side: ffmpeg expressions, as the image's size is not known here), then
+repeated with ffmpeg's ``loop`` filter at about MERGE_FPS frames per second,
+over the source's first audio track. The frame rate is chosen so that the frames
+exactly fill the source's duration (``merge_timing``) rather than using
+``-shortest``, which in ffmpeg 5.1 overruns by x264's lookahead (seconds at
+a low frame rate). Keyframes every MERGE_KEYFRAME_S seconds: a still
+picture gains nothing from more, and each costs a whole picture.
+"""
+
+import math
+import os
+from fractions import Fraction
+
+from nommer.core.errors import PermanentJobError
+from nommer.core.storage.content_types import content_type_for_name, extension
+from nommer.workerd.outputs import common
+from nommer.workerd.outputs.step import MEDIA, OutputFile, OutputResult, Step
+
+#: Extension of ``name`` -> ffmpeg muxer.
+MUXERS = {"mp4": "mp4", "m4v": "mp4", "mov": "mov"}
+#: Frames per second of an audio merge's video (about: see ``merge_timing``).
+MERGE_FPS = 2
+#: Seconds between keyframes of an audio merge's video.
+MERGE_KEYFRAME_S = 10
+#: Longest side (pixels) of an audio merge's picture.
+MAX_IMAGE_SIDE = 1920
+#: ffprobe codec names of still-image formats an audio merge accepts.
+IMAGE_CODECS = ("mjpeg", "png", "webp", "bmp", "gif", "tiff")
+#: ffprobe codec names of text that ffmpeg "decodes" as video (its tty demuxer
+#: renders text files as ANSI art).
+TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")
+#: RFC 6381 string of the audio (ffmpeg's native AAC encoder writes AAC-LC).
+AAC_LC = "mp4a.40.2"
+#: Relative encode cost (Step.weight) of x265 against x264 at the same preset.
+_HEVC_COST = 4.0
+
+
+# --- pure helpers --------------------------------------------------------------------
+
+def output_fps(src_fps, fps_max):
+    """The output frame rate (``Fraction``) of a ``src_fps`` source (Fraction,
+    float, or None when unknown) capped at ``fps_max`` (number or None).
+
+    Under the cap, or no cap: the source's rate (None if unknown). Over it:
+    the source rate divided by the smallest integer that brings it under
+    ``fps_max`` (60 -> 30, 59.94 -> 29.97, 50 -> 25, 120 -> 30 with a cap
+    of 30), so frames are dropped evenly; but ``fps_max`` itself when that
+    division would lose more than a quarter of it (24 with a cap of 20 gives
+    20, not 12; 60 with a cap of 29.97 gives 29.97, not 20)."""
+    if src_fps is None:
+        return None
+    src = Fraction(src_fps).limit_denominator(1001000)
+    if fps_max is None:
+        return src
+    cap = Fraction(fps_max).limit_denominator(1001)
+    if src <= cap:
+        return src
+    divided = src / math.ceil(src / cap)
+    return divided if divided >= cap * 3 / 4 else cap
+
+
+def merge_timing(duration_s, fps=MERGE_FPS):
+    """``(frames, rate)`` of an audio merge's video lasting ``duration_s``
+    seconds: ``frames = ceil(duration_s x fps)`` (at least 1) and ``rate`` a
+    ``Fraction`` (frames per second, near ``fps``) such that ``frames / rate``
+    is ``duration_s`` to the millisecond. The video then ends with the audio
+    instead of up to a frame later."""
+    millis = max(1, int(round(duration_s * 1000)))
+    frames = max(1, math.ceil(millis * fps / 1000))
+    return frames, Fraction(frames * 1000, millis)
+
+
+def _image_scale_expr(spec):
+    """ffmpeg ``scale`` options (w and h expressions of the input size
+    ``iw``/``ih``) for a merge picture: factor ``min(1, height/ih or
+    width/iw, MAX_IMAGE_SIDE/max(iw,ih))``, sides rounded to even."""
+    caps = ["1", f"{MAX_IMAGE_SIDE}/max(iw,ih)"]
+    if spec.get("height") is not None:
+        caps.append(f"{int(spec['height'])}/ih")
+    elif spec.get("width") is not None:
+        caps.append(f"{int(spec['width'])}/iw")
+    factor = caps[0]
+    for cap in caps[1:]:
+        factor = f"min({factor},{cap})"
+    return (f"w='max(2,round(iw*{factor}/2)*2)'"
+            f":h='max(2,round(ih*{factor}/2)*2)'")
+
+
+def describe_image_problem(probe):
+    """Why the file ffprobe described cannot be an audio merge's picture, or
+    None if it can.
+
+    :param probe: ffprobe's ``-show_format -show_streams`` JSON (dict) of the
+        downloaded image; None (or ``{}``) when ffprobe could not read it.
+    :returns: the reason (str), a clause about the file for the job's error
+        to follow "is not a still image: ", e.g. ``"it is a video (h264), not
+        a picture (mjpeg, png, webp, bmp, gif or tiff)"``; None for one still
+        picture in one of IMAGE_CODECS with a size.
+    """
+    streams = [s for s in (probe or {}).get("streams") or () if isinstance(s, dict)]
+    if not streams:
+        return "ffmpeg cannot read it as a picture"
+    video = [s for s in streams if s.get("codec_type") == "video"]
+    if not video:
+        kinds = sorted({str(s.get("codec_type")) for s in streams})
+        return f"it has no picture in it, only {' and '.join(kinds)}"
+    first = video[0]
+    codec = first.get("codec_name") or "an unknown codec"
+    if codec in TEXT_CODECS or (probe.get("format") or {}).get("format_name") == "tty":
+        return "it is a text file, not a picture"
+    if codec not in IMAGE_CODECS:
+        return (f"it is a video ({codec}), not a picture "
+                f"({', '.join(IMAGE_CODECS[:-1])} or {IMAGE_CODECS[-1]})")
+    if len(video) > 1 or any(s.get("codec_type") == "audio" for s in streams):
+        return "it is a video (it has several streams), not a picture"
+    try:
+        width, height = int(first.get("width") or 0), int(first.get("height") or 0)
+    except (TypeError, ValueError):
+        width = height = 0
+    if width <= 0 or height <= 0:
+        return f"ffmpeg finds no picture in it (its {codec} data cannot be decoded)"
+    frames = _number(first.get("nb_frames"))
+    if frames is not None and frames > 1:
+        return f"it is an animation of {int(frames)} frames, not one picture"
+    duration = _number(first.get("duration"))
+    if duration is None:
+        duration = _number((probe.get("format") or {}).get("duration"))
+    rate = _rate(first.get("r_frame_rate")) or _rate(first.get("avg_frame_rate"))
+    one_frame_s = 1 / rate if rate else 0.1
+    if duration is not None and duration > one_frame_s * 1.5 + 0.001:
+        return f"it is an animation or a video ({duration:.2f} s long), not one picture"
+    return None
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate(value):
+    if not isinstance(value, str) or "/" not in value:
+        return None
+    num, _, den = value.partition("/")
+    try:
+        r = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return r if r > 0 else None
+
+
+def local_path(spec, work_dir):
+    """Where the step writes the file: ``spec["name"]`` (``/``-separated,
+    relative) under ``work_dir`` (the nommer's shared scratch dir for outputs),
+    as the other builders do."""
+    return os.path.join(work_dir, *spec["name"].split("/"))
+
+
+def _make_parent(spec, work_dir):
+    """Create the directory the file goes in (ffmpeg does not)."""
+    os.makedirs(os.path.dirname(local_path(spec, work_dir)), exist_ok=True)
+
+
+def _video_codec_args(spec, *, still=False):
+    codec = spec.get("codec", "h264")
+    preset = spec.get("encoder_preset", "medium")
+    if codec == "hevc":
+        args = ["-c:v", "libx265", "-preset", preset, "-tag:v", "hvc1", "-profile:v", "main",
+                "-x265-params", "log-level=error", "-forced-idr", "1"]
+    else:
+        args = ["-c:v", "libx264", "-preset", preset, "-profile:v", "high"]
+        if still:
+            args += ["-tune", "stillimage"]
+    args += ["-pix_fmt", "yuv420p"]
+    if spec.get("bitrate") is not None:
+        bitrate = common.parse_bitrate(spec["bitrate"])
+        args += ["-b:v", str(bitrate), "-maxrate", str(bitrate * 3 // 2),
+                 "-bufsize", str(bitrate * 2)]
+    else:
+        args += ["-crf", _num(spec.get("crf", 23))]
+    return args
+
+
+def _num(value):
+    """A number as ffmpeg reads it: ``23`` for 23.0, ``23.5`` for 23.5."""
+    return str(int(value)) if float(value) == int(value) else str(value)
+
+
+def _audio_args(spec, track=0, input_index=0):
+    return ["-map", f"{input_index}:a:{track}", "-c:a", "aac",
+            "-b:a", str(common.parse_bitrate(spec.get("audio_bitrate", "128k"))),
+            "-ac", "2", "-ar", "48000"]
+
+
+def _tail(spec, work_dir):
+    _make_parent(spec, work_dir)
+    muxer = MUXERS.get(extension(spec["name"]), "mp4")
+    return ["-movflags", "+faststart", "-f", muxer] + common.progress_args(local_path(spec, work_dir))
+
+
+# --- plan / finish -------------------------------------------------------------------
+
+def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **extra):
+    """One ffmpeg run writing the MP4 at ``spec["name"]`` under ``work_dir``
+    (``local_path``; its directory is created here).
+
+    :param spec: the normalized mp4 output (see the module docstring).
+    :param source: ``SourceInfo`` of the input.
+    :param image_input: with ``spec["image_path"]``: the absolute local path
+        of the downloaded image (listed in the step's ``readable``). It
+        should have been checked with ``describe_image_problem``.
+    :returns: ``[Step]``; ``expected_s`` is the source's duration (seconds);
+        ``weight`` is seconds x output megapixels (x4 for HEVC), or seconds x
+        0.1 for an audio merge.
+    :raises PermanentJobError: no video and no ``image_path``; an audio merge
+        of a source with no audio, or of unknown duration.
+    :raises ValueError: ``image_path`` set but no ``image_input`` passed (a
+        bug of the caller, not of the job).
+    """
+    if spec.get("image_path"):
+        return _plan_merge(spec, source, ffmpeg_bin=ffmpeg_bin, input_path=input_path,
+                           work_dir=work_dir, image_input=image_input)
+    if not source.has_video:
+        raise PermanentJobError("the source has no video stream: an mp4 output needs video, "
+                                "or an image_path to put over the audio")
+    width, height = common.scaled_size(source.width, source.height,
+                                       width=spec.get("width"), height=spec.get("height"))
+    fps = output_fps(source.fps, spec.get("fps_max"))
+    filters = []
+    if fps is not None and source.fps is not None and fps != Fraction(source.fps):
+        filters.append(f"fps={fps.numerator}/{fps.denominator}")
+    filters += [f"scale={width}:{height}", "setsar=1", "format=yuv420p"]
+    argv = common.input_args(ffmpeg_bin, input_path)
+    # 0:V (capital): video that is not an attached picture (cover art).
+    argv += ["-map", "0:V:0", "-vf", ",".join(filters)]
+    argv += _video_codec_args(spec) + common.keyframe_args(fps)
+    if source.audio:
+        argv += _audio_args(spec)
+    argv += _tail(spec, work_dir)
+    duration = source.duration_s
+    weight = (duration or 60.0) * width * height / 1e6
+    if spec.get("codec") == "hevc":
+        weight *= _HEVC_COST
+    return [Step(what=f"mp4 {spec['name']}", argv=argv, expected_s=duration, weight=weight)]
+
+
+def _plan_merge(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input):
+    if not image_input:
+        raise ValueError("an mp4 output with image_path needs plan(..., image_input=<local path "
+                         "of the downloaded image>)")
+    if not source.audio:
+        raise PermanentJobError("the source has no audio stream: an mp4 output with image_path "
+                                "puts the source's audio under the image, so it needs one")
+    duration = source.duration_s
+    if not duration or duration <= 0:
+        raise PermanentJobError("ffprobe cannot tell how long the source is: an mp4 output with "
+                                "image_path needs the audio's duration")
+    frames, rate = merge_timing(duration)
+    tick = 1 / rate
+    graph = (f"[1:v]trim=end_frame=1,scale={_image_scale_expr(spec)},setsar=1,format=yuv420p,"
+             f"loop=loop={frames - 1}:size=1,settb={tick.numerator}/{tick.denominator},"
+             f"setpts=N[v]")
+    gop = str(max(1, int(round(float(rate) * MERGE_KEYFRAME_S))))
+    argv = common.input_args(ffmpeg_bin, input_path, image_input)
+    argv += ["-filter_complex", graph, "-map", "[v]", "-r", f"{rate.numerator}/{rate.denominator}"]
+    argv += _video_codec_args(spec, still=True)
+    argv += ["-force_key_frames", f"expr:gte(t,n_forced*{MERGE_KEYFRAME_S})",
+             "-g", gop, "-keyint_min", gop, "-sc_threshold", "0"]
+    argv += _audio_args(spec) + _tail(spec, work_dir)
+    return [Step(what=f"mp4 {spec['name']} (audio merge)", argv=argv, expected_s=duration,
+                 weight=duration * 0.1, readable=(image_input,))]
+
+
+def finish(spec, source, steps, work_dir):
+    """Describe the MP4 the step wrote, measured from the file itself.
+
+    :returns: ``OutputResult`` with one MEDIA file (path ``spec["name"]``,
+        ``video/mp4`` or ``video/quicktime``) and info ``{"width", "height"``
+        (pixels), ``"codec"`` (RFC 6381, e.g. ``"avc1.64001e"`` or
+        ``"hvc1.1.6.L60.90"``), ``"codecs"`` (video and audio, for a
+        ``type="video/mp4; codecs=..."`` attribute), ``"fps"`` (frames per
+        second, 3 decimals), ``"bitrate_average"`` (bits per second: file bytes
+        x 8 / duration), ``"duration_s"`` (the source's seconds)``}``.
+    :raises FileNotFoundError: the step did not write the file.
+    :raises PermanentJobError: the file has no video track ffmpeg wrote.
+    """
+    local = local_path(spec, work_dir)
+    size = os.path.getsize(local)
+    track = read_video_track(local)
+    if track is None:
+        raise PermanentJobError(f"ffmpeg wrote no video track into {spec['name']}")
+    duration = source.duration_s or track["duration_s"]
+    codecs = [track["codec"]] + ([AAC_LC] if track["has_audio"] else [])
+    info = {
+        "width": track["width"],
+        "height": track["height"],
+        "codec": track["codec"],
+        "codecs": ",".join(codecs),
+        "fps": (round(track["frames"] / track["duration_s"], 3)
+                if track["frames"] and track["duration_s"] else None),
+        "bitrate_average": int(round(size * 8 / duration)) if duration else None,
+        "duration_s": duration,
+    }
+    return OutputResult(files=[OutputFile(path=spec["name"], local=local, bytes=size,
+                                          content_type=content_type_for_name(spec["name"]),
+                                          role=MEDIA)],
+                        info=info)
+
+
+# --- reading the MP4 ffmpeg wrote (ISO/IEC 14496-12 boxes) -------------------------------
+
+def _boxes(f, start, end):
+    """Yield ``(type, payload_start, box_end)`` of the boxes in ``[start, end)``
+    of the open file ``f`` (reads only the 8- or 16-byte headers)."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return
+        size, header = int.from_bytes(head[:4], "big"), 8
+        if size == 1:
+            size, header = int.from_bytes(f.read(8), "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield head[4:8], pos + header, pos + size
+        pos += size
+
+
+def _child(f, start, end, kind):
+    for typ, payload, box_end in _boxes(f, start, end):
+        if typ == kind:
+            return payload, box_end
+    return None
+
+
+def _read(f, at, n):
+    f.seek(at)
+    return f.read(n)
+
+
+def _reverse_bits32(value):
+    return int(f"{value:032b}"[::-1], 2)
+
+
+def rfc6381(sample_entry, config):
+    """RFC 6381 codec string of an ``avc1``/``avc3`` sample entry with its
+    ``avcC`` payload (``"avc1.64001f"``) or an ``hvc1``/``hev1`` one with its
+    ``hvcC`` payload (``"hvc1.1.6.L93.B0"``, ISO/IEC 14496-15 annex E);
+    the bare 4CC for others or a short config (bytes)."""
+    kind = sample_entry.decode("latin-1")
+    if kind in ("avc1", "avc3") and len(config) >= 4:
+        return f"{kind}.{config[1]:02x}{config[2]:02x}{config[3]:02x}"
+    if kind in ("hvc1", "hev1") and len(config) >= 13:
+        space = "" if config[1] >> 6 == 0 else "ABC"[(config[1] >> 6) - 1]
+        tier = "H" if config[1] & 0x20 else "L"
+        profile = config[1] & 0x1F
+        compat = _reverse_bits32(int.from_bytes(config[2:6], "big"))
+        constraints = list(config[6:12])
+        while constraints and constraints[-1] == 0:
+            constraints.pop()
+        parts = [kind, f"{space}{profile}", f"{compat:X}", f"{tier}{config[12]}"]
+        parts += [f"{b:X}" for b in constraints]
+        return ".".join(parts)
+    return kind
+
+
+def read_video_track(path):
+    """What the MP4/MOV at ``path`` holds, read from its boxes (no ffprobe):
+    ``{"width", "height"`` (display size from ``tkhd``, pixels), ``"codec"``
+    (``rfc6381``), ``"frames"`` (sample count), ``"duration_s"`` (the video
+    track's media duration, seconds), ``"has_audio"`` (bool)``}`` for the first
+    video track; None when there is no video track. Raises OSError if the
+    file cannot be read."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        moov = _child(f, 0, end, b"moov")
+        if moov is None:
+            return None
+        video, has_audio = None, False
+        for typ, start, stop in _boxes(f, *moov):
+            if typ != b"trak":
+                continue
+            mdia = _child(f, start, stop, b"mdia")
+            hdlr = mdia and _child(f, *mdia, b"hdlr")
+            handler = _read(f, hdlr[0] + 8, 4) if hdlr else b""
+            if handler == b"soun":
+                has_audio = True
+            elif handler == b"vide" and video is None:
+                video = _video_trak(f, start, stop, mdia)
+        if video is not None:
+            video["has_audio"] = has_audio
+        return video
+
+
+def _video_trak(f, start, stop, mdia):
+    tkhd = _child(f, start, stop, b"tkhd")
+    dims = _read(f, tkhd[1] - 8, 8) if tkhd else b""
+    width = int.from_bytes(dims[:4], "big") >> 16 if len(dims) == 8 else None
+    height = int.from_bytes(dims[4:], "big") >> 16 if len(dims) == 8 else None
+    duration_s = None
+    mdhd = _child(f, *mdia, b"mdhd")
+    if mdhd:
+        version = _read(f, mdhd[0], 1)
+        if version == b"\x01":
+            raw = _read(f, mdhd[0] + 20, 12)
+            timescale, units = int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big")
+        else:
+            raw = _read(f, mdhd[0] + 12, 8)
+            timescale, units = int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big")
+        duration_s = units / timescale if timescale else None
+    codec, frames = None, None
+    minf = _child(f, *mdia, b"minf")
+    stbl = minf and _child(f, *minf, b"stbl")
+    if stbl:
+        stsd = _child(f, *stbl, b"stsd")
+        if stsd:
+            entry = next(_boxes(f, stsd[0] + 8, stsd[1]), None)
+            if entry is not None:
+                kind, payload, entry_end = entry
+                # VisualSampleEntry: 8 bytes of SampleEntry + 70 of visual fields, then boxes.
+                config = None
+                for child, cstart, cend in _boxes(f, payload + 78, entry_end):
+                    if child in (b"avcC", b"hvcC"):
+                        config = _read(f, cstart, min(cend - cstart, 64))
+                        break
+                codec = rfc6381(kind, config or b"")
+        stsz = _child(f, *stbl, b"stsz")
+        if stsz:
+            frames = int.from_bytes(_read(f, stsz[0] + 8, 4), "big")
+    return {"width": width, "height": height, "codec": codec, "frames": frames,
+            "duration_s": duration_s}
