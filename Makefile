@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TWISTD := $(VENV)/bin/twistd
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps system-deps venv install test-deps dynamodb-local clean bench
+.PHONY: run test deps system-deps venv install test-deps dynamodb-local clean bench vendor-js
 
 # ffmpeg/ffprobe from Debian when missing (also python3-venv, which Debian ships separately), and
 # bubblewrap: every ffmpeg/ffprobe a worker starts runs in its sandbox (FFMPEG_SANDBOX = "bwrap").
@@ -32,12 +32,34 @@ dynamodb-local:
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless )
 	@[ -f $(DDB_LOCAL_JAR) ] || npm install --no-save --no-audit --no-fund --prefix $(DDB_LOCAL_DIR) amplify-dynamodb-simulator
 
-# shellcheck lints deploy/provision.sh and systemd-analyze verifies the units (tests/deploy); under CI a
-# test that would skip for a missing tool fails instead (tests/conftest.py), so they are installed here.
+# shellcheck lints deploy/provision.sh and systemd-analyze verifies the units (tests/deploy); Debian's chromium and
+# chromium-driver play the HLS/DASH ladders in a real browser (tests/browser). Under CI a test that would skip for a
+# missing tool fails instead (tests/conftest.py), so they are installed here.
 test-deps: install dynamodb-local
 	@command -v shellcheck >/dev/null && command -v systemd-analyze >/dev/null \
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq shellcheck systemd )
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver )
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+
+# Refreshes the vendored hls.js and dash.js (nommer/feederd/ui/vendor/, committed, so neither the tests nor CI need
+# npm for them): `npm pack` the newest release of each major line into a temp dir and copy the dist files and
+# licences as they are. Pin with e.g. `make vendor-js HLSJS=hls.js@1.7.4`; then update vendor/README.txt's versions.
+HLSJS      ?= hls.js@1
+DASHJS     ?= dashjs@4
+VENDOR_DIR := nommer/feederd/ui/vendor
+vendor-js:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT \
+	  && ( cd "$$tmp" && npm pack --silent '$(HLSJS)' '$(DASHJS)' >/dev/null \
+	       && mkdir hls dash && tar xzf hls.js-*.tgz -C hls && tar xzf dashjs-*.tgz -C dash ) \
+	  && mkdir -p $(VENDOR_DIR) \
+	  && cp "$$tmp/hls/package/dist/hls.min.js" $(VENDOR_DIR)/hls.min.js \
+	  && cp "$$tmp/hls/package/LICENSE" $(VENDOR_DIR)/hls.js.LICENSE \
+	  && cp "$$tmp/dash/package/dist/dash.all.min.js" $(VENDOR_DIR)/dash.all.min.js \
+	  && cp "$$tmp/dash/package/dist/dash.all.min.js.LICENSE.txt" $(VENDOR_DIR)/dash.all.min.js.LICENSE.txt \
+	  && cp "$$tmp/dash/package/LICENSE.md" $(VENDOR_DIR)/dashjs.LICENSE.md \
+	  && for p in hls dash; do node -p "'vendored ' + require('$$tmp/'+'$$p'+'/package/package.json').name + ' ' + require('$$tmp/'+'$$p'+'/package/package.json').version"; done \
+	  && echo "now update the versions in $(VENDOR_DIR)/README.txt and run: $(PY) -m pytest tests/browser"
 
 # Starts feederd with the embedded default (SQLite store, local queue, local workers) in the foreground.
 run: install
