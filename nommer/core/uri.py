@@ -81,7 +81,8 @@ from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import describe_refusal, host_literal, refuse_reason
 
 __all__ = ["InvalidURI", "MediaURI", "parse_uri", "redact_uri", "as_media_uri",
-           "host_literal", "query_has_secret", "refused_host_reason", "username_is_secret"]
+           "host_literal", "join_under", "query_has_secret", "refused_host_reason",
+           "username_is_secret"]
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _PORT_LIKE_RE = re.compile(r"[0-9]{1,5}")
@@ -456,3 +457,80 @@ def redact_uri(uri):
     except Exception:
         return "<unparseable URI>"
     return _join(*parts)
+
+
+# --- files under a destination prefix ---------------------------------------------
+
+#: Longest relative path ``join_under`` accepts, characters.
+MAX_RELATIVE_PATH_CHARS = 200
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _check_relative_path(relative_path):
+    """Refuse a relative path ``join_under`` would not place under a prefix.
+
+    Accepted: ``/``-separated segments of ``[A-Za-z0-9._-]``, none empty and
+    none starting with ``.`` (so no ``.``, ``..`` or hidden names), no leading
+    ``/``, at most ``MAX_RELATIVE_PATH_CHARS`` characters in all.
+
+    @raise ValueError: saying what is wrong.
+    """
+    if not isinstance(relative_path, str) or not relative_path:
+        raise ValueError("a relative path must be a non-empty string")
+    if len(relative_path) > MAX_RELATIVE_PATH_CHARS:
+        raise ValueError(f"a relative path is at most {MAX_RELATIVE_PATH_CHARS} characters "
+                         f"(this one has {len(relative_path)})")
+    if relative_path.startswith("/"):
+        raise ValueError(f"{relative_path!r} is absolute; a relative path has no leading '/'")
+    for segment in relative_path.split("/"):
+        if not _SEGMENT_RE.fullmatch(segment):
+            raise ValueError(
+                f"{relative_path!r}: each '/'-separated part of a relative path is made of "
+                "letters, digits, '.', '_' and '-', is not empty and does not start with '.' "
+                f"(not {segment!r})")
+
+
+def join_under(prefix_uri, relative_path):
+    """The URI of ``relative_path`` under the destination prefix ``prefix_uri``.
+
+    ``s3://bucket/title/`` + ``hls/720p/seg_1.m4s`` ->
+    ``s3://bucket/title/hls/720p/seg_1.m4s``; likewise ``file:///a/b/`` and
+    ``http(s)://host/p/``. Credentials in the prefix are kept (the result is
+    for the transfer: show it only through ``redact_uri``); the path of the
+    prefix is kept as written (percent-encoded), and the relative path needs
+    no encoding (``_check_relative_path``).
+
+    @param prefix_uri: a URI string ending in ``/``, or a ``MediaURI`` whose
+        path ends in ``/`` (pass the MediaURI itself, not ``str()`` of it:
+        that is redacted).
+    @param relative_path: ``/``-separated, see ``_check_relative_path``.
+    @return: the URI, a ``str``.
+    @raise ValueError: a refused relative path; a prefix that does not parse,
+        does not end with ``/``, or has a query string or a fragment.
+    """
+    _check_relative_path(relative_path)
+    if isinstance(prefix_uri, str):
+        if "?" in prefix_uri:
+            raise ValueError("a destination prefix cannot have a query string")
+        if "#" in prefix_uri:
+            raise ValueError("a destination prefix cannot have a fragment; percent-encode a "
+                             "'#' in a name as %23")
+        if not prefix_uri.endswith("/"):
+            raise ValueError(f"{redact_uri(prefix_uri)} is not a destination prefix: "
+                             "a prefix ends with '/'")
+    try:
+        muri = as_media_uri(prefix_uri)
+    except InvalidURI as e:
+        raise ValueError(e.reason) from None
+    if muri.query:
+        raise ValueError("a destination prefix cannot have a query string")
+    if not muri.path.endswith("/"):
+        raise ValueError(f"{redact_uri(muri)} is not a destination prefix: a prefix ends "
+                         "with '/'")
+    out = f"{muri.scheme}://"
+    if muri.username is not None:
+        out += quote(muri.username, safe="")
+        if muri.password is not None:
+            out += ":" + quote(muri.password, safe="")
+        out += "@"
+    return out + muri.netloc + (muri.encoded_path or "/") + relative_path

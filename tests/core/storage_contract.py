@@ -17,8 +17,12 @@ What it checks, as the worker and feederd rely on it:
   name holds nothing (or the previous version, whole); after an upload that
   breaks midway it still does, and nothing partial is left behind (no
   ``.part`` file, no unfinished multipart upload); a re-run replaces;
+- ``delete`` removes the one object named (not a neighbour whose name
+  starts the same) and returns True, and False when there is none (a second
+  delete, a name never stored); a URI that fails ``check`` on the worker is
+  a ``PermanentJobError`` and the object stays;
 - a backend that cannot write (``can_write = False``) refuses a
-  destination at ``check`` and ``upload``, and writes nothing;
+  destination at ``check``, ``upload`` and ``delete``, and writes nothing;
 - a backend that reaches a server: one that does not answer is
   ``TransientJobError`` at download, and no I/O at ``check``;
 - ``check`` at submit: made with ``reactor=None``, it accepts this
@@ -74,6 +78,11 @@ with ``WritableStorageContract``:
   retries fail too);
 - ``leftovers()``: what a failed upload left behind (partial files,
   unfinished multipart uploads); blocking, like ``peek``;
+- ``refused_deletion()``: a coroutine function giving ``(storage, uri,
+  still_there)``: an object that exists but that ``storage.delete`` must
+  refuse (``check`` fails for it on the worker: outside the file roots, a
+  bucket or host the settings refuse), and a blocking callable saying
+  whether it is still there;
 
 and, for any of them:
 
@@ -176,7 +185,7 @@ class StorageContract:
         self.assertTrue(issubclass(self.storage_class, Storage))
         assert_matches_interface(
             self, self.storage_class, Storage, extras=self.EXTRA_PUBLIC_METHODS,
-            may_inherit=() if self.storage_class.can_write else ("upload",))
+            may_inherit=() if self.storage_class.can_write else ("upload", "delete"))
 
     def test_the_signature_check_catches_drift(self):
         """A subclass whose download takes another argument fails the signature check."""
@@ -185,7 +194,7 @@ class StorageContract:
                 raise AssertionError("never called")
         with self.assertRaises(self.failureException):
             assert_matches_interface(self, Drifted, Storage, extras=self.EXTRA_PUBLIC_METHODS,
-                                     may_inherit=("upload",))
+                                     may_inherit=("upload", "delete"))
 
     # --- download --------------------------------------------------------------------
 
@@ -339,13 +348,47 @@ class WritableStorageContract(StorageContract):
             self.local("refused", self.payload()), await self.refused_destination()))
         await self.assert_nothing_left()
 
+    # --- delete --------------------------------------------------------------------------
+
+    @ensure
+    async def test_delete_removes_that_object_only_and_says_so(self):
+        """delete of a stored object returns True and the object is gone; a neighbour whose name
+        starts the same stays; a second delete returns False."""
+        data = self.payload()
+        storage = self.make_storage()
+        await storage.upload(self.local("uploaded", data), self.uri("gone.mp4"))
+        await self.put("gone.mp4.keep", b"neighbour")
+        self.assertIs(await storage.delete(self.uri("gone.mp4")), True)
+        self.assertIsNone(await self.stored("gone.mp4"))
+        self.assertEqual(await self.stored("gone.mp4.keep"), b"neighbour")
+        self.assertIs(await storage.delete(self.uri("gone.mp4")), False)
+        self.assertEqual(await self.stored("gone.mp4.keep"), b"neighbour")
+
+    @ensure
+    async def test_delete_of_a_missing_object_is_false(self):
+        """Deleting what was never stored is no error: delete returns False."""
+        self.assertIs(await self.make_storage().delete(self.uri("never-stored.mp4")), False)
+        self.assertIsNone(await self.stored("never-stored.mp4"))
+
+    @ensure
+    async def test_delete_a_uri_check_refuses_is_permanent_and_touches_nothing(self):
+        """On the worker, delete of a URI that fails check (outside the roots, a refused bucket or
+        host) is a PermanentJobError (not InvalidJobSpec), and the object is still there."""
+        storage, uri, still_there = await self.refused_deletion()
+        self.assertTrue(await threads.deferToThread(still_there), "the test object was not made")
+        error = await self.failing(PermanentJobError, storage.delete(uri))
+        self.assertNotIsInstance(error, InvalidJobSpec)
+        self.assertNotIsInstance(error, SourceNotFound)
+        self.assertTrue(await threads.deferToThread(still_there), "a refused delete deleted it")
+
 
 class ReadOnlyStorageContract(StorageContract):
     """The contract of a backend that only downloads (``can_write = False``)."""
 
     @ensure
     async def test_read_only_backend_refuses_uploads(self):
-        """A backend that cannot write refuses a destination at check and at upload, and writes nothing."""
+        """A backend that cannot write refuses a destination at check, upload and delete, and
+        writes (or deletes) nothing."""
         with self.assertRaises(InvalidJobSpec) as raised:
             check_destination(self.uri("dest.mp4"), self.settings)
         self.assertEqual(raised.exception.field, "dest_path")
@@ -354,6 +397,9 @@ class ReadOnlyStorageContract(StorageContract):
         await self.failing(PermanentJobError, self.make_storage().upload(
             self.local("out", self.payload()), self.uri("dest.mp4")))
         self.assertIsNone(await self.stored("dest.mp4"))
+        await self.put("kept.mp4", b"kept")
+        await self.failing(PermanentJobError, self.make_storage().delete(self.uri("kept.mp4")))
+        self.assertEqual(await self.stored("kept.mp4"), b"kept")
 
 
 class NetworkStorageContract(StorageContract):

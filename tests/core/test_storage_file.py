@@ -285,6 +285,54 @@ class FileTransferTests(_Dirs, TestCase):
         self.assertEqual(self.read(blocker), b"b")
 
     @ensure
+    async def test_delete_outside_the_roots_is_permanent_and_deletes_nothing(self):
+        """delete outside the roots (directly, by '..', through a symlinked directory) is a
+        PermanentJobError naming the roots, and the file outside is still there."""
+        victim = self.write(os.path.join(self.outside, "victim.mp4"), b"keep")
+        os.symlink(self.outside, os.path.join(self.root, "dirlink"))
+        for uri in (f"file://{victim}", f"file://{self.root}/../outside/victim.mp4",
+                    f"file://{self.root}/dirlink/victim.mp4"):
+            with self.assertRaises(PermanentJobError) as cm:
+                await self.storage.delete(uri)
+            self.assertIn("outside the allowed FILE_STORAGE_ROOTS", cm.exception.message)
+            self.assertEqual(self.read(victim), b"keep")
+
+    @ensure
+    async def test_delete_removes_a_symlink_not_its_target(self):
+        """A symlink at the name (pointing out of the roots) is removed; its target stays."""
+        victim = self.write(os.path.join(self.outside, "victim.mp4"), b"keep")
+        link = os.path.join(self.root, "link.mp4")
+        os.symlink(victim, link)
+        self.assertIs(await self.storage.delete(f"file://{link}"), True)
+        self.assertFalse(os.path.lexists(link))
+        self.assertEqual(self.read(victim), b"keep")
+
+    @ensure
+    async def test_delete_leaves_directories(self):
+        """delete unlinks the file only: the (now empty) directory stays; a file in a directory
+        that does not exist, or under a file, is simply not there (False)."""
+        os.makedirs(os.path.join(self.root, "a", "b"))
+        dest = self.write(os.path.join(self.root, "a", "b", "seg.m4s"), b"x")
+        self.assertIs(await self.storage.delete(f"file://{dest}"), True)
+        self.assertEqual(os.listdir(os.path.join(self.root, "a", "b")), [])
+        blocker = self.write(os.path.join(self.root, "blocker"), b"b")
+        self.assertIs(await self.storage.delete(f"file://{self.root}/no/such/dir/x.mp4"), False)
+        self.assertIs(await self.storage.delete(f"file://{blocker}/x.mp4"), False)
+        self.assertEqual(self.read(blocker), b"b")
+
+    @ensure
+    async def test_delete_of_a_directory_is_permanent(self):
+        """A directory at the name is not deleted: PermanentJobError, the directory and its
+        contents stay."""
+        inner = os.path.join(self.root, "dir.mp4")
+        os.makedirs(inner)
+        self.write(os.path.join(inner, "kept"), b"k")
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage.delete(f"file://{inner}")
+        self.assertIn(f"cannot delete file://{inner}", cm.exception.message)
+        self.assertEqual(os.listdir(inner), ["kept"])
+
+    @ensure
     async def test_copies_run_off_the_reactor_thread(self):
         """The copy functions run in a pool thread, not the reactor thread."""
         seen = []
@@ -342,12 +390,16 @@ class StorageLookupTests(_Dirs, TestCase):
             check_source("no-scheme/x.mp4", self.settings)
         self.assertEqual(cm.exception.field, "source_path")
 
-    def test_check_destination_http_refused(self):
-        """An http destination is refused under dest_path with a hint."""
-        with self.assertRaises(InvalidJobSpec) as cm:
-            check_destination("http://h/out.mp4", self.settings)
-        self.assertEqual(cm.exception.field, "dest_path")
-        self.assertIn("http(s) destinations are not supported", cm.exception.message)
+    def test_check_destination_http(self):
+        """An http(s) destination naming a file is accepted (it is PUT there); one naming a
+        directory, or a private address literal, is refused under dest_path."""
+        self.assertEqual(check_destination("https://h/out.mp4", self.settings).path, "/out.mp4")
+        for uri, words in (("http://h/dir/", "does not name a file"),
+                           ("http://10.0.0.7/out.mp4", "private address")):
+            with self.assertRaises(InvalidJobSpec) as cm:
+                check_destination(uri, self.settings)
+            self.assertEqual(cm.exception.field, "dest_path")
+            self.assertIn(words, cm.exception.message)
 
     def test_check_returns_parsed_uri(self):
         """The checks return the parsed MediaURI of an accepted URI."""
@@ -415,6 +467,14 @@ class FileStorageContractTests(WritableStorageContract, TestCase):
 
     def unacceptable_uri(self):
         return "file:///etc/passwd"  # outside FILE_STORAGE_ROOTS
+
+    async def refused_deletion(self):
+        """A file in a directory beside the root, outside it."""
+        outside = os.path.realpath(self.mktemp())
+        os.makedirs(outside)
+        victim = os.path.join(outside, "victim.mp4")
+        self.write(victim, b"keep")
+        return self.make_storage(), f"file://{victim}", lambda: os.path.exists(victim)
 
     def during_upload(self, observe):
         """Copy half the file into the temporary file, call ``observe``, copy the rest."""

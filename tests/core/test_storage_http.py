@@ -15,9 +15,12 @@ from twisted.web import resource, server, static
 
 from nommer.core.errors import (
     InvalidJobSpec, PermanentJobError, SourceNotFound, TransientJobError)
+from nommer.core.storage import http as http_mod
 from nommer.core.storage.http import HTTPStorage
-from tests.core.storage_contract import NetworkStorageContract, ReadOnlyStorageContract
-from tests.helpers import Endless, Redirect, ensure, listen_endless_head, serve_counting, temp_settings
+from tests.core.storage_contract import (NetworkStorageContract, WritableStorageContract,
+                                         with_overrides)
+from tests.helpers import (Endless, FakeResolver, Redirect, ensure, listen_endless_head,
+                           serve_counting, temp_settings)
 
 TIMEOUT_S = 30.0
 PAYLOAD = os.urandom(256 * 1024 + 3)
@@ -380,18 +383,21 @@ class HTTPStorageTests(TestCase):
 
 
 class HTTPCheckTests(TestCase):
-    """HTTPStorage.check and upload: http(s) is a source only."""
+    """HTTPStorage.check: an http(s) URI with an acceptable host; a destination names a file."""
 
     def setUp(self):
         self.storage = HTTPStorage(types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=1.0), None)
 
-    def test_destination_refused(self):
-        """check(for_write=True) refuses with a pointer to file:// and s3://."""
+    def test_destination_names_a_file(self):
+        """check(for_write=True) accepts a URL naming a file (a presigned query too) and refuses
+        one ending in '/' under the field given."""
+        self.storage.check("https://u:p@h/out.mp4", for_write=True, field="dest_path")
+        self.storage.check("https://h/out.mp4?X-Amz-Signature=abc", for_write=True)
         with self.assertRaises(InvalidJobSpec) as cm:
-            self.storage.check("https://h/out.mp4", for_write=True, field="dest_path")
+            self.storage.check("https://h/dir/", for_write=True, field="dest_path")
         self.assertEqual(cm.exception.field, "dest_path")
-        self.assertIn("http(s) destinations are not supported; use file://",
-                      cm.exception.message)
+        self.assertIn("https://h/dir/ does not name a file", cm.exception.message)
+        self.storage.check("https://h/dir/", for_write=False)
 
     def test_source_accepted(self):
         """An https URL with a host is a valid source."""
@@ -401,11 +407,17 @@ class HTTPCheckTests(TestCase):
         """http:///path has no host and is refused."""
         self.assertRaises(InvalidJobSpec, self.storage.check, "http:///a.mp4", False)
 
-    def test_upload_is_permanent_error(self):
-        """upload() fails the job permanently instead of trying."""
-        d = defer.Deferred.fromCoroutine(self.storage.upload("/tmp/x", "http://h/o.mp4"))
+    def test_private_literal_destination_refused(self):
+        """A destination at a non-public address literal is refused like a source."""
+        for uri in ("http://10.0.0.5/out.mp4", "http://169.254.169.254/latest/x",
+                    "http://[::1]/out.mp4"):
+            self.assertRaises(InvalidJobSpec, self.storage.check, uri, True)
+
+    def test_upload_of_a_directory_url_is_permanent(self):
+        """upload() to a URL that fails check fails the job permanently without a request."""
+        d = defer.Deferred.fromCoroutine(self.storage.upload("/tmp/x", "http://h/dir/"))
         f = self.failureResultOf(d, PermanentJobError)
-        self.assertIn("not supported", f.value.message)
+        self.assertIn("does not name a file", f.value.message)
 
 
 class Payload(resource.Resource):
@@ -540,7 +552,9 @@ def _tick():
 class Objects(resource.Resource):
     """A loopback object server: GET serves what a PUT stored (404 for
     nothing, 403 for a name in ``forbidden``); PUT stores the body, only
-    once it is whole (twisted.web reads a request body before rendering)."""
+    once it is whole (twisted.web reads a request body before rendering),
+    and keeps the request's headers and credentials in ``requests[name]``;
+    DELETE removes an object (204), 404 when there is none."""
 
     isLeaf = True
 
@@ -548,10 +562,12 @@ class Objects(resource.Resource):
         super().__init__()
         self.objects = {}
         self.forbidden = set()
+        self.requests = {}
         self.puts = 0
+        self.deletes = 0
 
     def _name(self, request):
-        return request.path.decode("utf-8").lstrip("/")
+        return "/".join(p.decode("utf-8") for p in request.postpath)
 
     def render_GET(self, request):
         name = self._name(request)
@@ -571,15 +587,29 @@ class Objects(resource.Resource):
         if name in self.forbidden:
             request.setResponseCode(403)
             return b"forbidden"
+        self.requests[name] = types.SimpleNamespace(
+            uri=request.uri, user=request.getUser(), password=request.getPassword(),
+            headers={k.lower(): v[0] for k, v in request.requestHeaders.getAllRawHeaders()})
         self.objects[name] = request.content.read()
         request.setResponseCode(201)
         return b""
 
+    def render_DELETE(self, request):
+        self.deletes += 1
+        name = self._name(request)
+        if name in self.forbidden:
+            request.setResponseCode(403)
+            return b"forbidden"
+        if self.objects.pop(name, None) is None:
+            request.setResponseCode(404)
+            return b"not found"
+        request.setResponseCode(204)
+        return b""
 
-class HTTPStorageContractTests(ReadOnlyStorageContract, NetworkStorageContract, TestCase):
+
+class HTTPStorageContractTests(WritableStorageContract, NetworkStorageContract, TestCase):
     """The Storage contract (tests/core/storage_contract.py) against a real
-    loopback HTTP server (GET and PUT); HTTPStorage only downloads, so the
-    contract checks that it refuses uploads and PUTs nothing."""
+    loopback HTTP server (GET, PUT and DELETE)."""
 
     storage_class = HTTPStorage
     timeout = 30
@@ -594,7 +624,6 @@ class HTTPStorageContractTests(ReadOnlyStorageContract, NetworkStorageContract, 
         self.addCleanup(factory.close_all)
         self.addCleanup(port.stopListening)
         self.base = f"http://127.0.0.1:{port.getHost().port}"
-        self.addCleanup(lambda: self.assertEqual(self.server.puts, 0, "HTTPStorage sent a PUT"))
         # Bound, never listening: connecting is refused, and no one else takes the port.
         self.silent = socket.socket()
         self.silent.bind(("127.0.0.1", 0))
@@ -612,13 +641,242 @@ class HTTPStorageContractTests(ReadOnlyStorageContract, NetworkStorageContract, 
     def peek(self, name):
         return self.server.objects.get(name)
 
+    def leftovers(self):
+        """Nothing: the server stores a PUT only once its body is whole, so what a broken
+        upload could leave is a partial object under the final name, which the contract
+        checks through ``peek``."""
+        return []
+
     async def refused_source(self):
         self.server.forbidden.add("forbidden.mp4")
         await self.put("forbidden.mp4", b"secret")
         return self.uri("forbidden.mp4")
+
+    async def refused_destination(self):
+        self.server.forbidden.add("refused.mp4")
+        return self.uri("refused.mp4")
+
+    async def refused_deletion(self):
+        """An object on a loopback server, with settings that do not allow loopback."""
+        await self.put("kept.mp4", b"keep")
+        deletes = self.server.deletes
+        self.addCleanup(lambda: self.assertEqual(self.server.deletes, deletes,
+                                                 "a refused delete reached the server"))
+        storage = self.make_storage(with_overrides(self.settings, ALLOWED_PRIVATE_NETWORKS=[]))
+        return storage, self.uri("kept.mp4"), lambda: "kept.mp4" in self.server.objects
 
     def unreachable_source(self):
         return self.make_storage(), f"http://127.0.0.1:{self.silent.getsockname()[1]}/x.mp4"
 
     def unacceptable_uri(self):
         return "http://10.1.2.3/x.mp4"  # a private address ALLOWED_PRIVATE_NETWORKS leaves out
+
+    def during_upload(self, observe):
+        """Call ``observe`` when the body producer reads past half the file (the server
+        has about half by then); once it raised, every later read raises too."""
+        half = self.PAYLOAD_BYTES // 2
+        state = {"read": 0, "called": False, "broken": None}
+
+        class Observed(_RealUploadFile):
+            def read(inner, n_bytes):
+                if state["broken"] is not None:
+                    raise state["broken"]
+                data = super().read(n_bytes)
+                state["read"] += len(data)
+                if not state["called"] and state["read"] >= half:
+                    state["called"] = True
+                    try:
+                        observe()
+                    except Exception as e:
+                        state["broken"] = e
+                        raise
+                return data
+        self.patch(http_mod, "_UploadFile", Observed)
+
+
+_RealUploadFile = http_mod._UploadFile
+
+
+class AnyStatus(resource.Resource):
+    """Answers every request, whatever its method, with ``code`` (and ``location``)."""
+
+    isLeaf = True
+
+    def __init__(self, code, location=None):
+        super().__init__()
+        self.code = code
+        self.location = location
+        self.methods = []
+
+    def render(self, request):
+        self.methods.append(request.method)
+        request.content.read()
+        request.setResponseCode(self.code)
+        if self.location is not None:
+            request.setHeader(b"location", self.location)
+        return b"answer"
+
+
+class HoldWrites(resource.Resource):
+    """Reads a PUT or DELETE whole, then never answers."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = defer.DeferredQueue()
+
+    def render(self, request):
+        request.notifyFinish().addErrback(lambda _: None)
+        self.requests.put(request)
+        return server.NOT_DONE_YET
+
+
+class HTTPWriteTests(TestCase):
+    """PUT and DELETE against real twisted.web servers on loopback: headers, credentials,
+    answers, redirects, the SSRF guard, the idle timeout."""
+
+    timeout = 30
+
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="nommer-test-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self.objects = Objects()
+        self.root = resource.Resource()
+        self.root.putChild(b"o", self.objects)
+        self.hold = HoldWrites()
+        self.root.putChild(b"hold", self.hold)
+        self.base = self.serve(self.root)
+
+    def serve(self, res):
+        site = server.Site(res)
+        site.displayTracebacks = False
+        factory = TrackingFactory(site)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(factory.close_all)
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    def storage(self, allowed=("127.0.0.0/8",), clock=None, resolver=None):
+        settings = types.SimpleNamespace(HTTP_DOWNLOAD_TIMEOUT_S=TIMEOUT_S,
+                                         ALLOWED_PRIVATE_NETWORKS=list(allowed))
+        return HTTPStorage(settings, reactor, clock=clock, resolver=resolver)
+
+    def local(self, name, data=b"data"):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    @ensure
+    async def test_put_sends_the_content_type_of_the_one_table(self):
+        """Each PUT carries the Content-Type of nommer.core.storage.content_types (HLS, DASH,
+        CMAF segment, WebVTT...) and the file's Content-Length; the body arrives whole."""
+        cases = {("master.m3u8", "t/master.m3u8"): "application/vnd.apple.mpegurl",
+                 ("manifest.mpd", "t/manifest.mpd"): "application/dash+xml",
+                 ("seg_00001.m4s", "t/v/seg_00001.m4s"): "video/iso.segment",
+                 ("storyboard.vtt", "t/storyboard.vtt"): "text/vtt",
+                 ("poster.jpg", "t/poster.jpg"): "image/jpeg",
+                 ("output.m4a", "songs/track"): "audio/mp4"}
+        for (local_name, key), expected in cases.items():
+            data = os.urandom(5000)
+            size = await self.storage().upload(self.local(local_name, data), f"{self.base}/o/{key}")
+            self.assertEqual(size, len(data))
+            seen = self.objects.requests[key]
+            self.assertEqual(seen.headers[b"content-type"], expected.encode(), key)
+            self.assertEqual(seen.headers[b"content-length"], str(len(data)).encode(), key)
+            self.assertEqual(seen.headers[b"user-agent"], b"nommer-workerd")
+            self.assertEqual(self.objects.objects[key], data)
+
+    @ensure
+    async def test_credentials_go_as_basic_auth_never_in_the_request_line(self):
+        """user:secret@ in the URL is sent as basic auth on PUT and DELETE; the request line
+        holds no credential, and an error names the URL redacted."""
+        uri = self.base.replace("http://", "http://user:pa%2Fss@") + "/o/clip.mp4"
+        await self.storage().upload(self.local("clip.mp4"), uri)
+        seen = self.objects.requests["clip.mp4"]
+        self.assertEqual((seen.user, seen.password, seen.uri), (b"user", b"pa/ss", b"/o/clip.mp4"))
+        self.assertIs(await self.storage().delete(uri), True)
+        self.objects.forbidden.add("clip.mp4")
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage().delete(uri)
+        self.assertIn("user:***@", cm.exception.message)
+        self.assertNotIn("pa/ss", cm.exception.message)
+        self.assertNotIn("pa%2Fss", cm.exception.message)
+
+    @ensure
+    async def test_answers_map_to_job_errors(self):
+        """PUT: 5xx, 408, 429 transient; 400, 403, 404 permanent. DELETE: 404 and 410 are
+        "not there" (False), 200/202/204 deleted (True); 5xx transient, 403 permanent."""
+        statuses = {}
+        for code in (200, 202, 204, 400, 403, 404, 408, 410, 429, 500, 503):
+            statuses[code] = AnyStatus(code)
+            self.root.putChild(str(code).encode(), statuses[code])
+        local = self.local("out.mp4")
+        for code, cls in ((500, TransientJobError), (503, TransientJobError),
+                          (408, TransientJobError), (429, TransientJobError),
+                          (400, PermanentJobError), (403, PermanentJobError),
+                          (404, PermanentJobError)):
+            with self.assertRaises(cls, msg=code) as cm:
+                await self.storage().upload(local, f"{self.base}/{code}/out.mp4")
+            self.assertIn(f"PUT {self.base}/{code}/out.mp4", cm.exception.message)
+            self.assertIn(f"HTTP {code}", cm.exception.message)
+            if cls is PermanentJobError:
+                self.assertNotIsInstance(cm.exception, SourceNotFound)
+        for code, expected in ((200, True), (202, True), (204, True), (404, False), (410, False)):
+            self.assertIs(await self.storage().delete(f"{self.base}/{code}/x"), expected, code)
+        for code, cls in ((500, TransientJobError), (429, TransientJobError),
+                          (403, PermanentJobError), (400, PermanentJobError)):
+            with self.assertRaises(cls, msg=code) as cm:
+                await self.storage().delete(f"{self.base}/{code}/x")
+            self.assertIn(f"DELETE {self.base}/{code}/x", cm.exception.message)
+        self.assertEqual(statuses[500].methods, [b"PUT", b"DELETE"])
+
+    @ensure
+    async def test_put_and_delete_do_not_follow_redirects(self):
+        """A 3xx answer to a PUT or DELETE is a PermanentJobError naming the status; the
+        redirect target gets no request (a 301/302 would have turned the PUT into a GET)."""
+        self.objects.objects["target.mp4"] = b"old"
+        for code in (301, 302, 307, 308):
+            self.root.putChild(f"r{code}".encode(),
+                               AnyStatus(code, f"{self.base}/o/target.mp4".encode()))
+            with self.assertRaises(PermanentJobError) as cm:
+                await self.storage().upload(self.local("new.mp4", b"new"),
+                                            f"{self.base}/r{code}/new.mp4")
+            self.assertIn(f"was redirected (HTTP {code}", cm.exception.message)
+            with self.assertRaises(PermanentJobError):
+                await self.storage().delete(f"{self.base}/r{code}/new.mp4")
+        self.assertEqual((self.objects.puts, self.objects.deletes), (0, 0))
+        self.assertEqual(self.objects.objects["target.mp4"], b"old")
+
+    @ensure
+    async def test_ssrf_guard_applies_to_put_and_delete(self):
+        """A destination host resolving to loopback is refused when connecting (PUT and DELETE),
+        naming the host as a destination; the server sees no request. Allowed, both work."""
+        resolver = FakeResolver({"evil.example": ["127.0.0.1"]})
+        uri = self.base.replace("127.0.0.1", "evil.example") + "/o/x.mp4"
+        for transfer in (lambda s: s.upload(self.local("x.mp4"), uri), lambda s: s.delete(uri)):
+            with self.assertRaises(PermanentJobError) as cm:
+                await transfer(self.storage(allowed=(), resolver=resolver))
+            self.assertIn("destination host evil.example resolves to 127.0.0.1, a loopback "
+                          "address", cm.exception.message)
+        self.assertEqual((self.objects.puts, self.objects.deletes), (0, 0))
+        await self.storage(resolver=resolver).upload(self.local("x.mp4"), uri)
+        self.assertIs(await self.storage(resolver=resolver).delete(uri), True)
+
+    @ensure
+    async def test_no_answer_times_out(self):
+        """A server that takes the whole PUT (or the DELETE) and never answers: after
+        HTTP_DOWNLOAD_TIMEOUT_S without anything moving, a TransientJobError."""
+        clock = Clock()
+        for transfer in (lambda s: s.upload(self.local("x.mp4", b"x" * 100000), f"{self.base}/hold/x"),
+                         lambda s: s.delete(f"{self.base}/hold/x")):
+            d = defer.Deferred.fromCoroutine(transfer(self.storage(clock=clock)))
+            request = await self.hold.requests.get()
+            clock.advance(TIMEOUT_S - 1)
+            self.assertNoResult(d)
+            clock.advance(1)
+            with self.assertRaises(TransientJobError) as cm:
+                await d
+            self.assertIn(f"nothing moved for {TIMEOUT_S:g} s", cm.exception.message)
+            self.assertIn(request.method.decode(), cm.exception.message)

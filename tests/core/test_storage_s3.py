@@ -165,6 +165,64 @@ class S3StorageTests(TestCase):
         self.assertEqual((await self.head("songs/track"))["ContentType"], "audio/mp4")
 
     @ensure
+    async def test_streaming_types_stored_with_their_content_type(self):
+        """HLS playlists, DASH manifests, CMAF segments and WebVTT are stored with the Content-Type
+        of the one table (nommer.core.storage.content_types), as the http backend sends them."""
+        await self.make_bucket()
+        cases = {"master.m3u8": "application/vnd.apple.mpegurl",
+                 "manifest.mpd": "application/dash+xml",
+                 "seg_00001.m4s": "video/iso.segment",
+                 "storyboard.vtt": "text/vtt",
+                 "init.mp4": "video/mp4"}
+        for name, expected in cases.items():
+            src = self.write(name, b"x" * 100)
+            await self.storage().upload(src, f"s3://{BUCKET}/title/{name}")
+            self.assertEqual((await self.head(f"title/{name}"))["ContentType"], expected, name)
+
+    @ensure
+    async def test_delete(self):
+        """delete removes the object (True; HEAD then 404) and not a neighbour; a missing key or
+        bucket is False; every pool is closed afterwards."""
+        await self.make_bucket()
+        for key in ("title/hls/seg_1.m4s", "title/hls/seg_1.m4s.keep"):
+            await self.aws.call("s3", "put_object", Bucket=BUCKET, Key=key, Body=b"x")
+        self.assertIs(await self.storage().delete(f"s3://{BUCKET}/title/hls/seg_1.m4s"), True)
+        listing = await self.aws.call("s3", "list_objects_v2", Bucket=BUCKET)
+        self.assertEqual([o["Key"] for o in listing["Contents"]], ["title/hls/seg_1.m4s.keep"])
+        self.assertIs(await self.storage().delete(f"s3://{BUCKET}/title/hls/seg_1.m4s"), False)
+        self.assertIs(await self.storage().delete("s3://no-such-bucket-here/a.mp4"), False)
+
+    @ensure
+    async def test_delete_goes_ahead_when_head_is_refused(self):
+        """Without s3:GetObject the HEAD is refused (403): the DELETE is sent anyway, exactly once,
+        and delete returns True; a refused DELETE is a PermanentJobError naming s3:DeleteObject."""
+        from botocore.stub import Stubber
+        stubbed = []
+
+        def stubbed_client(storage, aws, muri):
+            client = boto3.session.Session().client("s3", **client_kwargs(self.settings, "s3"))
+            stubber = Stubber(client)
+            stubber.add_client_error("head_object", "403", "Forbidden", 403,
+                                     expected_params={"Bucket": BUCKET, "Key": "a.mp4"})
+            if not stubbed:
+                stubber.add_response("delete_object", {},
+                                     expected_params={"Bucket": BUCKET, "Key": "a.mp4"})
+            else:
+                stubber.add_client_error("delete_object", "AccessDenied", "Access Denied", 403,
+                                         expected_params={"Bucket": BUCKET, "Key": "a.mp4"})
+            stubber.activate()
+            stubbed.append(stubber)
+            return client
+        self.patch(S3Storage, "_client", stubbed_client)
+        self.assertIs(await self.storage().delete(f"s3://{BUCKET}/a.mp4"), True)
+        stubbed[0].assert_no_pending_responses()
+        with self.assertRaises(PermanentJobError) as cm:
+            await self.storage().delete(f"s3://{BUCKET}/a.mp4")
+        self.assertIn(f"cannot delete s3://{BUCKET}/a.mp4: access denied", cm.exception.message)
+        self.assertIn("s3:DeleteObject", cm.exception.message)
+        stubbed[1].assert_no_pending_responses()
+
+    @ensure
     async def test_sse_and_storage_class(self):
         """S3_SERVER_SIDE_ENCRYPTION and S3_STORAGE_CLASS reach the stored object."""
         settings, _ = aws_settings(self, S3_SERVER_SIDE_ENCRYPTION="AES256",
@@ -444,6 +502,13 @@ class S3StorageContractTests(WritableStorageContract, NetworkStorageContract, Te
 
     def unacceptable_uri(self):
         return f"s3://{BUCKET}/contract/"  # a "directory", not an object
+
+    async def refused_deletion(self):
+        """An object in a bucket that S3_ALLOWED_BUCKETS leaves out."""
+        await self.put("kept.mp4", b"keep")
+        storage = self.make_storage(with_overrides(self.settings,
+                                                   S3_ALLOWED_BUCKETS=["someone-elses-bucket"]))
+        return storage, self.uri("kept.mp4"), lambda: self.peek("kept.mp4") is not None
 
     def during_upload(self, observe):
         """Call ``observe`` from the progress callback once half the bytes

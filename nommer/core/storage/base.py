@@ -2,9 +2,10 @@
 
 A backend serves one or more URI schemes (``STORAGE_BACKENDS`` maps a scheme
 to a backend class). The worker makes one per transfer with
-``get_storage(uri, settings, reactor)`` and awaits ``download`` or ``upload``;
-feederd only calls ``check`` (through ``check_source``/``check_destination``)
-to refuse a bad job at submit time.
+``get_storage(uri, settings, reactor)`` and awaits ``download``, ``upload``
+or ``delete``; feederd only calls ``check`` (through ``check_source``,
+``check_destination`` and ``check_destination_prefix``) to refuse a bad job
+at submit time.
 
 Contract for implementations:
 
@@ -23,18 +24,42 @@ Contract for implementations:
   fails ``check`` on this host). A failed download leaves no partial file.
 * ``upload(local_path, uri)`` stores ``local_path`` at ``uri`` and returns the
   number of bytes stored, with the same error classes (a missing
-  ``local_path`` is a ``PermanentJobError``).
-* Neither blocks the reactor: file work runs in a thread, network work is
-  asynchronous. Both re-run ``check`` first (the worker's settings and file
-  system are the ones that count).
+  ``local_path`` is a ``PermanentJobError``). The stored object's
+  Content-Type, where the backend keeps one, is ``content_type_for``.
+* ``delete(uri)`` deletes the one stored object at ``uri`` (never a
+  "directory" or anything else under it) and returns ``True``; an object that
+  is not there is not an error: it returns ``False``. Error classes as
+  ``upload`` (``PermanentJobError``: refused, a URI that fails ``check`` for
+  writing on this host; ``TransientJobError``: another attempt may succeed).
+  The worker uses it to remove what a failed multi-file job already stored,
+  manifests first, so that no player sees a manifest naming a missing file.
+* None of them blocks the reactor: file work runs in a thread, network work
+  is asynchronous. All re-run ``check`` first (the worker's settings and file
+  system are the ones that count; ``delete`` checks as for writing).
 * Nothing a backend logs or raises holds a secret: use ``redact_uri``.
 """
 
 from nommer.conf import defaults
 from nommer.core.errors import InvalidJobSpec, PermanentJobError
+from nommer.core.storage.content_types import (CONTENT_TYPES, DEFAULT_CONTENT_TYPE,
+                                               content_type_for_name, extension)
 from nommer.core.uri import InvalidURI, as_media_uri, redact_uri
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "content_type_for"]
+
+
+def content_type_for(local_path, name):
+    """Content-Type of an upload (``nommer.core.storage.content_types``):
+    the table entry for the local file's extension (a scratch output is
+    named after its muxer: ``output.m4a`` stored at ``songs/track``), else
+    for the destination ``name``'s (a key or URL path), else what
+    ``content_type_for_name`` makes of the destination name, else of the
+    local name (``application/octet-stream`` when nothing is known)."""
+    for candidate in (local_path, name):
+        if extension(candidate) in CONTENT_TYPES:
+            return CONTENT_TYPES[extension(candidate)]
+    guessed = content_type_for_name(name)
+    return guessed if guessed != DEFAULT_CONTENT_TYPE else content_type_for_name(local_path)
 
 
 class Storage:
@@ -42,7 +67,7 @@ class Storage:
 
     Subclasses set ``can_read``/``can_write`` and the messages used when a
     direction is not supported, extend ``check`` with their own rules, and
-    implement ``download``/``upload``.
+    implement ``download``/``upload``/``delete``.
 
     @ivar settings: the settings object (attributes such as
         ``FILE_STORAGE_ROOTS``).
@@ -83,6 +108,12 @@ class Storage:
         """Store ``local_path`` at ``uri``; return the byte count."""
         self._check_at_use(uri, for_write=True)
         raise NotImplementedError(f"{type(self).__name__}.upload")
+
+    async def delete(self, uri):
+        """Delete the object stored at ``uri``: ``True`` when deleted,
+        ``False`` when there was none (see the module docstring)."""
+        self._check_at_use(uri, for_write=True)
+        raise NotImplementedError(f"{type(self).__name__}.delete")
 
     def _max_source_bytes(self):
         """``settings.MAX_SOURCE_BYTES`` (the default when unset): the size

@@ -23,6 +23,12 @@ while it is copied.
 Copies run in the reactor's thread pool. Uploads write a temporary file next
 to the destination and ``os.replace`` it into place, so a reader never sees a
 half-written file and a re-run (at-least-once delivery) just replaces it.
+
+``delete`` confines like a destination: the real path of the file's directory
+must lie inside a root; that directory is opened without following a symlink
+and checked to be the one resolved, and the name is unlinked in it (a symlink
+at the name is removed, never its target). Directories, even emptied ones,
+are left in place.
 """
 
 import errno
@@ -132,6 +138,21 @@ class FileStorage(Storage):
                        uri=redact_uri(muri), local_path=local_path, size=size)
         return size
 
+    async def delete(self, uri):
+        """Delete the file at ``uri``: ``True`` when deleted, ``False`` when
+        there was none (nor, maybe, its directory). See the module docstring.
+
+        @raise PermanentJobError: outside the roots (nothing is touched), a
+            directory at that name, permission denied.
+        @raise TransientJobError: another I/O error (EIO...).
+        """
+        muri = self._check_at_use(uri, for_write=True)
+        path = self._resolve(muri, True)
+        deleted = await self._in_thread(_unlink, path, redact_uri(muri))
+        self.log.debug("Deleted {uri}: {outcome}", uri=redact_uri(muri),
+                       outcome="done" if deleted else "there was no such file")
+        return deleted
+
 
 # --- thread-side helpers (run in the reactor's thread pool) --------------------
 
@@ -228,6 +249,38 @@ def _copy_out(local_path, dest, shown):
                 raise _io_error(e, f"cannot write {shown}") from None
             raise
     return size
+
+
+def _opened_path(fd):
+    """The path the kernel has for open directory ``fd`` (Linux), or None."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _unlink(path, shown):
+    parent, name = os.path.split(path)
+    try:
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # no such directory: no such file
+    except OSError as e:
+        raise _io_error(e, f"cannot delete {shown}") from None
+    try:
+        opened = _opened_path(dir_fd)
+        if (opened if opened is not None else os.path.realpath(parent)) != parent:
+            raise PermanentJobError(f"cannot delete {shown}: its directory changed while it "
+                                    "was opened")
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise _io_error(e, f"cannot delete {shown}") from None
+        return True
+    finally:
+        os.close(dir_fd)
 
 
 def _unlink_quietly(path):

@@ -22,7 +22,8 @@ never logged nor put in an error message (``redact_uri`` everywhere). feederd
 keeps such URIs sealed in the job store (``nommer.core.secrets``).
 
 Uploads set ``ContentType`` from the output's extension (the scratch file is
-named after its muxer, e.g. ``output.m4a``; else the key's), and
+named after its muxer, e.g. ``output.m4a``; else the key's: the one table of
+``nommer.core.storage.content_types``, through ``base.content_type_for``), and
 ``ServerSideEncryption`` / ``SSEKMSKeyId`` / ``StorageClass`` from
 S3_SERVER_SIDE_ENCRYPTION / S3_SSE_KMS_KEY_ID / S3_STORAGE_CLASS. Buckets are
 never created.
@@ -44,7 +45,6 @@ speak boto3/s3transfer, and the Storage contract suite tests them as one.
 """
 
 import errno
-import mimetypes
 import os
 import re
 import threading
@@ -57,7 +57,7 @@ from twisted.logger import Logger
 
 from nommer.core.aws import AWS, client_kwargs, error_code
 from nommer.core.errors import PermanentJobError, SourceNotFound, TransientJobError
-from nommer.core.storage.base import Storage
+from nommer.core.storage.base import Storage, content_type_for
 from nommer.core.uri import REDACTED, InvalidURI, as_media_uri, redact_uri
 
 __all__ = ["S3Storage", "content_type_for", "transfer_config"]
@@ -79,22 +79,6 @@ MAX_KEY_BYTES = 1024
 # Legacy (us-east-1) bucket names may hold capitals and underscores, so only
 # the characters are checked; S3 itself refuses a name it does not like.
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
-
-#: Output file extension -> Content-Type.
-CONTENT_TYPES = {
-    "mp4": "video/mp4", "m4v": "video/mp4", "f4v": "video/mp4", "ismv": "video/mp4",
-    "m4a": "audio/mp4", "mov": "video/quicktime", "qt": "video/quicktime",
-    "3gp": "video/3gpp", "3g2": "video/3gpp2",
-    "mkv": "video/x-matroska", "mka": "audio/x-matroska", "webm": "video/webm",
-    "ts": "video/mp2t", "m2ts": "video/mp2t", "mts": "video/mp2t",
-    "mpg": "video/mpeg", "mpeg": "video/mpeg", "vob": "video/mpeg",
-    "flv": "video/x-flv", "avi": "video/x-msvideo",
-    "ogv": "video/ogg", "ogg": "audio/ogg", "oga": "audio/ogg", "opus": "audio/ogg",
-    "mp3": "audio/mpeg", "mp2": "audio/mpeg", "aac": "audio/aac", "ac3": "audio/ac3",
-    "wav": "audio/wav", "flac": "audio/flac", "aif": "audio/aiff", "aiff": "audio/aiff",
-    "gif": "image/gif", "h264": "video/h264", "264": "video/h264", "hevc": "video/h265",
-}
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _DENIED_CODES = {"403", "AccessDenied", "AllAccessDisabled", "AccountProblem"}
@@ -123,25 +107,6 @@ def transfer_config(settings):
         # The CRT client ignores this config and resolves credentials its own way.
         preferred_transfer_client="classic",
     )
-
-
-def _extension(path):
-    return os.path.splitext(path or "")[1].lstrip(".").lower()
-
-
-def content_type_for(local_path, key):
-    """Content-Type of an output: from the local file's extension (the
-    scratch output is named after its muxer), else from the key's, else
-    ``mimetypes``, else ``application/octet-stream``."""
-    for name in (local_path, key):
-        ext = _extension(name)
-        if ext in CONTENT_TYPES:
-            return CONTENT_TYPES[ext]
-    for name in (key, local_path):
-        guessed, _ = mimetypes.guess_type("x." + _extension(name), strict=False)
-        if guessed and _extension(name):
-            return guessed
-    return DEFAULT_CONTENT_TYPE
 
 
 def _unlink_quietly(path):
@@ -261,6 +226,26 @@ class S3Storage(Storage):
                        content_type=extra["ContentType"])
         return size
 
+    async def delete(self, uri):
+        """Delete the object at ``uri``: ``True`` when it was there, ``False``
+        when not (no key, or no bucket).
+
+        S3 answers a DELETE of a missing key with 204 as well, so a HEAD asks
+        first; when the HEAD is refused (no s3:GetObject), the DELETE goes out
+        anyway and ``True`` is returned. A versioned bucket keeps the object's
+        versions (the DELETE adds a delete marker).
+
+        @raise PermanentJobError: access denied, credentials refused, a URI
+            that fails ``check`` for writing.
+        @raise TransientJobError: throttling, S3 5xx, connection errors.
+        """
+        muri = self._check_at_use(uri, for_write=True)
+        shown = redact_uri(muri)
+        deleted = await self._in_pool(self._delete_in_thread, muri, shown)
+        self.log.debug("Deleted {uri}: {outcome}", uri=shown,
+                       outcome="done" if deleted else "there was no such object")
+        return deleted
+
     def extra_args(self, local_path, uri):
         """``ExtraArgs`` of an upload: ContentType, and encryption and storage
         class from the settings when set."""
@@ -366,6 +351,25 @@ class S3Storage(Storage):
             raise _transfer_error(e, muri, shown, for_write=True) from None
         return size
 
+    def _delete_in_thread(self, aws, stop, muri, shown):
+        try:
+            client = self._client(aws, muri)
+            _stop_requests(client, stop)
+            try:
+                client.head_object(Bucket=muri.host, Key=muri.key)
+            except bexc.ClientError as e:
+                code = error_code(e) or ""
+                status = (getattr(e, "response", None) or {}).get(
+                    "ResponseMetadata", {}).get("HTTPStatusCode") or 0
+                if code in _NOT_FOUND_CODES or status == 404:
+                    return False
+                if not (code in _DENIED_CODES or status == 403):
+                    raise
+            client.delete_object(Bucket=muri.host, Key=muri.key)
+        except Exception as e:
+            raise _transfer_error(e, muri, shown, for_write=True, operation="delete") from None
+        return True
+
 
 class TransferStopped(Exception):
     """Raised inside a transfer whose wait was canceled, to abort it."""
@@ -395,7 +399,7 @@ class _SizeLimit:
 
 #: Requests refused once a transfer is stopped (AbortMultipartUpload still goes out).
 _STOPPABLE_OPERATIONS = ("HeadObject", "GetObject", "PutObject", "CreateMultipartUpload",
-                         "UploadPart", "CompleteMultipartUpload")
+                         "UploadPart", "CompleteMultipartUpload", "DeleteObject")
 
 
 def _stopper(stop, limit=None):
@@ -445,19 +449,23 @@ def _whose(muri):
     return "with the default credentials (settings, environment, profile or instance role)"
 
 
-def _transfer_error(exc, muri, shown, for_write):
+def _transfer_error(exc, muri, shown, for_write, operation=None):
     """The job error a failed transfer means. Messages name the redacted URI
-    and never hold the URI's secret, whatever an exception said."""
-    error = _classify(exc, muri, shown, for_write)
+    and never hold the URI's secret, whatever an exception said.
+    ``operation`` is ``"delete"`` for a deletion (``for_write`` True), else
+    None (a download or an upload, as ``for_write`` says)."""
+    error = _classify(exc, muri, shown, for_write, operation)
     if muri.password and muri.password in error.message:
         return type(error)(error.message.replace(muri.password, REDACTED))
     return error
 
 
-def _classify(exc, muri, shown, for_write):
-    verb = "upload to" if for_write else "download"
+def _classify(exc, muri, shown, for_write, operation=None):
+    deleting = operation == "delete"
+    verb = "delete" if deleting else "upload to" if for_write else "download"
     if _chained(exc, TransferStopped) is not None:
-        return TransientJobError(f"{verb} {shown} stopped: the transfer was canceled")
+        what = "deletion" if deleting else "transfer"
+        return TransientJobError(f"{verb} {shown} stopped: the {what} was canceled")
     ce = _client_error(exc)
     if ce is not None:
         code = error_code(ce) or ""
@@ -482,7 +490,8 @@ def _classify(exc, muri, shown, for_write):
             return PermanentJobError(
                 f"cannot {verb} {shown}: S3 refused the credentials {_whose(muri)} ({code})")
         if code in _DENIED_CODES or status == 403 or code.startswith("KMS."):
-            need = ("s3:PutObject (and kms:GenerateDataKey with SSE-KMS)" if for_write
+            need = ("s3:DeleteObject" if deleting
+                    else "s3:PutObject (and kms:GenerateDataKey with SSE-KMS)" if for_write
                     else "s3:GetObject (without s3:ListBucket, S3 also answers a missing "
                          "key with access denied)")
             return PermanentJobError(
