@@ -22,13 +22,8 @@ from nommer.core.netguard import allowed_networks
 from nommer.core.outputs import presets
 from nommer.core.outputs.validate import validate_body, validate_outputs
 from nommer.core.secrets import seal_uri
-from nommer.core.storage import check_destination, check_source
+from nommer.core.storage import check_destination, check_destination_prefix, check_source
 from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_reason
-
-try:
-    from nommer.core.storage import check_destination_prefix
-except ImportError:  # TODO: interim until storage checks prefixes itself
-    check_destination_prefix = None
 
 MAX_URI_LENGTH = 4096
 #: The nommer of declarative jobs (``outputs`` or a declarative preset).
@@ -132,10 +127,7 @@ def _seal(uris, settings):
 
 def _check_prefix(dest, settings):
     """dest_path ending in '/': a prefix a storage backend can write under."""
-    if check_destination_prefix is not None:
-        return check_destination_prefix(dest, settings)
-    # TODO(interim): storage has no prefix check yet; check a file under the prefix.
-    return check_destination(dest + "x", settings)
+    return check_destination_prefix(dest, settings)
 
 
 def _validate_outputs_job(body, settings, preset_name):

@@ -24,7 +24,7 @@ from nommer.core.errors import JobCanceled, TransientJobError
 from nommer.core.secrets import unseal_uri
 from nommer.core.states import JobState
 from nommer.core.storage import get_storage
-from nommer.core.uri import as_media_uri
+from nommer.core.uri import as_media_uri, join_under
 from nommer.workerd.nommers.base import NoScratchSpace, says_no_space
 
 
@@ -178,17 +178,16 @@ class JobContext:
         """Store ``local_path`` under the job's destination prefix at
         ``relative_path`` (``/``-separated, ``nommer.core.uri.join_under``),
         or at the destination itself when ``relative_path`` is None; return
-        the stored URI (a ``str`` that may hold the job's credentials: never
-        log it, use ``redact_uri``). No state is written (the nommer stored
+        the stored URI (a ``MediaURI``: its ``str()`` hides the password;
+        log it with ``redact_uri``). No state is written (the nommer stored
         UPLOADING). Errors as ``upload_result``."""
         self._check()
         uri = self.job_uri("dest_path")
         if relative_path is not None:
-            from nommer.core.uri import join_under  # noqa: being added (storage prefixes)
-            uri = as_media_uri(join_under(str(uri), relative_path))
+            uri = as_media_uri(join_under(uri, relative_path))
         await get_storage(uri, self.settings, self.reactor).upload(local_path, uri)
         self._check()
-        return str(uri)
+        return uri
 
     async def delete_stored(self, uri):
         """Delete what ``upload_file`` stored at ``uri`` (a failed job's
