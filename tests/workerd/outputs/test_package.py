@@ -279,7 +279,36 @@ def silent_tiny(tmp_path_factory):
                                                            segment_s=2, name="video.mpd")})
 
 
-@pytest.fixture(params=["h264_60fps", "hevc_two_languages", "silent_tiny"])
+@pytest.fixture(scope="module")
+def portrait_default(tmp_path_factory):
+    """360x640 portrait with stereo audio, the default ladder: rungs scale by width."""
+    tmp = tmp_path_factory.mktemp("portrait")
+    path = media.portrait(str(tmp), duration_s=3)
+    return Run(tmp, path, both(encoder_preset="veryfast", segment_s=2))
+
+
+@pytest.fixture(scope="module")
+def odd_default(tmp_path_factory):
+    """641x361 (odd sides, 4:4:4), the default ladder: even rungs no larger than the source."""
+    tmp = tmp_path_factory.mktemp("odd")
+    path = media.truly_odd_size(str(tmp), duration_s=3)
+    return Run(tmp, path, both(encoder_preset="veryfast", segment_s=2))
+
+
+def test_portrait_rungs_scale_by_width_and_never_upscale(portrait_default):
+    sizes = sorted((int(r.get("width")), int(r.get("height"))) for _, r, _ in portrait_default.reps("video"))
+    assert sizes and all(w <= 360 and h <= 640 and h > w for w, h in sizes), sizes
+    assert sizes == [(234, 416), (360, 640)], sizes
+    assert all(w % 2 == 0 and h % 2 == 0 for w, h in sizes)
+
+
+def test_odd_source_gives_even_rungs_within_it(odd_default):
+    sizes = sorted((int(r.get("width")), int(r.get("height"))) for _, r, _ in odd_default.reps("video"))
+    assert sizes and all(w <= 641 and h <= 361 and w % 2 == 0 and h % 2 == 0 for w, h in sizes), sizes
+    assert sizes == [(416, 234), (640, 360)], sizes
+
+
+@pytest.fixture(params=["h264_60fps", "hevc_two_languages", "silent_tiny", "portrait_default", "odd_default"])
 def run(request):
     return request.getfixturevalue(request.param)
 
