@@ -139,3 +139,34 @@ def test_nommer_aws_setup_is_idempotent(aws, tmp_path):
     second = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert second.returncode == 0, second.stdout + second.stderr
 
+
+
+def test_declarative_outputs_under_an_s3_prefix(aws, daemon, tmp_path):
+    """A cmaf-h264 preset job plus a poster, s3:// source to an s3:// prefix, on DynamoDB and SQS: every
+    file of the job document is an object under the prefix with its Content-Type (playlists, MPD,
+    CMAF segments, JPEG), and the master playlist read back from S3 names only objects that exist."""
+    import m3u8
+
+    upload_clip(aws, "title.mp4", seconds=3, size="640x360")
+    job_id = daemon.client.submit("s3://media-in/title.mp4", "s3://media-out/title/",
+                                  outputs=[{"type": "hls", "ladder": [{"height": 234, "bitrate": "145k"}],
+                                            "encoder_preset": "veryfast", "segment_s": 2},
+                                           {"type": "dash", "ladder": [{"height": 234, "bitrate": "145k"}],
+                                            "encoder_preset": "veryfast", "segment_s": 2},
+                                           {"type": "poster"}])
+    job = daemon.client.wait(job_id, poll_interval_s=0.2, timeout_s=240)
+    assert job["job_state"] == "FINISHED", (job, daemon.log())
+    listed = aws["s3"].list_objects_v2(Bucket="media-out", Prefix="title/")["Contents"]
+    keys = {o["Key"][len("title/"):]: o["Size"] for o in listed}
+    expected_types = {".m3u8": "application/vnd.apple.mpegurl", ".mpd": "application/dash+xml",
+                      ".m4s": "video/iso.segment", ".jpg": "image/jpeg"}
+    for entry in job["outputs"]:
+        for f in entry["files"]:
+            assert keys.get(f["path"]) == f["bytes"], (f, keys)
+            head = aws["s3"].head_object(Bucket="media-out", Key="title/" + f["path"])
+            assert head["ContentType"] == expected_types[os.path.splitext(f["path"])[1]] == f["content_type"]
+    hls = job["outputs"][0]
+    body = aws["s3"].get_object(Bucket="media-out", Key=f"title/{hls['dir']}/{hls['name']}")["Body"].read()
+    master = m3u8.loads(body.decode())
+    named = [p.uri for p in master.playlists] + [m.uri for m in master.media if m.uri]
+    assert named and all(f"{hls['dir']}/{uri}" in keys for uri in named)

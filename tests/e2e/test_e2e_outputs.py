@@ -170,3 +170,68 @@ def test_failed_upload_leaves_nothing_half_written(daemon, root):
                            "outputs": [{"type": "hls", "encoder_preset": "ultrafast", "segment_s": 2}]})
     assert job["job_state"] == "ERROR", job
     assert files_under(prefix) == [], files_under(prefix)
+
+
+class PutReceiver:
+    """An HTTP server on loopback storing every PUT body under ``directory`` at its path, and
+    answering DELETE; it records (method, path, Content-Type) of each request."""
+
+    def __init__(self, directory):
+        import http.server
+        import threading
+
+        self.requests = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):
+                length = int(self.headers.get("Content-Length", 0))
+                data = self.rfile.read(length)
+                receiver.requests.append(("PUT", self.path, self.headers.get("Content-Type")))
+                target = os.path.join(directory, self.path.lstrip("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as out:
+                    out.write(data)
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_DELETE(self):
+                receiver.requests.append(("DELETE", self.path, None))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_outputs_stored_by_http_put_under_a_prefix(daemon, root, tmp_path):
+    """An http:// destination prefix: every file is PUT under it with its Content-Type, media
+    before playlists before the master playlist."""
+    src = make_source(root, "title.mp4", width=320, height=180, fps=30, duration_s=2)
+    received = tmp_path / "received"
+    receiver = PutReceiver(str(received))
+    try:
+        job = run_job(daemon, {"source_path": f"file://{src}", "dest_path": f"{receiver.url}/vod/title/",
+                               "outputs": [{"type": "hls", "encoder_preset": "ultrafast", "segment_s": 2},
+                                           {"type": "thumbnails", "interval_s": 1, "width": 64}]})
+    finally:
+        receiver.close()
+    assert job["job_state"] == "FINISHED", job
+    puts = [(path, ctype) for method, path, ctype in receiver.requests if method == "PUT"]
+    listed = sorted("/vod/title/" + f["path"] for o in job["outputs"] for f in o["files"])
+    assert sorted(p for p, _ in puts) == listed
+    kinds = [os.path.splitext(p)[1] for p, _ in puts]
+    assert kinds.index(".m3u8") > max(i for i, k in enumerate(kinds) if k in (".m4s", ".jpg"))
+    assert puts[-1][0].endswith("/stream/master.m3u8")
+    assert dict(puts)["/vod/title/stream/master.m3u8"] == "application/vnd.apple.mpegurl"
+    assert m3u8.load(str(received / "vod/title/stream/master.m3u8")).is_variant
