@@ -11,6 +11,7 @@ from nommer.core.errors import InvalidJobSpec
 from nommer.core.outputs.normalize import defaults_of, normalize_output
 from nommer.core.outputs.schema import OUTPUT_SCHEMAS, OUTPUT_TYPES
 from nommer.core.outputs.validate import validate_body, validate_outputs
+from tests.core.outputs_examples import ISSUE_OUTPUTS
 
 SRC, DEST = "s3://in/title.mov", "s3://out/title/"
 
@@ -25,18 +26,6 @@ def error_of(call, *args):
     with pytest.raises(InvalidJobSpec) as info:
         call(*args)
     return info.value
-
-
-#: The issue's example body: every output type.
-ISSUE_OUTPUTS = [
-    {"type": "hls", "ladder": "default", "codec": "h264", "segment_s": 6},
-    {"type": "dash", "ladder": "default", "codec": "h264", "segment_s": 6},
-    {"type": "mp4", "name": "download.mp4", "height": 720, "crf": 23},
-    {"type": "poster", "name": "poster.jpg"},
-    {"type": "thumbnails", "interval_s": 10, "width": 320},
-    {"type": "storyboard", "interval_s": 2, "tile_width": 160, "columns": 5, "rows": 5},
-    {"type": "audio", "name": "audio.m4a", "codec": "aac", "bitrate": "128k"},
-]
 
 
 def test_issue_example_is_valid():

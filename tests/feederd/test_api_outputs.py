@@ -20,27 +20,12 @@ from nommer.core.states import JobState
 from nommer.core.store import make_store
 from nommer.core.workqueue import make_queue
 from nommer.feederd.api import OUTPUTS_NOMMER, JobAPI, openapi_document
+from tests.core.outputs_examples import ISSUE_EXAMPLE
 from tests.helpers import doc_two_pass, ensure, pumped, temp_settings
 
 URL = "http://127.0.0.1:8001"
 NOW = 1_700_000_000.0
 FFMPEG = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
-
-#: The issue's example body, verbatim.
-ISSUE_EXAMPLE = {
-    "source_path": "s3://in/title.mov",
-    "dest_path": "s3://out/title/",
-    "notify_url": "https://app.example/hook",
-    "outputs": [
-        {"type": "hls", "ladder": "default", "codec": "h264", "segment_s": 6},
-        {"type": "dash", "ladder": "default", "codec": "h264", "segment_s": 6},
-        {"type": "mp4", "name": "download.mp4", "height": 720, "crf": 23},
-        {"type": "poster", "name": "poster.jpg"},
-        {"type": "thumbnails", "interval_s": 10, "width": 320},
-        {"type": "storyboard", "interval_s": 2, "tile_width": 160, "columns": 5, "rows": 5},
-        {"type": "audio", "name": "audio.m4a", "codec": "aac", "bitrate": "128k"},
-    ],
-}
 
 #: The presets the issue asks feederd to ship.
 REQUIRED_PRESETS = {"crf-720", "web-1280", "web-640", "audio-aac", "hls-hevc", "hls-h264", "cmaf-h264",

@@ -5,8 +5,8 @@ Each ladder is one directory holding ``manifest.mpd``, ``init-<rep>.m4s``
 and ``chunk-<rep>-<NNNNN>.m4s``, made the way the ladder output does it
 (keyframes on a 2 s grid, 4 s segments of 2 s fragments). ``ladder(factory,
 kind)`` builds one kind once per test session (``factory`` is pytest's
-``tmp_path_factory``) and returns its directory. subprocess is fine here:
-this is test set-up, not reactor code.
+``tmp_path_factory``) and returns its directory; ``ladder_fixture(kind)``
+is a module-scoped fixture giving that directory.
 
 Kinds:
 
@@ -18,12 +18,11 @@ Kinds:
 * ``"hevc"``: one 640x360 HEVC rung tagged hvc1, one stereo AAC rendition, 3 s.
 """
 
-import json
 import os
-import subprocess
 
-FFMPEG = "ffmpeg"
-FFPROBE = "ffprobe"
+import pytest
+
+from tests.workerd.outputs.media import ffmpeg
 
 _DASH = ["-f", "dash", "-seg_duration", "4", "-use_template", "1", "-use_timeline", "1",
          "-frag_type", "duration", "-frag_duration", "2",
@@ -36,14 +35,9 @@ _AUDIO = ["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000"]
 _cache = {}
 
 
-def _run(argv):
-    subprocess.run(argv, check=True, capture_output=True, timeout=300)
-
-
 def _source(directory, duration_s, languages):
     path = os.path.join(directory, "src.mp4")
-    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi",
-            "-i", f"testsrc2=s=640x360:r=30:d={duration_s}"]
+    argv = ["-f", "lavfi", "-i", f"testsrc2=s=640x360:r=30:d={duration_s}"]
     for i, _ in enumerate(languages):
         argv += ["-f", "lavfi", "-i", f"sine=f={440 + 220 * i}:d={duration_s}"]
     argv += ["-map", "0:v"] + [x for i, _ in enumerate(languages) for x in ("-map", f"{i + 1}:a")]
@@ -53,42 +47,41 @@ def _source(directory, duration_s, languages):
     for i, lang in enumerate(languages):
         if lang:
             argv += [f"-metadata:s:a:{i}", f"language={lang}"]
-    _run(argv + [path])
+    ffmpeg(*argv, path, timeout=300)
     return path
 
 
 def _build(out, kind):
     os.makedirs(out)
-    head = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
     if kind == "stereo":
         src = _source(out, 5, [None])
-        argv = head + ["-i", src, "-filter_complex", "[0:v]split=2[a][b];[b]scale=-2:234,fps=30[b1]",
-                       "-map", "[a]", "-map", "[b1]", "-map", "0:a:0", "-c:v", "libx264",
-                       "-b:v:0", "800k", "-maxrate:v:0", "880k", "-bufsize:v:0", "1600k",
-                       "-b:v:1", "145k", "-maxrate:v:1", "160k", "-bufsize:v:1", "290k",
-                       "-preset", "veryfast", "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
+        argv = ["-i", src, "-filter_complex", "[0:v]split=2[a][b];[b]scale=-2:234,fps=30[b1]",
+                "-map", "[a]", "-map", "[b1]", "-map", "0:a:0", "-c:v", "libx264",
+                "-b:v:0", "800k", "-maxrate:v:0", "880k", "-bufsize:v:0", "1600k",
+                "-b:v:1", "145k", "-maxrate:v:1", "160k", "-bufsize:v:1", "290k",
+                "-preset", "veryfast", "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
         argv += ["-adaptation_sets", "id=0,streams=v id=1,streams=a"]
     elif kind == "languages":
         src = _source(out, 4.2, ["eng", "fra"])
-        argv = head + ["-i", src, "-map", "0:v", "-map", "0:a:0", "-map", "0:a:1",
-                       "-c:v", "libx264", "-b:v", "400k", "-preset", "veryfast",
-                       "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
+        argv = ["-i", src, "-map", "0:v", "-map", "0:a:0", "-map", "0:a:1",
+                "-c:v", "libx264", "-b:v", "400k", "-preset", "veryfast",
+                "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
         argv += ["-adaptation_sets", "id=0,streams=v id=1,streams=1 id=2,streams=2"]
     elif kind == "silent":
         src = _source(out, 3, [])
-        argv = head + ["-i", src, "-map", "0:v", "-c:v", "libx264", "-b:v", "400k",
-                       "-preset", "veryfast", "-pix_fmt", "yuv420p"] + _KEYFRAMES
+        argv = ["-i", src, "-map", "0:v", "-c:v", "libx264", "-b:v", "400k",
+                "-preset", "veryfast", "-pix_fmt", "yuv420p"] + _KEYFRAMES
         argv += ["-adaptation_sets", "id=0,streams=v"]
     elif kind == "hevc":
         src = _source(out, 3, [None])
-        argv = head + ["-i", src, "-map", "0:v", "-map", "0:a:0", "-c:v", "libx265",
-                       "-tag:v", "hvc1", "-b:v", "300k", "-preset", "veryfast",
-                       "-x265-params", "log-level=error", "-forced-idr", "1",
-                       "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
+        argv = ["-i", src, "-map", "0:v", "-map", "0:a:0", "-c:v", "libx265",
+                "-tag:v", "hvc1", "-b:v", "300k", "-preset", "veryfast",
+                "-x265-params", "log-level=error", "-forced-idr", "1",
+                "-pix_fmt", "yuv420p"] + _KEYFRAMES + _AUDIO
         argv += ["-adaptation_sets", "id=0,streams=v id=1,streams=a"]
     else:
         raise ValueError(f"unknown ladder kind {kind!r}")
-    _run(argv + _DASH + [os.path.join(out, "manifest.mpd")])
+    ffmpeg(*argv, *_DASH, os.path.join(out, "manifest.mpd"), timeout=300)
     os.remove(src)
     return out
 
@@ -100,11 +93,13 @@ def ladder(tmp_path_factory, kind):
     return _cache[kind]
 
 
-def ffprobe_json(path, *args):
-    """ffprobe's JSON (``-print_format json``) of ``path`` with extra ``args``."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-print_format", "json", *args, path],
-                         check=True, capture_output=True, timeout=60)
-    return json.loads(out.stdout)
+def ladder_fixture(kind):
+    """A module-scoped pytest fixture giving the directory of the ladder
+    ``kind``: ``stereo = ladder_fixture("stereo")`` in a test module."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        return ladder(tmp_path_factory, kind)
+    return fixture
 
 
 def concatenated(directory, init, segments, dest):

@@ -9,11 +9,18 @@ subprocess is fine here: this is test set-up, not reactor code.
 issue 11 asks tests to cover (landscape, portrait, odd dimensions, 60 fps,
 no audio, audio shorter than video, video smaller than the lowest rung,
 5.1 audio, two audio languages). ``probe`` gives a ``SourceInfo``.
+
+The helpers every builder's tests share are here too: ``ffmpeg`` and
+``ffprobe_json`` (quiet runs), ``run_steps`` (a plan's argvs run as
+OutputsNommer runs them) and ``build`` (plan, run, finish); the
+top-level box reader is ``tests.workerd.media.top_level_boxes``.
 """
 
 import json
 import os
 import subprocess
+
+import pytest
 
 from nommer.workerd.outputs.source import from_probe
 
@@ -49,7 +56,7 @@ def make_source(directory, name, *, width=640, height=360, fps=30, duration_s=3,
     os.makedirs(directory, exist_ok=True)
     path = os.path.abspath(os.path.join(directory, name))
     a_dur = duration_s if audio_duration_s is None else audio_duration_s
-    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    argv = []
     if video:
         argv += ["-f", "lavfi", "-i",
                  f"testsrc2=size={width}x{height}:rate={fps}:duration={duration_s}"]
@@ -79,8 +86,7 @@ def make_source(directory, name, *, width=640, height=360, fps=30, duration_s=3,
         for i, (_, lang) in enumerate(tracks):
             if lang:
                 argv += [f"-metadata:s:a:{i}", f"language={lang}"]
-    argv += [path]
-    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    ffmpeg(*argv, path)
     return path
 
 
@@ -92,81 +98,109 @@ def eval_fps(fps):
     return float(fps)
 
 
+# --- running ffmpeg and ffprobe, and the builders -----------------------------------------
+
+#: The output duration cap OutputsNommer puts before each argv's last
+#: element (``-t`` seconds); the tests run the argvs the same way.
+CAP_S = 60
+
+
+def ffmpeg(*args, timeout=120):
+    """Run ``ffmpeg -hide_banner -loglevel error -nostdin -y <args>``; return the
+    ``CompletedProcess`` (``.stdout`` bytes). Raises CalledProcessError if it fails."""
+    return subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+                          check=True, capture_output=True, timeout=timeout)
+
+
+def ffprobe_json(path, *args, check=True):
+    """ffprobe's JSON (``-print_format json``) of ``path`` with extra ``args``
+    (``"-show_streams"``, ``"-show_entries", "packet=pts_time,flags"``).
+    When ffprobe cannot read the file: CalledProcessError, or None with
+    ``check=False``."""
+    out = subprocess.run([FFPROBE, "-v", "error", "-print_format", "json", *args, path],
+                         capture_output=True, timeout=60)
+    if out.returncode != 0:
+        if check:
+            raise subprocess.CalledProcessError(out.returncode, out.args, out.stdout, out.stderr)
+        return None
+    return json.loads(out.stdout)
+
+
+def probe_json(path):
+    """ffprobe's ``-show_format -show_streams`` JSON (dict) of ``path``, or
+    None when ffprobe cannot read it."""
+    return ffprobe_json(path, "-show_format", "-show_streams", check=False)
+
+
 def probe(path):
     """``SourceInfo`` of ``path`` (ffprobe ``-show_format -show_streams``)."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-print_format", "json", "-show_format",
-                          "-show_streams", path], check=True, capture_output=True, timeout=60)
-    return from_probe(json.loads(out.stdout))
+    return from_probe(ffprobe_json(path, "-show_format", "-show_streams"))
+
+
+def streams(probed, kind):
+    """The streams of ``probed`` (ffprobe JSON) whose codec_type is ``kind``."""
+    return [s for s in probed["streams"] if s["codec_type"] == kind]
+
+
+def run_steps(steps):
+    """Run each ``Step``'s argv as OutputsNommer does (``-t CAP_S`` before
+    its last element, the output); fail with ffmpeg's stderr tail."""
+    for step in steps:
+        argv = step.argv[:-1] + ["-t", f"{CAP_S:.3f}"] + step.argv[-1:]
+        done = subprocess.run(argv, capture_output=True, timeout=300)
+        assert done.returncode == 0, (step.what, done.stderr[-3000:].decode(errors="replace"))
+
+
+def build(builder, spec, path, work_dir, *, source=None, **extra):
+    """``builder.plan`` (a module of nommer.workerd.outputs) of ``spec`` on
+    the source file ``path``, its steps run (``run_steps``), then
+    ``builder.finish``: ``(SourceInfo, steps, OutputResult)``. ``source``:
+    the ``SourceInfo`` when already probed; ``extra``: more keywords of
+    ``plan`` (``image_input``)."""
+    source = probe(path) if source is None else source
+    os.makedirs(work_dir, exist_ok=True)
+    steps = builder.plan(spec, source, ffmpeg_bin=FFMPEG, input_path=path, work_dir=str(work_dir),
+                         **extra)
+    run_steps(steps)
+    return source, steps, builder.finish(spec, source, steps, str(work_dir))
+
+
+def sources_fixture(makers):
+    """A module-scoped fixture giving ``{key: path}``: each of ``makers``
+    (``{key: maker(directory) -> path}``) run once, in one temp directory."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        directory = str(tmp_path_factory.mktemp("sources"))
+        return {key: maker(directory) for key, maker in makers.items()}
+    return fixture
 
 
 # --- the sources issue 11 names -------------------------------------------------------
 
-def landscape(directory, name="landscape.mp4", **kw):
-    """640x360, 30 fps, 3 s, stereo."""
-    return make_source(directory, name, **kw)
+def _maker(default_name, doc, **defaults):
+    """A maker ``(directory, name=default_name, **kw) -> path``: ``make_source``
+    with ``defaults`` under ``kw``."""
+    def maker(directory, name=default_name, **kw):
+        return make_source(directory, name, **{**defaults, **kw})
+    maker.__doc__ = doc
+    return maker
 
 
-def portrait(directory, name="portrait.mp4", **kw):
-    """360x640 (9:16), 30 fps, 3 s, stereo."""
-    kw.setdefault("width", 360)
-    kw.setdefault("height", 640)
-    return make_source(directory, name, **kw)
-
-
-def odd_size(directory, name="odd.mp4", **kw):
-    """642x362: even sides but no standard aspect ratio (scaled sizes must round)."""
-    kw.setdefault("width", 642)
-    kw.setdefault("height", 362)
-    return make_source(directory, name, **kw)
-
-
-def truly_odd_size(directory, name="odd-sides.mp4", **kw):
-    """641x361: odd sides (yuv444p source), so every scaled size must be made even."""
-    kw.setdefault("width", 641)
-    kw.setdefault("height", 361)
-    return make_source(directory, name, **kw)
-
-
-def fps60(directory, name="fps60.mp4", **kw):
-    """640x360 at 60 fps, 2 s, stereo."""
-    kw.setdefault("fps", 60)
-    kw.setdefault("duration_s", 2)
-    return make_source(directory, name, **kw)
-
-
-def no_audio(directory, name="silent.mp4", **kw):
-    """640x360, 30 fps, 3 s, no audio stream."""
-    kw.setdefault("audio", None)
-    return make_source(directory, name, **kw)
-
-
-def short_audio(directory, name="short-audio.mp4", **kw):
-    """640x360, 4 s of video, 2.5 s of stereo audio."""
-    kw.setdefault("duration_s", 4)
-    kw.setdefault("audio_duration_s", 2.5)
-    return make_source(directory, name, **kw)
-
-
-def tiny(directory, name="tiny.mp4", **kw):
-    """320x180: smaller than the lowest rung of the default ladder (416x234)."""
-    kw.setdefault("width", 320)
-    kw.setdefault("height", 180)
-    return make_source(directory, name, **kw)
-
-
-def surround(directory, name="surround.mp4", **kw):
-    """640x360 with 5.1 (6-channel) audio."""
-    kw.setdefault("audio", "5.1")
-    return make_source(directory, name, **kw)
-
-
-def two_languages(directory, name="two-languages.mp4", **kw):
-    """640x360 with two stereo audio tracks tagged eng and fra."""
-    kw.setdefault("audio", "two-languages")
-    return make_source(directory, name, **kw)
-
-
-def audio_only(directory, name="audio-only.m4a", **kw):
-    """Stereo AAC only, no video stream, 3 s."""
-    kw.setdefault("video", False)
-    return make_source(directory, name, **kw)
+landscape = _maker("landscape.mp4", "640x360, 30 fps, 3 s, stereo.")
+portrait = _maker("portrait.mp4", "360x640 (9:16), 30 fps, 3 s, stereo.", width=360, height=640)
+odd_size = _maker("odd.mp4", "642x362: even sides but no standard aspect ratio (scaled sizes "
+                  "must round).", width=642, height=362)
+truly_odd_size = _maker("odd-sides.mp4", "641x361: odd sides (yuv444p source), so every "
+                        "scaled size must be made even.", width=641, height=361)
+fps60 = _maker("fps60.mp4", "640x360 at 60 fps, 2 s, stereo.", fps=60, duration_s=2)
+no_audio = _maker("silent.mp4", "640x360, 30 fps, 3 s, no audio stream.", audio=None)
+short_audio = _maker("short-audio.mp4", "640x360, 4 s of video, 2.5 s of stereo audio.",
+                     duration_s=4, audio_duration_s=2.5)
+short_video = _maker("short-video.mp4", "640x360, 2 s of video in a 4 s file (the stereo audio "
+                     "runs on).", duration_s=2, audio_duration_s=4)
+tiny = _maker("tiny.mp4", "320x180: smaller than the lowest rung of the default ladder "
+              "(416x234).", width=320, height=180)
+surround = _maker("surround.mp4", "640x360 with 5.1 (6-channel) audio.", audio="5.1")
+two_languages = _maker("two-languages.mp4", "640x360 with two stereo audio tracks tagged eng "
+                       "and fra.", audio="two-languages")
+audio_only = _maker("audio-only.m4a", "Stereo AAC only, no video stream, 3 s.", video=False)

@@ -1,39 +1,20 @@
 """Helpers of the picture outputs' tests (poster, thumbnails, storyboard):
 pictures decoded to 8-bit gray by ffmpeg, crops and PSNR in plain Python
 (a few thousand pixels per comparison; numpy is not a dependency), and the
-ffprobe view of an image. subprocess is fine here: test set-up and checks.
+ffprobe view of an image. Running a builder is ``media.build``.
 """
 
-import json
 import math
-import subprocess
 
-FFMPEG = "ffmpeg"
-FFPROBE = "ffprobe"
-
-
-#: The output duration cap OutputsNommer puts before each argv's last
-#: element (``-t`` seconds); the tests run the argvs the same way.
-CAP_S = 60
-
-
-def run_steps(steps):
-    """Run each ``Step``'s argv as OutputsNommer does (``-t CAP_S`` before
-    its last element, the output); fail with ffmpeg's stderr tail."""
-    for step in steps:
-        argv = step.argv[:-1] + ["-t", f"{CAP_S:.3f}"] + step.argv[-1:]
-        done = subprocess.run(argv, capture_output=True, timeout=120)
-        assert done.returncode == 0, (step.what, done.stderr[-3000:].decode(errors="replace"))
+from tests.workerd.outputs.media import ffmpeg, ffprobe_json
 
 
 def gray_frames(path, width, height):
     """Every frame of ``path`` (a video or an image) scaled to ``width`` x
     ``height`` and turned to 8-bit gray: a list of ``bytes`` (one per
     frame, width x height long), in decoding order."""
-    out = subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", path,
-                          "-map", "0:V:0", "-vf", f"scale={width}:{height},format=gray",
-                          "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-                         check=True, capture_output=True, timeout=120).stdout
+    out = ffmpeg("-i", path, "-map", "0:V:0", "-vf", f"scale={width}:{height},format=gray",
+                 "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-").stdout
     size = width * height
     assert out and len(out) % size == 0, (path, len(out), size)
     return [out[i:i + size] for i in range(0, len(out), size)]
@@ -65,9 +46,7 @@ def mean(pixels):
 
 def image_info(path):
     """``(codec_name, width, height)`` of the picture at ``path`` (ffprobe)."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-print_format", "json", "-show_streams", path],
-                         check=True, capture_output=True, timeout=60).stdout
-    stream = json.loads(out)["streams"][0]
+    stream = ffprobe_json(path, "-show_streams")["streams"][0]
     return stream["codec_name"], stream["width"], stream["height"]
 
 

@@ -2,7 +2,6 @@
 from tiny sources, probed afterwards."""
 
 import array
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from nommer.core.errors import PermanentJobError
 from nommer.workerd.outputs import audio
 from nommer.workerd.outputs.step import MEDIA
 from tests.workerd.outputs import media
+from tests.workerd.media import top_level_boxes
+from tests.workerd.outputs.media import probe_json
 
 
 def spec(**fields):
@@ -35,46 +36,17 @@ def sources(tmp_path_factory):
 
 
 def run(s, source_key, sources, work_dir):
-    """plan, run every step's argv with ffmpeg, finish: the OutputResult."""
+    """plan, run every step's argv with ffmpeg, finish: ``(steps, OutputResult)``."""
     path, info = sources[source_key]
-    os.makedirs(work_dir, exist_ok=True)
-    steps = audio.plan(s, info, ffmpeg_bin="ffmpeg", input_path=path, work_dir=str(work_dir))
-    for step in steps:
-        subprocess.run(step.argv, check=True, capture_output=True, timeout=120)
-    return steps, audio.finish(s, info, steps, str(work_dir))
-
-
-def ffprobe(path):
-    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format",
-                          "-show_streams", path], check=True, capture_output=True, timeout=60)
-    return json.loads(out.stdout)
-
-
-def top_level_boxes(path):
-    """Types of the top-level ISO BMFF boxes of ``path``, in file order."""
-    types = []
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                return types
-            size = int.from_bytes(head[:4], "big")
-            types.append(head[4:8].decode("latin-1"))
-            if size == 1:
-                size = int.from_bytes(f.read(8), "big")
-                f.seek(size - 16, 1)
-            elif size == 0:
-                return types
-            else:
-                f.seek(size - 8, 1)
+    _, steps, result = media.build(audio, s, path, work_dir, source=info)
+    return steps, result
 
 
 def tone_hz(path, channel):
     """Frequency (Hz) of the sine on ``channel`` of ``path``, by counting zero
     crossings over its middle second."""
-    pcm = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-af",
-                          f"pan=mono|c0=c{channel},atrim=0.5:1.5", "-ar", "48000",
-                          "-f", "f32le", "-"], check=True, capture_output=True, timeout=60).stdout
+    pcm = media.ffmpeg("-i", path, "-af", f"pan=mono|c0=c{channel},atrim=0.5:1.5",
+                       "-ar", "48000", "-f", "f32le", "-", timeout=60).stdout
     samples = array.array("f", pcm)
     crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
     return crossings / 2 / (len(samples) / 48000)
@@ -107,7 +79,7 @@ def test_each_codec_and_container(codec, name, rate, format_name, sources, tmp_p
     assert f.content_type == {"m4a": "audio/mp4", "mp4": "audio/mp4", "aac": "audio/aac",
                               "opus": "audio/ogg", "ogg": "audio/ogg", "webm": "audio/webm",
                               "mp3": "audio/mpeg"}[name.rsplit(".", 1)[1]]
-    probed = ffprobe(f.local)
+    probed = probe_json(f.local)
     assert probed["format"]["format_name"] == format_name
     [stream] = probed["streams"]
     assert stream["codec_type"] == "audio"
@@ -137,7 +109,7 @@ def test_opus_is_always_48000(sources, tmp_path):
     _, result = run(s, "stereo", sources, tmp_path)
     assert "-ar" in audio.plan(s, sources["stereo"][1], ffmpeg_bin="ffmpeg", input_path="/x",
                                work_dir="/w")[0].argv
-    [stream] = ffprobe(result.files[0].local)["streams"]
+    [stream] = probe_json(result.files[0].local)["streams"]
     assert int(stream["sample_rate"]) == 48000
     assert result.info["sample_rate"] == 48000
     assert "48000" in result.info["note"] and "44100" in result.info["note"]
@@ -148,7 +120,7 @@ def test_surround_source_downmixed(channels, sources, tmp_path):
     """A 5.1 (6-channel) source gives the asked 2 (or 1) channels."""
     s = spec(codec="aac", name="audio.m4a", channels=channels)
     _, result = run(s, "surround", sources, tmp_path)
-    [stream] = ffprobe(result.files[0].local)["streams"]
+    [stream] = probe_json(result.files[0].local)["streams"]
     assert sources["surround"][1].audio[0].channels == 6
     assert stream["channels"] == channels
     assert result.info["channels"] == channels
@@ -164,14 +136,14 @@ def test_track_picks_the_right_stream(track, hz, language, sources, tmp_path):
     local = result.files[0].local
     assert tone_hz(local, 0) == pytest.approx(hz, abs=8)
     assert tone_hz(local, 1) == pytest.approx(hz + 55, abs=8)
-    [stream] = ffprobe(local)["streams"]
+    [stream] = probe_json(local)["streams"]
     assert stream["tags"]["language"] == language
 
 
 def test_audio_only_source(sources, tmp_path):
     """A source with no video at all gives the audio file too."""
     _, result = run(spec(codec="mp3", name="a.mp3", bitrate="64k"), "audio_only", sources, tmp_path)
-    [stream] = ffprobe(result.files[0].local)["streams"]
+    [stream] = probe_json(result.files[0].local)["streams"]
     assert stream["codec_name"] == "mp3"
     assert result.info["bitrate_average"] == pytest.approx(64000, rel=0.15)
 

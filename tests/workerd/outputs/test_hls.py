@@ -13,7 +13,8 @@ import pytest
 from nommer.workerd.outputs import hls, mpd
 from nommer.workerd.outputs.measure import Measured, measure
 from nommer.workerd.outputs.step import MANIFEST, PLAYLIST
-from tests.workerd.outputs.cmaf_ladders import concatenated, ffprobe_json, ladder
+from tests.workerd.outputs.cmaf_ladders import concatenated, ladder
+from tests.workerd.outputs.media import ffprobe_json
 
 
 @attr.s(auto_attribs=True)
@@ -43,24 +44,19 @@ def _write(tmp_path_factory, kind, **kw):
     return Written(directory, reps, measured, hls.write_hls(directory, reps, measured, **kw))
 
 
-@pytest.fixture(scope="module")
-def stereo(tmp_path_factory):
-    return _write(tmp_path_factory, "stereo")
+def written(kind, **kw):
+    """A module-scoped fixture: ``Written`` of write_hls(``kw``) over a copy of
+    the ladder ``kind``."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        return _write(tmp_path_factory, kind, **kw)
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def languages(tmp_path_factory):
-    return _write(tmp_path_factory, "languages")
-
-
-@pytest.fixture(scope="module")
-def silent(tmp_path_factory):
-    return _write(tmp_path_factory, "silent", master_name="index.m3u8")
-
-
-@pytest.fixture(scope="module")
-def hevc(tmp_path_factory):
-    return _write(tmp_path_factory, "hevc")
+stereo = written("stereo")
+languages = written("languages")
+silent = written("silent", master_name="index.m3u8")
+hevc = written("hevc")
 
 
 def _sizes(directory, names):

@@ -3,26 +3,20 @@ muxer wrote, checked against ffprobe/ffmpeg on the same bytes."""
 
 import os
 import struct
-import subprocess
 
 import pytest
 
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.outputs import iframes, mpd
-from tests.workerd.outputs.cmaf_ladders import FFMPEG, concatenated, ffprobe_json, ladder
+from tests.workerd.outputs.cmaf_ladders import concatenated, ladder_fixture
+from tests.workerd.outputs.media import ffmpeg, ffprobe_json
 
 H264_PROFILES = {"Constrained Baseline": 66, "Baseline": 66, "Main": 77, "High": 100}
 HEVC_PROFILES = {"Main": 1, "Main 10": 2}
 
 
-@pytest.fixture(scope="module")
-def stereo(tmp_path_factory):
-    return ladder(tmp_path_factory, "stereo")
-
-
-@pytest.fixture(scope="module")
-def hevc(tmp_path_factory):
-    return ladder(tmp_path_factory, "hevc")
+stereo = ladder_fixture("stereo")
+hevc = ladder_fixture("hevc")
 
 
 def _video_reps(directory):
@@ -36,8 +30,7 @@ def _keyframes(directory, rep):
 
 
 def _frame_md5(path, *args):
-    out = subprocess.run([FFMPEG, "-v", "error", *args, "-i", path, "-map", "0:v:0",
-                          "-f", "framemd5", "-"], check=True, capture_output=True, timeout=60)
+    out = ffmpeg(*args, "-i", path, "-map", "0:v:0", "-f", "framemd5", "-", timeout=60)
     return [line.split(",")[-1].strip() for line in out.stdout.decode().splitlines()
             if line and not line.startswith("#")]
 

@@ -7,17 +7,11 @@ import pytest
 
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.outputs import measure, mpd
-from tests.workerd.outputs.cmaf_ladders import ladder
+from tests.workerd.outputs.cmaf_ladders import ladder_fixture
 
 
-@pytest.fixture(scope="module")
-def stereo(tmp_path_factory):
-    return ladder(tmp_path_factory, "stereo")
-
-
-@pytest.fixture(scope="module")
-def languages(tmp_path_factory):
-    return ladder(tmp_path_factory, "languages")
+stereo = ladder_fixture("stereo")
+languages = ladder_fixture("languages")
 
 
 def _independent(directory, rep):

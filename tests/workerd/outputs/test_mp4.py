@@ -1,9 +1,7 @@
 """nommer.workerd.outputs.mp4: MP4 files and audio merges made by real ffmpeg
 from tiny sources, probed afterwards (and two played in headless chromium)."""
 
-import json
 import os
-import subprocess
 from fractions import Fraction
 
 import pytest
@@ -13,6 +11,8 @@ from nommer.workerd.outputs import mp4
 from nommer.workerd.outputs.source import AudioTrack, SourceInfo
 from nommer.workerd.outputs.step import MEDIA
 from tests.workerd.outputs import media
+from tests.workerd.media import top_level_boxes
+from tests.workerd.outputs.media import ffmpeg, ffprobe_json, probe_json, streams
 
 
 def spec(**fields):
@@ -23,17 +23,6 @@ def spec(**fields):
          "encoder_preset": "superfast", "audio_bitrate": "128k"}
     s.update(fields)
     return s
-
-
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-                   check=True, capture_output=True, timeout=120)
-
-
-def ffprobe_json(path, *extra):
-    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format",
-                          "-show_streams", *extra, path], capture_output=True, timeout=60)
-    return json.loads(out.stdout) if out.returncode == 0 else None
 
 
 @pytest.fixture(scope="module")
@@ -84,43 +73,14 @@ def images(tmp_path_factory):
 def run(s, source_key, sources, work_dir, **extra):
     """plan, run every step's argv with ffmpeg, finish: ``(steps, OutputResult)``."""
     path, info = sources[source_key]
-    steps = mp4.plan(s, info, ffmpeg_bin="ffmpeg", input_path=path, work_dir=str(work_dir),
-                     **extra)
-    for step in steps:
-        done = subprocess.run(step.argv, capture_output=True, timeout=300)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    return steps, mp4.finish(s, info, steps, str(work_dir))
-
-
-def streams(probed, kind):
-    return [s for s in probed["streams"] if s["codec_type"] == kind]
-
-
-def top_level_boxes(path):
-    """Types of the top-level ISO BMFF boxes of ``path``, in file order."""
-    types = []
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                return types
-            size = int.from_bytes(head[:4], "big")
-            types.append(head[4:8].decode("latin-1"))
-            if size == 1:
-                size = int.from_bytes(f.read(8), "big")
-                f.seek(size - 16, 1)
-            elif size == 0:
-                return types
-            else:
-                f.seek(size - 8, 1)
+    _, steps, result = media.build(mp4, s, path, work_dir, source=info, **extra)
+    return steps, result
 
 
 def keyframe_times(path):
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "packet=pts_time,flags", "-of", "json", path],
-                         check=True, capture_output=True, timeout=60)
-    return sorted(float(p["pts_time"]) for p in json.loads(out.stdout)["packets"]
-                  if "K" in p["flags"])
+    packets = ffprobe_json(path, "-select_streams", "v:0",
+                           "-show_entries", "packet=pts_time,flags")["packets"]
+    return sorted(float(p["pts_time"]) for p in packets if "K" in p["flags"])
 
 
 # --- video sources ----------------------------------------------------------------------
@@ -137,7 +97,7 @@ def test_height_240_from_360p(sources, tmp_path):
     assert (f.path, f.role, f.content_type) == ("out/download.mp4", MEDIA, "video/mp4")
     assert f.local == os.path.join(str(tmp_path), "out", "download.mp4")
     assert f.bytes == os.path.getsize(f.local)
-    probed = ffprobe_json(f.local)
+    probed = probe_json(f.local)
     [v] = streams(probed, "video")
     [a] = streams(probed, "audio")
     assert (v["width"], v["height"]) == (426, 240)
@@ -163,7 +123,7 @@ def test_height_240_from_360p(sources, tmp_path):
 def test_no_upscale(sources, tmp_path):
     """A 320x180 source asked at height 720 stays 320x180."""
     _, result = run(spec(height=720), "tiny", sources, tmp_path)
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert (v["width"], v["height"]) == (320, 180)
     assert (result.info["width"], result.info["height"]) == (320, 180)
 
@@ -176,7 +136,7 @@ def test_portrait(fields, size, sources, tmp_path):
     """A 360x640 portrait source keeps its aspect ratio: height and width are the
     output's own, never more than the source's."""
     _, result = run(spec(**fields), "portrait", sources, tmp_path)
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert (v["width"], v["height"]) == size
     assert (result.info["width"], result.info["height"]) == size
 
@@ -184,7 +144,7 @@ def test_portrait(fields, size, sources, tmp_path):
 def test_odd_source_gives_even_sides(sources, tmp_path):
     """A 641x361 yuv444p source gives even sides in yuv420p."""
     _, result = run(spec(), "odd", sources, tmp_path)
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert v["width"] % 2 == 0 and v["height"] % 2 == 0
     assert abs(v["width"] - 641) <= 1 and abs(v["height"] - 361) <= 1
     assert v["pix_fmt"] == "yuv420p"
@@ -194,14 +154,14 @@ def test_fps_capped_60_to_30(sources, tmp_path):
     """A 60 fps source with fps_max 30 gives 30 fps, every other frame."""
     steps, result = run(spec(fps_max=30), "fps60", sources, tmp_path)
     assert "fps=30/1" in steps[0].argv[steps[0].argv.index("-vf") + 1]
-    probed = ffprobe_json(result.files[0].local)
+    probed = probe_json(result.files[0].local)
     [v] = streams(probed, "video")
     assert v["r_frame_rate"] == "30/1" and int(v["nb_frames"]) == 60
     assert result.info["fps"] == 30.0
     assert keyframe_times(result.files[0].local) == [0.0]  # 2 s clip: one 2 s keyframe interval
     # without a cap, the 60 fps stay
     _, result = run(spec(), "fps60", sources, tmp_path / "uncapped")
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert v["r_frame_rate"] == "60/1" and result.info["fps"] == 60.0
 
 
@@ -221,7 +181,7 @@ def test_output_fps():
 def test_hevc_tagged_hvc1(sources, tmp_path):
     """HEVC is tagged hvc1 (Apple refuses hev1), Main profile, with its RFC 6381 string."""
     _, result = run(spec(codec="hevc", height=180), "landscape", sources, tmp_path)
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert v["codec_name"] == "hevc" and v["codec_tag_string"] == "hvc1"
     assert v["profile"] == "Main" and v["pix_fmt"] == "yuv420p"
     assert (v["width"], v["height"]) == (320, 180)
@@ -239,7 +199,7 @@ def test_bitrate_instead_of_crf(sources, tmp_path):
     assert argv[argv.index("-b:v") + 1] == "300000"
     assert argv[argv.index("-maxrate") + 1] == "450000"
     assert argv[argv.index("-bufsize") + 1] == "600000"
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert int(v["bit_rate"]) == pytest.approx(300000, rel=0.35)
 
 
@@ -247,20 +207,20 @@ def test_source_without_audio(sources, tmp_path):
     """No audio in the source: a video-only MP4."""
     steps, result = run(spec(), "silent", sources, tmp_path)
     assert "0:a:0" not in steps[0].argv
-    probed = ffprobe_json(result.files[0].local)
+    probed = probe_json(result.files[0].local)
     assert streams(probed, "audio") == [] and len(streams(probed, "video")) == 1
     assert "mp4a" not in result.info["codecs"]
 
 
 def test_surround_audio_becomes_stereo(sources, tmp_path):
     _, result = run(spec(), "surround", sources, tmp_path)
-    [a] = streams(ffprobe_json(result.files[0].local), "audio")
+    [a] = streams(probe_json(result.files[0].local), "audio")
     assert a["channels"] == 2 and int(a["sample_rate"]) == 48000
 
 
 def test_mov_container(sources, tmp_path):
     _, result = run(spec(name="clip.mov"), "tiny", sources, tmp_path)
-    probed = ffprobe_json(result.files[0].local)
+    probed = probe_json(result.files[0].local)
     assert probed["format"]["tags"]["major_brand"].strip() == "qt"
     assert result.files[0].content_type == "video/quicktime"
 
@@ -276,7 +236,7 @@ def test_audio_only_source_without_image_refused(sources):
 # --- audio merge -------------------------------------------------------------------------
 
 def audio_duration(path):
-    [a] = streams(ffprobe_json(path), "audio")
+    [a] = streams(probe_json(path), "audio")
     return float(a["duration"])
 
 
@@ -292,7 +252,7 @@ def test_merge_lasts_as_long_as_the_audio(source_key, sources, images, tmp_path)
     expected = audio_duration(source_path)
     assert step.expected_s == pytest.approx(expected, abs=0.05)
     local = result.files[0].local
-    probed = ffprobe_json(local)
+    probed = probe_json(local)
     [v] = streams(probed, "video")
     [a] = streams(probed, "audio")
     size = (v["width"], v["height"])  # 801x451 made even (ffmpeg rounds halves up: 802x452)
@@ -328,7 +288,7 @@ def test_merge_lasts_as_long_as_the_audio(source_key, sources, images, tmp_path)
 def test_merge_picture_size(image, fields, size, sources, images, tmp_path):
     s = spec(name="m.mp4", image_path="file:///x", **fields)
     _, result = run(s, "short_audio", sources, tmp_path, image_input=images[image])
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert (v["width"], v["height"]) == size
     assert (result.info["width"], result.info["height"]) == size
 
@@ -336,7 +296,7 @@ def test_merge_picture_size(image, fields, size, sources, images, tmp_path):
 def test_merge_hevc(sources, images, tmp_path):
     s = spec(name="m.mp4", image_path="file:///x", codec="hevc")
     _, result = run(s, "short_audio", sources, tmp_path, image_input=images["photo.jpg"])
-    probed = ffprobe_json(result.files[0].local)
+    probed = probe_json(result.files[0].local)
     [v] = streams(probed, "video")
     assert v["codec_tag_string"] == "hvc1"
     assert float(probed["format"]["duration"]) == pytest.approx(
@@ -347,7 +307,7 @@ def test_merge_over_a_video_source_uses_its_audio(sources, images, tmp_path):
     """image_path on a source that has video: the picture replaces the video."""
     _, result = run(spec(image_path="file:///x"), "landscape", sources, tmp_path,
                     image_input=images["photo.jpg"])
-    [v] = streams(ffprobe_json(result.files[0].local), "video")
+    [v] = streams(probe_json(result.files[0].local), "video")
     assert (v["width"], v["height"]) == (800, 450)
 
 
@@ -388,39 +348,39 @@ def test_merge_timing():
 @pytest.mark.parametrize("name", ["odd.png", "photo.jpg", "huge.png", "portrait.webp",
                                   "still.gif", "picture.bmp", "picture.tiff"])
 def test_pictures_are_usable(name, images):
-    assert mp4.describe_image_problem(ffprobe_json(images[name])) is None
+    assert mp4.describe_image_problem(probe_json(images[name])) is None
 
 
 def test_text_file_is_not_an_image(images):
     """A text file: ffprobe reads it as ANSI art (its tty demuxer), or cannot
     read it at all (None: a one-line file), or, named .jpg/.png, reads a
     picture of no size; each time the reason says so."""
-    assert mp4.describe_image_problem(ffprobe_json(images["notes.txt"])) == \
+    assert mp4.describe_image_problem(probe_json(images["notes.txt"])) == \
         "it is a text file, not a picture"
-    assert ffprobe_json(images["short.txt"]) is None
+    assert probe_json(images["short.txt"]) is None
     assert "cannot read it as a picture" in mp4.describe_image_problem(None)
     assert "cannot read it as a picture" in mp4.describe_image_problem({})
     for name, codec in (("fake.jpg", "mjpeg"), ("fake.png", "png")):
-        problem = mp4.describe_image_problem(ffprobe_json(images[name]))
+        problem = mp4.describe_image_problem(probe_json(images[name]))
         assert problem == f"ffmpeg finds no picture in it (its {codec} data cannot be decoded)"
 
 
 def test_video_is_not_an_image(images):
-    problem = mp4.describe_image_problem(ffprobe_json(images["video.mp4"]))
+    problem = mp4.describe_image_problem(probe_json(images["video.mp4"]))
     assert problem.startswith("it is a video (h264), not a picture")
 
 
 def test_animation_is_not_an_image(images):
-    problem = mp4.describe_image_problem(ffprobe_json(images["animated.gif"]))
+    problem = mp4.describe_image_problem(probe_json(images["animated.gif"]))
     assert problem == "it is an animation of 10 frames, not one picture"
     # without a frame count, the duration tells
-    probe = ffprobe_json(images["animated.gif"])
+    probe = probe_json(images["animated.gif"])
     del probe["streams"][0]["nb_frames"]
     assert "1.00 s long" in mp4.describe_image_problem(probe)
 
 
 def test_audio_is_not_an_image(images):
-    assert mp4.describe_image_problem(ffprobe_json(images["sound.m4a"])) == \
+    assert mp4.describe_image_problem(probe_json(images["sound.m4a"])) == \
         "it has no picture in it, only audio"
 
 

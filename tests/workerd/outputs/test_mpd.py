@@ -11,24 +11,15 @@ import pytest
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.outputs import mpd
 from nommer.workerd.outputs.measure import measure
-from tests.workerd.outputs.cmaf_ladders import concatenated, ffprobe_json, ladder
+from tests.workerd.outputs.cmaf_ladders import concatenated, ladder_fixture
+from tests.workerd.outputs.media import ffprobe_json
 
 NS = {"d": mpd.DASH_NS}
 
 
-@pytest.fixture(scope="module")
-def stereo(tmp_path_factory):
-    return ladder(tmp_path_factory, "stereo")
-
-
-@pytest.fixture(scope="module")
-def languages(tmp_path_factory):
-    return ladder(tmp_path_factory, "languages")
-
-
-@pytest.fixture(scope="module")
-def hevc(tmp_path_factory):
-    return ladder(tmp_path_factory, "hevc")
+stereo = ladder_fixture("stereo")
+languages = ladder_fixture("languages")
+hevc = ladder_fixture("hevc")
 
 
 def _copy(directory, tmp_path):

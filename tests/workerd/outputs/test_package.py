@@ -4,7 +4,6 @@ MPD (xml.etree) and the HLS playlists (m3u8)."""
 
 import json
 import os
-import subprocess
 import xml.etree.ElementTree as ET
 from fractions import Fraction as F
 
@@ -16,6 +15,8 @@ from nommer.workerd.outputs import package
 from nommer.workerd.outputs.source import AudioTrack, SourceInfo
 from nommer.workerd.outputs.step import MANIFEST, MEDIA, PLAYLIST
 from tests.workerd.outputs import media
+from tests.workerd.outputs.cmaf_ladders import concatenated
+from tests.workerd.outputs.media import ffprobe_json
 
 NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 STEREO = AudioTrack(index=0, channels=2, sample_rate=48000, codec="aac")
@@ -186,22 +187,6 @@ def test_plan_refuses_a_dir_outside_the_scratch_dir(bad, tmp_path):
 
 # --- real runs --------------------------------------------------------------------------------
 
-def ffprobe(path, *args):
-    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, path],
-                         check=True, capture_output=True, timeout=60)
-    return json.loads(out.stdout)
-
-
-def joined(tmp_path, base, init, segments, name):
-    """init + segments concatenated into one file (what a player appends)."""
-    path = tmp_path / name
-    with open(path, "wb") as out:
-        for part in [init, *segments]:
-            with open(os.path.join(base, part), "rb") as f:
-                out.write(f.read())
-    return str(path)
-
-
 def read_mpd(path):
     """``[(adaptation set element, representation element, [segment names])]``."""
     root = ET.parse(path).getroot()
@@ -228,8 +213,7 @@ class Run:
         os.makedirs(self.work)
         self.steps = package.plan(pkg, self.source, ffmpeg_bin="ffmpeg", input_path=source_path,
                                   work_dir=self.work)
-        done = subprocess.run(self.steps[0].argv, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        media.run_steps(self.steps)
         self.base = os.path.join(self.work, "stream")
         self.mpd = read_mpd(os.path.join(self.base, package.MPD_NAME))  # before finish renames
         self.results = package.finish(pkg, self.source, self.steps, self.work)
@@ -237,9 +221,14 @@ class Run:
     def reps(self, kind):
         return [(a, r, names) for a, r, names in self.mpd if a.get("contentType") == kind]
 
+    def joined(self, rep, names, label):
+        """The rendition ``rep``'s init + ``names`` in one file called ``label``
+        (what a player appends)."""
+        return concatenated(self.base, f"init-{rep.get('id')}.m4s", names, str(self.tmp / label))
+
     def packets(self, rep, names, label):
-        path = joined(self.tmp, self.base, f"init-{rep.get('id')}.m4s", names, label)
-        return ffprobe(path, "-show_packets", "-show_entries", "packet=pts_time,flags")["packets"]
+        return ffprobe_json(self.joined(rep, names, label), "-show_packets",
+                            "-show_entries", "packet=pts_time,flags")["packets"]
 
 
 def two_rung(codec, **fields):
@@ -347,9 +336,8 @@ def test_each_keyframe_begins_a_fragment(hevc_two_languages):
 def test_small_rungs_of_a_60fps_source_are_capped_at_30(h264_60fps):
     rates = {}
     for _, rep, names in h264_60fps.reps("video"):
-        path = joined(h264_60fps.tmp, h264_60fps.base, f"init-{rep.get('id')}.m4s", names,
-                      f"all-{rep.get('id')}.mp4")
-        (stream,) = ffprobe(path, "-show_streams", "-count_packets")["streams"]
+        path = h264_60fps.joined(rep, names, f"all-{rep.get('id')}.mp4")
+        (stream,) = ffprobe_json(path, "-show_streams", "-count_packets")["streams"]
         rates[(stream["width"], stream["height"])] = (stream["avg_frame_rate"],
                                                       int(stream["nb_read_packets"]))
     assert rates == {(320, 180): ("30/1", 120), (416, 234): ("30/1", 120),
@@ -364,9 +352,8 @@ def test_audio_is_aac_lc_stereo_48k_with_its_language(run):
     kind = [k for k, v in expected.items() if v == langs]
     assert kind, langs
     for aset, rep, names in audio:
-        path = joined(run.tmp, run.base, f"init-{rep.get('id')}.m4s", names,
-                      f"a-{rep.get('id')}.mp4")
-        (stream,) = ffprobe(path, "-show_streams")["streams"]
+        path = run.joined(rep, names, f"a-{rep.get('id')}.mp4")
+        (stream,) = ffprobe_json(path, "-show_streams")["streams"]
         assert (stream["codec_name"], stream["profile"], stream["channels"],
                 stream["sample_rate"]) == ("aac", "LC", 2, "48000")
         assert (stream.get("tags") or {}).get("language", "und") == (aset.get("lang") or "und")
@@ -383,7 +370,7 @@ def test_no_audio_source_gives_a_video_only_ladder(silent_tiny):
 def test_hevc_init_segments_carry_the_hvc1_tag(hevc_two_languages):
     for _, rep, _ in hevc_two_languages.reps("video"):
         init = os.path.join(hevc_two_languages.base, f"init-{rep.get('id')}.m4s")
-        (stream,) = ffprobe(init, "-show_streams")["streams"]
+        (stream,) = ffprobe_json(init, "-show_streams")["streams"]
         assert (stream["codec_name"], stream["codec_tag_string"]) == ("hevc", "hvc1")
 
 
@@ -483,7 +470,7 @@ def test_set_init_language_writes_mdhd(hevc_two_languages, tmp_path):
     init.write_bytes(open(os.path.join(hevc_two_languages.base, f"init-{rep.get('id')}.m4s"),
                           "rb").read())
     assert package.set_init_language(str(init), "deu") is True
-    (stream,) = ffprobe(str(init), "-show_streams")["streams"]
+    (stream,) = ffprobe_json(str(init), "-show_streams")["streams"]
     assert stream["tags"]["language"] == "deu"
     before = init.read_bytes()
     for bad in ("de", "DEU", "d3u", None):

@@ -3,7 +3,7 @@ PNG) of the right size, aspect ratio kept, never upscaled; the thumbnail
 filter passes over a black opening; at_s gives the frame at that time; the
 reported time_s is the time of the frame shown."""
 
-import subprocess
+import functools
 
 import pytest
 
@@ -14,7 +14,7 @@ from nommer.workerd.outputs.step import MEDIA
 
 from tests.workerd.outputs import media
 from tests.workerd.outputs.pictures import (
-    best_match, gray_frames, gray_image, image_info, mean, run_steps)
+    best_match, gray_frames, gray_image, image_info, mean)
 
 
 def spec(**fields):
@@ -26,32 +26,23 @@ def spec(**fields):
 def black_opening(directory):
     """640x360, 30 fps, 3 s of testsrc2 whose first second is black (a fade-in)."""
     path = f"{directory}/black-opening.mp4"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=640x360:rate=30:duration=3,"
-                    "drawbox=color=black:t=fill:enable='lt(t,1)'",
-                    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", path],
-                   check=True, capture_output=True, timeout=120)
+    media.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=3,"
+                 "drawbox=color=black:t=fill:enable='lt(t,1)'",
+                 "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", path)
     return path
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("poster-sources"))
-    return {
-        "landscape": media.landscape(d),                  # 640x360, 30 fps, 3 s
-        "portrait": media.portrait(d),                    # 360x640
-        "odd": media.truly_odd_size(d),                   # 641x361
-        "black-opening": black_opening(d),
-        # 2 s of video in a 4 s file (the audio runs on).
-        "short-video": media.make_source(d, "short-video.mp4", duration_s=2, audio_duration_s=4),
-    }
+sources = media.sources_fixture({
+    "landscape": media.landscape,                  # 640x360, 30 fps, 3 s
+    "portrait": media.portrait,                    # 360x640
+    "odd": media.truly_odd_size,                   # 641x361
+    "black-opening": black_opening,
+    "short-video": media.short_video,              # 2 s of video in a 4 s file
+})
 
 
-def make(spec_, path, work_dir):
-    source = media.probe(path)
-    steps = poster.plan(spec_, source, ffmpeg_bin="ffmpeg", input_path=path, work_dir=str(work_dir))
-    run_steps(steps)
-    return source, steps, poster.finish(spec_, source, steps, str(work_dir))
+#: (source, steps, result) of the poster output ``spec_`` on ``path``, run in ``work_dir``.
+make = functools.partial(media.build, poster)
 
 
 def test_default_poster_is_a_jpeg_of_the_source_size_showing_the_frame_at_time_s(sources, tmp_path):

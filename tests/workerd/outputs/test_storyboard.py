@@ -4,6 +4,7 @@ crop of a sheet that is the source frame at the cue's start (PSNR against
 every decoded frame around it); the JSON states each sheet's real tile
 count; tiles keep the aspect ratio of portrait and odd-sized sources."""
 
+import functools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from nommer.workerd.outputs.step import MANIFEST, MEDIA, PLAYLIST
 
 from tests.workerd.outputs import media
 from tests.workerd.outputs.pictures import (
-    best_match, crop, gray_frames, gray_image, image_info, mean, run_steps)
+    best_match, crop, gray_frames, gray_image, image_info, mean)
 
 XYWH = re.compile(r"^(sheet_\d{3}\.jpg)#xywh=(\d+),(\d+),(\d+),(\d+)$")
 
@@ -30,25 +31,18 @@ def spec(**fields):
     return out
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("storyboard-sources"))
-    return {
-        "landscape": media.landscape(d),                  # 640x360, 30 fps, 3 s
-        "portrait": media.portrait(d),                    # 360x640
-        "odd": media.odd_size(d),                         # 642x362
-        "odd-sides": media.truly_odd_size(d),             # 641x361
-        "tiny": media.tiny(d),                            # 320x180
-        # 2 s of video in a 4 s file (the audio runs on).
-        "short-video": media.make_source(d, "short-video.mp4", duration_s=2, audio_duration_s=4),
-    }
+sources = media.sources_fixture({
+    "landscape": media.landscape,                  # 640x360, 30 fps, 3 s
+    "portrait": media.portrait,                    # 360x640
+    "odd": media.odd_size,                         # 642x362
+    "odd-sides": media.truly_odd_size,             # 641x361
+    "tiny": media.tiny,                            # 320x180
+    "short-video": media.short_video,              # 2 s of video in a 4 s file
+})
 
 
-def make(spec_, path, work_dir):
-    source = media.probe(path)
-    steps = storyboard.plan(spec_, source, ffmpeg_bin="ffmpeg", input_path=path, work_dir=str(work_dir))
-    run_steps(steps)
-    return source, storyboard.finish(spec_, source, steps, str(work_dir))
+#: (source, steps, result) of the storyboard output ``spec_`` on ``path``, run in ``work_dir``.
+make = functools.partial(media.build, storyboard)
 
 
 def seconds(timestamp):
@@ -88,7 +82,7 @@ def assert_tiles_match_frames(source_path, vtt_path, fps, tile_w, tile_h, interv
 
 
 def test_sheets_vtt_and_json_of_a_landscape_source(sources, tmp_path):
-    source, result = make(spec(interval_s=0.5, columns=2, rows=2), sources["landscape"], tmp_path)
+    source, _, result = make(spec(interval_s=0.5, columns=2, rows=2), sources["landscape"], tmp_path)
     d = tmp_path / "storyboard"
 
     # 3 s / 0.5 s = 6 tiles: a full sheet of 4 and a last sheet of 2.
@@ -135,7 +129,7 @@ def test_sheets_vtt_and_json_of_a_landscape_source(sources, tmp_path):
     ("tiny", 640, (320, 180)),            # never upscaled
 ])
 def test_tiles_keep_the_aspect_ratio(sources, tmp_path, name, tile_width, tile_size):
-    source, result = make(spec(interval_s=1, tile_width=tile_width, columns=3, rows=1), sources[name],
+    source, _, result = make(spec(interval_s=1, tile_width=tile_width, columns=3, rows=1), sources[name],
                           tmp_path)
     w, h = tile_size
     assert h == round(w * source.height / source.width / 2) * 2
@@ -149,7 +143,7 @@ def test_tiles_keep_the_aspect_ratio(sources, tmp_path, name, tile_width, tile_s
 
 
 def test_a_file_longer_than_its_video_gets_cues_only_for_real_tiles(sources, tmp_path):
-    source, result = make(spec(interval_s=0.5, columns=3, rows=2, dir="sb"), sources["short-video"], tmp_path)
+    source, _, result = make(spec(interval_s=0.5, columns=3, rows=2, dir="sb"), sources["short-video"], tmp_path)
     assert source.duration_s == pytest.approx(4.0, abs=0.1)            # the file: the audio runs on
     # 2 s of video: 4 tiles, not the 8 the file's duration would suggest.
     assert (result.info["tiles"], result.info["sheets"]) == (4, 1)

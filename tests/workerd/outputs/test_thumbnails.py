@@ -2,6 +2,7 @@
 JPEG per interval, each the source frame at its time (PSNR against every
 decoded frame around it), aspect ratio kept, never upscaled."""
 
+import functools
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from nommer.workerd.outputs.source import SourceInfo
 from nommer.workerd.outputs.step import MEDIA
 
 from tests.workerd.outputs import media
-from tests.workerd.outputs.pictures import best_match, gray_image, gray_frames, image_info, run_steps
+from tests.workerd.outputs.pictures import best_match, gray_image, gray_frames, image_info
 
 
 def spec(**fields):
@@ -21,22 +22,16 @@ def spec(**fields):
     return out
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("thumb-sources"))
-    return {
-        "landscape": media.landscape(d),                                     # 640x360, 30 fps, 3 s
-        "fps10": media.make_source(d, "fps10.mp4", fps=10, audio=None),     # 640x360, 10 fps, 3 s
-        "portrait": media.portrait(d),                                       # 360x640
-        "odd": media.truly_odd_size(d),                                      # 641x361
-    }
+sources = media.sources_fixture({
+    "landscape": media.landscape,                                    # 640x360, 30 fps, 3 s
+    "fps10": functools.partial(media.no_audio, name="fps10.mp4", fps=10),  # 640x360, 10 fps, 3 s
+    "portrait": media.portrait,                                      # 360x640
+    "odd": media.truly_odd_size,                                     # 641x361
+})
 
 
-def make(spec_, path, work_dir):
-    source = media.probe(path)
-    steps = thumbnails.plan(spec_, source, ffmpeg_bin="ffmpeg", input_path=path, work_dir=str(work_dir))
-    run_steps(steps)
-    return source, steps, thumbnails.finish(spec_, source, steps, str(work_dir))
+#: (source, steps, result) of the thumbnails output ``spec_`` on ``path``, run in ``work_dir``.
+make = functools.partial(media.build, thumbnails)
 
 
 @pytest.mark.parametrize("name, interval_s, frame_indexes", [
