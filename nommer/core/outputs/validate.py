@@ -111,21 +111,16 @@ _JSON_TYPES = {"string": "a string", "integer": "an integer", "number": "a numbe
                "object": "an object", "array": "a list", "boolean": "true or false", "null": "null"}
 
 
+#: Python type -> JSON Schema type, in the order to test them (bool is an int).
+_PY_TYPES = ((type(None), "null"), (bool, "boolean"), (str, "string"), (int, "integer"),
+             (float, "number"), (dict, "object"), (list, "array"))
+
+
 def _json_type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
+    """``value``'s JSON type in words (``"a string"``), as _JSON_TYPES says it."""
+    for py_type, json_type in _PY_TYPES:
+        if isinstance(value, py_type):
+            return _JSON_TYPES[json_type]
     return type(value).__name__
 
 
@@ -180,6 +175,11 @@ def _pattern_message(error):
             f"starting with '.'), ending in {_or('.' + e for e in exts)}")
 
 
+#: Numeric bound keyword -> the words before the bound in the message.
+_BOUNDS = {"minimum": "the minimum is", "maximum": "the maximum is",
+           "exclusiveMinimum": "it must be more than", "exclusiveMaximum": "it must be less than"}
+
+
 def _message(error, prefix):
     """(field, message) for one leaf error."""
     path = list(error.absolute_path)
@@ -203,14 +203,8 @@ def _message(error, prefix):
     if kind == "type":
         types = bound if isinstance(bound, list) else [bound]
         return field, f"must be {_or(_JSON_TYPES.get(t, t) for t in types)}, not {_json_type(value)}"
-    if kind == "minimum":
-        return field, f"is {_number(value)}; the minimum is {_number(bound)}"
-    if kind == "maximum":
-        return field, f"is {_number(value)}; the maximum is {_number(bound)}"
-    if kind == "exclusiveMinimum":
-        return field, f"is {_number(value)}; it must be more than {_number(bound)}"
-    if kind == "exclusiveMaximum":
-        return field, f"is {_number(value)}; it must be less than {_number(bound)}"
+    if kind in _BOUNDS:
+        return field, f"is {_number(value)}; {_BOUNDS[kind]} {_number(bound)}"
     if kind == "minLength":
         return field, "must not be empty" if bound == 1 else f"is shorter than {bound} characters"
     if kind == "maxLength":

@@ -95,21 +95,9 @@ def check_track(source, track):
         raise PermanentJobError(f"the source has {tracks}; track {track} does not exist")
 
 
-def local_path(spec, work_dir):
-    """Where the step writes the file: ``spec["name"]`` (``/``-separated,
-    relative) under ``work_dir`` (the nommer's shared scratch dir for outputs),
-    as the other builders do."""
-    return os.path.join(work_dir, *spec["name"].split("/"))
-
-
-def _make_parent(spec, work_dir):
-    """Create the directory the file goes in (ffmpeg does not)."""
-    os.makedirs(os.path.dirname(local_path(spec, work_dir)), exist_ok=True)
-
-
 def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, **extra):
     """One ffmpeg run writing the audio file at ``spec["name"]`` under
-    ``work_dir`` (``local_path``; its directory is created here).
+    ``work_dir`` (``common.local_path``; its directory is created here).
 
     :param spec: the normalized audio output (see the module docstring).
     :param source: ``SourceInfo`` of the input.
@@ -134,8 +122,7 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, **extra):
              "-f", muxer]
     if muxer in _MP4_MUXERS:
         argv += ["-movflags", "+faststart"]
-    _make_parent(spec, work_dir)
-    argv += common.progress_args(local_path(spec, work_dir))
+    argv += common.progress_args(common.make_parent(common.local_path(work_dir, spec["name"])))
     duration = source.duration_s
     return [Step(what=f"audio {spec['name']}", argv=argv, expected_s=duration,
                  weight=_WEIGHT_PER_SECOND * (duration or 60.0))]
@@ -159,7 +146,7 @@ def finish(spec, source, steps, work_dir):
         overrode ``sample_rate``.
     :raises FileNotFoundError: the step did not write the file.
     """
-    local = local_path(spec, work_dir)
+    local = common.local_path(work_dir, spec["name"])
     size = os.path.getsize(local)
     duration = source.duration_s
     rate = output_sample_rate(spec)

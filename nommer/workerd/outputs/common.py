@@ -1,7 +1,11 @@
-"""Pieces every output builder's argv shares: the input and progress options,
-bitrates and scaled sizes. Pure functions."""
+"""Pieces every output builder shares: the input and progress options,
+bitrates, scaled sizes, where files go in the work dir, and the lenient
+number readers for ffprobe's and the MPD's text. Pure functions (but
+``make_parent``)."""
 
 import math
+import os
+from fractions import Fraction
 
 #: ffmpeg's encoder of each ``codec`` value of the schema.
 VIDEO_ENCODERS = {"h264": "libx264", "hevc": "libx265"}
@@ -77,3 +81,45 @@ def keyframe_args(fps):
     g = str(gop_frames(fps)) if fps else "250"
     return ["-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
             "-g", g, "-keyint_min", g, "-sc_threshold", "0"]
+
+
+def local_path(work_dir, relative):
+    """Absolute path in ``work_dir`` of the ``/``-separated ``relative`` path
+    (an output's ``name``): where a step writes that file."""
+    return os.path.join(work_dir, *relative.split("/"))
+
+
+def make_parent(path):
+    """Create the directory ``path`` goes in (ffmpeg does not); return ``path``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def to_int(value):
+    """``int(value)``, or None when it is not a number (None, ``"N/A"``, ``""``)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def to_float(value):
+    """``float(value)``, or None when it is not a number (None, ``"N/A"``)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def positive_fraction(value):
+    """A rate or ratio as ffprobe and MPDs write it (``"30000/1001"``,
+    ``"30"``, ``"29.97/1"``) -> ``Fraction`` > 0; None for anything else
+    (``"0/0"``, ``"N/A"``, a negative, not a str)."""
+    if not isinstance(value, str):
+        return None
+    num, _, den = value.partition("/")
+    try:
+        result = Fraction(num.strip()) / Fraction(den.strip() or 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return result if result > 0 else None

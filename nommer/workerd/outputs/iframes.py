@@ -24,9 +24,8 @@ import struct
 import attr
 
 from nommer.core.errors import PermanentJobError
-
-_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf",
-               b"edts", b"dinf"}
+from nommer.workerd.outputs import boxes
+from nommer.workerd.outputs.boxes import Fields
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
@@ -110,157 +109,57 @@ class Keyframe:
         return f"{self.length}@{self.offset}"
 
 
-def iter_boxes(data, start=0, end=None):
-    """Yield ``(type, offset, size, header_size)`` for each box of ``data``
-    (bytes) between ``start`` and ``end`` (default: the end), one level
-    deep. ``type`` is 4 bytes (``b"moof"``). Raises ``ValueError`` on a
-    truncated or malformed box header."""
-    end = len(data) if end is None else end
-    offset = start
-    while offset < end:
-        if end - offset < 8:
-            raise ValueError(f"truncated box header at byte {offset}")
-        size, kind = struct.unpack_from(">I4s", data, offset)
-        header = 8
-        if size == 1:
-            if end - offset < 16:
-                raise ValueError(f"truncated large box header at byte {offset}")
-            size = struct.unpack_from(">Q", data, offset + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - offset
-        if kind == b"uuid":
-            header += 16
-        if size < header or offset + size > end:
-            raise ValueError(f"box {kind!r} at byte {offset} has a bad size {size}")
-        yield kind, offset, size, header
-        offset += size
-
-
-def _children(data, offset, size, header):
-    return iter_boxes(data, offset + header, offset + size)
-
-
-def _find(data, start, end, path):
-    """Offsets ``(offset, size, header)`` of every box at ``path`` (list of types)."""
-    found = []
-    for kind, off, size, header in iter_boxes(data, start, end):
-        if kind != path[0]:
-            continue
-        if len(path) == 1:
-            found.append((off, size, header))
-        else:
-            found += _find(data, off + header, off + size, path[1:])
-    return found
-
-
-def _full_box(data, off, header):
-    """(version, flags, offset of the payload after version/flags)."""
-    version_flags = struct.unpack_from(">I", data, off + header)[0]
-    return version_flags >> 24, version_flags & 0xFFFFFF, off + header + 4
+#: Re-exported for package.py, which walks an init segment's boxes through this module.
+iter_boxes = boxes.iter_boxes
 
 
 def read_track(init_path):
-    """``TrackInfo`` of the one track of the init segment at ``init_path``.
+    """``TrackInfo`` of the one track of the init segment at ``init_path``
+    (read by seeking: only the boxes named in the module docstring).
 
     Raises ``PermanentJobError`` when the file is not an fMP4 init segment
     with exactly one track (the DASH muxer writes one per representation).
     """
-    with open(init_path, "rb") as f:
-        data = f.read()
     try:
-        traks = _find(data, 0, len(data), [b"moov", b"trak"])
-        if len(traks) != 1:
-            raise ValueError(f"{len(traks)} tracks, expected 1")
-        off, size, header = traks[0]
-        tkhd = _find(data, off + header, off + size, [b"tkhd"])
-        mdhd = _find(data, off + header, off + size, [b"mdia", b"mdhd"])
-        if not tkhd or not mdhd:
-            raise ValueError("no tkhd/mdhd box")
-        version, _, p = _full_box(data, tkhd[0][0], tkhd[0][2])
-        track_id = struct.unpack_from(">I", data, p + (16 if version == 1 else 8))[0]
-        version, _, p = _full_box(data, mdhd[0][0], mdhd[0][2])
-        timescale = struct.unpack_from(">I", data, p + (16 if version == 1 else 8))[0]
-        if not timescale:
-            raise ValueError("timescale 0")
-        media_time = 0
-        for e_off, _, e_header in _find(data, off + header, off + size, [b"edts", b"elst"]):
-            version, _, p = _full_box(data, e_off, e_header)
-            count = struct.unpack_from(">I", data, p)[0]
-            p += 4
-            for _ in range(count):
-                if version == 1:
-                    _, entry_time = struct.unpack_from(">Qq", data, p)
-                    p += 20
-                else:
-                    _, entry_time = struct.unpack_from(">Ii", data, p)
-                    p += 12
-                if entry_time >= 0:  # -1 is an empty edit (a delay), not a cut
-                    media_time = entry_time
-                    break
-        defaults = (0, 0, 0)
-        for t_off, _, t_header in _find(data, 0, len(data), [b"moov", b"mvex", b"trex"]):
-            _, _, p = _full_box(data, t_off, t_header)
-            tid, _, dur, sz, fl = struct.unpack_from(">5I", data, p)
-            if tid == track_id:
-                defaults = (dur, sz, fl)
+        with open(init_path, "rb") as f:
+            return _read_track(f)
     except (ValueError, struct.error) as e:
         raise PermanentJobError(f"the init segment {init_path} cannot be read as "
                                 f"fragmented MP4: {e}") from None
+
+
+def _read_track(f):
+    traks = boxes.find_all(f, "moov/trak")
+    if len(traks) != 1:
+        raise ValueError(f"{len(traks)} tracks, expected 1")
+    trak = traks[0]
+    tkhd = boxes.find(f, "tkhd", trak)
+    mdhd = boxes.find(f, "mdia/mdhd", trak)
+    if tkhd is None or mdhd is None:
+        raise ValueError("no tkhd/mdhd box")
+    version, _, p = boxes.full_box(f, tkhd)
+    track_id = Fields(f, p + (16 if version == 1 else 8)).take(">I")
+    timescale, _ = boxes.media_header(f, mdhd)
+    if not timescale:
+        raise ValueError("timescale 0")
+    media_time = 0
+    for elst in boxes.find_all(f, "edts/elst", trak):
+        version, _, p = boxes.full_box(f, elst)
+        fields = Fields(f, p)
+        for _ in range(fields.take(">I")):
+            _, entry_time = fields.take(">Qq" if version == 1 else ">Ii")
+            fields.skip(4)  # media_rate
+            if entry_time >= 0:  # -1 is an empty edit (a delay), not a cut
+                media_time = entry_time
+                break
+    defaults = (0, 0, 0)
+    for trex in boxes.find_all(f, "moov/mvex/trex"):
+        tid, _, dur, sz, fl = Fields(f, boxes.full_box(f, trex)[2]).take(">5I")
+        if tid == track_id:
+            defaults = (dur, sz, fl)
     return TrackInfo(track_id=track_id, timescale=timescale, media_time=media_time,
                      default_duration=defaults[0],
                      default_size=defaults[1], default_flags=defaults[2])
-
-
-#: Bytes of a VisualSampleEntry before its child boxes (after the box header).
-_VISUAL_SAMPLE_ENTRY = 78
-
-
-def _reverse_bits32(value):
-    return int(f"{value:032b}"[::-1], 2)
-
-
-def sample_entry_codecs(init_path):
-    """The RFC 6381 codecs string of the init segment's video sample entry,
-    from its decoder configuration: ``avc1.PPCCLL`` from ``avcC``, and for
-    HEVC ``hvc1.<profile>.<compatibility>.<tier><level>.<constraints>``
-    from ``hvcC`` (ISO/IEC 14496-15 annex E), e.g. ``hvc1.1.6.L93.B0``.
-    ffmpeg 5.1's dash muxer writes only ``"hvc1"`` for HEVC, which players
-    cannot check.
-
-    :returns: the string, or None when the sample entry is neither
-        avc1/avc3 nor hvc1/hev1 or the file cannot be read.
-    """
-    try:
-        with open(init_path, "rb") as f:
-            data = f.read()
-        found = _find(data, 0, len(data), [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"])
-        if not found:
-            return None
-        off, size, header = found[0]
-        for kind, e_off, e_size, e_header in iter_boxes(data, off + header + 8, off + size):
-            if kind not in (b"avc1", b"avc3", b"hvc1", b"hev1"):
-                continue
-            children = e_off + e_header + _VISUAL_SAMPLE_ENTRY
-            for child, c_off, c_size, c_header in iter_boxes(data, children, e_off + e_size):
-                body = data[c_off + c_header:c_off + c_size]
-                if child == b"avcC" and len(body) >= 4:
-                    return f"{kind.decode()}.{body[1]:02x}{body[2]:02x}{body[3]:02x}"
-                if child == b"hvcC" and len(body) >= 13:
-                    space = "ABC"[(body[1] >> 6) - 1] if body[1] >> 6 else ""
-                    tier = "H" if body[1] & 0x20 else "L"
-                    profile = body[1] & 0x1F
-                    compat = _reverse_bits32(struct.unpack_from(">I", body, 2)[0])
-                    constraints = list(body[6:12])
-                    while constraints and constraints[-1] == 0:
-                        constraints.pop()
-                    parts = [kind.decode(), f"{space}{profile}", f"{compat:X}",
-                             f"{tier}{body[12]}"] + [f"{b:X}" for b in constraints]
-                    return ".".join(parts)
-            return None
-    except (OSError, ValueError, struct.error, IndexError):
-        return None
-    return None
 
 
 def _is_sync(flags):
@@ -270,7 +169,9 @@ def _is_sync(flags):
 
 def read_fragments(segment_path, track):
     """The ``Fragment`` list of the media segment at ``segment_path``
-    (``track`` a ``TrackInfo`` from its init segment).
+    (``track`` a ``TrackInfo`` from its init segment). The segment (one
+    segment_s of one rendition) is read into memory: every sample's entry
+    is parsed.
 
     Raises ``PermanentJobError`` when a box is malformed or a fragment
     holds no track fragment of ``track``.
@@ -279,17 +180,16 @@ def read_fragments(segment_path, track):
         data = f.read()
     fragments = []
     try:
-        for kind, moof_off, moof_size, moof_header in iter_boxes(data):
-            if kind != b"moof":
+        for moof in boxes.iter_boxes(data):
+            if moof.type != b"moof":
                 continue
             samples = []
-            for traf_off, traf_size, traf_header in _find(
-                    data, moof_off + moof_header, moof_off + moof_size, [b"traf"]):
-                samples += _traf_samples(data, moof_off, traf_off, traf_size, traf_header, track)
+            for traf in boxes.find_all(data, "traf", moof):
+                samples += _traf_samples(data, moof, traf, track)
             if not samples:
-                raise ValueError(f"the fragment at byte {moof_off} has no sample of "
+                raise ValueError(f"the fragment at byte {moof.offset} has no sample of "
                                  f"track {track.track_id}")
-            fragments.append(Fragment(moof_offset=moof_off, moof_size=moof_size,
+            fragments.append(Fragment(moof_offset=moof.offset, moof_size=moof.size,
                                       samples=tuple(samples)))
     except (ValueError, struct.error) as e:
         raise PermanentJobError(f"the media segment {segment_path} cannot be read as "
@@ -297,64 +197,39 @@ def read_fragments(segment_path, track):
     return fragments
 
 
-def _traf_samples(data, moof_off, off, size, header, track):
-    tfhd = _find(data, off + header, off + size, [b"tfhd"])
-    if not tfhd:
+def _traf_samples(data, moof, traf, track):
+    tfhd = boxes.find(data, "tfhd", traf)
+    if tfhd is None:
         raise ValueError("a traf has no tfhd")
-    _, flags, p = _full_box(data, tfhd[0][0], tfhd[0][2])
-    track_id = struct.unpack_from(">I", data, p)[0]
-    if track_id != track.track_id:
+    _, flags, p = boxes.full_box(data, tfhd)
+    fields = Fields(data, p)
+    if fields.take(">I") != track.track_id:
         return []
-    p += 4
-    base = moof_off  # no base_data_offset and one traf: the moof's first byte
-    if flags & 0x01:
-        base = struct.unpack_from(">Q", data, p)[0]
-        p += 8
-    if flags & 0x02:
-        p += 4
-    def_duration, def_size, def_flags = (track.default_duration, track.default_size,
-                                         track.default_flags)
-    if flags & 0x08:
-        def_duration = struct.unpack_from(">I", data, p)[0]
-        p += 4
-    if flags & 0x10:
-        def_size = struct.unpack_from(">I", data, p)[0]
-        p += 4
-    if flags & 0x20:
-        def_flags = struct.unpack_from(">I", data, p)[0]
-        p += 4
+    # no base_data_offset and one traf: the moof's first byte
+    base = fields.take_if(flags & 0x01, ">Q", moof.offset)
+    fields.take_if(flags & 0x02, ">I")  # sample_description_index
+    def_duration = fields.take_if(flags & 0x08, ">I", track.default_duration)
+    def_size = fields.take_if(flags & 0x10, ">I", track.default_size)
+    def_flags = fields.take_if(flags & 0x20, ">I", track.default_flags)
     decode = 0
-    tfdt = _find(data, off + header, off + size, [b"tfdt"])
-    if tfdt:
-        version, _, p = _full_box(data, tfdt[0][0], tfdt[0][2])
-        decode = struct.unpack_from(">Q" if version == 1 else ">I", data, p)[0]
+    tfdt = boxes.find(data, "tfdt", traf)
+    if tfdt is not None:
+        version, _, p = boxes.full_box(data, tfdt)
+        decode = Fields(data, p).take(">Q" if version == 1 else ">I")
     samples = []
     data_pos = base
-    for t_off, _, t_header in _find(data, off + header, off + size, [b"trun"]):
-        version, tr_flags, p = _full_box(data, t_off, t_header)
-        count = struct.unpack_from(">I", data, p)[0]
-        p += 4
+    for trun in boxes.find_all(data, "trun", traf):
+        version, tr_flags, p = boxes.full_box(data, trun)
+        fields = Fields(data, p)
+        count = fields.take(">I")
         if tr_flags & 0x01:
-            data_pos = base + struct.unpack_from(">i", data, p)[0]
-            p += 4
-        first_flags = None
-        if tr_flags & 0x04:
-            first_flags = struct.unpack_from(">I", data, p)[0]
-            p += 4
+            data_pos = base + fields.take(">i")
+        first_flags = fields.take_if(tr_flags & 0x04, ">I")
         for i in range(count):
-            duration, sample_size, sample_flags, cto = def_duration, def_size, def_flags, 0
-            if tr_flags & 0x100:
-                duration = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x200:
-                sample_size = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x400:
-                sample_flags = struct.unpack_from(">I", data, p)[0]
-                p += 4
-            if tr_flags & 0x800:
-                cto = struct.unpack_from(">i" if version == 1 else ">I", data, p)[0]
-                p += 4
+            duration = fields.take_if(tr_flags & 0x100, ">I", def_duration)
+            sample_size = fields.take_if(tr_flags & 0x200, ">I", def_size)
+            sample_flags = fields.take_if(tr_flags & 0x400, ">I", def_flags)
+            cto = fields.take_if(tr_flags & 0x800, ">i" if version == 1 else ">I", 0)
             if i == 0 and first_flags is not None:
                 sample_flags = first_flags
             if data_pos + sample_size > len(data):

@@ -42,11 +42,12 @@ picture gains nothing from more, and each costs a whole picture.
 
 import math
 import os
+import struct
 from fractions import Fraction
 
 from nommer.core.errors import PermanentJobError
 from nommer.core.storage.content_types import content_type_for_name, extension
-from nommer.workerd.outputs import common
+from nommer.workerd.outputs import boxes, common
 from nommer.workerd.outputs.step import MEDIA, OutputFile, OutputResult, Step
 
 #: Extension of ``name`` -> ffmpeg muxer.
@@ -152,47 +153,18 @@ def describe_image_problem(probe):
         width = height = 0
     if width <= 0 or height <= 0:
         return f"ffmpeg finds no picture in it (its {codec} data cannot be decoded)"
-    frames = _number(first.get("nb_frames"))
+    frames = common.to_float(first.get("nb_frames"))
     if frames is not None and frames > 1:
         return f"it is an animation of {int(frames)} frames, not one picture"
-    duration = _number(first.get("duration"))
+    duration = common.to_float(first.get("duration"))
     if duration is None:
-        duration = _number((probe.get("format") or {}).get("duration"))
-    rate = _rate(first.get("r_frame_rate")) or _rate(first.get("avg_frame_rate"))
-    one_frame_s = 1 / rate if rate else 0.1
+        duration = common.to_float((probe.get("format") or {}).get("duration"))
+    rate = (common.positive_fraction(first.get("r_frame_rate"))
+            or common.positive_fraction(first.get("avg_frame_rate")))
+    one_frame_s = float(1 / rate) if rate else 0.1
     if duration is not None and duration > one_frame_s * 1.5 + 0.001:
         return f"it is an animation or a video ({duration:.2f} s long), not one picture"
     return None
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _rate(value):
-    if not isinstance(value, str) or "/" not in value:
-        return None
-    num, _, den = value.partition("/")
-    try:
-        r = float(num) / float(den)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return r if r > 0 else None
-
-
-def local_path(spec, work_dir):
-    """Where the step writes the file: ``spec["name"]`` (``/``-separated,
-    relative) under ``work_dir`` (the nommer's shared scratch dir for outputs),
-    as the other builders do."""
-    return os.path.join(work_dir, *spec["name"].split("/"))
-
-
-def _make_parent(spec, work_dir):
-    """Create the directory the file goes in (ffmpeg does not)."""
-    os.makedirs(os.path.dirname(local_path(spec, work_dir)), exist_ok=True)
 
 
 def _video_codec_args(spec, *, still=False):
@@ -227,16 +199,16 @@ def _audio_args(spec, track=0, input_index=0):
 
 
 def _tail(spec, work_dir):
-    _make_parent(spec, work_dir)
     muxer = MUXERS.get(extension(spec["name"]), "mp4")
-    return ["-movflags", "+faststart", "-f", muxer] + common.progress_args(local_path(spec, work_dir))
+    out = common.make_parent(common.local_path(work_dir, spec["name"]))
+    return ["-movflags", "+faststart", "-f", muxer] + common.progress_args(out)
 
 
 # --- plan / finish -------------------------------------------------------------------
 
 def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **extra):
     """One ffmpeg run writing the MP4 at ``spec["name"]`` under ``work_dir``
-    (``local_path``; its directory is created here).
+    (``common.local_path``; its directory is created here).
 
     :param spec: the normalized mp4 output (see the module docstring).
     :param source: ``SourceInfo`` of the input.
@@ -316,11 +288,16 @@ def finish(spec, source, steps, work_dir):
         second, 3 decimals), ``"bitrate_average"`` (bits per second: file bytes
         x 8 / duration), ``"duration_s"`` (the source's seconds)``}``.
     :raises FileNotFoundError: the step did not write the file.
-    :raises PermanentJobError: the file has no video track ffmpeg wrote.
+    :raises PermanentJobError: the file has no video track, or its boxes
+        cannot be read.
     """
-    local = local_path(spec, work_dir)
+    local = common.local_path(work_dir, spec["name"])
     size = os.path.getsize(local)
-    track = read_video_track(local)
+    try:
+        track = read_video_track(local)
+    except (ValueError, struct.error) as e:
+        raise PermanentJobError(f"ffmpeg wrote {spec['name']}, but it cannot be read as "
+                                f"MP4: {e}") from None
     if track is None:
         raise PermanentJobError(f"ffmpeg wrote no video track into {spec['name']}")
     duration = source.duration_s or track["duration_s"]
@@ -343,126 +320,47 @@ def finish(spec, source, steps, work_dir):
 
 # --- reading the MP4 ffmpeg wrote (ISO/IEC 14496-12 boxes) -------------------------------
 
-def _boxes(f, start, end):
-    """Yield ``(type, payload_start, box_end)`` of the boxes in ``[start, end)``
-    of the open file ``f`` (reads only the 8- or 16-byte headers)."""
-    pos = start
-    while pos + 8 <= end:
-        f.seek(pos)
-        head = f.read(8)
-        if len(head) < 8:
-            return
-        size, header = int.from_bytes(head[:4], "big"), 8
-        if size == 1:
-            size, header = int.from_bytes(f.read(8), "big"), 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
-            return
-        yield head[4:8], pos + header, pos + size
-        pos += size
-
-
-def _child(f, start, end, kind):
-    for typ, payload, box_end in _boxes(f, start, end):
-        if typ == kind:
-            return payload, box_end
-    return None
-
-
-def _read(f, at, n):
-    f.seek(at)
-    return f.read(n)
-
-
-def _reverse_bits32(value):
-    return int(f"{value:032b}"[::-1], 2)
-
-
-def rfc6381(sample_entry, config):
-    """RFC 6381 codec string of an ``avc1``/``avc3`` sample entry with its
-    ``avcC`` payload (``"avc1.64001f"``) or an ``hvc1``/``hev1`` one with its
-    ``hvcC`` payload (``"hvc1.1.6.L93.B0"``, ISO/IEC 14496-15 annex E);
-    the bare 4CC for others or a short config (bytes)."""
-    kind = sample_entry.decode("latin-1")
-    if kind in ("avc1", "avc3") and len(config) >= 4:
-        return f"{kind}.{config[1]:02x}{config[2]:02x}{config[3]:02x}"
-    if kind in ("hvc1", "hev1") and len(config) >= 13:
-        space = "" if config[1] >> 6 == 0 else "ABC"[(config[1] >> 6) - 1]
-        tier = "H" if config[1] & 0x20 else "L"
-        profile = config[1] & 0x1F
-        compat = _reverse_bits32(int.from_bytes(config[2:6], "big"))
-        constraints = list(config[6:12])
-        while constraints and constraints[-1] == 0:
-            constraints.pop()
-        parts = [kind, f"{space}{profile}", f"{compat:X}", f"{tier}{config[12]}"]
-        parts += [f"{b:X}" for b in constraints]
-        return ".".join(parts)
-    return kind
-
-
 def read_video_track(path):
-    """What the MP4/MOV at ``path`` holds, read from its boxes (no ffprobe):
-    ``{"width", "height"`` (display size from ``tkhd``, pixels), ``"codec"``
-    (``rfc6381``), ``"frames"`` (sample count), ``"duration_s"`` (the video
-    track's media duration, seconds), ``"has_audio"`` (bool)``}`` for the first
-    video track; None when there is no video track. Raises OSError if the
-    file cannot be read."""
+    """What the MP4/MOV at ``path`` holds, read from its boxes by seeking (no
+    ffprobe; ``nommer.workerd.outputs.boxes``): ``{"width", "height"``
+    (display size from ``tkhd``, pixels), ``"codec"`` (``boxes.rfc6381``),
+    ``"frames"`` (sample count), ``"duration_s"`` (the video track's media
+    duration, seconds), ``"has_audio"`` (bool)``}`` for the first video
+    track; None when there is no video track.
+
+    :raises OSError: the file cannot be read.
+    :raises ValueError: a box is malformed.
+    """
     with open(path, "rb") as f:
-        end = os.fstat(f.fileno()).st_size
-        moov = _child(f, 0, end, b"moov")
+        moov = boxes.find(f, "moov")
         if moov is None:
             return None
         video, has_audio = None, False
-        for typ, start, stop in _boxes(f, *moov):
-            if typ != b"trak":
-                continue
-            mdia = _child(f, start, stop, b"mdia")
-            hdlr = mdia and _child(f, *mdia, b"hdlr")
-            handler = _read(f, hdlr[0] + 8, 4) if hdlr else b""
+        for trak in boxes.find_all(f, "trak", moov):
+            hdlr = boxes.find(f, "mdia/hdlr", trak)
+            handler = boxes.read_at(f, hdlr.payload + 8, 4) if hdlr else b""
             if handler == b"soun":
                 has_audio = True
             elif handler == b"vide" and video is None:
-                video = _video_trak(f, start, stop, mdia)
+                video = _video_trak(f, trak)
         if video is not None:
             video["has_audio"] = has_audio
         return video
 
 
-def _video_trak(f, start, stop, mdia):
-    tkhd = _child(f, start, stop, b"tkhd")
-    dims = _read(f, tkhd[1] - 8, 8) if tkhd else b""
+def _video_trak(f, trak):
+    tkhd = boxes.find(f, "tkhd", trak)
+    dims = boxes.read_at(f, tkhd.end - 8, 8) if tkhd else b""  # 16.16 width, height
     width = int.from_bytes(dims[:4], "big") >> 16 if len(dims) == 8 else None
     height = int.from_bytes(dims[4:], "big") >> 16 if len(dims) == 8 else None
     duration_s = None
-    mdhd = _child(f, *mdia, b"mdhd")
-    if mdhd:
-        version = _read(f, mdhd[0], 1)
-        if version == b"\x01":
-            raw = _read(f, mdhd[0] + 20, 12)
-            timescale, units = int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big")
-        else:
-            raw = _read(f, mdhd[0] + 12, 8)
-            timescale, units = int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big")
+    mdhd = boxes.find(f, "mdia/mdhd", trak)
+    if mdhd is not None:
+        timescale, units = boxes.media_header(f, mdhd)
         duration_s = units / timescale if timescale else None
-    codec, frames = None, None
-    minf = _child(f, *mdia, b"minf")
-    stbl = minf and _child(f, *minf, b"stbl")
-    if stbl:
-        stsd = _child(f, *stbl, b"stsd")
-        if stsd:
-            entry = next(_boxes(f, stsd[0] + 8, stsd[1]), None)
-            if entry is not None:
-                kind, payload, entry_end = entry
-                # VisualSampleEntry: 8 bytes of SampleEntry + 70 of visual fields, then boxes.
-                config = None
-                for child, cstart, cend in _boxes(f, payload + 78, entry_end):
-                    if child in (b"avcC", b"hvcC"):
-                        config = _read(f, cstart, min(cend - cstart, 64))
-                        break
-                codec = rfc6381(kind, config or b"")
-        stsz = _child(f, *stbl, b"stsz")
-        if stsz:
-            frames = int.from_bytes(_read(f, stsz[0] + 8, 4), "big")
-    return {"width": width, "height": height, "codec": codec, "frames": frames,
-            "duration_s": duration_s}
+    stsd = boxes.find(f, "mdia/minf/stbl/stsd", trak)
+    entry = boxes.stsd_codec(f, stsd) if stsd is not None else None
+    stsz = boxes.find(f, "mdia/minf/stbl/stsz", trak)
+    frames = boxes.Fields(f, boxes.full_box(f, stsz)[2] + 4).take(">I") if stsz else None
+    return {"width": width, "height": height, "codec": entry[1] if entry else None,
+            "frames": frames, "duration_s": duration_s}

@@ -25,7 +25,8 @@ from xml.sax.saxutils import escape
 import attr
 
 from nommer.core.errors import PermanentJobError
-from nommer.workerd.outputs.iframes import sample_entry_codecs
+from nommer.workerd.outputs.boxes import sample_entry_codecs
+from nommer.workerd.outputs.common import positive_fraction, to_int
 
 #: The namespace of MPD elements (ISO/IEC 23009-1).
 DASH_NS = "urn:mpeg:dash:schema:mpd:2011"
@@ -168,22 +169,10 @@ def _attr(name, *levels):
     return None
 
 
-def _int_or_none(text):
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def _frame_rate(text):
-    if not text:
-        return None
-    num, _, den = text.partition("/")
-    try:
-        num, den = int(num), int(den or 1)
-    except ValueError:
-        return None
-    return f"{num}/{den}" if num > 0 and den > 0 else None
+    """``frameRate`` (``"30"``, ``"30000/1001"``) as ``"num/den"``, or None."""
+    rate = positive_fraction(text)
+    return f"{rate.numerator}/{rate.denominator}" if rate is not None else None
 
 
 def _channels(ns, *levels):
@@ -191,9 +180,9 @@ def _channels(ns, *levels):
         for acc in element.findall(_q(ns, "AudioChannelConfiguration")):
             scheme, value = acc.get("schemeIdUri", ""), acc.get("value")
             if scheme == _CHANNEL_COUNT_SCHEME:
-                return _int_or_none(value)
+                return to_int(value)
             if scheme in _CICP_SCHEMES:
-                return _CICP_CHANNELS.get(_int_or_none(value))
+                return _CICP_CHANNELS.get(to_int(value))
     return None
 
 
@@ -314,12 +303,12 @@ def _read(root, ns):
             reps.append(Representation(
                 rep_id=rep_id, content_type=content_type,
                 codecs=_attr("codecs", aset, rep) or "",
-                width=_int_or_none(_attr("width", aset, rep)) if video else None,
-                height=_int_or_none(_attr("height", aset, rep)) if video else None,
+                width=to_int(_attr("width", aset, rep)) if video else None,
+                height=to_int(_attr("height", aset, rep)) if video else None,
                 frame_rate=_frame_rate(_attr("frameRate", aset, rep)) if video else None,
                 lang=None if not lang or lang.lower() == "und" else lang,
                 channels=None if video else _channels(ns, aset, rep),
-                sample_rate=None if video else _int_or_none(_attr("audioSamplingRate", aset, rep)),
+                sample_rate=None if video else to_int(_attr("audioSamplingRate", aset, rep)),
                 timescale=timescale, init=init, segments=segments))
     return reps
 
@@ -411,7 +400,7 @@ def rewrite_bandwidth(mpd_path, bandwidths, *, codecs=None):
         if rep_id in codecs:
             edits.setdefault(index, {})["codecs"] = codecs[rep_id]
             missing.discard(rep_id)
-        value = _int_or_none(attributes.get("bandwidth"))
+        value = to_int(attributes.get("bandwidth"))
         if rep_id in bandwidths:
             value = int(bandwidths[rep_id])
             edits.setdefault(index, {})["bandwidth"] = value

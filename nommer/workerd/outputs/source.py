@@ -4,6 +4,8 @@ from fractions import Fraction
 
 import attr
 
+from nommer.workerd.outputs.common import positive_fraction, to_float, to_int
+
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class AudioTrack:
@@ -54,36 +56,11 @@ class SourceInfo:
         return self.has_video and self.height > self.width
 
 
-def _fraction(value):
-    if not isinstance(value, str) or "/" not in value:
-        return None
-    num, _, den = value.partition("/")
-    try:
-        f = Fraction(int(num), int(den))
-    except (ValueError, ZeroDivisionError):
-        return None
-    return f if f > 0 else None
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _rotation(stream):
-    rotation = _int((stream.get("tags") or {}).get("rotate"))
+    rotation = to_int((stream.get("tags") or {}).get("rotate"))
     for side in stream.get("side_data_list") or ():
         if isinstance(side, dict) and "rotation" in side:
-            rotation = _int(side.get("rotation"))
+            rotation = to_int(side.get("rotation"))
     return (rotation or 0) % 180
 
 
@@ -97,29 +74,29 @@ def from_probe(probe):
     for s in streams:
         if s.get("codec_type") != "video" or (s.get("disposition") or {}).get("attached_pic"):
             continue
-        w, h = _int(s.get("width")), _int(s.get("height"))
+        w, h = to_int(s.get("width")), to_int(s.get("height"))
         if not w or not h:
             continue
-        sar = _fraction((s.get("sample_aspect_ratio") or "").replace(":", "/"))
+        sar = positive_fraction((s.get("sample_aspect_ratio") or "").replace(":", "/"))
         if sar and sar != 1:
             w = int(round(w * sar / 2)) * 2
         if _rotation(s) == 90:
             w, h = h, w
         width, height, codec = w, h, s.get("codec_name")
-        fps = _fraction(s.get("avg_frame_rate")) or _fraction(s.get("r_frame_rate"))
-        durations.append(_float(s.get("duration")))
+        fps = positive_fraction(s.get("avg_frame_rate")) or positive_fraction(s.get("r_frame_rate"))
+        durations.append(to_float(s.get("duration")))
         break
     audio = []
     for s in streams:
         if s.get("codec_type") != "audio":
             continue
         language = (s.get("tags") or {}).get("language")
-        audio.append(AudioTrack(index=len(audio), channels=_int(s.get("channels")),
-                                sample_rate=_int(s.get("sample_rate")),
+        audio.append(AudioTrack(index=len(audio), channels=to_int(s.get("channels")),
+                                sample_rate=to_int(s.get("sample_rate")),
                                 language=language if language and language != "und" else None,
                                 codec=s.get("codec_name")))
-        durations.append(_float(s.get("duration")))
-    duration = _float((probe.get("format") or {}).get("duration"))
+        durations.append(to_float(s.get("duration")))
+    duration = to_float((probe.get("format") or {}).get("duration"))
     if duration is None:
         known = [d for d in durations if d is not None]
         duration = max(known) if known else None

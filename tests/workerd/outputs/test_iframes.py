@@ -1,13 +1,13 @@
-"""iframes: keyframes and codec strings read from the fMP4 boxes ffmpeg's dash
-muxer wrote, checked against ffprobe/ffmpeg on the same bytes."""
+"""iframes (and boxes' codec strings): keyframes and codec strings read from
+the fMP4 boxes ffmpeg's dash muxer wrote, checked against ffprobe/ffmpeg on
+the same bytes."""
 
 import os
-import struct
 
 import pytest
 
 from nommer.core.errors import PermanentJobError
-from nommer.workerd.outputs import iframes, mpd
+from nommer.workerd.outputs import boxes, iframes, mpd
 from tests.workerd.outputs.cmaf_ladders import concatenated, ladder_fixture
 from tests.workerd.outputs.media import ffmpeg, ffprobe_json
 
@@ -115,13 +115,13 @@ def _stream(directory, rep, tmp_path):
 
 def test_codec_strings_from_the_init_segments_agree_with_ffprobe(stereo, hevc, tmp_path):
     for rep in _video_reps(stereo):
-        codecs = iframes.sample_entry_codecs(os.path.join(stereo, rep.init))
+        codecs = boxes.sample_entry_codecs(os.path.join(stereo, rep.init))
         stream = _stream(stereo, rep, tmp_path)
         assert codecs == "avc1.%02x%02x%02x" % (
             H264_PROFILES[stream["profile"]], int(codecs[7:9], 16), stream["level"])
         assert codecs == rep.codecs  # what ffmpeg itself wrote in the MPD
     (rep,) = _video_reps(hevc)
-    codecs = iframes.sample_entry_codecs(os.path.join(hevc, rep.init))
+    codecs = boxes.sample_entry_codecs(os.path.join(hevc, rep.init))
     stream = _stream(hevc, rep, tmp_path)
     four_cc, profile, compat, tier_level, *constraints = codecs.split(".")
     assert four_cc == "hvc1" == stream["codec_tag_string"]
@@ -132,7 +132,7 @@ def test_codec_strings_from_the_init_segments_agree_with_ffprobe(stereo, hevc, t
     assert all(len(c) <= 2 and int(c, 16) for c in constraints)
     audio = [r for r in mpd.read_timeline(os.path.join(hevc, "manifest.mpd"))
              if r.content_type == "audio"]
-    assert iframes.sample_entry_codecs(os.path.join(hevc, audio[0].init)) is None
+    assert boxes.sample_entry_codecs(os.path.join(hevc, audio[0].init)) is None
 
 
 def test_a_keyframe_only_track_lists_one_entry_per_fragment(stereo):
@@ -158,14 +158,3 @@ def test_a_truncated_segment_is_a_permanent_error_naming_it(stereo, tmp_path):
     not_mp4.write_bytes(b"\x00\x00\x00\x10abcd" + b"\x00" * 8)
     with pytest.raises(PermanentJobError, match="init segment"):
         iframes.read_track(str(not_mp4))
-
-
-def test_box_walk_reads_64_bit_sizes_and_refuses_bad_ones():
-    large = struct.pack(">I4sQ", 1, b"mdat", 20) + b"abcd"
-    small = struct.pack(">I4s", 12, b"free") + b"wxyz"
-    assert list(iframes.iter_boxes(large + small)) == [(b"mdat", 0, 20, 16),
-                                                        (b"free", 20, 12, 8)]
-    with pytest.raises(ValueError):
-        list(iframes.iter_boxes(struct.pack(">I4s", 100, b"moof")))
-    with pytest.raises(ValueError):
-        list(iframes.iter_boxes(struct.pack(">I4s", 4, b"moof")))

@@ -386,17 +386,6 @@ def test_audio_is_not_an_image(images):
 
 # --- reading the file --------------------------------------------------------------------
 
-def test_rfc6381_strings():
-    assert mp4.rfc6381(b"avc1", bytes([1, 0x64, 0x00, 0x1F])) == "avc1.64001f"
-    assert mp4.rfc6381(b"avc1", bytes([1, 0x42, 0xC0, 0x1E])) == "avc1.42c01e"
-    # ISO/IEC 14496-15 annex E examples: Main 10, tier High, level 5.1 (153)...
-    main10 = bytes([1, 0x22, 0x20, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 153])
-    assert mp4.rfc6381(b"hvc1", main10) == "hvc1.2.4.H153.B0"
-    main = bytes([1, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 93])
-    assert mp4.rfc6381(b"hev1", main) == "hev1.1.6.L93.90"
-    assert mp4.rfc6381(b"mp4v", b"") == "mp4v"
-
-
 def test_read_video_track_of_audio_file(sources):
     assert mp4.read_video_track(sources["audio_only"][0]) is None
 
