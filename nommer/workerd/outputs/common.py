@@ -67,6 +67,22 @@ def scaled_size(src_w, src_h, *, width=None, height=None):
     return even(src_w), even(src_h)
 
 
+def bounded_size(src_w, src_h, *, height=None, width=None):
+    """Size (w, h), even, of a ``src_w`` x ``src_h`` picture whose short side
+    is at most ``height`` and long side at most ``width`` (``height`` wins
+    if both; the other side follows the aspect ratio), never larger than
+    the source (no upscaling), as the ladder reads a rung's size: for a
+    landscape or square source ``height`` bounds the height and ``width``
+    the width; for a portrait one (``src_h > src_w``) ``height`` bounds the
+    width and ``width`` the height (720 on a 1080x1920 source gives
+    720x1280). Neither given: the source size (made even)."""
+    if src_h > src_w:
+        if height is not None:
+            return scaled_size(src_w, src_h, width=height)
+        return scaled_size(src_w, src_h, height=width)
+    return scaled_size(src_w, src_h, width=width, height=height)
+
+
 def gop_frames(fps):
     """Frames between keyframes on the KEYFRAME_INTERVAL_S grid at ``fps``
     (a Fraction or float), at least 1."""

@@ -9,10 +9,14 @@ Spec (normalized, ``nommer.core.outputs.schema``)::
 
 A source with video:
 
-* scaled to ``height`` (else ``width``; height wins if both), aspect ratio
-  kept, sides even, never larger than the source (no upscaling;
-  ``common.scaled_size``: the fields mean the output's own height and width,
-  also for a portrait source);
+* scaled so that its short side is at most ``height`` or its long side at
+  most ``width`` (height wins if both), aspect ratio kept, sides even,
+  never larger than the source (no upscaling; ``common.bounded_size``). As
+  the ladder reads its rungs: on a landscape or square source ``height``
+  and ``width`` are the output's height and width; on a portrait source
+  (taller than wide) ``height`` bounds the width and ``width`` the height,
+  so ``"height": 720`` on a 1080x1920 phone video gives 720x1280 (a
+  "720p" portrait file), and 240 on a 360x640 source gives 240x426;
 * frame rate kept, or capped at ``fps_max`` (``output_fps``; no cap when
   ffprobe could not tell the source's rate);
 * H.264 High profile (libx264; at ``encoder_preset`` ultrafast x264 turns
@@ -29,9 +33,10 @@ A source with video:
 Audio merge (``image_path`` set): the orchestrator downloads the image into
 scratch, probes it (``describe_image_problem`` says why it cannot be used)
 and passes its local path to ``plan`` as ``image_input``. The image is
-decoded and scaled once (to even sides, halves rounded up; to
-``height``/``width`` if given, never upscaled; at most MAX_IMAGE_SIDE on its
-long side: ffmpeg expressions, as the image's size is not known here), then
+decoded and scaled once (to even sides, halves rounded up; ``height``
+bounding its short side and ``width`` its long side as for a video, never
+upscaled; at most MAX_IMAGE_SIDE on its long side: ffmpeg expressions, as
+the image's size is not known here), then
 repeated with ffmpeg's ``loop`` filter at about MERGE_FPS frames per second,
 over the source's first audio track. The frame rate is chosen so that the frames
 exactly fill the source's duration (``merge_timing``) rather than using
@@ -106,13 +111,15 @@ def merge_timing(duration_s, fps=MERGE_FPS):
 
 def _image_scale_expr(spec):
     """ffmpeg ``scale`` options (w and h expressions of the input size
-    ``iw``/``ih``) for a merge picture: factor ``min(1, height/ih or
-    width/iw, MAX_IMAGE_SIDE/max(iw,ih))``, sides rounded to even."""
+    ``iw``/``ih``) for a merge picture: factor ``min(1, height/min(iw,ih)
+    or width/max(iw,ih), MAX_IMAGE_SIDE/max(iw,ih))`` (``height`` bounds the
+    short side, ``width`` the long one, as ``common.bounded_size``), sides
+    rounded to even."""
     caps = ["1", f"{MAX_IMAGE_SIDE}/max(iw,ih)"]
     if spec.get("height") is not None:
-        caps.append(f"{int(spec['height'])}/ih")
+        caps.append(f"{int(spec['height'])}/min(iw,ih)")
     elif spec.get("width") is not None:
-        caps.append(f"{int(spec['width'])}/iw")
+        caps.append(f"{int(spec['width'])}/max(iw,ih)")
     factor = caps[0]
     for cap in caps[1:]:
         factor = f"min({factor},{cap})"
@@ -229,8 +236,8 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **
     if not source.has_video:
         raise PermanentJobError("the source has no video stream: an mp4 output needs video, "
                                 "or an image_path to put over the audio")
-    width, height = common.scaled_size(source.width, source.height,
-                                       width=spec.get("width"), height=spec.get("height"))
+    width, height = common.bounded_size(source.width, source.height,
+                                        height=spec.get("height"), width=spec.get("width"))
     fps = output_fps(source.fps, spec.get("fps_max"))
     filters = []
     if fps is not None and source.fps is not None and fps != Fraction(source.fps):

@@ -1,5 +1,5 @@
-"""common: work-dir paths and the lenient number readers for ffprobe's and
-the MPD's text."""
+"""common: sizes bounded as the ladder reads them, work-dir paths, and the
+lenient number readers for ffprobe's and the MPD's text."""
 
 import os
 from fractions import Fraction
@@ -7,6 +7,22 @@ from fractions import Fraction
 import pytest
 
 from nommer.workerd.outputs import common
+
+
+@pytest.mark.parametrize("src,fields,size", [
+    ((1920, 1080), {"height": 720}, (1280, 720)),
+    ((1920, 1080), {"width": 640}, (640, 360)),
+    ((1920, 1080), {"height": 720, "width": 100}, (1280, 720)),   # height wins
+    ((1080, 1920), {"height": 720}, (720, 1280)),                  # portrait: the short side
+    ((1080, 1920), {"width": 1280}, (720, 1280)),                  # portrait: the long side
+    ((1080, 1920), {"height": 720, "width": 100}, (720, 1280)),
+    ((360, 640), {"height": 240}, (240, 426)),
+    ((360, 640), {"height": 1080}, (360, 640)),                    # never upscaled
+    ((1080, 1080), {"height": 720}, (720, 720)),
+    ((641, 361), {}, (640, 360)),                                  # even sides
+])
+def test_bounded_size(src, fields, size):
+    assert common.bounded_size(*src, **fields) == size
 
 
 def test_local_path_and_make_parent(tmp_path):

@@ -128,17 +128,38 @@ def test_no_upscale(sources, tmp_path):
     assert (result.info["width"], result.info["height"]) == (320, 180)
 
 
-@pytest.mark.parametrize("fields,size", [({"height": 320}, (180, 320)),
-                                         ({"width": 180}, (180, 320)),
+@pytest.mark.parametrize("fields,size", [({"height": 240}, (240, 426)),
+                                         ({"height": 320}, (320, 568)),
+                                         ({"height": 720}, (360, 640)),
+                                         ({"width": 180}, (102, 180)),
                                          ({"width": 1080}, (360, 640)),
+                                         ({"height": 240, "width": 180}, (240, 426)),
                                          ({}, (360, 640))])
 def test_portrait(fields, size, sources, tmp_path):
-    """A 360x640 portrait source keeps its aspect ratio: height and width are the
-    output's own, never more than the source's."""
+    """A 360x640 portrait source keeps its aspect ratio and is read as the ladder
+    reads it: height bounds the short side (the width), width the long side
+    (the height), never more than the source's."""
     _, result = run(spec(**fields), "portrait", sources, tmp_path)
     [v] = streams(probe_json(result.files[0].local), "video")
     assert (v["width"], v["height"]) == size
     assert (result.info["width"], result.info["height"]) == size
+
+
+@pytest.mark.parametrize("src,fields,size", [
+    ((1080, 1920), {"height": 720}, (720, 1280)),    # web-mp4-720 on a phone video
+    ((1080, 1920), {"width": 1280}, (720, 1280)),
+    ((1080, 1920), {"height": 1080}, (1080, 1920)),
+    ((1080, 1920), {"height": 2160}, (1080, 1920)),  # never upscaled
+    ((1920, 1080), {"height": 720}, (1280, 720)),
+    ((1920, 1080), {"width": 1280}, (1280, 720)),
+    ((1080, 1080), {"height": 720}, (720, 720)),
+])
+def test_planned_size_reads_height_as_the_short_side(src, fields, size, tmp_path):
+    """The scale the plan asks of ffmpeg, on full-HD sources (not encoded here)."""
+    source = SourceInfo(duration_s=10.0, width=src[0], height=src[1], fps=Fraction(30))
+    [step] = mp4.plan(spec(**fields), source, ffmpeg_bin="ffmpeg", input_path="/in.mp4",
+                      work_dir=str(tmp_path))
+    assert f"scale={size[0]}:{size[1]}" in step.argv[step.argv.index("-vf") + 1].split(",")
 
 
 def test_odd_source_gives_even_sides(sources, tmp_path):
@@ -281,6 +302,9 @@ def test_merge_lasts_as_long_as_the_audio(source_key, sources, images, tmp_path)
     ("photo.jpg", {"width": 320}, (320, 180)),
     ("huge.png", {}, (1920, 960)),                     # at most 1920 on the long side
     ("portrait.webp", {}, (450, 800)),
+    ("portrait.webp", {"height": 240}, (240, 426)),  # height bounds the short side
+    ("portrait.webp", {"width": 400}, (226, 400)),   # width bounds the long side
+    ("portrait.webp", {"height": 720}, (450, 800)),  # never upscaled
     ("still.gif", {}, (320, 180)),
     ("picture.bmp", {}, (320, 180)),
     ("picture.tiff", {}, (320, 180)),
