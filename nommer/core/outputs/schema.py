@@ -116,8 +116,11 @@ _mp4 = _output("mp4", "one MP4 file (H.264 or HEVC + AAC), fast start; with imag
                   file_pattern("mp4", "m4v", "mov")),
     "codec": {"enum": VIDEO_CODECS, "default": "h264"},
     "height": {"type": "integer", "minimum": 64, "maximum": 4320,
-               "description": "pixels; never larger than the source (no upscaling)"},
-    "width": {"type": "integer", "minimum": 64, "maximum": 7680},
+               "description": "pixels: the short side (the height; for a portrait source the width, "
+                              "as ladder rungs); never larger than the source (no upscaling)"},
+    "width": {"type": "integer", "minimum": 64, "maximum": 7680,
+              "description": "pixels: the long side (the width; for a portrait source the height); "
+                             "height wins if both are given; never upscaled"},
     "crf": {"type": "number", "minimum": 0, "maximum": 51, "default": 23},
     "bitrate": _bitrate,
     "fps_max": {"type": "number", "exclusiveMinimum": 0, "maximum": 240},

@@ -28,7 +28,7 @@ import os
 
 from nommer.core.errors import PermanentJobError
 from nommer.core.storage.content_types import content_type_for_name
-from nommer.workerd.outputs.common import input_args, progress_args, scaled_size
+from nommer.workerd.outputs.common import input_args, local_path, progress_args, scaled_size
 from nommer.workerd.outputs.step import MEDIA, OutputFile, OutputResult, Step
 
 #: File name pattern of the thumbnails (ffmpeg's image2 numbering, from 0).
@@ -105,11 +105,6 @@ def require_video(source, what):
 def weight_for(read_s):
     """``Step.weight`` of a step decoding ``read_s`` seconds of source (None: unknown)."""
     return max(0.01, (read_s if read_s else 1.0) * WEIGHT_PER_SOURCE_S)
-
-
-def local_path(work_dir, relative):
-    """Absolute path in ``work_dir`` of the ``/``-separated ``relative`` path."""
-    return os.path.join(work_dir, *relative.split("/"))
 
 
 def output_file(work_dir, relative, role=MEDIA):
