@@ -6,7 +6,8 @@ output's type (``nommer.core.outputs.schema.OUTPUT_SCHEMAS``) with a
 ``default`` keyword gets it when absent. Nothing else changes: given
 values are kept as they are (``"128k"`` stays a string), a custom ladder's
 rungs are left untouched, fields without a default (``mp4.height``,
-``poster.at_s``) stay absent.
+``poster.at_s``, ``mp4.quality``) stay absent; an object given (``quality``,
+``target``) gets its own fields' defaults.
 
 One exception, so a normalized output says what was asked: an ``mp4`` given
 a ``bitrate`` does not get ``crf``'s default (an mp4 takes one or the
@@ -44,13 +45,25 @@ def normalize_output(spec):
     out = {}
     for name, prop in OUTPUT_SCHEMAS[type_name]["properties"].items():
         if name in spec:
-            out[name] = copy.deepcopy(spec[name])
+            out[name] = _with_defaults(spec[name], prop)
         elif "default" in prop and exclusive.get(name) not in spec:
             out[name] = copy.deepcopy(prop["default"])
     for name, value in spec.items():
         if name not in out:
             out[name] = copy.deepcopy(value)
     return out
+
+
+def _with_defaults(value, prop):
+    """A copy of ``value``; when it is an object of a schema with
+    ``properties`` (``quality``, ``target``), its missing fields that have a
+    default filled in too."""
+    value = copy.deepcopy(value)
+    if isinstance(value, dict) and "properties" in prop:
+        for name, sub in prop["properties"].items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+    return value
 
 
 def normalize_outputs(outputs):

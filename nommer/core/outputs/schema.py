@@ -44,7 +44,11 @@ ENCODER_PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medi
                    "slower", "veryslow"]
 VIDEO_CODECS = ["h264", "hevc"]
 AUDIO_CODECS = ["aac", "opus", "mp3"]
-OUTPUT_TYPES = ["hls", "dash", "mp4", "poster", "thumbnails", "storyboard", "audio"]
+OUTPUT_TYPES = ["hls", "dash", "mp4", "poster", "thumbnails", "storyboard", "audio", "captions",
+                "compare"]
+QUALITY_METRICS = ["vmaf", "psnr", "ssim"]
+VMAF_MODELS = ["vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1"]
+CAPTION_ENGINES = ["auto", "pocketsphinx", "faster-whisper"]
 
 _bitrate = {"oneOf": [{"type": "integer", "minimum": 16000, "maximum": 100000000},
                       {"type": "string", "pattern": BITRATE_STRING}],
@@ -80,6 +84,42 @@ _rung = {
     "additionalProperties": False,
 }
 
+_metrics = {"type": "array", "items": {"enum": QUALITY_METRICS}, "minItems": 1, "uniqueItems": True,
+            "default": ["vmaf", "psnr", "ssim"],
+            "description": "vmaf needs the VMAF-capable ffmpeg (pip install nommer[vmaf]); psnr and ssim "
+                           "work with any ffmpeg"}
+_model = {"enum": VMAF_MODELS, "default": "vmaf_v0.6.1",
+          "description": "libvmaf's built-in model: vmaf_v0.6.1 (1080p TV), vmaf_v0.6.1neg (no "
+                         "enhancement gain: compare encoders), vmaf_4k_v0.6.1"}
+_subsample = {"type": "integer", "minimum": 1, "maximum": 30, "default": 1,
+              "description": "score every Nth frame (libvmaf n_subsample): faster, slightly less exact"}
+
+_quality = {
+    "type": "object",
+    "description": "measure the output against the source at the source's display size (each rung "
+                   "scaled up); pooled figures in the job document, per-frame log stored beside it",
+    "properties": {"metrics": _metrics, "model": _model, "subsample": _subsample},
+    "additionalProperties": False,
+}
+
+_target = {
+    "type": "object",
+    "description": "encode to a target quality instead of a fixed CRF: a CRF search per title with "
+                   "probes on sampled segments at the same encoder preset",
+    "properties": {
+        "vmaf": {"type": "number", "minimum": 1, "maximum": 100, "description": "the score to reach"},
+        "pool": {"enum": ["mean", "p5", "harmonic_mean"], "default": "mean",
+                 "description": "how per-frame scores are pooled into the one compared with vmaf"},
+        "crf_range": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 51},
+                      "minItems": 2, "maxItems": 2, "default": [16, 36],
+                      "description": "[lowest, highest] CRF the search may choose"},
+        "max_probes": {"type": "integer", "minimum": 2, "maximum": 8, "default": 4,
+                       "description": "most probe encodes of the search"},
+    },
+    "required": ["vmaf"],
+    "additionalProperties": False,
+}
+
 _ladder_common = {
     "ladder": {"oneOf": [{"const": "default"},
                          {"type": "array", "items": _rung, "minItems": 1, "maxItems": MAX_RUNGS}],
@@ -95,6 +135,8 @@ _ladder_common = {
     "encoder_preset": {"enum": ENCODER_PRESETS, "default": "medium",
                        "description": "x264/x265 speed preset"},
     "audio_bitrate": dict(_bitrate, default="128k"),
+    "quality": _quality,
+    "target": _target,
 }
 
 _hls = _output("hls", "HLS (fMP4/CMAF segments): a master playlist with measured BANDWIDTH, one "
@@ -128,6 +170,8 @@ _mp4 = _output("mp4", "one MP4 file (H.264 or HEVC + AAC), fast start; with imag
     "audio_bitrate": dict(_bitrate, default="128k"),
     "image_path": dict(_uri, description="URI of a still image (same storage rules as source_path): "
                                          "the output is that image over the source's audio"),
+    "quality": _quality,
+    "target": _target,
 })
 
 _poster = _output("poster", "one still: the most representative frame of the first minutes "
@@ -166,7 +210,33 @@ _audio = _output("audio", "an audio-only file (AAC in M4A, Opus in Ogg, MP3)", {
               "description": "which audio track of the source (0 = the first)"},
 })
 
-OUTPUT_SCHEMAS = {"hls": _hls, "dash": _dash, "mp4": _mp4, "poster": _poster,
+_captions = _output("captions", "captions transcribed offline from the source's speech: WebVTT (and "
+                                "SRT), a JSON of words with their confidence; attached to the job's "
+                                "HLS (a SUBTITLES rendition) and DASH outputs", {
+    "language": {"type": "string", "pattern": r"^(?!.*\n)[a-z]{2,3}$", "default": "en",
+                 "description": "ISO 639-1 code of the spoken language (the engine must have it)"},
+    "engine": {"enum": CAPTION_ENGINES, "default": "auto",
+               "description": "auto: the best engine installed (faster-whisper, else pocketsphinx)"},
+    "formats": {"type": "array", "items": {"enum": ["vtt", "srt"]}, "minItems": 1, "uniqueItems": True,
+                "default": ["vtt"]},
+    "dir": _path("captions", "directory under dest_path"),
+    "track": {"type": "integer", "minimum": 0, "maximum": 63, "default": 0,
+              "description": "which audio track of the source to transcribe"},
+})
+
+_compare = _output("compare", "measure a distorted file against the job's source (the reference): "
+                              "pooled VMAF/PSNR/SSIM in the job document, the per-frame report under "
+                              "dest_path", {
+    "distorted": dict(_uri, description="URI of the distorted file (same storage rules as "
+                                        "source_path)"),
+    "metrics": _metrics,
+    "model": _model,
+    "subsample": _subsample,
+    "name": _path("compare.json", "file name of the per-frame report under dest_path",
+                  file_pattern("json")),
+}, required=("distorted",))
+
+OUTPUT_SCHEMAS = {"captions": _captions, "compare": _compare, "hls": _hls, "dash": _dash, "mp4": _mp4, "poster": _poster,
                   "thumbnails": _thumbnails, "storyboard": _storyboard, "audio": _audio}
 
 #: One output: dispatched on ``type`` with if/then, so an error names the

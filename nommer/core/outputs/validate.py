@@ -360,7 +360,7 @@ def _check_audio(spec, field):
 def _places(spec):
     """(kind, path) pairs an output writes: ``("dir", "stream")`` or
     ``("file", "video.mp4")``."""
-    if spec["type"] in ("hls", "dash", "thumbnails", "storyboard"):
+    if spec["type"] in ("hls", "dash", "thumbnails", "storyboard", "captions"):
         return ("dir", spec["dir"])
     return ("file", spec["name"])
 

@@ -31,6 +31,7 @@ Errors as ``FFmpegNommer``'s (``PermanentJobError``, ``TransientJobError``,
 """
 
 import os
+from importlib import import_module
 
 from twisted.internet import threads
 
@@ -44,10 +45,16 @@ from nommer.workerd.nommers.ffmpeg_run import FFmpegRun
 from nommer.workerd.outputs import (audio, mp4, package, poster, source as source_info,
                                     storyboard, thumbnails, upload)
 from nommer.workerd.outputs.progress import WeightedProgress
+from nommer.workerd.outputs.step import OutputResult
 
-#: The builder module of each output type but the ladders (``package``).
+#: The builder module of each output type but the ladders (``package``);
+#: a name is imported when a job first needs it.
 BUILDERS = {"mp4": mp4, "poster": poster, "thumbnails": thumbnails,
-            "storyboard": storyboard, "audio": audio}
+            "storyboard": storyboard, "audio": audio,
+            "captions": "nommer.workerd.outputs.captions", "compare": "nommer.workerd.outputs.compare"}
+#: Output fields naming another input of the job, fetched beside the source,
+#: and the keyword its local path is given to the builder's ``plan`` as.
+INPUT_KEYWORDS = {"image_path": "image_input", "distorted": "distorted_input"}
 LADDER_TYPES = ("hls", "dash")
 #: Most files one output lists in the job document (a long ladder has
 #: thousands of segments; the job store's item stays small). ``file_count``
@@ -64,13 +71,17 @@ def _work(spec_key, k):
 class _Unit:
     """What one builder call covers: one output, or a ladder package (the
     hls and dash outputs sharing one set of segments). ``indexes`` are the
-    positions of its outputs in the job's list."""
+    positions of its outputs in the job's list; ``info`` what a refinement
+    (target quality) adds to the outputs' info; ``slots`` its steps' places
+    in the job's progress."""
 
     def __init__(self, builder, spec, indexes):
         self.builder = builder
         self.spec = spec
         self.indexes = indexes
         self.steps = []
+        self.info = {}
+        self.slots = []
 
 
 def plan_units(outputs):
@@ -87,7 +98,8 @@ def plan_units(outputs):
             unit.spec[spec["type"]] = spec
             unit.indexes.append(i)
         else:
-            units.append(_Unit(BUILDERS[spec["type"]], spec, [i]))
+            builder = BUILDERS[spec["type"]]
+            units.append(_Unit(import_module(builder) if isinstance(builder, str) else builder, spec, [i]))
     return units
 
 
@@ -114,6 +126,34 @@ def directories_under(top):
     for parent, dirs, _ in os.walk(top):
         found.extend(os.path.join(parent, d) for d in dirs)
     return found
+
+
+def _target_of(unit):
+    """The ``target`` (target quality) a unit asks for, or None."""
+    specs = [unit.spec.get("hls"), unit.spec.get("dash")] if unit.builder is package else [unit.spec]
+    return next((s["target"] for s in specs if s and s.get("target")), None)
+
+
+def _with_info(result, info):
+    """``result`` with ``info`` (a refinement's: probe history) merged into its info."""
+    if not info:
+        return result
+    return OutputResult(files=result.files, info={**result.info, **info})
+
+
+class _Job:
+    """What the phases of one run share: the local source and its probe,
+    the other inputs, the work dir, names safe to show, the ``-t`` cap."""
+
+    def __init__(self, *, source_path, probed, inputs, work_dir, names, max_duration):
+        self.source_path = source_path
+        self.probed = probed
+        self.source = source_info.from_probe(probed)
+        self.kinds = {s.get("codec_type") for s in probed["streams"] if isinstance(s, dict)}
+        self.inputs = inputs
+        self.work_dir = work_dir
+        self.names = names
+        self.max_duration = max_duration
 
 
 def _check_files(files):
@@ -153,107 +193,219 @@ class OutputsNommer(BaseNommer):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     async def run(self):
-        """Download, probe, encode, finish, check, upload; return the output
-        info (see the module docstring)."""
-        job_id = self.job.job_id
+        """Download, probe, refine, encode, finish, measure, check, upload;
+        return the output info (see the module docstring)."""
         try:
             options = self.validate_options(self.job.job_options, self.settings)
         except InvalidJobSpec as e:
             raise PermanentJobError(f"invalid job options: {e.message}") from e
         outputs = options["outputs"]
+        job = await self._prepare(outputs)
+        units = plan_units(outputs)
+        quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality")]
+        vmaf_bin = self._vmaf_bin(outputs)
 
+        await self.set_state(JobState.ENCODING)
+        self.context.report_progress(0.0)
+        # The job's progress: a slot per target-quality search, per encode
+        # step (a refined unit's steps share one: they are planned later),
+        # per quality measurement.
+        refining = [u for u in units if _target_of(u)]
+        for unit in units:
+            if unit not in refining:
+                unit.steps = self._plan(unit, job, vmaf_bin)
+        planned = [s.weight for u in units for s in u.steps]
+        typical = (sum(planned) / len(planned)) if planned else 1.0
+        weights = []
+
+        def slot(weight):
+            weights.append(weight)
+            return len(weights) - 1
+        searches = {id(u): slot(typical * 1.5) for u in refining}
+        for unit in units:
+            unit.slots = [slot(typical)] if unit in refining else [slot(s.weight) for s in unit.steps]
+        measures = {i: slot(typical) for i in quality_outputs}
+        meter = WeightedProgress(weights, self.context.report_progress)
+
+        for unit in refining:
+            k = searches[id(unit)]
+            target = import_module("nommer.workerd.outputs.target")
+            unit.spec, unit.info = await target.refine(
+                unit.spec, job.source, run=self._runner(job), report=lambda f, k=k: meter.step(k, f),
+                ffmpeg_bin=self.settings.FFMPEG_BIN, vmaf_bin=vmaf_bin, input_path=job.source_path,
+                work_dir=job.work_dir)
+            unit.steps = self._plan(unit, job, vmaf_bin)
+        for unit in units:
+            for n, step in enumerate(unit.steps):
+                await self._run_step(job, step, on_fraction=self._share(meter, unit, n))
+
+        results = await self._finish_units(units, outputs, job)
+        for i in quality_outputs:
+            results[i] = await self._measure(outputs[i], results[i], job, vmaf_bin,
+                                             report=lambda f, k=measures[i]: meter.step(k, f))
+        return await self._store(options, outputs, results, job, meter)
+
+    @staticmethod
+    def _share(meter, unit, n):
+        """The progress callback of the unit's step ``n``: its own slot, or,
+        when the unit's steps share one (a refined unit), its part of it by weight."""
+        if len(unit.slots) == len(unit.steps):
+            return lambda f, k=unit.slots[n]: meter.step(k, f)
+        total = sum(s.weight for s in unit.steps) or 1.0
+        before = sum(s.weight for s in unit.steps[:n])
+        weight = unit.steps[n].weight
+        return lambda f, k=unit.slots[0]: meter.step(k, (before + weight * f) / total)
+
+    async def _prepare(self, outputs):
+        """DOWNLOADING: fetch and probe the source and the outputs' other
+        inputs; the job's ``_Job`` (paths, probe, work dir)."""
         source_path = await self.download_source("source")
         source_name = redact_uri(self.job.source_path)
         probed = await probe.ffprobe(self.reactor, self.settings, source_path, what="source",
                                      display_name=source_name)
         self.check_canceled()
-        source = source_info.from_probe(probed)
-        kinds = {s.get("codec_type") for s in probed["streams"] if isinstance(s, dict)}
-        images = await self._fetch_images(outputs)
-
+        inputs = await self._fetch_inputs(outputs)
         work_dir = self.scratch_path("out")
         os.makedirs(work_dir, exist_ok=True)
-        units = plan_units(outputs)
-        for unit in units:
-            extra = {}
-            if unit.builder is mp4 and unit.indexes[0] in images:
-                extra["image_input"] = images[unit.indexes[0]]
-            unit.steps = unit.builder.plan(unit.spec, source, ffmpeg_bin=self.settings.FFMPEG_BIN,
-                                           input_path=source_path, work_dir=work_dir, **extra)
+        return _Job(source_path=source_path, probed=probed, inputs=inputs, work_dir=work_dir,
+                    names={source_path: source_name, work_dir: "output"},
+                    max_duration=max_output_duration_s(source_info.from_probe(probed).duration_s,
+                                                       self.settings.MAX_OUTPUT_DURATION_FACTOR))
 
-        await self.set_state(JobState.ENCODING)
-        self.context.report_progress(0.0)
-        steps = [step for unit in units for step in unit.steps]
-        meter = WeightedProgress([s.weight for s in steps], self.context.report_progress)
-        max_duration = max_output_duration_s(source.duration_s, self.settings.MAX_OUTPUT_DURATION_FACTOR)
-        names = {source_path: source_name, work_dir: "output"}
-        for k, step in enumerate(steps):
-            argv = list(step.argv)
-            if max_duration is not None:
-                argv = argv[:-1] + ["-t", f"{max_duration:.3f}"] + argv[-1:]
-            self.log.info("job {job_id}: {what}: {argv}", job_id=job_id, what=step.what, argv=" ".join(argv))
-            self.check_canceled()
-            self._run = FFmpegRun(self.reactor, self.settings, job_id, argv,
-                                  scratch_dir=self.context.scratch_dir,
-                                  readable=[source_path, *step.readable], expected_s=step.expected_s,
-                                  on_fraction=lambda f, k=k: meter.step(k, f), names=names,
-                                  source_kinds=kinds, where=f"ffmpeg ({step.what})",
-                                  work_dirs=directories_under(work_dir))
-            try:
-                await self._run.run()
-            finally:
-                self._run = None
-            meter.step(k, 1.0)
+    def _plan(self, unit, job, vmaf_bin):
+        """The unit's builder's steps (its other inputs given as keywords:
+        ``image_input``, ``distorted_input``; ``vmaf_bin``)."""
+        extra = {}
+        for i in unit.indexes:
+            for field, keyword in INPUT_KEYWORDS.items():
+                if (i, field) in job.inputs:
+                    extra[keyword] = job.inputs[(i, field)]
+        if unit.spec.get("type") == "compare":
+            extra["vmaf_bin"] = vmaf_bin
+        return unit.builder.plan(unit.spec, job.source, ffmpeg_bin=self.settings.FFMPEG_BIN,
+                                 input_path=job.source_path, work_dir=job.work_dir, **extra)
 
+    def _vmaf_bin(self, outputs):
+        """The VMAF-capable ffmpeg when an output asks for VMAF (None
+        otherwise, or when none is installed: the builders then say so)."""
+        wanted = any("vmaf" in (spec.get("quality") or {}).get("metrics", ()) or
+                     (spec["type"] == "compare" and "vmaf" in spec["metrics"]) or spec.get("target")
+                     for spec in outputs)
+        if not wanted:
+            return None
+        return import_module("nommer.workerd.outputs.vmaf").find_vmaf_ffmpeg(self.settings)
+
+    def _runner(self, job):
+        """``await run(steps, on_fraction=None)``: run steps in the sandbox
+        (for builders that decide their next step from the last one's
+        result: the target-quality search)."""
+        async def run(steps, on_fraction=None):
+            for step in steps:
+                await self._run_step(job, step, on_fraction=on_fraction)
+        return run
+
+    async def _run_step(self, job, step, on_fraction=None):
+        """Run one ``Step`` in the sandbox, ``-t`` capped."""
+        argv = list(step.argv)
+        if job.max_duration is not None and step.capped:
+            argv = argv[:-1] + ["-t", f"{job.max_duration:.3f}"] + argv[-1:]
+        self.log.info("job {job_id}: {what}: {argv}", job_id=self.job.job_id, what=step.what,
+                      argv=" ".join(argv))
+        self.check_canceled()
+        self._run = FFmpegRun(self.reactor, self.settings, self.job.job_id, argv,
+                              scratch_dir=self.context.scratch_dir,
+                              readable=[job.source_path, *step.readable], expected_s=step.expected_s,
+                              on_fraction=on_fraction, names=job.names, source_kinds=job.kinds,
+                              where=f"{os.path.basename(argv[0])} ({step.what})",
+                              work_dirs=directories_under(job.work_dir))
+        try:
+            await self._run.run()
+        finally:
+            self._run = None
+        if on_fraction is not None:
+            on_fraction(1.0)
+
+    async def _finish_units(self, units, outputs, job):
+        """Each unit's ``finish`` (in a thread): every other output first,
+        then the ladders, which are given the captions made (subtitles
+        renditions). ``{output index: OutputResult}``."""
         results = {}
-        for unit in units:
-            made = await self._in_thread(unit.builder.finish, unit.spec, source, unit.steps, work_dir)
+        ordered = [u for u in units if u.builder is not package] + [u for u in units if u.builder is package]
+        for unit in ordered:
             if unit.builder is package:
+                subtitles = [results[i] for i in sorted(results) if outputs[i]["type"] == "captions"]
+                extra = {"subtitles": subtitles} if subtitles else {}
+                made = await self._in_thread(lambda u=unit, e=extra: package.finish(
+                    u.spec, job.source, u.steps, job.work_dir, **e))
                 for i in unit.indexes:
-                    results[i] = made[outputs[i]["type"]]
+                    results[i] = _with_info(made[outputs[i]["type"]], unit.info)
             else:
-                results[unit.indexes[0]] = made
+                made = await self._in_thread(unit.builder.finish, unit.spec, job.source, unit.steps,
+                                             job.work_dir)
+                results[unit.indexes[0]] = _with_info(made, unit.info)
             self.check_canceled()
+        return results
+
+    async def _measure(self, spec, result, job, vmaf_bin, report):
+        """Quality metrics of one output against the source (its ``quality``
+        field): ``nommer.workerd.outputs.quality``; the result with the
+        per-frame log added to its files and the pooled figures to its info."""
+        quality = import_module("nommer.workerd.outputs.quality")
+        steps = quality.plan(spec, job.source, result, ffmpeg_bin=self.settings.FFMPEG_BIN,
+                             vmaf_bin=vmaf_bin, input_path=job.source_path, work_dir=job.work_dir)
+        total = sum(s.weight for s in steps) or 1.0
+        done = 0.0
+        for step in steps:
+            await self._run_step(job, step, on_fraction=lambda f, d=done, w=step.weight: report((d + w * f) / total))
+            done += step.weight
+        return await self._in_thread(quality.finish, spec, job.source, result, steps, job.work_dir)
+
+    async def _store(self, options, outputs, results, job, meter):
+        """Check the files, store them (UPLOADING), return the output info."""
         files = [f for i in sorted(results) for f in results[i].files]
-        total = await self._in_thread(_check_files, upload.upload_order(files))
+        ordered = upload.upload_order(files)
+        total = await self._in_thread(_check_files, ordered)
         max_bytes = int(self.settings.MAX_OUTPUT_BYTES)
         if total > max_bytes:
             raise PermanentJobError(f"the outputs together are {total} bytes, more than MAX_OUTPUT_BYTES "
                                     f"({max_bytes} bytes): nothing uploaded")
-        if options["single_file"] and len(upload.upload_order(files)) != 1:
+        single = options["single_file"]
+        if single and len(ordered) != 1:
             raise PermanentJobError("dest_path names one file but this output makes several: "
                                     "end dest_path with '/' to store them under it")
 
         await self.set_state(JobState.UPLOADING)
-        single = options["single_file"]
 
         async def store(f):
             return await self.context.upload_file(f.local, None if single else f.path)
 
         await upload.store_all(files, store, self.context.delete_stored,
-                               on_stored=meter.uploaded, job_id=job_id)
+                               on_stored=meter.uploaded, job_id=self.job.job_id)
         self.check_canceled()
         entries = [entry_for(outputs[i], results[i]) for i in sorted(results)]
-        self.log.info("job {job_id}: {n} outputs, {files} files, {size_bytes} bytes", job_id=job_id,
-                      n=len(entries), files=len(upload.upload_order(files)), size_bytes=total)
-        return {"outputs": entries, "source": probe.summarize(probed), "size_bytes": total}
+        self.log.info("job {job_id}: {n} outputs, {files} files, {size_bytes} bytes", job_id=self.job.job_id,
+                      n=len(entries), files=len(ordered), size_bytes=total)
+        return {"outputs": entries, "source": probe.summarize(job.probed), "size_bytes": total}
 
-    async def _fetch_images(self, outputs):
-        """Download and check each mp4 output's ``image_path``; ``{output
-        index: local path}``."""
-        images = {}
+    async def _fetch_inputs(self, outputs):
+        """Download and check each output's other input (``INPUT_KEYWORDS``:
+        an mp4's ``image_path``, a compare's ``distorted``);
+        ``{(output index, field): local path}``."""
+        inputs = {}
         for i, spec in enumerate(outputs):
-            if spec["type"] != "mp4" or not spec.get("image_path"):
-                continue
-            field = f"outputs[{i}].image_path"
-            local = self.scratch_path(f"image{i}")
-            self.check_canceled()
-            await self.context.download_input(field, spec["image_path"], local)
-            shown = redact_uri(spec["image_path"])
-            info = await probe.ffprobe(self.reactor, self.settings, local, what=f"image_path of output {i}",
-                                       display_name=shown)
-            problem = mp4.describe_image_problem(info)
-            if problem:
-                raise PermanentJobError(f"image_path of output {i} ({shown}) is not a still image: {problem}")
-            images[i] = local
-        return images
+            for field in INPUT_KEYWORDS:
+                if not spec.get(field):
+                    continue
+                local = self.scratch_path(f"input{i}-{field}")
+                self.check_canceled()
+                await self.context.download_input(f"outputs[{i}].{field}", spec[field], local)
+                shown = redact_uri(spec[field])
+                info = await probe.ffprobe(self.reactor, self.settings, local,
+                                           what=f"{field} of output {i}", display_name=shown)
+                if field == "image_path":
+                    problem = mp4.describe_image_problem(info)
+                    if problem:
+                        raise PermanentJobError(
+                            f"image_path of output {i} ({shown}) is not a still image: {problem}")
+                inputs[(i, field)] = local
+        return inputs

@@ -41,6 +41,9 @@ class Step:
         the other steps (e.g. decoded source seconds x output pixels / 1e6).
     :ivar readable: extra absolute paths the sandboxed ffmpeg must read
         (besides the job's source), e.g. the merge image.
+    :ivar capped: the argv ends with ffmpeg's output, before which the
+        nommer puts ``-t`` (MAX_OUTPUT_DURATION_FACTOR x the source's
+        duration); False for a program that is not ffmpeg.
     """
 
     what: str
@@ -48,6 +51,7 @@ class Step:
     expected_s: float = None
     weight: float = 1.0
     readable: tuple = ()
+    capped: bool = True
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
