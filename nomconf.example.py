@@ -118,6 +118,15 @@
 # Most bytes of a webhook receiver's response read, bytes.
 # WEBHOOK_MAX_RESPONSE_BYTES = 65536
 
+# Base secret of the webhook signatures (X-Nommer-Signature); each API key's
+# signing secret is derived from it (`nommer keys webhook-secret KEY_ID`).
+# None: generated at first use into DATA_DIR/webhook_signing.secret.
+# WEBHOOK_SIGNING_SECRET = None
+
+# Events one job's log keeps in full (GET /job/<id>/events); past it progress
+# and webhook events are dropped, the others kept up to twice this.
+# MAX_EVENTS_PER_JOB = 500
+
 # --- Encoding -----------------------------------------------------------------
 
 # ffmpeg and ffprobe executables (looked up on PATH when not absolute).
@@ -235,6 +244,10 @@
 # DYNAMODB_JOB_TABLE = "nommer_jobs"
 # Seconds after which finished jobs expire from DynamoDB (TTL); None keeps them.
 # DYNAMODB_JOB_TTL_S = None
+# DynamoDB table / SimpleDB domain of the jobs' event logs; None: the job
+# table's / domain's name + "_events".
+# DYNAMODB_EVENTS_TABLE = None
+# SIMPLEDB_EVENTS_DOMAIN = None
 # S3 outputs: server-side encryption ("AES256" or "aws:kms"), KMS key, storage class.
 # S3_SERVER_SIDE_ENCRYPTION = None
 # S3_SSE_KMS_KEY_ID = None

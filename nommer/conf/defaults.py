@@ -135,6 +135,19 @@ WEBHOOK_TIMEOUT_S = 10.0
 #: Most bytes of a webhook receiver's response body read (the rest is dropped).
 WEBHOOK_MAX_RESPONSE_BYTES = 64 * 1024
 
+#: Base secret of the webhook signatures (``X-Nommer-Signature``, see
+#: ``nommer.core.webhook_signing``): each API key's signing secret is derived
+#: from it (``nommer keys webhook-secret KEY_ID`` shows one). None: a random
+#: one is generated at first use into ``DATA_DIR/webhook_signing.secret``.
+#: At least 32 printable ASCII characters.
+WEBHOOK_SIGNING_SECRET = None
+
+# --- Event log (GET /job/<id>/events) -------------------------------------------
+
+#: Events one job's log keeps in full; past it PROGRESS and WEBHOOK events are
+#: dropped, and the others kept up to twice this (nommer.core.events.bounds).
+MAX_EVENTS_PER_JOB = 500
+
 # --- Encoding -----------------------------------------------------------------
 
 #: ffmpeg and ffprobe executables (looked up on PATH when not absolute).
@@ -270,6 +283,12 @@ DYNAMODB_JOB_TABLE = "nommer_jobs"
 #: Finished jobs expire from DynamoDB this long after they finish (a TTL
 #: attribute), seconds; None keeps them forever.
 DYNAMODB_JOB_TTL_S = None
+
+#: DynamoDB table of the jobs' event logs; None: DYNAMODB_JOB_TABLE + "_events".
+DYNAMODB_EVENTS_TABLE = None
+
+#: SimpleDB domain of the jobs' event logs; None: SIMPLEDB_JOB_STATE_DOMAIN + "_events".
+SIMPLEDB_EVENTS_DOMAIN = None
 
 #: S3 server-side encryption of outputs: None, "AES256" or "aws:kms" (with S3_SSE_KMS_KEY_ID).
 S3_SERVER_SIDE_ENCRYPTION = None

@@ -4,9 +4,10 @@ A backend test case provides ``make_store(clock)`` returning a fresh, empty
 store whose times come from ``clock`` (a twisted ``task.Clock``).
 """
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from nommer.core.errors import NoSuchJob
+from nommer.core.events import EventKind, JobEvent
 from nommer.core.job import Job, new_job_id
 from nommer.core.states import IllegalTransition, JobState
 from tests.helpers import ensure
@@ -186,3 +187,93 @@ class JobStoreContract:
         self.assertEqual(await self.store.count_unfinished("k3"), 0)
         await self.store.modify(a.job_id, lambda j: j.evolve(job_state=JobState.ERROR))
         self.assertEqual(await self.store.count_unfinished("k1"), 1)
+
+
+# --- event logs (append_event, list_events) ----------------------------------------------------
+
+def make_event(job_id, kind, at=1_700_000_000.5, **kw):
+    return JobEvent(job_id=job_id, at=at, kind=kind, **kw)
+
+
+class JobEventsContract:
+    """The event-log half of the contract, mixed in beside ``JobStoreContract``
+    (same ``setUp``: ``self.store``, ``self.clock``)."""
+
+    @ensure
+    async def test_events_get_seq_in_order_per_job(self):
+        """append_event numbers each job's events 1, 2, 3... (interleaved jobs apart), ignoring a
+        seq given, and list_events gives them back ascending with every field as written."""
+        a, b = new_job_id(), new_job_id()
+        long_details = "é✓ 'q' \"dq\" <x> & \r\n" * 120  # > 1024 bytes: SimpleDB chunks it
+        written = [
+            make_event(a, EventKind.SUBMITTED, state="PENDING", details="preset cmaf-h264"),
+            make_event(b, EventKind.SUBMITTED, state="PENDING"),
+            make_event(a, EventKind.ASSIGNED, at=1_700_000_001.25, state="DOWNLOADING", worker_id="w-1", attempt=1,
+                       seq=99),
+            make_event(a, EventKind.PROGRESS, at=1_700_000_002.0, state="ENCODING", worker_id="w-1", attempt=1,
+                       progress=40.0),
+            make_event(b, EventKind.ERROR, details=long_details),
+            make_event(a, EventKind.STATE, at=1_700_000_003.125, state="FINISHED", worker_id="w-1", attempt=1),
+        ]
+        stored = [await self.store.append_event(e) for e in written]
+        self.assertEqual([e.seq for e in stored], [1, 1, 2, 3, 2, 4])
+        got_a = await self.store.list_events(a)
+        self.assertEqual(got_a, [stored[0], stored[2], stored[3], stored[5]])
+        self.assertEqual([e.kind for e in got_a],
+                         [EventKind.SUBMITTED, EventKind.ASSIGNED, EventKind.PROGRESS, EventKind.STATE])
+        self.assertEqual((got_a[1].worker_id, got_a[1].attempt, got_a[1].at), ("w-1", 1, 1_700_000_001.25))
+        self.assertIsInstance(got_a[2].progress, float)
+        self.assertIsInstance(got_a[0].at, float)
+        self.assertEqual(got_a[2].progress, 40.0)
+        got_b = await self.store.list_events(b)
+        self.assertEqual([(e.seq, e.kind) for e in got_b], [(1, EventKind.SUBMITTED), (2, EventKind.ERROR)])
+        self.assertEqual(got_b[1].details, long_details)
+        self.assertIsNone(got_b[1].state)
+
+    @ensure
+    async def test_list_events_after_and_limit(self):
+        """list_events(after_seq=, limit=) pages through a log; an unknown job has none; a negative
+        after_seq or a limit below 1 is a ValueError."""
+        job_id = new_job_id()
+        for i in range(7):
+            await self.store.append_event(make_event(job_id, EventKind.PROGRESS, progress=10.0 * (i + 1)))
+        self.assertEqual([e.seq for e in await self.store.list_events(job_id, limit=3)], [1, 2, 3])
+        self.assertEqual([e.seq for e in await self.store.list_events(job_id, after_seq=3, limit=3)], [4, 5, 6])
+        self.assertEqual([e.seq for e in await self.store.list_events(job_id, after_seq=6)], [7])
+        self.assertEqual(await self.store.list_events(job_id, after_seq=7), [])
+        self.assertEqual(await self.store.list_events(new_job_id()), [])
+        with self.assertRaises(ValueError):
+            await self.store.list_events(job_id, limit=0)
+        with self.assertRaises(ValueError):
+            await self.store.list_events(job_id, after_seq=-1)
+
+    @ensure
+    async def test_concurrent_appends_get_distinct_seqs(self):
+        """Eight appends to one log at once each get their own seq, 1 to 8, none lost."""
+        job_id = new_job_id()
+        await self.store.append_event(make_event(job_id, EventKind.SUBMITTED))  # lazy set-up done first
+        stored = await defer.gatherResults([
+            defer.ensureDeferred(self.store.append_event(make_event(job_id, EventKind.STATE, details=str(i))))
+            for i in range(7)])
+        self.assertEqual(sorted(e.seq for e in stored), list(range(2, 9)))
+        listed = await self.store.list_events(job_id)
+        self.assertEqual([e.seq for e in listed], list(range(1, 9)))
+        self.assertEqual(sorted(e.details for e in listed[1:]), [str(i) for i in range(7)])
+
+    @ensure
+    async def test_log_bound_drops_progress_and_webhooks_first(self):
+        """With a bound of 3: every kind is kept up to 3 events; then PROGRESS and WEBHOOK are
+        dropped (None, no seq used) while STATE/ASSIGNED/LEASE_LOST/RETRY/ERROR are kept up to 6;
+        then nothing is kept."""
+        self.store.max_events = 3
+        job_id = new_job_id()
+        kinds = [EventKind.SUBMITTED, EventKind.PROGRESS, EventKind.WEBHOOK,  # kept: 1..3
+                 EventKind.PROGRESS, EventKind.WEBHOOK,  # dropped
+                 EventKind.STATE, EventKind.ASSIGNED, EventKind.LEASE_LOST,  # kept: 4..6
+                 EventKind.RETRY, EventKind.ERROR, EventKind.STATE]  # dropped: the log holds 2 x 3
+        results = [await self.store.append_event(make_event(job_id, k)) for k in kinds]
+        self.assertEqual([None if r is None else r.seq for r in results],
+                         [1, 2, 3, None, None, 4, 5, 6, None, None, None])
+        listed = await self.store.list_events(job_id)
+        self.assertEqual([e.kind for e in listed], [EventKind.SUBMITTED, EventKind.PROGRESS, EventKind.WEBHOOK,
+                                                    EventKind.STATE, EventKind.ASSIGNED, EventKind.LEASE_LOST])

@@ -21,15 +21,19 @@ class SetupResourcesTests(TestCase):
 
     @ensure
     async def test_dynamodb_creates_job_worker_and_key_tables_then_checks_them(self):
-        """The three tables are created, then found; nothing else is touched with the local queue."""
+        """The three tables (and the jobs' event table) are created, then found; nothing else is
+        touched with the local queue."""
         settings, _ = aws_settings(self, JOB_STORE_BACKEND="dynamodb", DYNAMODB_JOB_TABLE="jobs_t",
                                    DYNAMODB_WORKER_TABLE="workers_t", DYNAMODB_KEY_TABLE="keys_t")
         self.assertEqual(await setup_resources(settings, reactor),
-                         ["created DynamoDB table jobs_t", "created DynamoDB table workers_t",
-                          "created DynamoDB table keys_t"])
+                         ["created DynamoDB table jobs_t", "created DynamoDB table jobs_t_events",
+                          "created DynamoDB table workers_t", "created DynamoDB table keys_t"])
         self.assertEqual(await setup_resources(settings, reactor),
-                         ["DynamoDB table jobs_t exists", "DynamoDB table workers_t exists",
-                          "DynamoDB table keys_t exists"])
+                         ["DynamoDB table jobs_t exists", "DynamoDB table jobs_t_events exists",
+                          "DynamoDB table workers_t exists", "DynamoDB table keys_t exists"])
+        table = client("dynamodb").describe_table(TableName="jobs_t_events")["Table"]
+        self.assertEqual(table["KeySchema"], [{"AttributeName": "job_id", "KeyType": "HASH"},
+                                              {"AttributeName": "seq", "KeyType": "RANGE"}])
         table = client("dynamodb").describe_table(TableName="workers_t")["Table"]
         self.assertEqual(table["KeySchema"], [{"AttributeName": "worker_id", "KeyType": "HASH"}])
         table = client("dynamodb").describe_table(TableName="keys_t")["Table"]
@@ -60,14 +64,16 @@ class SetupResourcesTests(TestCase):
 
     @ensure
     async def test_simpledb_creates_the_three_domains(self):
-        """The job domain, the original's worker-state domain and the key domain are created (idempotently)."""
+        """The job domain (and its events' domain), the original's worker-state domain and the key
+        domain are created (idempotently)."""
         settings, _ = aws_settings(self, JOB_STORE_BACKEND="simpledb")
-        expected = ["SimpleDB domain media_nommer ready", "SimpleDB domain media_nommer_ec2nommer_state ready",
-                    "SimpleDB domain nommer_api_keys ready"]
+        expected = ["SimpleDB domain media_nommer ready", "SimpleDB domain media_nommer_events ready",
+                    "SimpleDB domain media_nommer_ec2nommer_state ready", "SimpleDB domain nommer_api_keys ready"]
         self.assertEqual(await setup_resources(settings, reactor), expected)
         self.assertEqual(await setup_resources(settings, reactor), expected)
         self.assertEqual(sorted(client("sdb").list_domains()["DomainNames"]),
-                         ["media_nommer", "media_nommer_ec2nommer_state", "nommer_api_keys"])
+                         ["media_nommer", "media_nommer_ec2nommer_state", "media_nommer_events",
+                          "nommer_api_keys"])
 
     @ensure
     async def test_sqlite_needs_nothing(self):

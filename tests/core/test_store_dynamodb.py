@@ -9,7 +9,7 @@ from nommer.core.aws import dynamodb
 from nommer.core.aws.dynamodb import TableSetupError, from_dynamo, to_dynamo
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.store.dynamodb import DynamoDBJobStore
-from tests.core.store_contract import JobStoreContract, make_job
+from tests.core.store_contract import JobEventsContract, JobStoreContract, make_job
 from tests.dynamodb_local import OnDynamoDBLocal, OnMoto
 from tests.helpers import ensure
 
@@ -121,6 +121,7 @@ class DynamoDBSpecifics:
         store = self.other_store(DYNAMODB_JOB_TABLE="nommer_jobs_ttl", DYNAMODB_JOB_TTL_S=3600)
         lines = await store.ensure_resources()
         self.assertIn("enabled TTL on expires_at of DynamoDB table nommer_jobs_ttl", lines)
+        self.assertIn("enabled TTL on expires_at of DynamoDB table nommer_jobs_ttl_events", lines)
         ttl = await store.aws.call("dynamodb", "describe_time_to_live", TableName="nommer_jobs_ttl")
         self.assertEqual(ttl["TimeToLiveDescription"]["AttributeName"], "expires_at")
         job = await store.create(make_job())
@@ -131,14 +132,71 @@ class DynamoDBSpecifics:
         await store.modify(job.job_id, lambda j: j.evolve(job_state=JobState.CANCELED))
         item = await self.raw_item(store, job.job_id)
         self.assertEqual(item["expires_at"], {"N": str(1_700_000_010 + 3600)})
-        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_ttl exists"])
+        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_ttl exists",
+                                                          "DynamoDB table nommer_jobs_ttl_events exists"])
+
+    @ensure
+    async def test_events_expire_with_their_job(self):
+        """With DYNAMODB_JOB_TTL_S the event table has TTL on expires_at; a job's events carry none
+        while it runs, and its final STATE event stamps its end + the TTL on every one of them (as
+        on the job's item); a later webhook event gets its own time + the TTL."""
+        from nommer.core.events import EventKind, JobEvent
+        store = self.other_store(DYNAMODB_JOB_TABLE="nommer_jobs_ttl2", DYNAMODB_JOB_TTL_S=3600)
+        await store.ensure_resources()
+        ttl = await store.aws.call("dynamodb", "describe_time_to_live", TableName="nommer_jobs_ttl2_events")
+        self.assertEqual(ttl["TimeToLiveDescription"]["AttributeName"], "expires_at")
+        job_id = make_job().job_id
+
+        async def raw_events():
+            result = await store.aws.call("dynamodb", "query", TableName="nommer_jobs_ttl2_events",
+                                          KeyConditionExpression="job_id = :j", ConsistentRead=True,
+                                          ExpressionAttributeValues={":j": {"S": job_id}})
+            return [item.get("expires_at", {}).get("N") for item in result["Items"]]
+        for kind, state in ((EventKind.SUBMITTED, "PENDING"), (EventKind.ASSIGNED, "DOWNLOADING"),
+                            (EventKind.PROGRESS, "ENCODING")):
+            await store.append_event(JobEvent(job_id=job_id, at=1_700_000_000.0, kind=kind, state=state))
+        self.assertEqual(await raw_events(), [None, None, None])
+        await store.append_event(JobEvent(job_id=job_id, at=1_700_000_100.5, kind=EventKind.STATE, state="FINISHED"))
+        self.assertEqual(await raw_events(), [str(1_700_000_100 + 3600)] * 4)
+        await store.append_event(JobEvent(job_id=job_id, at=1_700_000_200.0, kind=EventKind.WEBHOOK,
+                                          state="FINISHED"))
+        self.assertEqual((await raw_events())[-1], str(1_700_000_200 + 3600))
+        self.assertEqual([e.seq for e in await store.list_events(job_id)], [1, 2, 3, 4, 5])
+
+    @ensure
+    async def test_event_appends_query_and_put_never_scan(self):
+        """An append is a consistent Query for the last seq and a conditional PutItem; a listing
+        is a Query."""
+        from nommer.core.events import EventKind, JobEvent
+        job_id = make_job().job_id
+        await self.store.append_event(JobEvent(job_id=job_id, at=1.0, kind=EventKind.SUBMITTED))
+        ops = record_operations(self.store)
+        await self.store.append_event(JobEvent(job_id=job_id, at=2.0, kind=EventKind.STATE))
+        self.assertEqual(ops, ["Query", "PutItem"])
+        await self.store.list_events(job_id)
+        self.assertEqual(ops, ["Query", "PutItem", "Query"])
+
+    @ensure
+    async def test_wrong_existing_event_table_refused(self):
+        """A table of another shape under the event table's name is reported by ensure_resources."""
+        store = self.other_store(DYNAMODB_JOB_TABLE="jobs_x", DYNAMODB_EVENTS_TABLE="not_for_events")
+        await store.aws.call("dynamodb", "create_table", TableName="not_for_events", BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+                             KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}])
+        with self.assertRaises(TableSetupError) as raised:
+            await store.ensure_resources()
+        self.assertIn("not_for_events", str(raised.exception))
+        self.assertIn("seq (RANGE, type N)", str(raised.exception))
+        self.assertIn("DYNAMODB_EVENTS_TABLE", str(raised.exception))
 
     @ensure
     async def test_ensure_resources_idempotent(self):
-        """ensure_resources creates the table with both GSIs once, then finds it."""
+        """ensure_resources creates the table with both GSIs, and the event table, once, then finds them."""
         store = self.other_store(DYNAMODB_JOB_TABLE="nommer_jobs_setup")
-        self.assertEqual(await store.ensure_resources(), ["created DynamoDB table nommer_jobs_setup"])
-        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_setup exists"])
+        self.assertEqual(await store.ensure_resources(), ["created DynamoDB table nommer_jobs_setup",
+                                                          "created DynamoDB table nommer_jobs_setup_events"])
+        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_setup exists",
+                                                          "DynamoDB table nommer_jobs_setup_events exists"])
         table = (await store.aws.call("dynamodb", "describe_table", TableName="nommer_jobs_setup"))["Table"]
         self.assertEqual(table["TableStatus"], "ACTIVE")
         self.assertEqual(sorted(i["IndexName"] for i in table["GlobalSecondaryIndexes"]),
@@ -161,7 +219,8 @@ class DynamoDBSpecifics:
         self.assertEqual(lines[0], "added index by_owner to DynamoDB table nommer_jobs_old")
         table = (await store.aws.call("dynamodb", "describe_table", TableName="nommer_jobs_old"))["Table"]
         self.assertIn("by_owner", [i["IndexName"] for i in table["GlobalSecondaryIndexes"]])
-        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_old exists"])
+        self.assertEqual(await store.ensure_resources(), ["DynamoDB table nommer_jobs_old exists",
+                                                          "DynamoDB table nommer_jobs_old_events exists"])
         self.assertIsNone((await store.get(old.job_id)).owner)
         new = await store.create(make_job(owner="k1"))
         self.assertEqual([j.job_id for j in (await store.list(owner="k1"))[0]], [new.job_id])
@@ -185,12 +244,13 @@ class DynamoDBSpecifics:
 
     @ensure
     async def test_first_operations_create_table_once(self):
-        """Concurrent first operations of a fresh store wait for one set-up: one CreateTable."""
+        """Concurrent first operations of a fresh store wait for one set-up: one CreateTable
+        of the job table (and one of its event table)."""
         store = self.other_store(DYNAMODB_JOB_TABLE="nommer_jobs_lazy")
         ops = record_operations(store)
         jobs = [make_job() for _ in range(3)]
         await defer.gatherResults([store.create(j) for j in jobs])
-        self.assertEqual(ops.count("CreateTable"), 1)
+        self.assertEqual(ops.count("CreateTable"), 2)
         self.assertEqual(await store.count_by_state(), {"PENDING": 3})
 
     @ensure
@@ -202,11 +262,11 @@ class DynamoDBSpecifics:
         self.assertIn("nommer aws setup", str(raised.exception))
 
 
-class DynamoDBMotoTests(OnMoto, DynamoDBSpecifics, JobStoreContract, TestCase):
+class DynamoDBMotoTests(OnMoto, DynamoDBSpecifics, JobStoreContract, JobEventsContract, TestCase):
     """The contract and the specifics against moto in server mode."""
 
 
-class DynamoDBLocalTests(OnDynamoDBLocal, DynamoDBSpecifics, JobStoreContract, TestCase):
+class DynamoDBLocalTests(OnDynamoDBLocal, DynamoDBSpecifics, JobStoreContract, JobEventsContract, TestCase):
     """The contract and the specifics against DynamoDB Local (AWS's engine)."""
 
 
@@ -236,6 +296,10 @@ class DynamoDBUnitTests(TestCase):
         store.close()
         store.aws = FakeAWS(answers)
         store.reactor = task.Clock()
+
+        async def no_event_table():  # the event table's set-up has a test of its own
+            return []
+        store.events.ensure_resources = no_event_table
         return store
 
     def described(self, store, status, index_status="ACTIVE"):

@@ -11,7 +11,7 @@ from nommer.core.states import IllegalTransition, JobState
 from nommer.core.store.simpledb import SimpleDBJobStore
 from nommer.core.store.versioned import MAX_WRITE_ATTEMPTS, StoreConflict
 from tests.aws_server import aws_settings, reset_moto, sdb_client, sdb_item
-from tests.core.store_contract import JobStoreContract, make_job
+from tests.core.store_contract import JobEventsContract, JobStoreContract, make_job
 from tests.helpers import ensure
 
 DOMAIN = "media_nommer"
@@ -32,7 +32,7 @@ class SettableClock:
         return self.now
 
 
-class SimpleDBTests(JobStoreContract, TestCase):
+class SimpleDBTests(JobStoreContract, JobEventsContract, TestCase):
     def make_store(self, clock):
         reset_moto()
         self.settings, _ = aws_settings(self)
@@ -218,12 +218,38 @@ class SimpleDBBackendTests(TestCase):
         self.assertEqual((got.attempts, got.worker_id), (MAX_WRITE_ATTEMPTS, None))
 
     @ensure
+    async def test_event_items_are_named_by_job_and_padded_seq(self):
+        """An event is the item '<job_id>/<seq, 10 digits>' of the events domain, with job_id,
+        seq and the event as JSON; a long one is chunked and reads back whole."""
+        from nommer.core.events import EventKind, JobEvent
+        job_id = make_job().job_id
+        details = "x" * 2500  # with the other fields: 3 chunks of 1024
+        for kind in (EventKind.SUBMITTED, EventKind.ERROR):
+            await self.store.append_event(JobEvent(job_id=job_id, at=1.5, kind=kind, details=details))
+        item = sdb_item(f"{DOMAIN}_events", f"{job_id}/0000000002")
+        self.assertEqual((item["job_id"], item["seq"]), (job_id, "0000000002"))
+        self.assertEqual(item["chunks"], "doc=3")
+        self.assertEqual([e.details for e in await self.store.list_events(job_id)], [details, details])
+
+    @ensure
+    async def test_events_domain_setting(self):
+        """SIMPLEDB_EVENTS_DOMAIN names the events domain."""
+        from nommer.core.events import EventKind, JobEvent
+        store = self.make(SimpleDBJobStore, SIMPLEDB_EVENTS_DOMAIN="my_events")
+        self.assertEqual(await store.ensure_resources(), [f"SimpleDB domain {DOMAIN} ready",
+                                                          "SimpleDB domain my_events ready"])
+        job_id = make_job().job_id
+        await store.append_event(JobEvent(job_id=job_id, at=1.0, kind=EventKind.SUBMITTED))
+        self.assertEqual(sdb_item("my_events", f"{job_id}/0000000001")["job_id"], job_id)
+
+    @ensure
     async def test_domain_created_lazily_once(self):
         """The domain is created on first use; ensure_resources is idempotent and says so."""
         self.assertNotIn(DOMAIN, sdb_client().list_domains().get("DomainNames", []))
         await self.store.create(make_job())
         self.assertIn(DOMAIN, sdb_client().list_domains()["DomainNames"])
-        self.assertEqual(await self.store.ensure_resources(), [f"SimpleDB domain {DOMAIN} ready"])
+        self.assertEqual(await self.store.ensure_resources(), [f"SimpleDB domain {DOMAIN} ready",
+                                                               f"SimpleDB domain {DOMAIN}_events ready"])
         self.assertEqual(await self.store.count_by_state(), {"PENDING": 1})
 
     @ensure

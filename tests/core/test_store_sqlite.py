@@ -6,11 +6,11 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from nommer.core.store.sqlite import SQLiteJobStore
-from tests.core.store_contract import JobStoreContract, make_job
+from tests.core.store_contract import JobEventsContract, JobStoreContract, make_job
 from tests.helpers import ensure
 
 
-class SQLiteJobStoreTests(JobStoreContract, TestCase):
+class SQLiteJobStoreTests(JobStoreContract, JobEventsContract, TestCase):
     def make_store(self, clock):
         return SQLiteJobStore(os.path.join(self.mktemp(), "jobs.sqlite"), reactor, clock=clock)
 

@@ -35,14 +35,29 @@ def page_limit(limit):
     return limit
 
 
+def event_limit(after_seq, limit):
+    """``list_events``' arguments checked: ``(after_seq, limit)`` as ints;
+    ValueError unless ``after_seq >= 0`` and ``limit >= 1``."""
+    after_seq = int(after_seq)
+    if after_seq < 0:
+        raise ValueError(f"after_seq must be at least 0, not {after_seq}")
+    return after_seq, page_limit(limit)
+
+
 def apply_change(old, new, now):
     """The rules every backend applies when ``modify`` replaces ``old`` by ``new``.
 
     Refuses (``IllegalTransition``) a state change the table forbids and
     stamps ``updated_at``; ``finished_at`` is set on entering a final state.
+    A write adding one to ``retries`` is a retry: it may only take a job from
+    ERROR, ABANDONED or CANCELED to PENDING (``RETRY_TRANSITIONS``); any
+    other change of ``retries`` is refused (ValueError).
     Returns the job to store.
     """
-    check_transition(old.job_id, old.job_state, new.job_state)
+    retry = new.retries == old.retries + 1
+    if new.retries != old.retries and not retry:
+        raise ValueError("modify may only change retries by adding one (a retry)")
+    check_transition(old.job_id, old.job_state, new.job_state, retry=retry)
     if new.job_id != old.job_id or new.created_at != old.created_at:
         raise ValueError("modify may not change job_id or created_at")
     changes = {"updated_at": now}
@@ -71,13 +86,28 @@ class JobStore:
     - ``count_unfinished(owner) -> Deferred[int]``: how many jobs not in a
       final state the API key ``owner`` (a key_id) has.
     - ``count_by_state() -> Deferred[dict[str, int]]``.
+    - ``append_event(event) -> Deferred[JobEvent|None]``: add a
+      ``nommer.core.events.JobEvent`` to its job's log, at the next
+      position: the stored event (``seq`` 1, 2, ... allocated atomically
+      with the write, so concurrent writers never share one), or None when
+      the log's bound drops it (``nommer.core.events.bounds``: past
+      ``max_events`` only SUBMITTED/STATE/ASSIGNED/LEASE_LOST/RETRY/ERROR
+      events are kept, past twice that none). The event's own ``seq`` is
+      ignored. The store does not check that the job exists.
+    - ``list_events(job_id, after_seq=0, limit=500) -> Deferred[list[JobEvent]]``:
+      the job's events with ``seq > after_seq``, ascending, at most
+      ``limit`` (>= 1, else ValueError); [] for a job without events.
+      A job's events go when the job goes (DynamoDB: the job table's TTL).
     - ``close() -> Deferred|None``.
+
+    ``max_events``: the bound of a job's log (MAX_EVENTS_PER_JOB).
 
     ``aws_pool``: the ``nommer.core.aws.AWS`` pool an AWS backend makes its
     calls in (None for SQLite), for a sibling store to share (the API keys).
     """
 
     aws_pool = None
+    max_events = 500
 
     def create(self, job):
         raise NotImplementedError
@@ -98,6 +128,12 @@ class JobStore:
         raise NotImplementedError
 
     def count_by_state(self):
+        raise NotImplementedError
+
+    def append_event(self, event):
+        raise NotImplementedError
+
+    def list_events(self, job_id, after_seq=0, limit=500):
         raise NotImplementedError
 
     def close(self):

@@ -44,19 +44,26 @@ consistent: on real AWS a listing may lag a write by a moment; ``get`` and
 PutItem on the condition ``version = <read version>``; another writer's
 win is ConditionalCheckFailedException, and the job is read again.
 
+The jobs' event logs (``append_event``, ``list_events``) live in a second
+table, DYNAMODB_EVENTS_TABLE (``nommer.core.store.dynamodb_events``),
+created and checked with the job table (``ensure_resources``, so by
+``nommer aws setup`` too) and expiring with the jobs under
+DYNAMODB_JOB_TTL_S.
+
 Numbers: DynamoDB keeps a number's value, not its spelling (``2.0`` is
 stored as ``2``): the job's time fields and ``progress`` read back as float,
 ``attempts`` as int, and numbers inside ``job_options`` / ``output`` as int
 when integral, else float.
 """
 
-from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable, TableSetupError, dump_item, load_item
+from nommer.core.aws.dynamodb import CONDITION_FAILED, DynamoDBTable, dump_item, load_item
 from nommer.core.aws.pool import condition_held, error_code
 from nommer.core.deferreds import deferred, gather
 from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
 from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
+from nommer.core.store.dynamodb_events import DynamoDBEventLog, ensure_ttl
 from nommer.core.store.versioned import VersionedJobStore
 
 GSI_BY_TIME = "by_time"
@@ -98,6 +105,26 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
         self._open(settings, reactor, settings.DYNAMODB_JOB_TABLE, "dynamodb-store")
         self.ttl_s = settings.DYNAMODB_JOB_TTL_S
         self._clock = clock or reactor
+        #: The event logs' table, its calls made in this store's pool.
+        self.events = DynamoDBEventLog(settings, reactor, pool=self.aws, max_events=settings.MAX_EVENTS_PER_JOB,
+                                       ttl_s=self.ttl_s)
+
+    @property
+    def max_events(self):
+        """The bound of a job's event log (MAX_EVENTS_PER_JOB)."""
+        return self.events.max_events
+
+    @max_events.setter
+    def max_events(self, value):
+        self.events.max_events = value
+
+    def append_event(self, event):
+        """Deferred[JobEvent|None]: see ``JobStore`` and ``DynamoDBEventLog.append``."""
+        return self.events.append(event)
+
+    def list_events(self, job_id, after_seq=0, limit=500):
+        """Deferred[list[JobEvent]]: see ``JobStore`` and ``DynamoDBEventLog.list``."""
+        return self.events.list(job_id, after_seq, limit)
 
     # --- items ------------------------------------------------------------
 
@@ -263,34 +290,23 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
             return None
         return f"added index {GSI_BY_OWNER} to DynamoDB table {self.table}"
 
-    async def _ensure_ttl(self):
-        """Enable TTL on ``expires_at`` unless it is; returns a line or None."""
-        result = await self.aws.call("dynamodb", "describe_time_to_live", TableName=self.table)
-        ttl = result.get("TimeToLiveDescription", {})
-        status, attribute = ttl.get("TimeToLiveStatus"), ttl.get("AttributeName")
-        if status in ("ENABLED", "ENABLING"):
-            if attribute != TTL_ATTRIBUTE:
-                raise TableSetupError(f"DynamoDB table {self.table} has TTL on {attribute!r}, "
-                                      f"not {TTL_ATTRIBUTE!r}: DYNAMODB_JOB_TTL_S cannot work")
-            return None
-        await self.aws.call("dynamodb", "update_time_to_live", TableName=self.table,
-                            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
-        return f"enabled TTL on {TTL_ATTRIBUTE} of DynamoDB table {self.table}"
-
     async def ensure_resources(self):
         """Create the job table (with both GSIs) if missing and wait until
         it is ACTIVE; check an existing table's keys and indexes; enable TTL
         when DYNAMODB_JOB_TTL_S is set; add the ``by_owner`` index to a table
-        made before it. Returns lines for a person, e.g.
-        ``["created DynamoDB table nommer_jobs"]``. Raises TableSetupError
-        when an existing table has another shape (every problem named)."""
+        made before it; then the same for the event table
+        (``DynamoDBEventLog.ensure_resources``). Returns lines for a person,
+        e.g. ``["created DynamoDB table nommer_jobs", "created DynamoDB
+        table nommer_jobs_events"]``. Raises TableSetupError when an
+        existing table has another shape (every problem named)."""
         added = await self._add_owner_index()
         lines = await self._ensure_table()
         if added:
             lines.insert(0, added)
         if self.ttl_s is not None:
-            line = await self._ensure_ttl()
+            line = await ensure_ttl(self.aws, self.table)
             if line:
                 lines.append(line)
+        lines += await self.events.ensure_resources()
         self._resources_ok = True
         return lines

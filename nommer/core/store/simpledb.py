@@ -43,6 +43,10 @@ without ``created_key`` in the domain (a 2011 media-nommer item: attributes
 ``unique_id``, ``creation_dtime``...) is not a nommer job: ``get`` raises
 NoSuchJob and ``list``, ``list_unfinished`` and ``count_by_state`` skip it.
 
+The jobs' event logs (``append_event``, ``list_events``) live in a second
+domain, SIMPLEDB_EVENTS_DOMAIN (``nommer.core.store.simpledb_events``),
+created with the jobs' (``ensure_resources``, so by ``nommer aws setup``).
+
 ``owner`` (the submitting API key's key_id) is JSON like the other fields
 (``'"3f9c0a1b2c3d4e5f"'``, or ``'null'``): ``list(owner=)`` and
 ``count_unfinished(owner)`` select on that exact text. An item written
@@ -63,6 +67,7 @@ from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
 from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
+from nommer.core.store.simpledb_events import SimpleDBEventLog
 from nommer.core.store.versioned import VersionedJobStore
 
 TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbeat_at")
@@ -119,6 +124,31 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
     def __init__(self, settings, reactor, clock=None):
         self._open_domain(settings, reactor, settings.SIMPLEDB_JOB_STATE_DOMAIN, "simpledb-store")
         self._clock = clock or reactor
+        #: The event logs' domain, its calls made in this store's pool.
+        self.events = SimpleDBEventLog(settings, reactor, pool=self.aws, max_events=settings.MAX_EVENTS_PER_JOB)
+
+    @property
+    def max_events(self):
+        """The bound of a job's event log (MAX_EVENTS_PER_JOB)."""
+        return self.events.max_events
+
+    @max_events.setter
+    def max_events(self, value):
+        self.events.max_events = value
+
+    async def ensure_resources(self):
+        """Create the jobs' domain and the events' (CreateDomain is
+        idempotent). Lines for a person, one per domain."""
+        lines = await super().ensure_resources()
+        return lines + await self.events.ensure_resources()
+
+    def append_event(self, event):
+        """Deferred[JobEvent|None]: see ``JobStore`` and ``SimpleDBEventLog.append``."""
+        return self.events.append(event)
+
+    def list_events(self, job_id, after_seq=0, limit=500):
+        """Deferred[list[JobEvent]]: see ``JobStore`` and ``SimpleDBEventLog.list``."""
+        return self.events.list(job_id, after_seq, limit)
 
     # --- low level ---------------------------------------------------------------------------
 

@@ -6,18 +6,25 @@ indexes need: ``job_state``, ``created_at``, ``updated_at`` and ``owner``
 came later: a database made before it gets the column (NULL: jobs stored
 before API keys have no owner) and its indexes when first opened
 (``add_owner_column``).
+
+Table ``job_events``: each job's event log, one row per kept event keyed
+``(job_id, seq)``, the event as JSON (``doc``). ``append_event`` reads the
+job's last ``seq`` and inserts the next one in one write transaction
+(``BEGIN IMMEDIATE``), so two writers never get the same ``seq``.
 """
 
 import json
 import os
 
 import attr
+from twisted.internet import defer
 
 from nommer.core.errors import NoSuchJob
+from nommer.core.events import JobEvent, keeps
 from nommer.core.job import Job
 from nommer.core.sqlite import IntegrityError, SQLiteDB
 from nommer.core.states import FINAL_STATES, JobState
-from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor
+from nommer.core.store.base import JobStore, apply_change, decode_cursor, encode_cursor, event_limit
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -28,6 +35,11 @@ SCHEMA = [
         doc        TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, job_id DESC)",
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (job_state, created_at DESC, job_id DESC)",
+    """CREATE TABLE IF NOT EXISTS job_events (
+        job_id TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        doc    TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq))""",
 ]
 
 #: Made by ``add_owner_column`` once the ``owner`` column exists.
@@ -78,15 +90,19 @@ class _JobsDB(SQLiteDB):
 
 class SQLiteJobStore(JobStore):
     """Jobs as JSON documents in ``<DATA_DIR>/jobs.sqlite``, with the state and
-    times also in columns for the indexes. ``clock`` provides ``seconds()``."""
+    times also in columns for the indexes, and their event logs. ``clock``
+    provides ``seconds()``; ``max_events`` bounds each job's log
+    (MAX_EVENTS_PER_JOB)."""
 
-    def __init__(self, path, reactor, clock=None):
+    def __init__(self, path, reactor, clock=None, max_events=500):
         self._db = _JobsDB(path, SCHEMA, reactor)
         self._clock = clock or reactor
+        self.max_events = max_events
 
     @classmethod
     def from_settings(cls, settings, reactor):
-        return cls(os.path.join(settings.DATA_DIR, "jobs.sqlite"), reactor)
+        return cls(os.path.join(settings.DATA_DIR, "jobs.sqlite"), reactor,
+                   max_events=settings.MAX_EVENTS_PER_JOB)
 
     def create(self, job):
         now = self._clock.seconds()
@@ -175,6 +191,35 @@ class SQLiteJobStore(JobStore):
         def txn(cur):
             cur.execute("SELECT job_state, COUNT(*) FROM jobs GROUP BY job_state")
             return dict(cur.fetchall())
+        return self._db.interaction(txn, write=False)
+
+    def append_event(self, event):
+        """Deferred[JobEvent|None]: ``event`` stored at its job's next
+        ``seq`` (read and written in one transaction), or None when the
+        log's bound drops it (``nommer.core.events.bounds``)."""
+        def txn(cur):
+            cur.execute("SELECT MAX(seq) FROM job_events WHERE job_id = ?", (event.job_id,))
+            count = cur.fetchone()[0] or 0
+            if not keeps(event.kind, count, self.max_events):
+                return None
+            stored = attr.evolve(event, seq=count + 1)
+            cur.execute("INSERT INTO job_events (job_id, seq, doc) VALUES (?, ?, ?)",
+                        (stored.job_id, stored.seq, json.dumps(stored.to_dict())))
+            return stored
+        return self._db.interaction(txn)
+
+    def list_events(self, job_id, after_seq=0, limit=500):
+        """Deferred[list[JobEvent]]: the job's events after ``after_seq``,
+        ascending, at most ``limit``. ValueError for after_seq < 0 or limit < 1."""
+        try:
+            after_seq, limit = event_limit(after_seq, limit)
+        except ValueError as exc:
+            return defer.fail(exc)
+
+        def txn(cur):
+            cur.execute("SELECT doc FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (job_id, after_seq, limit))
+            return [JobEvent.from_dict(json.loads(r[0])) for r in cur.fetchall()]
         return self._db.interaction(txn, write=False)
 
     def close(self):
