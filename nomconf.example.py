@@ -133,6 +133,12 @@
 # FFMPEG_BIN = "ffmpeg"
 # FFPROBE_BIN = "ffprobe"
 
+# An ffmpeg built with libvmaf, for VMAF (quality metrics, compare outputs,
+# target quality). None: the imageio-ffmpeg wheel's binary when installed
+# (pip install 'nommer[vmaf]'; GPLv3, see README "Quality"). Without either,
+# jobs asking for VMAF are refused at submit; PSNR and SSIM use FFMPEG_BIN.
+# VMAF_FFMPEG_BIN = None
+
 # Runtime limit of one ffmpeg/ffprobe run; then SIGTERM, and SIGKILL after
 # FFMPEG_KILL_GRACE_S.
 # FFMPEG_TIMEOUT_S = 21600.0

@@ -154,6 +154,13 @@ MAX_EVENTS_PER_JOB = 500
 FFMPEG_BIN = "ffmpeg"
 FFPROBE_BIN = "ffprobe"
 
+#: An ffmpeg built with libvmaf, for VMAF (quality metrics, compare outputs,
+#: target quality); looked up on PATH when not absolute. None: the binary of
+#: the imageio-ffmpeg wheel (``pip install 'nommer[vmaf]'``, GPLv3) when it
+#: is installed. PSNR and SSIM use FFMPEG_BIN. Without either, jobs asking
+#: for VMAF are refused at submit.
+VMAF_FFMPEG_BIN = None
+
 #: Runtime limit of one ffmpeg or ffprobe run, seconds. Past it the process
 #: gets SIGTERM, then SIGKILL after FFMPEG_KILL_GRACE_S.
 FFMPEG_TIMEOUT_S = 6 * 3600.0

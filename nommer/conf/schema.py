@@ -147,6 +147,7 @@ RULES = {
     "WEBHOOK_TIMEOUT_S": _POSITIVE_S,
     "FFMPEG_BIN": _str(what="an executable name or path"),
     "FFPROBE_BIN": _str(what="an executable name or path"),
+    "VMAF_FFMPEG_BIN": _optional(_str(), "an executable name or path"),
     "FFMPEG_TIMEOUT_S": _POSITIVE_S,
     "FFMPEG_KILL_GRACE_S": _POSITIVE_S,
     "PROGRESS_WRITE_INTERVAL_S": _POSITIVE_S,
