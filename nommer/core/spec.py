@@ -20,7 +20,7 @@ from nommer.core.classes import ClassNotAllowed, canonical_name, load_class
 from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import allowed_networks
 from nommer.core.outputs import presets
-from nommer.core.outputs.validate import validate_body, validate_outputs
+from nommer.core.outputs.validate import check_vmaf, validate_body, validate_outputs
 from nommer.core.secrets import seal_uri
 from nommer.core.storage import check_destination, check_destination_prefix, check_source
 from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_reason
@@ -28,6 +28,10 @@ from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_re
 MAX_URI_LENGTH = 4096
 #: The nommer of declarative jobs (``outputs`` or a declarative preset).
 OUTPUTS_NOMMER = "nommer.workerd.nommers.outputs.OutputsNommer"
+#: The fields of each output type naming another input of the job (read by
+#: the worker beside the source): checked as source_path is, and sealed when
+#: they hold credentials.
+OUTPUT_INPUT_FIELDS = {"mp4": ("image_path",), "compare": ("distorted",)}
 #: Output types that make exactly one file: a job with one of them alone may
 #: name that file as its dest_path (no trailing ``/``).
 SINGLE_FILE_TYPES = ("mp4", "audio", "poster")
@@ -95,10 +99,10 @@ def _check_notify_url(body, settings):
 
 
 def _check_input(uri, field, settings):
-    """A URI the worker will read (source_path, an output's image_path): it
-    parses, an http(s) one names no private address literal (Badinput:
-    SSRF), a storage backend can read it (``check_source``). Errors name
-    ``field``."""
+    """A URI the worker will read (source_path, an output's image_path or
+    distorted: ``OUTPUT_INPUT_FIELDS``): it parses, an http(s) one names no
+    private address literal (Badinput: SSRF), a storage backend can read it
+    (``check_source``). Errors name ``field``."""
     try:
         muri = as_media_uri(uri, field)
         if muri.scheme in ("http", "https"):
@@ -134,6 +138,7 @@ def _validate_outputs_job(body, settings, preset_name):
     """The declarative form: outputs (already expanded from a preset)."""
     source, dest = body["source_path"], body["dest_path"]
     outputs = validate_outputs(body["outputs"])
+    check_vmaf(outputs, settings)
     notify_url = _check_notify_url(body, settings)
     _check_input(source, "source_path", settings)
     if dest.endswith("/"):
@@ -151,16 +156,17 @@ def _validate_outputs_job(body, settings, preset_name):
     uris = [("source_path", source), ("dest_path", dest)]
     if notify_url:
         uris.append(("notify_url", notify_url))
-    images = []
+    inputs = []
     for i, spec in enumerate(outputs):
-        if spec["type"] == "mp4" and spec.get("image_path") is not None:
-            field = f"outputs[{i}].image_path"
-            _check_input(spec["image_path"], field, settings)
-            images.append((i, field))
-            uris.append((field, spec["image_path"]))
+        for name in OUTPUT_INPUT_FIELDS.get(spec["type"], ()):
+            if spec.get(name) is not None:
+                field = f"outputs[{i}].{name}"
+                _check_input(spec[name], field, settings)
+                inputs.append((i, name, field))
+                uris.append((field, spec[name]))
     stored, sealed = _seal(uris, settings)
-    for i, field in images:
-        outputs[i]["image_path"] = stored[field]
+    for i, name, field in inputs:
+        outputs[i][name] = stored[field]
     try:
         canonical, nommer_class = resolve_nommer(OUTPUTS_NOMMER, settings)
     except InvalidJobSpec:
@@ -180,7 +186,8 @@ def validate_submission(body, settings):
     ``notify_url``, ``nommer`` (canonical dotted path) and ``job_options``
     (the nommer's normalized options), plus ``sealed_credentials``
     (``{field: token}``, fields ``source_path``, ``dest_path``, ``notify_url``
-    and, for declarative jobs, ``outputs[i].image_path``) when a URI holds
+    and, for declarative jobs, ``outputs[i].image_path`` and
+    ``outputs[i].distorted``: ``OUTPUT_INPUT_FIELDS``) when a URI holds
     credentials (a password, or a secret query parameter such as a presigned
     URL's ``X-Amz-Signature``): the URIs returned are then redacted and the
     originals sealed (``nommer.core.secrets.seal_uri``), so the job store
@@ -194,7 +201,8 @@ def validate_submission(body, settings):
     None, "single_file": bool}``. ``dest_path`` of a declarative job ends in
     ``/`` (a prefix every file goes under), except for a job of exactly one
     mp4, audio or poster output, whose file it then names (``single_file``
-    true).
+    true). A job asking for VMAF is refused when this server finds no
+    VMAF-capable ffmpeg (``nommer.core.outputs.validate.check_vmaf``).
 
     Raises ``InvalidJobSpec``; ``PresetError`` when the server's presets are
     misconfigured (feederd loads them at start, so not here in practice)."""

@@ -1,4 +1,4 @@
-"""Submit-time validation of job bodies against ``JOB_SCHEMA`` (no I/O).
+"""Submit-time validation of job bodies against ``JOB_SCHEMA`` (no I/O but ``check_vmaf``'s).
 
 * ``validate_body(body)``: the whole ``POST /job/submit`` body against
   ``nommer.core.outputs.schema.JOB_SCHEMA`` (``jsonschema``'s Draft 2020-12
@@ -9,6 +9,9 @@
   say; returns the list normalized (every field spelled out,
   ``nommer.core.outputs.normalize``). The worker and the outputs nommer's
   ``validate_options`` call it too.
+* ``check_vmaf(outputs, settings)``: outputs asking for VMAF refused when
+  this host has no VMAF-capable ffmpeg (feederd calls it at submit; it runs
+  that binary once, so it is not in ``validate_outputs``).
 
 Every problem raises ``nommer.core.errors.InvalidJobSpec(field, message)``:
 ``field`` is a dotted path such as ``outputs[2].crf`` (None for the body as
@@ -48,7 +51,7 @@ from nommer.core.outputs.normalize import normalize_outputs
 from nommer.core.outputs.schema import JOB_SCHEMA, OUTPUT_SCHEMAS, OUTPUT_TYPES
 from nommer.workerd.outputs.common import parse_bitrate
 
-__all__ = ["validate_body", "validate_outputs", "FORMS", "MIN_BITRATE", "MAX_BITRATE",
+__all__ = ["validate_body", "validate_outputs", "check_vmaf", "vmaf_field", "FORMS", "MIN_BITRATE", "MAX_BITRATE",
            "SHARED_SEGMENT_FIELDS", "output_article"]
 
 #: The three forms of a body, in the order messages name them.
@@ -427,3 +430,39 @@ def validate_outputs(outputs, field="outputs"):
             _check_audio(spec, f"{field}[{i}]")
     _check_places(normalized, field)
     return normalized
+
+# --- what this host can do ---------------------------------------------------------------
+
+def vmaf_field(spec, field):
+    """The field through which output ``spec`` (normalized) asks for VMAF
+    (``outputs[0].quality.metrics``, ``outputs[0].metrics`` of a compare,
+    ``outputs[0].target``), or None when it does not."""
+    if spec.get("target"):
+        return f"{field}.target"
+    if spec["type"] == "compare" and "vmaf" in spec.get("metrics", ()):
+        return f"{field}.metrics"
+    if "vmaf" in (spec.get("quality") or {}).get("metrics", ()):
+        return f"{field}.quality.metrics"
+    return None
+
+
+def check_vmaf(outputs, settings, field="outputs"):
+    """Refuse outputs asking for VMAF (a ``quality`` or compare ``metrics``
+    with ``"vmaf"``, or a ``target``) when this host has no VMAF-capable
+    ffmpeg (``nommer.workerd.outputs.vmaf.search``: VMAF_FFMPEG_BIN, else the
+    imageio-ffmpeg wheel's). Runs that binary once (``-filters``; the answer
+    is cached per binary).
+
+    :param outputs: normalized outputs (``validate_outputs``).
+    :raise InvalidJobSpec: on the first output asking, with how to enable
+        VMAF (``vmaf.HOW_TO_ENABLE``) and what was looked at.
+    """
+    asking = [f for f in (vmaf_field(spec, f"{field}[{i}]") for i, spec in enumerate(outputs)) if f]
+    if not asking:
+        return
+    # Imported here: feederd's import graph stays free of worker modules until VMAF is asked.
+    from nommer.workerd.outputs import vmaf
+    path, reason = vmaf.search(settings)
+    if path is None:
+        raise _invalid(asking[0], f"asks for VMAF, but this server has no VMAF-capable ffmpeg "
+                                  f"({reason}). {vmaf.HOW_TO_ENABLE}")
