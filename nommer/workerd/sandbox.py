@@ -59,7 +59,15 @@ What that gives the child:
   writable to a child of a root worker: kernel.core_pattern would run a
   program of the job's as root on the host), /dev (null, zero, urandom...) and
   an empty /tmp; none of /etc, /home, /root, DATA_DIR or other jobs' scratch
-  directories; writable only: the directories in ``writable``;
+  directories; writable only: the directories in ``writable``; read-only,
+  the ``readable`` paths, but never ``/`` nor a directory holding DATA_DIR
+  or SCRATCH_DIR (those are dropped: a program given a wide tree, such as
+  an interpreter's prefix, still cannot see the job store or other jobs);
+* a Python program (the captions' transcription runner): the worker's
+  interpreter run by the path given (a venv's ``bin/python``, so Python
+  finds its venv) when that path is inside a ``readable`` directory, its
+  prefixes and site-packages bound read-only by the caller
+  (``nommer.workerd.outputs.captions.interpreter_paths``);
 * an empty environment but PATH, and bwrap itself is spawned with an empty
   environment too: bwrap stays in the sandbox as its pid 1, and the child
   could read pid 1's ``/proc/1/environ``;
@@ -219,6 +227,7 @@ class Sandbox:
                                      + " or ".join(f'"{m}"' for m in MODES))
         self.bwrap_bin = settings.BWRAP_BIN
         self.scratch_dir = getattr(settings, "SCRATCH_DIR", None)
+        self.data_dir = getattr(settings, "DATA_DIR", None)
         self.as_root = (os.geteuid() == 0) if as_root is None else bool(as_root)
         self.run_as = None  # (uid, gid) the child runs as, when the worker is root
         self._no_user = None
@@ -244,8 +253,9 @@ class Sandbox:
         :param writable: directories the child may write (bound read-write at
             the same path), e.g. the job's scratch directory.
         :param readable: files or directories it may read (bound read-only),
-            e.g. an input outside ``writable``. Paths that do not exist, and
-            symlinks, are skipped (the child then reports them missing).
+            e.g. an input outside ``writable``. Paths that do not exist,
+            symlinks, ``/`` and directories holding DATA_DIR or SCRATCH_DIR
+            are skipped (the child then reports them missing).
         :param cwd: the child's working directory (default: the first of
             ``writable``, else ``/``).
         :raises FileNotFoundError: ``argv[0]`` (or, sandboxed, bwrap,
@@ -323,6 +333,21 @@ class Sandbox:
             finally:
                 os.close(fd)
 
+    def _may_bind(self, path, writable):
+        """Whether the ``readable`` ``path`` is bound: not inside a writable
+        directory (bound already), not a symlink (bwrap would resolve it on
+        the host and bind its target, and one left by an earlier sandboxed
+        run may point anywhere the worker can read), and not ``/`` nor a
+        directory holding DATA_DIR or SCRATCH_DIR (every job's files and
+        the store: a tree such as an interpreter's prefix given as readable
+        must never bring them in)."""
+        if any(is_within(path, w) for w in writable) or os.path.islink(path):
+            return False
+        for kept in (self.data_dir, self.scratch_dir):
+            if kept and is_within(os.path.realpath(kept), os.path.realpath(path)):
+                return False
+        return path != "/"
+
     def _parents(self, path, made, writable):
         """``--perms 0755 --dir P`` for the parents of a bound ``path`` not yet
         made (a root worker's bwrap, which would make them 0700 root's: the
@@ -367,18 +392,20 @@ class Sandbox:
         out += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]
         # The sandbox user of a root worker writes its /tmp too (bwrap makes it root's 0755).
         out += (["--perms", "1777"] if root else []) + ["--tmpfs", "/tmp"]
-        # An executable outside /usr (a static ffmpeg in /opt, say): that file only.
+        bound = [p for p in readable if self._may_bind(p, writable)]
+        # An executable outside /usr (a static ffmpeg in /opt, say): that file only. Run by
+        # the path given when that path is in a bound directory (a venv's bin/python, a
+        # symlink to its base interpreter: Python finds the venv by the path it was run as,
+        # and the link resolves inside the sandbox, among what is bound).
         real_exe = os.path.realpath(exe)
         if not is_within(real_exe, "/usr"):
             out += parents(real_exe) + ["--ro-bind", real_exe, real_exe]
-            exe = real_exe
+            if not any(is_within(exe, p) and exe != p for p in bound):
+                exe = real_exe
         for path in writable:
             out += parents(path, [w for w in writable if w != path]) + ["--bind", path, path]
-        for path in readable:
-            # Not a symlink: bwrap would resolve it on the host and bind its target, and
-            # one left by an earlier sandboxed run may point anywhere the worker can read.
-            if not any(is_within(path, w) for w in writable) and not os.path.islink(path):
-                out += parents(path, writable) + ["--ro-bind-try", path, path]
+        for path in bound:
+            out += parents(path, writable) + ["--ro-bind-try", path, path]
         out += ["--chdir", cwd, "--"]
         if root:
             uid, gid = self.run_as

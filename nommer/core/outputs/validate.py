@@ -38,7 +38,11 @@ The rules beyond the schema (each tested in tests/core/test_outputs_validate.py)
   ``audio_bitrate`` (they share one set of CMAF segments);
 * a bitrate given as a string is 16 kb/s to 100 Mb/s, as an integer is
   (``nommer.workerd.outputs.common.parse_bitrate``);
-* an ``mp4`` output takes ``crf`` or ``bitrate``, not both.
+* an ``mp4`` output takes ``crf`` or ``bitrate``, not both;
+* a ``captions`` output's ``engine`` is installed on this host and has its
+  ``language`` (``nommer.workerd.transcribe.engines.pick``): else the error
+  is on ``engine`` (an engine named but not installed) or ``language``,
+  naming the languages there are.
 """
 
 import copy
@@ -360,6 +364,17 @@ def _check_audio(spec, field):
         raise _invalid(field, str(e)) from None
 
 
+def _check_captions(spec, field):
+    # The engines installed here (feederd's host, or the worker checking again).
+    from nommer.workerd.transcribe import engines
+    try:
+        engines.pick(spec["engine"], spec["language"])
+    except ValueError as e:
+        name = "engine" if spec["engine"] != "auto" and spec["engine"] not in engines.available() \
+            else "language"
+        raise _invalid(f"{field}.{name}", str(e)) from None
+
+
 def _places(spec):
     """(kind, path) pairs an output writes: ``("dir", "stream")`` or
     ``("file", "video.mp4")``."""
@@ -428,6 +443,8 @@ def validate_outputs(outputs, field="outputs"):
         _check_bitrates(spec, f"{field}[{i}]")
         if spec["type"] == "audio":
             _check_audio(spec, f"{field}[{i}]")
+        if spec["type"] == "captions":
+            _check_captions(spec, f"{field}[{i}]")
     _check_places(normalized, field)
     return normalized
 

@@ -8,6 +8,11 @@ plays as they are; this module writes the HLS side next to the MPD:
 * one I-frame playlist per video rung (``EXT-X-I-FRAMES-ONLY``, byte ranges
   into the segments, found by ``nommer.workerd.outputs.iframes``), which
   ffmpeg 5.1 cannot write;
+* one SUBTITLES rendition per captions output of the job (``subtitles``):
+  segmented WebVTT cut on the video segments' boundaries, each file with
+  ``X-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000`` (cue times are media
+  times: local 0 is media time 0 of the fMP4 segments, which is how hls.js
+  and Safari place WebVTT beside CMAF), and its media playlist;
 * the master playlist, whose ``BANDWIDTH`` / ``AVERAGE-BANDWIDTH`` are the
   measured figures of ``nommer.workerd.outputs.measure`` (video + the
   largest audio rendition), not the encoder's targets.
@@ -29,13 +34,18 @@ from m3u8.model import Segment as M3U8Segment
 
 from nommer.workerd.outputs import iframes as iframes_mod
 from nommer.workerd.outputs.measure import MIN_PEAK_SEGMENT_S, bits_per_second
-from nommer.workerd.outputs.step import MANIFEST, PLAYLIST
+from nommer.workerd.outputs.step import MANIFEST, MEDIA, PLAYLIST
+from nommer.workerd.outputs.storyboard import vtt_timestamp
 
 #: EXT-X-VERSION of every playlist (EXT-X-MAP in a playlist without
 #: EXT-X-I-FRAMES-ONLY needs 6; 7 is what CMAF packagers write).
 HLS_VERSION = 7
 #: The GROUP-ID of the audio renditions.
 AUDIO_GROUP = "audio"
+#: The GROUP-ID of the subtitles renditions.
+SUBTITLES_GROUP = "subs"
+#: The header line of every WebVTT segment: cue times are the media's own.
+TIMESTAMP_MAP = "X-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000"
 
 
 def _language(code):
@@ -82,7 +92,8 @@ def _frame_rate(rep):
 
 def _media_playlist(segments, init, *, i_frames_only=False):
     """An ``m3u8.M3U8`` VOD playlist of ``segments``: ``(uri, duration_s,
-    byterange or None)`` tuples, all sharing the init segment ``init``."""
+    byterange or None)`` tuples, all sharing the init segment ``init`` (None:
+    no ``EXT-X-MAP``, as for WebVTT)."""
     playlist = m3u8.M3U8()
     playlist.version = HLS_VERSION
     playlist.target_duration = _target_duration([d for _, d, _ in segments])
@@ -91,8 +102,8 @@ def _media_playlist(segments, init, *, i_frames_only=False):
     playlist.is_i_frames_only = i_frames_only
     playlist.is_endlist = True
     for uri, duration, byterange in segments:
-        playlist.segments.append(M3U8Segment(uri=uri, duration=_seconds(duration),
-                                             byterange=byterange, init_section={"uri": init}))
+        playlist.segments.append(M3U8Segment(uri=uri, duration=_seconds(duration), byterange=byterange,
+                                             init_section={"uri": init} if init else None))
     return playlist
 
 
@@ -144,6 +155,52 @@ def _audio_names(audios):
     return out
 
 
+def subtitle_names(subtitles):
+    """``[(stem, NAME, LANGUAGE or None)]`` for each of ``subtitles`` (objects
+    with ``language``): stems ``subs_<lang>`` (``subs_<lang>_<n>`` from the
+    second of a language on), NAMEs the language's English name, distinct."""
+    out, used_stems, used_names = [], set(), set()
+    for index, track in enumerate(subtitles, start=1):
+        tag, name = _language(track.language)
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", f"subs_{track.language}")
+        stem, n = base, 1
+        while stem in used_stems:
+            n += 1
+            stem = f"{base}_{n}"
+        used_stems.add(stem)
+        name = name or track.language
+        if name in used_names:
+            name = f"{name} {index}"
+        used_names.add(name)
+        out.append((stem, name, tag))
+    return out
+
+
+def _vtt_escape(line):
+    """Cue text as WebVTT wants it: ``&``, ``<`` and ``>`` as entities (so no
+    ``-->`` and no markup)."""
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def subtitle_segments(cues, segments):
+    """The WebVTT segment texts of ``cues`` (``(start_s, end_s, text)``, the
+    text plain, lines joined by ``\\n``) cut
+    on ``segments`` (``(start_s, duration_s)`` of the video segments): a
+    list of str, one per segment, each holding the cues that overlap it
+    (a cue across a boundary is in both, whole: players merge them; the
+    last segment also takes any cue past the video's end)."""
+    texts = []
+    for i, (start, duration) in enumerate(segments):
+        end = start + duration if i + 1 < len(segments) else float("inf")
+        lines = ["WEBVTT", TIMESTAMP_MAP, ""]
+        for cue_start, cue_end, text in cues:
+            if cue_start < end and cue_end > start:
+                lines += [f"{vtt_timestamp(cue_start)} --> {vtt_timestamp(cue_end)}",
+                          *[_vtt_escape(line) for line in text.splitlines() if line.strip()], ""]
+        texts.append("\n".join(lines) + ("\n" if lines[-1] else ""))
+    return texts
+
+
 def iframe_entries(base_dir, rep):
     """The I-frame playlist entries of the video representation ``rep``:
     list of ``(segment name, duration_s, "length@offset")``. The duration of
@@ -170,7 +227,7 @@ def _iframe_bandwidths(entries):
     return peak, average
 
 
-def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=True):
+def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=True, subtitles=()):
     """Write the HLS playlists of a CMAF ladder into ``base_dir``.
 
     :param base_dir: the directory holding the MPD's init and media
@@ -179,15 +236,23 @@ def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=Tr
     :param measured: ``{rep_id: measure.Measured}`` for every rep.
     :param master_name: file name of the master playlist.
     :param iframes: also write an I-frame playlist per video rung.
-    :returns: list of ``(relative path, role)``: each media and I-frame
-        playlist with role ``PLAYLIST``, the master last with ``MANIFEST``.
+    :param subtitles: captions to carry (objects with ``language`` and
+        ``cues``: ``nommer.workerd.outputs.captions.Subtitles``): each
+        becomes a SUBTITLES rendition (group ``"subs"``, DEFAULT=NO,
+        AUTOSELECT=YES) of WebVTT segments ``subs_<lang>_<NNNNN>.vtt`` on
+        the first video rung's segment boundaries, listed by
+        ``subs_<lang>.m3u8``; every variant then names the group.
+    :returns: list of ``(relative path, role)``: the subtitle segments with
+        role ``MEDIA``, each media, subtitles and I-frame playlist with role
+        ``PLAYLIST``, the master last with ``MANIFEST``.
     :raises PermanentJobError: a segment cannot be read (I-frame playlists).
     :raises ValueError: no representation, or a rep has no entry in ``measured``.
 
     Names: ``video_<height>p[_<kbps>k].m3u8`` (the suffix only when two rungs
     share a height), ``video_<...>_iframes.m3u8``, ``audio_<lang or
     1-based index>.m3u8``. Master: ``EXT-X-MEDIA`` per audio rendition
-    (group ``"audio"``, the first DEFAULT), one ``EXT-X-STREAM-INF`` per
+    (group ``"audio"``, the first DEFAULT), then per subtitles rendition
+    (group ``"subs"``), one ``EXT-X-STREAM-INF`` per
     video rung by ascending ``BANDWIDTH`` (video peak + the largest audio
     peak; ``AVERAGE-BANDWIDTH`` likewise; ``CODECS``, ``RESOLUTION``,
     ``FRAME-RATE``), then the ``EXT-X-I-FRAME-STREAM-INF`` lines. With no
@@ -231,6 +296,27 @@ def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=Tr
         attrs.append(f"URI={_quoted(uri)}")
         lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
 
+    subtitle_group = None
+    if subtitles and videos:
+        timeline = [(s.start_s, s.duration_s) for s in videos[0].segments]
+        for track, (stem, name, language) in zip(subtitles, subtitle_names(subtitles)):
+            entries = []
+            for n, text in enumerate(subtitle_segments(track.cues, timeline), start=1):
+                segment = f"{stem}_{n:05d}.vtt"
+                _write(base_dir, segment, text)
+                written.append((segment, MEDIA))
+                entries.append((segment, timeline[n - 1][1]))
+            playlist = _media_playlist([(u, d, None) for u, d in entries], None)
+            uri = stem + ".m3u8"
+            _write(base_dir, uri, playlist.dumps(infspec="microseconds"))
+            written.append((uri, PLAYLIST))
+            attrs = ["TYPE=SUBTITLES", f"GROUP-ID={_quoted(SUBTITLES_GROUP)}", f"NAME={_quoted(name)}"]
+            if language:
+                attrs.append(f"LANGUAGE={_quoted(language)}")
+            attrs += ["DEFAULT=NO", "AUTOSELECT=YES", f"URI={_quoted(uri)}"]
+            lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+        subtitle_group = SUBTITLES_GROUP
+
     variants, iframe_lines = [], []
     video_names = _video_names(videos, measured)
     for stem_rep in videos:
@@ -248,6 +334,8 @@ def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=Tr
             attrs.append(f"FRAME-RATE={_frame_rate(stem_rep)}")
         if audios:
             attrs.append(f"AUDIO={_quoted(AUDIO_GROUP)}")
+        if subtitle_group:
+            attrs.append(f"SUBTITLES={_quoted(subtitle_group)}")
         variants.append((bandwidth, ["#EXT-X-STREAM-INF:" + ",".join(attrs), uri]))
         if iframes:
             entries = iframe_entries(base_dir, stem_rep)
@@ -277,7 +365,8 @@ def write_hls(base_dir, reps, measured, *, master_name="master.m3u8", iframes=Tr
     lines += [line for _, line in sorted(iframe_lines, key=lambda v: v[0])]
     text = "\n".join(lines) + "\n"
     check = m3u8.loads(text)
-    if len(check.playlists) != len(variants) or len(check.iframe_playlists) != len(iframe_lines):
+    if len(check.playlists) != len(variants) or len(check.iframe_playlists) != len(iframe_lines) \
+            or sum(m.type == "SUBTITLES" for m in check.media) != (len(subtitles) if subtitle_group else 0):
         raise ValueError(f"the master playlist written does not parse back: {text!r}")
     _write(base_dir, master_name, text)
     written.append((master_name, MANIFEST))

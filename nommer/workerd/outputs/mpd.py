@@ -4,7 +4,8 @@ ffmpeg's dash muxer writes an ``isoff-live`` MPD with one ``SegmentTemplate``
 (``$RepresentationID$``, ``$Number%05d$``) and a ``SegmentTimeline`` per
 representation, and declares ``bandwidth`` as the ``-b`` it was given, not
 what it produced. ``read_timeline`` expands the template into file names and
-times; ``rewrite_bandwidth`` writes the measured peaks back. Parsing uses
+times; ``rewrite_bandwidth`` writes the measured peaks back; ``add_text_tracks``
+adds the job's captions as WebVTT text AdaptationSets. Parsing uses
 ``xml.etree`` (the MPD is the one our own ffmpeg run wrote: no DTD, no
 entities). Pure functions of files; no reactor.
 
@@ -426,4 +427,98 @@ def rewrite_bandwidth(mpd_path, bandwidths, *, codecs=None):
     tmp = mpd_path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(b"".join(out))
+    os.replace(tmp, mpd_path)
+
+
+#: DASH Role scheme; captions made from speech are "subtitle" (a "caption" role also
+#: describes sounds, which a transcript does not).
+ROLE_SCHEME = "urn:mpeg:dash:role:2011"
+
+
+def add_text_tracks(mpd_path, tracks):
+    """Add a WebVTT text track per entry of ``tracks`` to the MPD at
+    ``mpd_path``, in place, before the end of its (one) ``Period``.
+
+    :param tracks: list of ``(rep_id, language, url, bytes_per_second)``:
+        the Representation's id (unique in the MPD), the ISO 639 / BCP 47
+        language tag, the VTT's URL relative to the MPD, and its size over
+        the presentation's duration (for ``bandwidth``, bits = 8 x that).
+
+    Each becomes ``<AdaptationSet id=N contentType="text"
+    mimeType="text/vtt" lang=...>`` with a ``Role`` (``subtitle``) and one
+    ``Representation`` whose ``BaseURL`` is the whole file: the sidecar
+    form dash.js (and Shaka) read. ``N`` follows the highest numeric
+    AdaptationSet id. The rest of the file is kept byte for byte (see
+    ``rewrite_bandwidth``); it is replaced atomically.
+    :raises ValueError: a rep_id is already in the MPD, or the MPD has not
+        exactly one Period.
+    :raises PermanentJobError: the MPD cannot be read.
+    """
+    try:
+        with open(mpd_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
+                                f"cannot be read: {e}") from None
+    parser = expat.ParserCreate(namespace_separator=" ")
+    period_ends, set_ids, rep_ids = [], [], set()
+
+    def start(name, attributes):
+        local = name.rpartition(" ")[2]
+        if local == "AdaptationSet":
+            set_ids.append(to_int(attributes.get("id")))
+        elif local == "Representation":
+            rep_ids.add(attributes.get("id"))
+
+    def end(name):
+        if name.rpartition(" ")[2] == "Period":
+            period_ends.append(parser.CurrentByteIndex)
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as e:
+        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
+                                f"cannot be read: {e}") from None
+    if len(period_ends) != 1:
+        raise ValueError(f"{len(period_ends)} periods in {mpd_path}; one is supported")
+    taken = [t[0] for t in tracks if t[0] in rep_ids]
+    if taken:
+        raise ValueError(f"Representation ids {taken} are already in {mpd_path}")
+    at = period_ends[0]
+    closing = data[at:_start_tag_end(data, at)]  # b"</Period>" or b"</prefix:Period>"
+    name = closing[2:-1].strip().decode()
+    prefix = name.rpartition(":")[0]
+    tag = (lambda local: f"{prefix}:{local}") if prefix else (lambda local: local)
+    next_id = max([i for i in set_ids if i is not None], default=-1) + 1
+    line_start = data.rfind(b"\n", 0, at) + 1
+    before = data[line_start:at]
+    own_line = not before.strip()  # "</Period>" alone on its line: insert whole lines above it
+    indent = before.decode() if own_line else ""
+    unit = "  " if indent and "\t" not in indent else "\t"
+    inner = indent + unit
+
+    def q(value):
+        return escape(str(value), {'"': "&quot;"})
+
+    text = []
+    for k, (rep_id, language, url, bytes_per_second) in enumerate(tracks):
+        bandwidth = max(1, int(round(8 * float(bytes_per_second))))
+        text += [
+            f'{inner}<{tag("AdaptationSet")} id="{next_id + k}" contentType="text" '
+            f'mimeType="text/vtt" lang="{q(language)}">',
+            f'{inner}{unit}<{tag("Role")} schemeIdUri="{ROLE_SCHEME}" value="subtitle"/>',
+            f'{inner}{unit}<{tag("Representation")} id="{q(rep_id)}" bandwidth="{bandwidth}">',
+            f'{inner}{unit * 2}<{tag("BaseURL")}>{escape(url)}</{tag("BaseURL")}>',
+            f'{inner}{unit}</{tag("Representation")}>',
+            f'{inner}</{tag("AdaptationSet")}>',
+        ]
+    insert = ("\n".join(text) + "\n").encode()
+    if own_line:
+        out = data[:line_start] + insert + data[line_start:]
+    else:
+        out = data[:at] + b"\n" + insert + data[at:]
+    tmp = mpd_path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(out)
     os.replace(tmp, mpd_path)

@@ -19,11 +19,12 @@ import json
 import math
 import os
 import re
+import shutil
 
 from nommer.core.errors import PermanentJobError
 from nommer.core.paths import is_within
 from nommer.core.storage.content_types import content_type_for_name
-from nommer.workerd.outputs import hls, iframes, measure, mpd
+from nommer.workerd.outputs import captions, hls, iframes, measure, mpd
 from nommer.workerd.outputs import ladder as ladder_mod
 from nommer.workerd.outputs.common import (
     KEYFRAME_INTERVAL_S, VIDEO_ENCODERS, gop_frames, input_args, keyframe_args, parse_bitrate,
@@ -240,7 +241,7 @@ def _file(dir_rel, base_dir, name, role):
                       content_type=content_type_for_name(name), role=role)
 
 
-def finish(package, source, steps, work_dir):
+def finish(package, source, steps, work_dir, subtitles=()):
     """After the run: measure, write the manifests, describe the uploads.
 
     Reads the MPD ffmpeg wrote (``mpd.read_timeline``, which completes the
@@ -251,6 +252,14 @@ def finish(package, source, steps, work_dir):
     for hls, writes the variant, audio, I-frame and master playlists
     (``hls.write_hls``).
 
+    :param subtitles: the job's captions outputs' ``OutputResult`` s (from
+        ``nommer.workerd.outputs.captions.finish``), carried by the ladder:
+        for hls a SUBTITLES rendition each (segmented WebVTT, its playlist;
+        ``hls.write_hls``), for dash a text AdaptationSet each whose
+        ``BaseURL`` is a copy of the whole VTT beside the MPD,
+        ``subs_<lang>.vtt`` (``mpd.add_text_tracks``). The info of each
+        result then lists ``subtitles``: ``[{"language", "name", "playlist"
+        (hls) or "vtt" (dash)}]``.
     :returns: ``{"hls": OutputResult, "dash": OutputResult}``, a key only for
         each output the package has. Both list the shared init and media
         segments (role MEDIA, paths ``"<dir>/<file>"``); the dash result the
@@ -310,6 +319,8 @@ def finish(package, source, steps, work_dir):
                 "segment_s": segment_duration(spec),
                 "manifest": f"{dir_rel}/{name}"}
 
+    tracks = [captions.subtitles_of(result) for result in subtitles]
+    names = hls.subtitle_names(tracks)
     results = {}
     if package.get("dash"):
         mpd.rewrite_bandwidth(mpd_path, {r.rep_id: measured[r.rep_id].peak_bps for r in reps},
@@ -317,13 +328,40 @@ def finish(package, source, steps, work_dir):
         name = package["dash"].get("name", MPD_NAME)
         if name != MPD_NAME:
             os.replace(mpd_path, os.path.join(base_dir, name))
-        results["dash"] = OutputResult(files=media + [_file(dir_rel, base_dir, name, MANIFEST)],
-                                       info=info(name))
+        text_files, text_info = _dash_subtitles(os.path.join(base_dir, name), base_dir, dir_rel,
+                                                tracks, names, videos[0].duration_s)
+        dash_info = info(name)
+        if tracks:
+            dash_info["subtitles"] = text_info
+        results["dash"] = OutputResult(
+            files=media + text_files + [_file(dir_rel, base_dir, name, MANIFEST)], info=dash_info)
     if package.get("hls"):
         spec_hls = package["hls"]
         name = spec_hls.get("name", "master.m3u8")
         written = hls.write_hls(base_dir, reps, measured, master_name=name,
-                                iframes=bool(spec_hls.get("iframes", True)))
+                                iframes=bool(spec_hls.get("iframes", True)), subtitles=tracks)
         playlists = [_file(dir_rel, base_dir, rel, role) for rel, role in written]
-        results["hls"] = OutputResult(files=media + playlists, info=info(name))
+        hls_info = info(name)
+        if tracks:
+            hls_info["subtitles"] = [{"language": t.language, "name": label,
+                                      "playlist": f"{dir_rel}/{stem}.m3u8"}
+                                     for t, (stem, label, _) in zip(tracks, names)]
+        results["hls"] = OutputResult(files=media + playlists, info=hls_info)
     return results
+
+
+def _dash_subtitles(mpd_path, base_dir, dir_rel, tracks, names, duration_s):
+    """Copy each captions VTT beside the MPD (``<stem>.vtt``) and add its text
+    AdaptationSet; ``(files (MEDIA), info entries)``."""
+    if not tracks:
+        return [], []
+    entries, files, info = [], [], []
+    for track, (stem, label, tag) in zip(tracks, names):
+        vtt_name = f"{stem}.vtt"
+        shutil.copyfile(track.vtt, os.path.join(base_dir, vtt_name))
+        size = os.path.getsize(os.path.join(base_dir, vtt_name))
+        entries.append((stem, tag or track.language, vtt_name, size / max(duration_s or 1.0, 1.0)))
+        files.append(_file(dir_rel, base_dir, vtt_name, MEDIA))
+        info.append({"language": track.language, "name": label, "vtt": f"{dir_rel}/{vtt_name}"})
+    mpd.add_text_tracks(mpd_path, entries)
+    return files, info
