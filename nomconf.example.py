@@ -127,6 +127,29 @@
 # and webhook events are dropped, the others kept up to twice this.
 # MAX_EVENTS_PER_JOB = 500
 
+# --- Live event stream (GET /events) ------------------------------------------
+
+# Last events kept in memory for streams that reconnect with Last-Event-ID;
+# a client further behind gets a fresh snapshot (event: reset).
+# SSE_BUFFER_EVENTS = 10000
+
+# Seconds between heartbeat comments on every stream.
+# SSE_HEARTBEAT_S = 15.0
+
+# Bytes a stream may fall behind before that client is disconnected.
+# SSE_MAX_BUFFER_BYTES = 1048576
+
+# Event streams open at once, at most (503 past it), and per API key (429).
+# SSE_MAX_CLIENTS = 1000
+# SSE_MAX_CLIENTS_PER_KEY = 50
+
+# Jobs not yet final, and final ones, in a stream's first snapshot, at most.
+# SSE_SNAPSHOT_JOBS = 500
+# SSE_SNAPSHOT_FINAL_JOBS = 50
+
+# Lifetime of a stream token (POST /events/token, for browsers), seconds.
+# SSE_TOKEN_TTL_S = 60.0
+
 # --- Encoding -----------------------------------------------------------------
 
 # ffmpeg and ffprobe executables (looked up on PATH when not absolute).

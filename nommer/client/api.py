@@ -1,7 +1,9 @@
 """A small synchronous client for feederd's JSON API.
 
 Users' scripts are not Twisted programs, so this module blocks: it is built on
-``urllib.request`` and ``json`` from the standard library and nothing else.
+``urllib.request`` and ``json`` from the standard library, and reads the live
+event stream (:meth:`NommerClient.events`) with ``sseclient-py`` over the
+same ``urllib`` response.
 
     from nommer.client import NommerClient, presets
 
@@ -15,6 +17,9 @@ Users' scripts are not Twisted programs, so this module blocks: it is built on
                   overrides={"segment_s": 4})
     client.submit("s3://in/title.mov", "s3://out/title/",
                   outputs=[{"type": "hls", "ladder": "default"}, {"type": "poster"}])
+
+    for event in client.events(job_id=job_id):     # live, reconnecting (GET /events)
+        print(event["event"], event.get("kind"), event.get("state"))
 
 API keys: every request carries ``Authorization: Bearer <key>`` when the
 client has a key (``api_key=``, else the environment variable
@@ -45,6 +50,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+import sseclient
 
 from nommer import __version__
 from nommer.core.states import FINAL_STATES
@@ -406,6 +413,109 @@ class NommerClient:
         Raises :class:`APIError` (``NOREGISTRY``, 503) when feederd keeps
         no registry."""
         return self._request("GET", "/workers")["workers"]
+
+    def events(self, job_id=None, state=None, last_event_id=None, *, reconnect=True, idle_timeout_s=None):
+        """The live event stream (``GET /events``): a generator of dicts, one
+        per server-sent event, each the event's JSON data plus ``event`` (its
+        SSE name) and ``id`` (the server's event id, an int):
+
+        - ``event == "snapshot"`` first (``"reset"`` when ``last_event_id``
+          was too old for the server's buffer: events were missed): ``jobs``
+          (a list of job rows, as ``job`` below), ``truncated``,
+          ``last_event_id``, and for a reset ``reason``;
+        - then ``event == "job"`` for every job event this key may see:
+          ``job_id``, ``kind`` (``submitted``, ``state``, ``assigned``,
+          ``progress``, ``retry``, ``lease_lost``, ``webhook``, ``error``),
+          ``at`` (ISO 8601 UTC), ``seq``, ``state``, ``worker_id``,
+          ``attempt``, ``progress``, ``details``, and ``job``: the job's
+          ``job_state``, ``progress``, ``attempts``, ``worker_id``, times...
+
+        ``job_id``: only that job's events (:class:`NoSuchJob` if this key
+        may not see it). ``state``: a state name or a list of them (the job's
+        state after the event). ``last_event_id``: resume after that event
+        (replayed from the server's buffer) instead of starting with a
+        snapshot.
+
+        When the connection drops (feederd restarting, a proxy's timeout, no
+        byte for ``idle_timeout_s``, default the larger of 45 s and the
+        client's ``timeout_s``; the server sends a heartbeat every 15 s) it
+        is opened again after the server's ``retry`` delay (2 s), with
+        ``Last-Event-ID`` set to the last id received, so nothing is missed
+        (or a ``reset`` says what to do). ``reconnect=False`` ends the
+        generator instead. The first connection's errors are raised
+        (:class:`ConnectionFailed`, :class:`Unauthorized`...); on a
+        reconnection, feederd being unreachable, 503 and 429 are waited out,
+        other errors raised. Stop by leaving the loop (the connection is
+        closed)."""
+        states = None
+        if state is not None:
+            states = ",".join(s.upper() for s in ([state] if isinstance(state, str) else state))
+        query = {"job_id": job_id, "state": states}
+        last = None if last_event_id is None else str(last_event_id)
+        idle_s = idle_timeout_s if idle_timeout_s is not None else max(45.0, float(self.timeout_s or 0))
+        retry_s = 2.0
+        connected = False
+        while True:
+            try:
+                response = self._open_stream(query, last, idle_s)
+            except (ConnectionFailed, APIError) as exc:
+                transient = isinstance(exc, ConnectionFailed) or exc.status in (429, 503)
+                if not (connected and reconnect and transient):
+                    raise
+                self._sleep(max(retry_s, getattr(exc, "retry_after_s", None) or 0.0))
+                continue
+            connected = True
+            try:
+                with response:
+                    for message in sseclient.SSEClient(response).events():
+                        if message.retry and message.retry.isdigit():
+                            retry_s = int(message.retry) / 1000.0
+                        if message.id:
+                            last = message.id
+                        data = _loads_or_none(message.data)
+                        if not isinstance(data, dict):
+                            continue
+                        data["event"] = message.event
+                        data["id"] = int(message.id) if message.id and message.id.isdigit() else message.id
+                        yield data
+            except (OSError, http.client.HTTPException, ValueError):
+                pass  # dropped (a reset, a timeout, a truncated chunk): reconnect below
+            if not reconnect:
+                return
+            self._sleep(retry_s)
+
+    def _open_stream(self, query, last_event_id, idle_s):
+        """``GET /events`` with ``query``: the open ``urllib`` response of a
+        200 ``text/event-stream``; raises :class:`APIError` for an error
+        answer, :class:`ConnectionFailed` when feederd cannot be reached."""
+        url = self.base_url + "/events"
+        query = {k: v for k, v in query.items() if v is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "User-Agent": _USER_AGENT}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        req = urllib.request.Request(url, headers=headers, method="GET")
+        if self._api_key:
+            req.add_unredirected_header("Authorization", f"Bearer {self._api_key}")
+        try:
+            try:
+                response = urllib.request.urlopen(req, timeout=idle_s)
+            except urllib.error.HTTPError as e:
+                with e:
+                    text = e.read().decode("utf-8", "replace")
+                raise _api_error(e.code, _loads_or_none(text), text, e.headers) from None
+        except urllib.error.URLError as e:
+            raise self._unreachable("GET", "/events", e.reason) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable("GET", "/events", e) from None
+        if not (response.headers.get("Content-Type") or "").startswith("text/event-stream"):
+            with response:
+                text = response.read(64 * 1024).decode("utf-8", "replace")
+            raise _api_error(response.status, _loads_or_none(text), text, response.headers) \
+                if response.status >= 400 else APIError(response.status, "BADRESPONSE",
+                                                         "GET /events did not answer with an event stream")
+        return response
 
     def wait(self, job_id, poll_interval_s=1.0, timeout_s=None, on_update=None):
         """Poll the job until it is final and return it.

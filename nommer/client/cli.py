@@ -1,4 +1,5 @@
-"""The ``nommer`` command: submit, watch, list and cancel encoding jobs; list
+"""The ``nommer`` command: submit, watch, list and cancel encoding jobs (``nommer
+watch`` prints the live event stream); list
 the server's presets and print the job schema; list the workers; manage API
 keys (``nommer keys``) and AWS resources (``nommer aws``).
 
@@ -35,6 +36,7 @@ from nommer.client.api import (
     DEFAULT_API_URL,
     APIError,
     ClientError,
+    FINAL_STATE_NAMES,
     ConnectionFailed,
     InvalidInputError,
     NommerClient,
@@ -434,6 +436,51 @@ def presets_(client, name, as_json):
             description += f" (needs --override {', '.join(f'{r}=...' for r in requires)})"
         rows.append((preset.get("name", "?"), _preset_kinds(preset), description))
     print_table(rows)
+
+
+def _event_line(at, job_id, kind, job):
+    """One ``nommer watch`` line: time (UTC), job id, kind, state, progress, worker."""
+    state = job.get("job_state") or "-"
+    return (f"{_short_time(at)}  {job_id}  {kind:<10} {state:<11} {_pct(job.get('progress')):>4}  "
+            f"{job.get('worker_id') or '-'}")
+
+
+@cli.command(short_help="Print job events live (GET /events).")
+@click.argument("job_id", metavar="[ID]", required=False)
+@click.option("--state", "states", metavar="STATE", multiple=True, callback=lambda c, p, v: tuple(
+    _state_callback(c, p, s) for s in v), help="Only events leaving a job in this state (repeatable).")
+@click.option("--last-event-id", metavar="N", help="Resume after this event id instead of a snapshot.")
+@click.option("--json", "as_json", is_flag=True, help="Print each event as one line of JSON.")
+@click.pass_obj
+def watch(client, job_id, states, last_event_id, as_json):
+    """Print job events as they happen, one line each: time (UTC), job id,
+    kind, state, progress, worker. It starts with the current jobs (kind
+    "snapshot"). Reconnects by itself without missing events.
+
+    With ID: only that job's events, ending when the job ends (exit 0 if it
+    FINISHED, 1 otherwise). Without: every job this API key may see, until
+    interrupted (Ctrl-C)."""
+    for event in client.events(job_id=job_id, state=list(states) or None, last_event_id=last_event_id):
+        if event["event"] in ("snapshot", "reset"):
+            if event["event"] == "reset":
+                click.echo(f"(reset: {event.get('reason') or 'events were missed'})", err=True)
+            rows = event.get("jobs") or []
+        else:
+            rows = []
+        if as_json:
+            click.echo(json.dumps(event, separators=(",", ":")))
+        elif event["event"] == "job":
+            click.echo(_event_line(event.get("at"), event.get("job_id"), event.get("kind") or "?",
+                                   event.get("job") or {}))
+        else:
+            for row in rows:
+                click.echo(_event_line(row.get("updated_at"), row.get("job_id"), event["event"], row))
+        if job_id is not None:
+            current = event.get("job") if event["event"] == "job" else next(
+                (r for r in rows if r.get("job_id") == job_id), None)
+            final = (current or {}).get("job_state")
+            if final in FINAL_STATE_NAMES:
+                click.get_current_context().exit(0 if final == JobState.FINISHED.value else EXIT_NOT_FINISHED)
 
 
 @cli.command()

@@ -148,6 +148,34 @@ WEBHOOK_SIGNING_SECRET = None
 #: dropped, and the others kept up to twice this (nommer.core.events.bounds).
 MAX_EVENTS_PER_JOB = 500
 
+# --- Live event stream (GET /events, nommer.feederd.sse) ------------------------
+
+#: Last events feederd keeps in memory for streams that reconnect with
+#: Last-Event-ID; a client further behind gets a fresh snapshot (event: reset).
+SSE_BUFFER_EVENTS = 10000
+
+#: Seconds between heartbeat comments on every stream (proxies and load
+#: balancers close connections idle for longer than their timeout).
+SSE_HEARTBEAT_S = 15.0
+
+#: Bytes a stream may fall behind (written while its connection's buffer is
+#: full) before that client is disconnected, so it slows no one else.
+SSE_MAX_BUFFER_BYTES = 1024 * 1024
+
+#: Event streams open at once on one feederd, at most (503 past it), and per
+#: API key (or for the anonymous caller) at most (429 past it).
+SSE_MAX_CLIENTS = 1000
+SSE_MAX_CLIENTS_PER_KEY = 50
+
+#: Jobs not yet final a stream's first snapshot lists at most (newest first),
+#: and final ones (most recently changed first).
+SSE_SNAPSHOT_JOBS = 500
+SSE_SNAPSHOT_FINAL_JOBS = 50
+
+#: Lifetime of a stream token (POST /events/token, for browsers' EventSource,
+#: which cannot send an Authorization header), seconds.
+SSE_TOKEN_TTL_S = 60.0
+
 # --- Encoding -----------------------------------------------------------------
 
 #: ffmpeg and ffprobe executables (looked up on PATH when not absolute).

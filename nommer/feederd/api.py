@@ -12,6 +12,8 @@ Routes (all answer JSON, never an HTML page)::
     GET  /presets/<name>      one preset
     GET  /schema              the JSON Schema of job bodies (application/schema+json)
     GET  /openapi.json        this API as an OpenAPI 3.0 document
+    GET  /events              live job events, Server-Sent Events (``sse``)
+    POST /events/token        a short-lived token for GET /events?token= (browsers)
 
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
 "error_code": ..., "message": ...}`` with a 4xx status for the caller's
@@ -60,6 +62,7 @@ from nommer.feederd import crosssite
 from nommer.feederd.apidoc import openapi_document, schema_document
 from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
 from nommer.feederd.bodycap import refusal_message
+from nommer.feederd.events_hub import StreamsFull
 from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
 from nommer.feederd.ratelimit import RateLimited, RateLimiter, retry_after_header
 
@@ -177,6 +180,7 @@ EDGE_ERRORS = {
     JobCanceled: (409, "CANCELED"),
     BodyTooLarge: (413, "BADINPUT"),
     RateLimited: (429, "RATELIMITED"),
+    StreamsFull: (503, "TOOMANYSTREAMS"),
     QuotaExceeded: (429, "QUOTA"),
     NommerError: (500, "ERROR"),  # a core error with no entry nearer (logged)
 }
@@ -249,7 +253,7 @@ class JobAPI:
     log = Logger()
 
     def __init__(self, ledger, settings, on_submit=None, health_extra=None, registry=None, fleet_view=None,
-                 clock=None, keys=None):
+                 clock=None, keys=None, events=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
@@ -265,6 +269,8 @@ class JobAPI:
         self.keys = keys
         self.auth = Authenticator(keys, self.loopback, clock)
         self.limiter = RateLimiter(settings.API_RATE_LIMIT_PER_MINUTE, clock)
+        #: ``nommer.feederd.sse.EventStreams`` serving /events (None: 503 NOEVENTS).
+        self.events = events
 
     def resource(self):
         return _EdgeResource(self.app, self.loopback)
@@ -275,7 +281,7 @@ class JobAPI:
     def _known_error(self, request, failure):
         exc = failure.value
         status, code = error_answer(exc)
-        if status >= 500:
+        if status >= 500 and not isinstance(exc, StreamsFull):  # a full house is not our bug
             self.log.failure("API error on {path}", failure, path=request.path)
         return _error(request, status, code, self._message(request, exc))
 
@@ -433,6 +439,26 @@ class JobAPI:
                     "progress": None if job.progress is None else round(job.progress, 1)}
         found = await gather([one(j) for j in job_ids])
         return [j for j in found if j is not None]
+
+    @app.route("/events", methods=["GET"], strict_slashes=False)
+    async def event_stream(self, request):
+        """The live event stream (``nommer.feederd.sse``): a key with
+        ``read`` (``Authorization: Bearer``) or ``?token=`` from POST
+        /events/token; query ``job_id``, ``state``, ``last_event_id``."""
+        if self.events is None:
+            return _error(request, 503, "NOEVENTS", "this feederd has no event stream")
+        caller = await self.events.caller(request, lambda: self._caller(request, "read"))
+        return await self.events.open(request, caller)
+
+    @app.route("/events/token", methods=["POST"], strict_slashes=False)
+    async def event_stream_token(self, request):
+        """``{"success": true, "token", "expires_in_s"}``: a token opening
+        ``GET /events?token=`` for this key's view, for a short while
+        (SSE_TOKEN_TTL_S). Needs ``read``."""
+        caller = await self._caller(request, "read")
+        if self.events is None:
+            return _error(request, 503, "NOEVENTS", "this feederd has no event stream")
+        return _json(request, 200, {"success": True, **self.events.token_for(caller)})
 
     @app.route("/presets", methods=["GET"], strict_slashes=False)
     async def presets(self, request):

@@ -18,6 +18,7 @@ from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.inflight import InFlightSite, InFlightRequests
 from nommer.feederd.fleet.backends import make_fleet
 from nommer.feederd.notifier import Notifier
+from nommer.feederd.sse import EventStreams, make_hub
 from nommer.feederd.worker_config import ConfigPublisher
 from nommer.feederd.reaper import Abandoner, DeadLetterWatcher, RegistryPruner
 
@@ -59,6 +60,9 @@ def build(settings, reactor=default_reactor):
     autoscaler.setServiceParent(top)
     fleet.on_change = autoscaler.poke
 
+    # The live event stream (GET /events): the notifier hands the hub every job event.
+    hub = make_hub(store, settings, reactor)
+    hub.setServiceParent(top)
     for svc in (Notifier(ledger, settings, reactor), DeadLetterWatcher(ledger, settings, reactor),
                 Abandoner(ledger, settings, reactor), RegistryPruner(registry, settings, reactor)):
         svc.setServiceParent(top)
@@ -68,7 +72,7 @@ def build(settings, reactor=default_reactor):
 
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
                  health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
-                 registry=registry, clock=reactor, keys=keys,
+                 registry=registry, clock=reactor, keys=keys, events=EventStreams(hub, store, settings, reactor),
                  fleet_view=fleet.instances)
     endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
     # Bodies over MAX_REQUEST_BODY_BYTES are refused before they are read or spooled.
