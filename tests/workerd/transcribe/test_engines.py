@@ -1,6 +1,7 @@
 """The engine registry: what is installed, which engine a captions output gets,
 and that feederd can ask without loading anything."""
 
+import io
 import json
 import os
 import subprocess
@@ -76,9 +77,22 @@ def test_asking_loads_no_engine():
 
 
 def test_whisper_model_files_match_their_pinned_hashes():
-    files = whisper_engine.read_model_files()
-    assert sorted(files) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
-    assert len(files["model.bin"]) == 94371840 + 50845767  # part1 + part2
+    paths = whisper_engine.check_model_files()
+    assert sorted(paths) == ["config.json", "model.bin.part1", "model.bin.part2", "tokenizer.json",
+                             "vocabulary.json"]
+    assert all(os.path.isabs(p) for p in paths.values())
+
+
+def test_the_joined_stream_is_the_model_and_hashes_what_it_gave():
+    paths = engines.whisper_model_files()
+    joined = whisper_engine._JoinedParts([paths["model.bin.part1"], paths["model.bin.part2"]])
+    reader = io.BufferedReader(joined, buffer_size=1 << 20)
+    size = 0
+    for piece in iter(lambda: reader.read(3_000_000), b""):
+        size += len(piece)
+    reader.close()
+    assert size == 94371840 + 50845767  # part1 + part2
+    assert joined.digest.hexdigest() == whisper_engine.MODEL_SHA256["model.bin"]
 
 
 def _model_copy(tmp_path, **changes):
@@ -101,17 +115,17 @@ def test_a_changed_model_file_is_refused(tmp_path):
     paths = _model_copy(tmp_path, **{"config.json": config.replace(b"50259", b"50260", 1)})
     with pytest.raises(RuntimeError, match=r"Whisper model file config.json has SHA-256 [0-9a-f]{64}, "
                                            r"not the pinned 56a6d811"):
-        whisper_engine.read_model_files(paths)
+        whisper_engine.check_model_files(paths)
 
 
 def test_a_truncated_model_part_is_refused(tmp_path):
     part2 = open(engines.whisper_model_files()["model.bin.part2"], "rb").read()
     paths = _model_copy(tmp_path, **{"model.bin.part2": part2[:-1]})
     with pytest.raises(RuntimeError, match="Whisper model file model.bin has SHA-256"):
-        whisper_engine.read_model_files(paths)
+        whisper_engine.check_model_files(paths)
 
 
 def test_a_missing_model_part_is_refused(tmp_path):
     paths = _model_copy(tmp_path, **{"model.bin.part1": None})
     with pytest.raises(RuntimeError, match="cannot read the Whisper model files"):
-        whisper_engine.read_model_files(paths)
+        whisper_engine.check_model_files(paths)
