@@ -5,6 +5,8 @@ import secrets
 
 import attr
 
+from nommer.core.pools import DEFAULT_POOL
+from nommer.core.priority import DEFAULT_PRIORITY
 from nommer.core.states import JobState
 
 
@@ -39,6 +41,12 @@ class Job:
     ``owner`` is the ``key_id`` of the API key that submitted the job (public,
     not a secret), or None for a job submitted anonymously (loopback, no key
     yet) or stored before API keys existed.
+    ``priority`` is 0..100, higher taken first (``nommer.core.priority``);
+    ``pool`` the pool whose queue and workers run it (``nommer.core.pools``);
+    ``retries`` how many times ``POST /job/<id>/retry`` queued it again (the
+    store lets a final job go back to PENDING only in a write that adds one:
+    ``nommer.core.states.check_transition``). A job stored before these
+    fields reads as priority 50, pool ``default``, 0 retries.
     """
 
     job_id: str
@@ -60,6 +68,9 @@ class Job:
     heartbeat_at: float = None
     sealed_credentials: dict = attr.ib(default=None, repr=False)
     owner: str = None
+    priority: int = DEFAULT_PRIORITY
+    pool: str = DEFAULT_POOL
+    retries: int = 0
 
     @property
     def is_final(self):

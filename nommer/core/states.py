@@ -11,7 +11,13 @@ Transitions (``*`` = any in-progress state: DOWNLOADING, ENCODING, UPLOADING)::
     DOWNLOADING -> ENCODING -> UPLOADING -> FINISHED
     *       -> PENDING                released back to the queue (shutdown, transient failure)
     PENDING, * -> ERROR | ABANDONED | CANCELED
-    FINISHED, ERROR, ABANDONED, CANCELED: final, nothing leaves them.
+    FINISHED, ERROR, ABANDONED, CANCELED: final, nothing leaves them...
+
+...except by a retry (``POST /job/<id>/retry``): ERROR, ABANDONED or
+CANCELED -> PENDING (``RETRY_TRANSITIONS``), allowed only in a write that
+says so (``check_transition(..., retry=True)``; the stores pass it when the
+write adds one to the job's ``retries``). A worker's write never does, so a
+late worker still cannot resurrect a job, and nothing ever leaves FINISHED.
 
 A state may also be rewritten to itself (progress updates, heartbeats).
 """
@@ -56,6 +62,16 @@ TRANSITIONS = {
 }
 
 
+#: The edges only a retry may take (see the module docstring).
+RETRY_TRANSITIONS = {
+    JobState.ERROR: {JobState.PENDING},
+    JobState.ABANDONED: {JobState.PENDING},
+    JobState.CANCELED: {JobState.PENDING},
+}
+#: States a job may be retried from.
+RETRYABLE_STATES = frozenset(RETRY_TRANSITIONS)
+
+
 class IllegalTransition(Exception):
     """A state write that the transition table refuses."""
 
@@ -64,12 +80,17 @@ class IllegalTransition(Exception):
         super().__init__(f"job {job_id}: cannot go from {self.current} to {self.wanted}")
 
 
-def check_transition(job_id, current, wanted):
-    """Raise ``IllegalTransition`` unless ``current -> wanted`` is in the table.
+def check_transition(job_id, current, wanted, retry=False):
+    """Raise ``IllegalTransition`` unless ``current -> wanted`` is in the table
+    (with ``retry``: in ``RETRY_TRANSITIONS``, and only there).
 
     Writing a non-final state onto itself is always allowed (progress updates).
     """
     current, wanted = JobState(current), JobState(wanted)
+    if retry:
+        if wanted not in RETRY_TRANSITIONS.get(current, ()):
+            raise IllegalTransition(job_id, current, wanted)
+        return
     if current == wanted and not current.is_final:
         return
     if wanted not in TRANSITIONS[current]:
