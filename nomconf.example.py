@@ -54,6 +54,9 @@
 # Unfinished jobs one API key may have at once; a submit past it gets 429.
 # MAX_UNFINISHED_JOBS_PER_KEY = 1000
 
+# Most jobs one POST /jobs/batch may hold (a larger batch is refused whole).
+# MAX_BATCH_JOBS = 100
+
 # --- Queues and leases --------------------------------------------------------
 
 # Queue names: 1-80 letters, digits, "-" or "_".
@@ -78,6 +81,10 @@
 # (>= 0).
 # RETRY_BACKOFF_S = 5.0
 
+# A waiting job's priority (0..100) grows by one point every this many seconds,
+# so low-priority jobs never starve (see README, "Priorities").
+# PRIORITY_AGING_S = 30.0
+
 # --- Autoscaling --------------------------------------------------------------
 
 # Most workers the local fleet runs at once (>= 1). Default: the number of
@@ -86,6 +93,11 @@
 
 # Jobs one worker runs at once (>= 1).
 # MAX_ENCODING_JOBS_PER_WORKER = 1
+
+# Named pools besides "default", each with its own queue, fleet and workers:
+# {"gpu": {"max_workers": 2, "fleet": {"EC2_INSTANCE_TYPES": ["g5.xlarge"]},
+#          "worker": {"MAX_ENCODING_JOBS_PER_WORKER": 2}}} (see README, "Pools").
+# POOLS = {}
 
 # Unfinished jobs tolerated above running capacity before another worker is
 # started (>= 0).

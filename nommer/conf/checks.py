@@ -1,10 +1,12 @@
 """Rules between settings, checked once each setting is valid alone."""
 
+from nommer.conf.pools_rule import _check_pools
 from nommer.conf.rules import _fmt
 
 
 def _check_together(values, valid, labels, errors):
     """Rules between settings; only checked when each setting is valid alone."""
+    _check_pools(values, valid, errors)
     if {"HEARTBEAT_INTERVAL_S", "JOB_LEASE_S"} <= valid:
         beat, lease = values["HEARTBEAT_INTERVAL_S"], values["JOB_LEASE_S"]
         if beat > lease / 3:

@@ -53,6 +53,10 @@ API_RATE_LIMIT_PER_MINUTE = 1200
 #: submit past it is refused with 429 and Retry-After.
 MAX_UNFINISHED_JOBS_PER_KEY = 1000
 
+#: Most jobs one ``POST /jobs/batch`` may hold; a larger batch is refused (400)
+#: whole. Each item counts against MAX_UNFINISHED_JOBS_PER_KEY.
+MAX_BATCH_JOBS = 100
+
 # --- Queues and leases --------------------------------------------------------
 
 #: Name of the queue carrying new jobs (the original's SQS_NEW_JOB_QUEUE_NAME).
@@ -87,6 +91,13 @@ LOCAL_QUEUE_POLL_INTERVAL_S = 0.02
 #: shutdown) becomes visible again, seconds; doubled on each further attempt.
 RETRY_BACKOFF_S = 5.0
 
+#: A waiting job's priority (0..100, higher first) grows by one point every
+#: this many seconds, so no job starves (nommer.core.priority): locally a job
+#: of priority p is overtaken by later jobs only during its first
+#: (100 - p) * PRIORITY_AGING_S seconds; on SQS a worker looks first at a
+#: priority band it has not looked at for (70 - band floor) * PRIORITY_AGING_S.
+PRIORITY_AGING_S = 30.0
+
 # --- Autoscaling (the capacity policy is nommer.feederd.fleet.capacity) -------
 
 #: Most workers the local fleet runs at once. With one job per worker the
@@ -95,6 +106,12 @@ MAX_NUM_WORKERS = os.cpu_count() or 1
 
 #: Jobs one worker runs at once (the original's MAX_ENCODING_JOBS_PER_EC2_INSTANCE).
 MAX_ENCODING_JOBS_PER_WORKER = 1
+
+#: Named pools of workers besides "default" (nommer.core.pools), e.g.
+#: {"gpu": {"max_workers": 2, "fleet": {"EC2_INSTANCE_TYPES": ["g5.xlarge"]},
+#: "worker": {"MAX_ENCODING_JOBS_PER_WORKER": 2}}}. A job names its pool
+#: ("pool"); each pool has its own queue, fleet and autoscaler. {}: one pool.
+POOLS = {}
 
 #: Unfinished jobs tolerated above running capacity before another worker is
 #: started (the original default was 2; 0 starts a worker as soon as a job waits).

@@ -4,6 +4,7 @@ import re
 
 from nommer.conf import defaults as _defaults_module
 from nommer.conf.compat import ORIGINAL_STORAGE_CLASSES
+from nommer.conf.pools_rule import _pools_rule
 from nommer.conf.rules import (
     _any_string,
     _anything,
@@ -165,6 +166,9 @@ RULES = {
     "MAX_REQUEST_BODY_BYTES": _int(1024, 64 * 1024 ** 2),
     "API_RATE_LIMIT_PER_MINUTE": _int(1),
     "MAX_UNFINISHED_JOBS_PER_KEY": _int(1),
+    "MAX_BATCH_JOBS": _int(1, 10000),
+    "PRIORITY_AGING_S": _POSITIVE_S,
+    "POOLS": _pools_rule,
     "WEBHOOK_MAX_RESPONSE_BYTES": _int(0),
     "WEBHOOK_SIGNING_SECRET": _optional(_str(re.compile(r"^[!-~]{32,}$"), "at least 32 printable ASCII characters"),
                                         "at least 32 printable ASCII characters"),

@@ -21,6 +21,8 @@ from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import allowed_networks
 from nommer.core.outputs import presets
 from nommer.core.outputs.validate import check_vmaf, validate_body, validate_outputs
+from nommer.core.pools import UnknownPool, check_pool
+from nommer.core.priority import DEFAULT_PRIORITY
 from nommer.core.secrets import seal_uri
 from nommer.core.storage import check_destination, check_destination_prefix, check_source
 from nommer.core.uri import InvalidURI, as_media_uri, parse_uri, refused_host_reason
@@ -204,6 +206,10 @@ def validate_submission(body, settings):
     true). A job asking for VMAF is refused when this server finds no
     VMAF-capable ffmpeg (``nommer.core.outputs.validate.check_vmaf``).
 
+    Every form also gives ``priority`` (0..100, default 50) and ``pool``
+    (the body's, else its preset's, else ``default``; one of POOLS, else
+    InvalidJobSpec on ``pool`` naming the pools).
+
     Raises ``InvalidJobSpec``; ``PresetError`` when the server's presets are
     misconfigured (feederd loads them at start, so not here in practice)."""
     if not isinstance(body, dict):
@@ -212,9 +218,16 @@ def validate_submission(body, settings):
     preset_name = body.get("preset")
     if preset_name is not None:
         body = presets.expand(body, settings)
+    try:
+        pool = check_pool(settings, body.get("pool"))
+    except UnknownPool as e:
+        raise InvalidJobSpec("pool", str(e)) from None
     if "outputs" in body:
-        return _validate_outputs_job(body, settings, preset_name)
-    return _validate_2011(body, settings)
+        spec = _validate_outputs_job(body, settings, preset_name)
+    else:
+        spec = _validate_2011(body, settings)
+    spec.update(priority=int(body.get("priority", DEFAULT_PRIORITY)), pool=pool)  # 5.0 is an integer to JSON Schema
+    return spec
 
 
 def _validate_2011(body, settings):

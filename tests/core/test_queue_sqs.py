@@ -154,17 +154,20 @@ class SQSOnlyTests(TestCase):
 
     @ensure
     async def test_ensure_resources_creates_then_only_checks(self):
-        """ensure_resources creates the DLQ, both queues and the redrive; a second run changes nothing."""
+        """ensure_resources creates the DLQ, the job queue with its two other priority bands
+        (_high, _low), the state-change queue and the redrives; a second run changes nothing."""
         s, queue = self.make()
         first = await queue.ensure_resources()
         created = [line for line in first if line.startswith("created")]
-        self.assertEqual(len(created), 3, first)
+        self.assertEqual(len(created), 5, first)
         self.assertIn(dead_letter_name(s.NEW_JOB_QUEUE_NAME), created[0])   # the DLQ first
-        self.assertIn(f"dead-letters to {dead_letter_name(s.NEW_JOB_QUEUE_NAME)} after 3 receives", "\n".join(first))
+        for band in ("media_nommer_high", "media_nommer", "media_nommer_low"):
+            self.assertIn(f"SQS queue {band} dead-letters to {dead_letter_name(s.NEW_JOB_QUEUE_NAME)} after 3 receives",
+                          first)
         _, again = self.make()
         second = await again.ensure_resources()
         self.assertFalse([line for line in second if line.startswith("created")], second)
-        self.assertEqual(len([line for line in second if line.startswith("checked")]), 3, second)
+        self.assertEqual(len([line for line in second if line.startswith("checked")]), 5, second)
 
     @ensure
     async def test_ensure_resources_reports_a_missing_or_wrong_redrive(self):

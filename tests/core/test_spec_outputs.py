@@ -199,7 +199,10 @@ class Form2011Tests(TestCase):
     def test_accepted_unchanged(self):
         spec = validate_submission(self.body(), self.settings)
         self.assertEqual(spec["nommer"], FFMPEG)
-        self.assertEqual(set(spec), {"notify_url", "nommer", "job_options", "source_path", "dest_path"})
+        # priority and pool (issue 12) come with every form: the defaults for a 2011 body.
+        self.assertEqual(set(spec), {"notify_url", "nommer", "job_options", "source_path", "dest_path",
+                                     "priority", "pool"})
+        self.assertEqual((spec["priority"], spec["pool"]), (50, "default"))
         self.assertEqual(len(spec["job_options"]), 2)
         self.assertEqual(spec["dest_path"], f"file://{self.root}/out.mp4")
 

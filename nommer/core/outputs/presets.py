@@ -9,6 +9,10 @@ A preset is a JSON object, one of two forms:
   the nommer's options}`` (``crf-720``, ``web-1280``, ``web-640``): the job
   becomes a ``job_options`` job, unchanged.
 
+Either form may name a ``pool`` (``nommer.core.pools``): its jobs run
+there unless the body names another; a pool the settings do not define
+stops feederd at start.
+
 Where they come from, later ones replacing earlier ones of the same name:
 
 1. the built-in presets, ``nommer/core/outputs/presets/NAME.json``;
@@ -50,8 +54,10 @@ PRESET_NAME = re.compile(JOB_SCHEMA["properties"]["preset"]["pattern"])
 #: Largest preset file read, bytes.
 MAX_PRESET_FILE_BYTES = 1024 * 1024
 
-_DECLARATIVE_KEYS = ("description", "outputs", "requires")
-_LEGACY_KEYS = ("description", "nommer", "options")
+_DECLARATIVE_KEYS = ("description", "outputs", "requires", "pool")
+_LEGACY_KEYS = ("description", "nommer", "options", "pool")
+#: A pool's name (the schema's ``pool`` pattern); whether the pool exists is checked at submit.
+_POOL_NAME = re.compile(JOB_SCHEMA["properties"]["pool"]["pattern"])
 #: Output fields that exclude each other: overriding one drops the other from the preset's output.
 _EXCLUSIVE = {"mp4": {"bitrate": "crf", "crf": "bitrate"}}
 
@@ -113,7 +119,7 @@ def check_preset(obj, where=None):
         if unknown:
             raise bad(f"unknown field{'s' if len(unknown) > 1 else ''} "
                       f"{', '.join(repr(k) for k in unknown)} (a preset takes: description, outputs, "
-                      f"requires; or the 2011 form: description, nommer, options)")
+                      f"requires, pool; or the 2011 form: description, nommer, options, pool)")
         try:
             validate_outputs(obj["outputs"])
         except InvalidJobSpec as e:
@@ -126,22 +132,33 @@ def check_preset(obj, where=None):
             if name not in taken:
                 raise bad(f"requires {name!r}, which no output of the preset takes "
                           f"(they take: {', '.join(taken)})")
-        return {"description": description, "outputs": copy.deepcopy(obj["outputs"]),
-                "requires": list(dict.fromkeys(requires))}
+        return _with_pool(obj, {"description": description, "outputs": copy.deepcopy(obj["outputs"]),
+                                "requires": list(dict.fromkeys(requires))}, bad)
     if "nommer" in obj or "options" in obj:
         unknown = [k for k in obj if k not in _LEGACY_KEYS]
         if unknown:
             raise bad(f"unknown field{'s' if len(unknown) > 1 else ''} "
                       f"{', '.join(repr(k) for k in unknown)} (a 2011 preset takes: description, "
-                      f"nommer, options)")
+                      f"nommer, options, pool)")
         if not isinstance(obj.get("nommer"), str) or not obj["nommer"]:
             raise bad("nommer must be the dotted path of a nommer class")
         if not obj.get("options"):
             raise bad("options is required (the nommer's options, e.g. a list of passes)")
-        return {"description": description,
-                "job_options": {"nommer": obj["nommer"], "options": copy.deepcopy(obj["options"])},
-                "requires": []}
+        return _with_pool(obj, {"description": description,
+                                "job_options": {"nommer": obj["nommer"], "options": copy.deepcopy(obj["options"])},
+                                "requires": []}, bad)
     raise bad("a preset needs outputs (or, in the 2011 form, nommer and options)")
+
+
+def _with_pool(obj, preset, bad):
+    """``preset`` with the ``pool`` of ``obj`` (the pool its jobs run in,
+    unless the body names one) when it has one; ``bad(text)`` makes the
+    PresetError of a malformed name."""
+    if "pool" in obj:
+        if not isinstance(obj["pool"], str) or not _POOL_NAME.match(obj["pool"]):
+            raise bad("pool must be a pool name (lower-case letters, digits and '-', starting with a letter)")
+        preset["pool"] = obj["pool"]
+    return preset
 
 
 def _preset_name_of_file(filename):
@@ -210,8 +227,14 @@ def builtin_presets():
 
 
 def _check_with_settings(preset, where, settings):
-    """The checks that need the settings: a 2011 preset's nommer is allowed
-    and takes its options."""
+    """The checks that need the settings: its pool exists; a 2011 preset's
+    nommer is allowed and takes its options."""
+    if preset.get("pool") is not None:
+        from nommer.core.pools import UnknownPool, check_pool
+        try:
+            check_pool(settings, preset["pool"])
+        except UnknownPool as e:
+            raise PresetError([f"{where}: {e}"]) from None
     if "job_options" not in preset:
         return
     from nommer.core.classes import ClassLoadError
@@ -294,6 +317,8 @@ def _public(name, preset):
     else:
         out["job_options"] = copy.deepcopy(preset["job_options"])
     out["requires"] = list(preset["requires"])
+    if preset.get("pool") is not None:
+        out["pool"] = preset["pool"]
     return out
 
 
@@ -353,6 +378,8 @@ def expand(body, settings):
         raise _invalid("preset", e.message) from None
     overrides = body.get("overrides") or {}
     out = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("preset", "overrides")}
+    if preset.get("pool") is not None and out.get("pool") is None:
+        out["pool"] = preset["pool"]  # the body's own pool wins
     if "job_options" in preset:
         if overrides:
             raise _invalid("overrides", f"preset {name} is a 2011 job_options preset (ffmpeg options): "

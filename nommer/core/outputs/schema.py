@@ -271,6 +271,12 @@ JOB_SCHEMA = {
         "overrides": {"type": "object", "maxProperties": 32,
                       "description": "with preset: output fields set on each output of the preset "
                                      "that takes them"},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50,
+                     "description": "0..100, higher runs first; a waiting job's priority grows with "
+                                    "its wait, so none starves"},
+        "pool": {"type": "string", "pattern": r"^(?!.*\n)[a-z][a-z0-9-]{0,29}$",
+                 "description": "the pool of workers that runs the job (server setting POOLS; "
+                                "default: the job's preset's pool, else \"default\")"},
     },
     "required": ["source_path", "dest_path"],
     "additionalProperties": False,

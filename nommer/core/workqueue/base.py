@@ -15,13 +15,18 @@ import attr
 @attr.s(auto_attribs=True, frozen=True)
 class Message:
     """One received message. ``receive_count`` includes this receive;
-    ``sent_at`` is epoch seconds."""
+    ``sent_at`` is epoch seconds. ``queue`` is the queue it was received
+    from, which ``change_visibility`` and ``delete`` must be given: the one
+    asked for, or, for a receive over several queues or a pool queue split
+    in priority bands (SQS), the one that held it. None from a backend that
+    does not say (then: the queue asked for)."""
 
     message_id: str
     receipt_handle: str
     body: str
     receive_count: int
     sent_at: float
+    queue: str = None
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -42,19 +47,34 @@ def dead_letter_name(queue_name):
 
 def redrive_policies(settings):
     """The redrive policies of nommer's queues: new jobs are dead-lettered
-    after MAX_JOB_ATTEMPTS receives. State changes are never dead-lettered."""
-    q = settings.NEW_JOB_QUEUE_NAME
-    return {q: RedrivePolicy(dead_letter_name(q), settings.MAX_JOB_ATTEMPTS)}
+    after MAX_JOB_ATTEMPTS receives, from every job queue (each pool's, and
+    on SQS each of its priority bands: ``nommer.core.pools``) to the one
+    dead-letter queue of NEW_JOB_QUEUE_NAME. State changes are never
+    dead-lettered."""
+    from nommer.core.pools import all_job_queues
+    policy = RedrivePolicy(dead_letter_name(settings.NEW_JOB_QUEUE_NAME), settings.MAX_JOB_ATTEMPTS)
+    return {name: policy for name in all_job_queues(settings)}
+
+
+def queue_names(queue):
+    """``queue`` (a name, or a list/tuple of names) as a list of names."""
+    return [queue] if isinstance(queue, str) else list(queue)
 
 
 class WorkQueue:
     """Interface of a work queue (documentation; backends subclass it).
     Every method returns a Deferred.
 
-    - ``send(queue, body, delay_s=0) -> message_id``; body is a str.
+    - ``send(queue, body, delay_s=0, priority=None) -> message_id``; body is
+      a str; ``priority`` 0..100 (None: 50) orders a job queue's messages
+      (``nommer.core.priority``: the local queue by aging, SQS by band
+      queues); other queues ignore it.
     - ``receive(queue, max_messages=1, visibility_timeout_s=30, wait_time_s=0)
-      -> list[Message]``: oldest first; waits up to ``wait_time_s`` seconds for
-      at least one message (long polling), returns [] if none came.
+      -> list[Message]``: ``queue`` a name or a list of names (a worker
+      serving several pools); highest priority first, then oldest; waits up
+      to ``wait_time_s`` seconds for at least one message (long polling),
+      returns [] if none came. Each message says which queue it came from
+      (``Message.queue``).
     - ``change_visibility(queue, receipt_handle, visibility_timeout_s)``:
       the message becomes visible again that many seconds from now (0 =
       release it at once). Raises ``ReceiptHandleInvalid``.
@@ -63,7 +83,7 @@ class WorkQueue:
       (approximate, as SQS's attributes).
     """
 
-    def send(self, queue, body, delay_s=0):
+    def send(self, queue, body, delay_s=0, priority=None):
         raise NotImplementedError
 
     def receive(self, queue, max_messages=1, visibility_timeout_s=30, wait_time_s=0):

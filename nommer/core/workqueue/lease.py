@@ -42,6 +42,10 @@ dead-letter queues, the worker's ``AttemptRunner`` for jobs):
 ``release``, ``delete`` and ``release_all`` return Deferreds, so requests are
 issued when called, and may be awaited.
 
+Queues: every request about a message goes to the queue it came from
+(``Message.queue``: a priority band, or one of the pools a worker serves),
+or to the keeper's ``queue_name`` when the message does not say.
+
 Rules kept: time comes from ``clock`` (``IReactorTime``; tests drive it with
 ``task.Clock``); an extension never raises (it runs in a ``LoopingCall``, which
 an escaped exception would stop for good): failures of the queue, ``on_beat``
@@ -79,6 +83,7 @@ class _Lease:
 
     def __init__(self, key, message, on_beat, on_lost, log_fields):
         self.key = key
+        self.queue = message.queue
         self.message_id = message.message_id
         self.receipt_handle = message.receipt_handle
         self.on_beat = on_beat
@@ -172,6 +177,11 @@ class LeaseKeeper:
         lease = self._lease(message)
         return message.receipt_handle if lease is None else lease.receipt_handle
 
+    def queue_of(self, message):
+        """The queue ``message`` (a ``Message`` or a lease) came from: its
+        own ``queue``, else the keeper's ``queue_name``."""
+        return getattr(message, "queue", None) or self.queue_name
+
     def let_go(self, message):
         """Stop extending the lease on ``message`` (if held), leaving the
         queue alone: the message comes back when its lease ends."""
@@ -189,7 +199,7 @@ class LeaseKeeper:
     async def _extend(self, lease):
         """One beat: extend, then ``on_beat`` (or ``on_lost``). Never raises."""
         try:
-            await self.queue.change_visibility(self.queue_name, lease.receipt_handle,
+            await self.queue.change_visibility(self.queue_of(lease), lease.receipt_handle,
                                                self.visibility_timeout_s)
         except ReceiptHandleInvalid:
             if lease.on_lost is not None:
@@ -223,7 +233,7 @@ class LeaseKeeper:
         if lease is not None:
             fields.update(lease.log_fields)
         fields.update(extra or {})
-        fields.update(message_id=message.message_id, queue=self.queue_name)
+        fields.update(message_id=message.message_id, queue=self.queue_of(message))
         return fields
 
     # -- ending ---------------------------------------------------------------------
@@ -237,10 +247,11 @@ class LeaseKeeper:
 
     async def _release(self, message, visibility_s, log_fields):
         receipt = self.receipt_handle(message)
+        queue = self.queue_of(message)
         fields = self._fields(message, log_fields)
         self.let_go(message)
         try:
-            await self.queue.change_visibility(self.queue_name, receipt, visibility_s)
+            await self.queue.change_visibility(queue, receipt, visibility_s)
         except ReceiptHandleInvalid:
             pass  # deleted meanwhile, or another consumer has it now: not ours to release
         except Exception:
@@ -269,7 +280,7 @@ class LeaseKeeper:
 
         async def delete_once():
             try:
-                await self.queue.delete(self.queue_name, self.receipt_handle(message))
+                await self.queue.delete(self.queue_of(message), self.receipt_handle(message))
                 return True
             except ReceiptHandleInvalid:
                 self.log.warn("message {message_id} on {queue} was gone when deleted (its lease "

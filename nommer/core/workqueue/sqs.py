@@ -53,6 +53,23 @@ poll ends (at most 20 s). Messages it still gets are released in that thread
 (ChangeMessageVisibilityBatch to 0) so no job sits out a lease; ``close()``
 never waits for such a call on the reactor thread.
 
+Priority bands (``nommer.core.priority``): a queue named in ``banded`` (from
+the settings: every pool's queue, ``nommer.core.pools``) is three SQS queues,
+``<name>_high``, ``<name>`` and ``<name>_low``; ``send`` puts a message in
+the band of its priority, ``depth`` sums the three. A receive from such a
+queue, or from several queues (a worker serving several pools), first
+short-polls (WaitTimeSeconds 0) every band queue in ``band_order`` (highest
+band first, but a band this object has not looked at for its starvation
+window first; the pools rotated within a band) and takes from the first that
+answers with messages. When none does and the wait is not over, it
+long-polls one pool's normal band (``<name>``, where jobs of the default
+priority go; pools in turn) for at most BAND_POLL_S seconds, then looks at
+every band again. So an idle worker takes a normal job at once and a high
+or low one within about BAND_POLL_S; a short poll of a near-empty queue may
+miss a message on SQS (it samples servers; moto does not), which the next
+look finds. A receive from one queue that is not banded is one long poll,
+as before.
+
 Size (issue 10: about 400 lines at most, or a reason): kept whole. It is
 one backend of one interface, and every part of it -- the queue URLs and
 set-up, the limits above, the receipt bookkeeping, the release of abandoned
@@ -70,7 +87,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nommer.core.aws import AWS, error_code
-from nommer.core.workqueue.base import Message, ReceiptHandleInvalid, WorkQueue, redrive_policies
+from nommer.core.priority import BANDS, NORMAL, band_of, band_order, band_queue
+from nommer.core.workqueue.base import Message, ReceiptHandleInvalid, WorkQueue, queue_names, redrive_policies
 
 #: SQS limits (seconds, counts).
 MAX_DELAY_S = 900
@@ -84,6 +102,10 @@ DEAD_LETTER_RETENTION_S = 14 * 24 * 3600
 
 #: How many receipt handles the stale-handle guard remembers.
 RECEIPTS_REMEMBERED = 10_000
+
+#: Longest long poll of a receive over priority bands or several queues
+#: before every band is looked at again, seconds (see the module docstring).
+BAND_POLL_S = 2
 
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 ALREADY_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists"})
@@ -131,11 +153,11 @@ def _whole_seconds(seconds, high):
     return min(high, max(0, math.ceil(seconds)))
 
 
-def _to_message(raw):
+def _to_message(raw, queue=None):
     attributes = raw.get("Attributes") or {}
     return Message(message_id=raw["MessageId"], receipt_handle=raw["ReceiptHandle"], body=raw["Body"],
                    receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-                   sent_at=int(attributes.get("SentTimestamp", 0)) / 1000.0)
+                   sent_at=int(attributes.get("SentTimestamp", 0)) / 1000.0, queue=queue)
 
 
 class _Receipts:
@@ -181,6 +203,9 @@ class SQSWorkQueue(WorkQueue):
     """Work queues on SQS. ``settings`` gives the AWS client settings, the
     queue names and AWS_CREATE_RESOURCES; ``redrive`` maps a queue name to its
     ``RedrivePolicy`` (``from_settings``: ``redrive_policies(settings)``);
+    ``banded``: the queue names split in priority bands (``from_settings``:
+    every pool's queue), ``aging_s`` PRIORITY_AGING_S (see the module
+    docstring);
     ``clock`` (default ``reactor``) must keep real time: it bounds a receive
     waiting longer than one 20 s long poll. Every method returns a Deferred
     (``receive`` is a coroutine function, so ``Deferred.fromCoroutine`` works
@@ -190,8 +215,12 @@ class SQSWorkQueue(WorkQueue):
 
     log = Logger()
 
-    def __init__(self, settings, reactor, redrive=None, clock=None):
+    def __init__(self, settings, reactor, redrive=None, clock=None, banded=(), aging_s=30.0):
         self.settings = settings
+        self._banded = frozenset(banded)
+        self._aging_s = aging_s
+        self._last_look = {}     # band name -> epoch s this object last looked at it
+        self._turn = 0           # rotates the pools of a receive over several queues
         self.reactor = reactor
         self.aws = AWS(settings, reactor, name="sqs-queue")
         self._clock = clock or reactor
@@ -205,7 +234,9 @@ class SQSWorkQueue(WorkQueue):
 
     @classmethod
     def from_settings(cls, settings, reactor):
-        return cls(settings, reactor, redrive=redrive_policies(settings))
+        from nommer.core.pools import pool_queues
+        return cls(settings, reactor, redrive=redrive_policies(settings), banded=pool_queues(settings).values(),
+                   aging_s=settings.PRIORITY_AGING_S)
 
     @property
     def calls_in_flight(self):
@@ -382,10 +413,19 @@ class SQSWorkQueue(WorkQueue):
 
     # --- the WorkQueue ----------------------------------------------------
 
-    async def send(self, queue, body, delay_s=0):
+    def _band_of(self, queue, priority):
+        """The SQS queue a message of ``priority`` sent to ``queue`` goes to."""
+        if queue in self._banded:
+            return band_queue(queue, band_of(priority))
+        band_of(priority)  # a bad priority is refused here too
+        return queue
+
+    async def send(self, queue, body, delay_s=0, priority=None):
         """SendMessage: ``body`` (str); ``delay_s`` seconds (0..900, rounded
-        up) before it can be received. Returns the SQS MessageId. Raises
-        ValueError for a delay out of range."""
+        up) before it can be received; ``priority`` (0..100, None: 50)
+        chooses the band of a banded queue. Returns the SQS MessageId.
+        Raises ValueError for a delay or priority out of range."""
+        queue = self._band_of(queue, priority)
         params = {"MessageBody": body}
         delay = math.ceil(delay_s)
         if not 0 <= delay <= MAX_DELAY_S:
@@ -394,11 +434,13 @@ class SQSWorkQueue(WorkQueue):
             params["DelaySeconds"] = delay
         return (await self._queue_call(queue, "send_message", **params))["MessageId"]
 
-    async def send_batch(self, queue, bodies, delay_s=0):
-        """SendMessageBatch, 10 bodies per request. Returns the MessageIds in
-        the order of ``bodies``. Entries that failed on the server's side are
-        sent once more; if some still fail, raises BatchError (the others
-        were sent: at-least-once, a caller may send them all again)."""
+    async def send_batch(self, queue, bodies, delay_s=0, priority=None):
+        """SendMessageBatch, 10 bodies per request (all of ``priority``, as in
+        ``send``). Returns the MessageIds in the order of ``bodies``. Entries
+        that failed on the server's side are sent once more; if some still
+        fail, raises BatchError (the others were sent: at-least-once, a
+        caller may send them all again)."""
+        queue = self._band_of(queue, priority)
         bodies = list(bodies)
         delay = math.ceil(delay_s)
         if not 0 <= delay <= MAX_DELAY_S:
@@ -433,21 +475,70 @@ class SQSWorkQueue(WorkQueue):
         (SQS orders a standard queue only approximately), [] if none came.
         Cancellable: the Deferred fails with CancelledError at once; what the
         abandoned call still receives is released (see the module docstring).
+
+        ``queue`` may be a list of names, and a name may be banded: the
+        bands and queues are then looked at as the module docstring says.
+        Each Message names the SQS queue it came from (``Message.queue``).
         """
-        url = await self._url(queue)
         params = {"MaxNumberOfMessages": min(MAX_BATCH, max(1, int(max_messages))),
                   "VisibilityTimeout": _whole_seconds(visibility_timeout_s, MAX_VISIBILITY_S),
                   "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES}
         deadline = self._clock.seconds() + max(0.0, wait_time_s)
+        queues = queue_names(queue)
+        if len(queues) == 1 and queues[0] not in self._banded:
+            return await self._receive_one(queues[0], params, deadline, MAX_WAIT_S)
         while True:
-            wait = _whole_seconds(deadline - self._clock.seconds(), MAX_WAIT_S)
+            for band, name in self._look_order(queues):
+                got = await self._receive_one(name, params, None, 0)
+                if band is not None:
+                    self._last_look[band.name] = self._clock.seconds()
+                if got:
+                    return got
+            if deadline - self._clock.seconds() < 1:
+                return []
+            # Nothing anywhere: wait on one pool's normal band, then look again.
+            self._turn += 1
+            name = queues[self._turn % len(queues)]
+            got = await self._receive_one(name, params, min(deadline, self._clock.seconds() + BAND_POLL_S),
+                                          BAND_POLL_S)
+            if name in self._banded:
+                self._last_look[NORMAL.name] = self._clock.seconds()
+            if got:
+                return got
+
+    def _look_order(self, queues):
+        """``[(Band or None, SQS queue name)]`` to short-poll for one receive
+        over ``queues``: bands in ``band_order``, within a band the queues
+        from the one after the last served; an unbanded queue once, where
+        the normal band comes."""
+        self._turn += 1
+        start = self._turn % len(queues)
+        rotated = queues[start:] + queues[:start]
+        now = self._clock.seconds()
+        for band in BANDS:  # a band never looked at yet counts from this first receive
+            self._last_look.setdefault(band.name, now)
+        order = []
+        for band in band_order(self._last_look, now, self._aging_s):
+            for name in rotated:
+                if name in self._banded:
+                    order.append((band, band_queue(name, band)))
+                elif band is NORMAL:
+                    order.append((None, name))
+        return order
+
+    async def _receive_one(self, queue, params, deadline, max_wait_s):
+        """Messages of the one SQS queue ``queue``: long polls of at most
+        ``max_wait_s`` until ``deadline`` (None: one short poll)."""
+        url = await self._url(queue)
+        while True:
+            wait = 0 if deadline is None else _whole_seconds(deadline - self._clock.seconds(), max_wait_s)
             try:
                 raw = await self._receive_call(queue, url, dict(params, WaitTimeSeconds=wait))
             except Exception as exc:
                 self._raise_if_gone(queue, exc)
                 raise
             if raw or wait == 0 or deadline - self._clock.seconds() < 1:
-                messages = [_to_message(m) for m in raw]
+                messages = [_to_message(m, queue) for m in raw]
                 for m in messages:
                     self._receipts.received(m.message_id, m.receipt_handle)
                 return messages
@@ -575,7 +666,17 @@ class SQSWorkQueue(WorkQueue):
     async def depth(self, queue):
         """GetQueueAttributes: ``{"visible": ApproximateNumberOfMessages,
         "in_flight": ...NotVisible, "delayed": ...Delayed}`` (approximate:
-        SQS's counts lag by up to a minute)."""
+        SQS's counts lag by up to a minute); of a banded queue, the sums
+        over its bands."""
+        if queue in self._banded:
+            total = {"visible": 0, "in_flight": 0, "delayed": 0}
+            for band in BANDS:
+                for key, n in (await self._depth(band_queue(queue, band))).items():
+                    total[key] += n
+            return total
+        return await self._depth(queue)
+
+    async def _depth(self, queue):
         attrs = (await self._queue_call(queue, "get_queue_attributes", AttributeNames=[
             "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
             "ApproximateNumberOfMessagesDelayed"])).get("Attributes", {})
