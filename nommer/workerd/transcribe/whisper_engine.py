@@ -22,9 +22,10 @@ word's times are mapped back to the file's timeline (what faster-whisper's
 own ``vad_filter`` does, with the VAD that the pocketsphinx engine uses too).
 A word's confidence is Whisper's probability of its tokens (0..1).
 
-Measured (bench/captions.py): WER about 1.4 % on the LibriVox clips of
-Debian's pocketsphinx-testdata; real-time factor about 0.2-0.6 with two
-threads (load about 2-3 s, hashing included).
+Measured (bench/captions.py, BENCHMARKS.md): WER 1.4 % (1/71) on the
+LibriVox clips of Debian's pocketsphinx-testdata; real-time factor 0.5-0.8
+with two threads on a shared 2-core machine (0.25 in CPU time); load 3-4 s,
+hashing included; peak RSS about 560 MB, address space about 1.9 GB.
 """
 
 import bisect

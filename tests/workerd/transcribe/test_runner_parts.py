@@ -64,3 +64,18 @@ def test_timeline_maps_joined_times_back():
 ])
 def test_groups(spans, limit, expected):
     assert list(_groups(spans, limit)) == expected
+
+
+def test_progress_blends_the_vad_pass_and_the_engine():
+    from nommer.workerd.transcribe.__main__ import VAD_SHARE, transcribe
+    from tests.workerd.transcribe import speech
+
+    seen = []
+    result = transcribe("pocketsphinx", "en", speech.librivox("0880")[0], progress=seen.append)
+    duration = result["duration_s"]
+    vad_part = [s for s in seen if s <= VAD_SHARE * duration + 1e-9]
+    assert vad_part and vad_part[-1] == pytest.approx(VAD_SHARE * duration, abs=0.001)
+    assert seen == sorted(seen)
+    assert len(seen) > len(vad_part)  # the engine moved it further
+    assert seen[-1] == pytest.approx(duration, abs=0.001)
+    assert result["words"]
