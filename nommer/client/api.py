@@ -392,6 +392,23 @@ class NommerClient:
                 return
             cursor = next_cursor
 
+    def job_events(self, job_id, after=0, page_size=500):
+        """The job's event log, oldest first (``GET /job/<id>/events``, every
+        page): a list of dicts with ``job_id``, ``seq`` (1, 2, ...), ``kind``
+        (``submitted``, ``state``, ``assigned``, ``lease_lost``, ``retry``,
+        ``progress``, ``webhook``, ``error``), ``at`` (ISO 8601 UTC),
+        ``state``, ``worker_id``, ``attempt``, ``progress`` (percent) and
+        ``details``; only those after ``seq`` ``after``. Raises
+        :class:`NoSuchJob` (also for another key's job)."""
+        events = []
+        while True:
+            data = self._request("GET", f"/job/{_quote_id(job_id)}/events",
+                                 query={"after": after, "limit": page_size})
+            events += data.get("events", [])
+            if data.get("next_after") is None or data["next_after"] == after:
+                return events
+            after = data["next_after"]
+
     def cancel(self, job_id):
         """Cancel a job; return it. Raises :class:`Conflict` if it is already final."""
         return self._request("POST", f"/job/{_quote_id(job_id)}/cancel")["job"]

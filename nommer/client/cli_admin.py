@@ -173,3 +173,26 @@ def keys_revoke(key_id, config):
     it from then on (within 5 s with the DynamoDB and SimpleDB stores)."""
     key = _with_key_store(config, lambda store: store.revoke(key_id))
     click.echo(f"revoked API key {key.key_id} {key.name!r} at {_utc(key.revoked_at)} UTC")
+
+
+@keys.command(name="webhook-secret")
+@click.argument("key_id")
+@_config_option
+def keys_webhook_secret(key_id, config):
+    """Print the secret feederd signs the webhooks of KEY_ID's jobs with
+    (their X-Nommer-Signature header; `anonymous` for jobs submitted
+    without a key). Give it to the receiver, which checks each call with
+    nommer.client.webhooks.verify. It is derived from WEBHOOK_SIGNING_SECRET
+    (or the one generated in DATA_DIR): run this with feederd's --config."""
+    from nommer.core import webhook_signing
+    if key_id != webhook_signing.ANONYMOUS:
+        _with_key_store(config, lambda store: store.get(key_id))  # NoSuchKey: one line, exit 2
+    settings = _load_settings(config)
+    try:
+        base = webhook_signing.base_secret(settings)
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: the webhook signing secret cannot be read: {exc}", err=True)
+        click.get_current_context().exit(EXIT_API_ERROR)
+    click.echo(webhook_signing.key_secret(base, key_id))
+    click.echo(f"Webhooks of {key_id}'s jobs carry X-Nommer-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "
+               "'<t>.<body>' with this secret>; check them with nommer.client.webhooks.verify.", err=True)

@@ -3,14 +3,52 @@ transition table forbids it), then announced on the state-change queue, from
 which feederd's notifier sends webhooks. Both daemons use it, so a change made
 by a worker, the API (cancel) or the reaper (ABANDONED, dead letters) is
 announced the same way.
+
+It also keeps each job's event log (``nommer.core.events``), one place per
+kind: ``submit`` records SUBMITTED; ``set_state`` records STATE for every
+change of state (or new attempt), ASSIGNED when a worker takes the job
+(DOWNLOADING with a new attempt), RETRY when a running job goes back to
+PENDING (the reason, and the delay before it is visible again), and
+PROGRESS for each 10 % milestone a write of ``progress`` reaches (``update``
+too); the worker records LEASE_LOST and feederd's notifier WEBHOOK and
+ERROR, all through ``record_event``, which stores the event (the store
+numbers it) and announces it on the state-change queue (``{"event":
+{...}}``). Recording an event never fails the job: a failed append or
+announcement is logged as a warning and ignored.
 """
 
 import json
 
+import attr
 from twisted.logger import Logger
 
 from nommer.core.errors import JobCanceled
-from nommer.core.states import IllegalTransition, JobState
+from nommer.core.events import EventKind, JobEvent, event_body
+from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
+
+
+#: Longest ``details`` an event keeps, characters; longer ones are cut.
+MAX_EVENT_DETAILS_CHARS = 2000
+
+
+def progress_milestones(before, after):
+    """The 10 % milestones (10.0, 20.0, ... 100.0) that progress ``after``
+    reached and ``before`` had not (percent, None counting as 0): [] when
+    it did not grow past one."""
+    low, high = int((before or 0.0) // 10), min(int((after or 0.0) // 10), 10)
+    return [10.0 * m for m in range(low + 1, high + 1)]
+
+
+def submitted_details(job):
+    """What a SUBMITTED event says: the preset, the declarative outputs'
+    types, or the nommer."""
+    options = job.job_options if isinstance(job.job_options, dict) else {}
+    if options.get("preset"):
+        return f"preset {options['preset']}"
+    if isinstance(options.get("outputs"), list):
+        types = [o.get("type") for o in options["outputs"] if isinstance(o, dict)]
+        return "outputs: " + ", ".join(str(t) for t in types)
+    return f"nommer {job.nommer}"
 
 
 def state_change_body(job):
@@ -38,13 +76,17 @@ class JobLedger:
         no worker would ever get it, and the autoscaler would keep starting
         workers for it."""
         job = await self.store.create(job)
+        # Recorded before the job is queued, so it is first in the log.
+        await self.record_event(JobEvent(job_id=job.job_id, at=job.created_at, kind=EventKind.SUBMITTED,
+                                         state=job.job_state.value, details=submitted_details(job)))
         try:
             await self.queue.send(self.settings.NEW_JOB_QUEUE_NAME, job.job_id)
         except Exception as exc:
             reason = f"could not be queued: {exc!r}"
             try:
-                await self.store.modify(job.job_id, lambda j: j.evolve(job_state=JobState.ERROR,
-                                                                       job_state_details=reason))
+                failed = await self.store.modify(job.job_id, lambda j: j.evolve(job_state=JobState.ERROR,
+                                                                                job_state_details=reason))
+                await self.record_event(self._event(failed, EventKind.STATE, details=reason))
             except Exception:
                 self.log.failure("job {job_id} was stored but could not be queued nor set to ERROR; "
                                  "it stays PENDING", job_id=job.job_id)
@@ -53,13 +95,15 @@ class JobLedger:
                       source=job.source_path, dest=job.dest_path)
         return job
 
-    async def set_state(self, job_id, state, details=None, expect=None, **fields):
+    async def set_state(self, job_id, state, details=None, expect=None, retry_in_s=None, **fields):
         """Move a job to ``state`` (with ``details`` and other field changes),
-        then announce it. Raises ``IllegalTransition`` / ``NoSuchJob``.
-        ``expect(job)``, if given, is called with the stored job within the
-        write and may raise to refuse it (a worker checking that it still
-        owns the job: a lease-lost worker must not write over its successor).
-        Returns the stored Job."""
+        announce it, then record its events. Raises ``IllegalTransition`` /
+        ``NoSuchJob``. ``expect(job)``, if given, is called with the stored
+        job within the write and may raise to refuse it (a worker checking
+        that it still owns the job: a lease-lost worker must not write over
+        its successor). ``retry_in_s``: for a job released to PENDING, the
+        seconds before its message is visible again (said by its RETRY
+        event). Returns the stored Job."""
         state = JobState(state)
         before = {}
 
@@ -67,12 +111,18 @@ class JobLedger:
             if expect is not None:
                 expect(job)
             before["state"] = job.job_state
+            before["attempts"], before["progress"] = job.attempts, job.progress
             return job.evolve(job_state=state, job_state_details=details, **fields)
         job = await self.store.modify(job_id, change)
         if before["state"] != state:
             self.log.info("job {job_id}: {old} -> {new}", job_id=job_id, old=before["state"].value,
                           new=state.value, details=details)
-            await self.announce(job)
+            try:
+                await self.announce(job)
+            finally:  # announced first (the webhooks wait for nothing), recorded even if that failed
+                await self._state_events(before, job, retry_in_s)
+        else:
+            await self._state_events(before, job, retry_in_s)
         return job
 
     async def announce(self, job):
@@ -85,13 +135,20 @@ class JobLedger:
         """Change fields (progress, heartbeat) of a job that is not final.
         Raises ``JobCanceled`` if the job is final (canceled meanwhile);
         ``expect`` as in ``set_state``."""
+        before = {}
+
         def change(job):
             if expect is not None:
                 expect(job)
             if job.is_final:
                 raise JobCanceled(f"job {job_id} is {job.job_state.value}")
+            before["progress"] = job.progress
             return job.evolve(**fields)
-        return await self.store.modify(job_id, change)
+        job = await self.store.modify(job_id, change)
+        if "progress" in fields:
+            for milestone in progress_milestones(before["progress"], job.progress):
+                await self.record_event(self._event(job, EventKind.PROGRESS, progress=milestone))
+        return job
 
     async def set_state_unless_final(self, job_id, state, details=None, expect=None, **fields):
         """Like ``set_state`` but a job already final is left alone and
@@ -100,3 +157,52 @@ class JobLedger:
             return await self.set_state(job_id, state, details, expect=expect, **fields)
         except IllegalTransition as exc:
             raise JobCanceled(str(exc)) from exc
+
+    # --- the event log ----------------------------------------------------------------------
+
+    async def record_event(self, event):
+        """Append ``event`` (a ``JobEvent``) to its job's log and announce it
+        on the state-change queue (``{"event": {...}}``, with the ``seq`` the
+        store gave it, or None when the log's bound dropped it). Never
+        raises: a failure is logged as a warning and ignored, an event is
+        never worth failing a job for. ``details`` longer than
+        MAX_EVENT_DETAILS_CHARS are cut. Returns the stored event or None."""
+        if event.details is not None and len(event.details) > MAX_EVENT_DETAILS_CHARS:
+            event = attr.evolve(event, details=event.details[:MAX_EVENT_DETAILS_CHARS - 1] + "\u2026")
+        stored = None
+        try:
+            stored = await self.store.append_event(event)
+        except Exception as exc:
+            self.log.warn("job {job_id}: storing its {kind} event failed: {error!r}", job_id=event.job_id,
+                          kind=event.kind.value, error=exc)
+        try:
+            await self.queue.send(self.settings.STATE_CHANGE_QUEUE_NAME, event_body(stored or event))
+        except Exception as exc:
+            self.log.warn("job {job_id}: announcing its {kind} event failed: {error!r}", job_id=event.job_id,
+                          kind=event.kind.value, error=exc)
+        return stored
+
+    @staticmethod
+    def _event(job, kind, **fields):
+        """An event of ``job`` as stored now: its time (``updated_at``), state,
+        worker and attempt, with ``fields`` on top."""
+        values = dict(job_id=job.job_id, at=job.updated_at, kind=kind, state=job.job_state.value,
+                      worker_id=job.worker_id, attempt=job.attempts)
+        values.update(fields)
+        return JobEvent(**values)
+
+    async def _state_events(self, before, job, retry_in_s):
+        """Record what one ``set_state`` write did (see the module docstring),
+        in this order: ASSIGNED, PROGRESS milestones, STATE, RETRY."""
+        old_state, new_attempt = before["state"], job.attempts != before["attempts"]
+        if job.job_state == JobState.DOWNLOADING and job.attempts > before["attempts"]:
+            await self.record_event(self._event(job, EventKind.ASSIGNED,
+                                                details=f"attempt {job.attempts} on worker {job.worker_id}"))
+        for milestone in progress_milestones(before["progress"], job.progress):
+            await self.record_event(self._event(job, EventKind.PROGRESS, progress=milestone))
+        if old_state != job.job_state or new_attempt:
+            await self.record_event(self._event(job, EventKind.STATE, details=job.job_state_details))
+        if job.job_state == JobState.PENDING and old_state in IN_PROGRESS_STATES:
+            when = "at once" if not retry_in_s else f"in {retry_in_s:g} s"
+            reason = job.job_state_details or "released"
+            await self.record_event(self._event(job, EventKind.RETRY, details=f"queued again {when}: {reason}"))

@@ -4,6 +4,7 @@ Routes (all answer JSON, never an HTML page)::
 
     POST /job/submit          media-nommer's submit (also /job/submit/)
     GET  /job/<id>            one job
+    GET  /job/<id>/events     the job's event log, ?after=SEQ&limit=N
     POST /job/<id>/cancel     cancel a job; a running encode is stopped
     GET  /jobs                ?state=&limit=&cursor=  newest first
     GET  /health              store and queue reachable, counts
@@ -51,6 +52,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from nommer.core.deferreds import gather
 from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NoSuchPreset, NommerError
+from nommer.core.events import event_to_api
 from nommer.core.job import Job, iso8601, new_job_id
 from nommer.core.keys import NoSuchKey
 from nommer.core.outputs.presets import PRESET_NAME, get_preset, list_presets
@@ -339,6 +341,25 @@ class JobAPI:
         job = await self._visible_job(caller, self._job_id(job_id))
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
 
+    @app.route("/job/<string:job_id>/events", methods=["GET"], strict_slashes=False)
+    async def job_events(self, request, job_id):
+        """The job's event log (``nommer.core.events``), oldest first:
+        ``{"success": true, "job_id", "events": [...], "next_after"}``, each
+        event as ``event_to_api`` shows it (``at`` ISO 8601 UTC). ``?after=SEQ``
+        (default 0) gives the events after that ``seq``; ``?limit=N`` (1 to
+        500, default 500) at most that many; ``next_after`` is the ``seq`` to
+        ask after for the next page when this one is full, else null. Needs
+        ``read``; a key sees only its own jobs' (404 like GET /job/<id>)."""
+        caller = await self._caller(request, "read")
+        job_id = self._job_id(job_id)
+        after = self._count_arg(request, "after", 0, 0, None)
+        limit = self._count_arg(request, "limit", MAX_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+        await self._visible_job(caller, job_id)
+        events = await self.store.list_events(job_id, after_seq=after, limit=limit)
+        next_after = events[-1].seq if len(events) == limit else None
+        return _json(request, 200, {"success": True, "job_id": job_id, "events": [event_to_api(e) for e in events],
+                                    "next_after": next_after})
+
     @app.route("/job/<string:job_id>/cancel", methods=["POST"], strict_slashes=False)
     async def cancel_job(self, request, job_id):
         caller = await self._caller(request, "cancel")
@@ -541,6 +562,18 @@ class JobAPI:
             raise NoSuchJob(job_id if len(job_id) <= MAX_ECHOED_ID_CHARS
                             else job_id[:MAX_ECHOED_ID_CHARS] + "...")
         return job_id
+
+    def _count_arg(self, request, name, default, low, high):
+        """Query argument ``name`` as an int from ``low`` to ``high`` (None:
+        no bound), ``default`` when absent; InvalidJobSpec otherwise (ASCII
+        digits only; an empty value is refused, not read as the default)."""
+        value = self._arg(request, name)
+        if value is None:
+            return default
+        if not (value.isascii() and value.isdigit()) or int(value) < low or (high is not None and int(value) > high):
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise InvalidJobSpec(name, f"must be an integer {bounds}")
+        return int(value)
 
     @staticmethod
     def _arg(request, name):

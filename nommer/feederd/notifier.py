@@ -32,11 +32,27 @@ same job was delivered is stale (its writer was slow to announce it, e.g. a
 worker that lost its lease while the queue was unreachable) and is dropped,
 so a receiver never sees UPLOADING after FINISHED or after a new attempt's
 DOWNLOADING. (Remembered for the last KEYS_REMEMBERED jobs, per process.)
+
+Signed: every notification carries ``X-Nommer-Signature: t=<unix seconds>,
+v1=<hex HMAC-SHA256 of "<t>.<body>">`` keyed with the webhook signing
+secret of the API key that submitted the job (``nommer.core.webhook_signing``;
+receivers check it with ``nommer.client.webhooks.verify``). The body is
+the form, URL-encoded here once, so what is signed is what is sent.
+
+Events: each outcome is recorded in the job's event log
+(``JobLedger.record_event``): WEBHOOK when a notification was delivered
+(with the HTTP status), given up after WEBHOOK_MAX_ATTEMPTS, or not sent
+(address refused, credentials unreadable); ERROR for each failed attempt
+that will be retried. The state-change queue also carries every job event
+(``{"event": {...}}``, ``nommer.core.events.message``): those are passed to
+``on_event`` (feederd's live stream) and deleted, never notified.
 """
 
 import collections
 import functools
+import inspect
 import json
+import urllib.parse
 
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
@@ -46,11 +62,14 @@ from twisted.web.client import HTTPConnectionPool
 
 from nommer.conf import defaults
 from nommer.core.errors import NoSuchJob
+from nommer.core.events import EventKind, JobEvent, event_of
 from nommer.core.netguard import AddressRefused, allowed_networks, guarded_agent
 from nommer.core.retry import retry
 from nommer.core.secrets import SealedCredentialsError, unseal_uri
 from nommer.core.uri import InvalidURI, parse_uri, redact_uri, refused_host_reason
+from nommer.core.webhook_signing import base_secret, owner_secret
 from nommer.core.workqueue.consumer import QueueConsumer
+from nommer.client.webhooks import SIGNATURE_HEADER, sign
 
 USER_AGENT = b"nommer feederd (media-nommer compatible)"
 
@@ -108,9 +127,18 @@ class _CappedBody(Protocol):
             self.done.callback(min(self.size, self.max_bytes))
 
 
+def form_body(fields):
+    """The request body of a notification: ``fields`` (dict of str) as
+    ``application/x-www-form-urlencoded`` bytes, in the dict's order. The
+    signature is computed over exactly these bytes."""
+    return urllib.parse.urlencode(fields).encode("ascii")
+
+
 async def post_form(url, fields, timeout_s, pool=None, *, networks=(), resolver=None,
-                    max_response_bytes=defaults.WEBHOOK_MAX_RESPONSE_BYTES, clock=None):
-    """POST ``fields`` as a form to ``url``; returns the HTTP status code.
+                    max_response_bytes=defaults.WEBHOOK_MAX_RESPONSE_BYTES, clock=None, headers=None):
+    """POST ``fields`` as a form (``form_body(fields)``) to ``url``; returns
+    the HTTP status code. ``headers``: more request headers (dict str -> str),
+    e.g. the signature.
 
     ``timeout_s`` bounds the whole exchange (connect, headers, body): past it
     a request still unanswered fails with ``WebhookTimeout``; a body still
@@ -136,8 +164,11 @@ async def post_form(url, fields, timeout_s, pool=None, *, networks=(), resolver=
     muri = parse_uri(url)
     auth = (muri.username, muri.password or "") if muri.username is not None else None
     client = HTTPClient(guarded_agent(reactor, networks, "webhook", pool=pool, resolver=resolver))
-    request = client.post(muri.url_without_userinfo(), data=fields, auth=auth, unbuffered=True,
-                          headers={b"User-Agent": [USER_AGENT]})
+    sent_headers = {b"User-Agent": [USER_AGENT], b"Content-Type": [b"application/x-www-form-urlencoded"]}
+    for name, value in (headers or {}).items():
+        sent_headers[name.encode("ascii")] = [value.encode("ascii")]
+    request = client.post(muri.url_without_userinfo(), data=form_body(fields), auth=auth, unbuffered=True,
+                          headers=sent_headers)
     body = None
     timed_out = []
 
@@ -162,6 +193,16 @@ async def post_form(url, fields, timeout_s, pool=None, *, networks=(), resolver=
         if deadline.active():
             deadline.cancel()
     return response.code
+
+
+def _takes_headers(post):
+    """Whether ``post`` takes a ``headers`` keyword (a ``post`` written
+    before webhooks were signed, such as a test double, gets none)."""
+    try:
+        parameters = inspect.signature(post).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "headers" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _refusal(exc):
@@ -197,14 +238,22 @@ STATE_CHANGE_LEASE_S = 60.0
 class Notifier(QueueConsumer):
     """The webhook sender (see the module docstring).
 
-    @param post: ``post(url, fields, timeout_s)`` returning (a Deferred of)
-        the HTTP status; default ``post_form`` with the settings' address
-        policy (ALLOWED_PRIVATE_NETWORKS) and WEBHOOK_MAX_RESPONSE_BYTES.
+    @param post: ``post(url, fields, timeout_s, headers=...)`` returning (a
+        Deferred of) the HTTP status; default ``post_form`` with the
+        settings' address policy (ALLOWED_PRIVATE_NETWORKS) and
+        WEBHOOK_MAX_RESPONSE_BYTES. ``headers`` holds the signature; a
+        ``post`` without that keyword is called without it.
+    @param on_event: ``on_event(JobEvent)``, called with each job event the
+        state-change queue carries (feederd's live stream), or None. An
+        exception it raises is logged; the message is deleted either way.
+    @param signing_secret: the base webhook signing secret; default
+        ``nommer.core.webhook_signing.base_secret(settings)`` (read, or
+        generated into DATA_DIR, now).
     """
 
     log = Logger()
 
-    def __init__(self, ledger, settings, clock, post=None):
+    def __init__(self, ledger, settings, clock, post=None, on_event=None, signing_secret=None):
         super().__init__(ledger.queue, settings.STATE_CHANGE_QUEUE_NAME, clock,
                          visibility_timeout_s=STATE_CHANGE_LEASE_S, wait_time_s=settings.QUEUE_WAIT_TIME_S)
         self.ledger = ledger
@@ -218,9 +267,20 @@ class Notifier(QueueConsumer):
                                            defaults.WEBHOOK_MAX_RESPONSE_BYTES))
         self._post = post
         self._tails = {}  # job_id -> Deferred firing once its last queued delivery is settled
+        self._post_takes_headers = _takes_headers(post)
+        self.on_event = on_event
+        self._signing_base = signing_secret if signing_secret is not None else base_secret(settings)
         self._last = collections.OrderedDict()  # job_id -> change_order of its last delivered change
 
     def handle(self, message):
+        try:
+            event = event_of(json.loads(message.body))
+        except (ValueError, TypeError):
+            self.log.error("dropping malformed event message {body!r}", body=message.body)
+            return None
+        if event is not None:
+            self._pass_event(event)
+            return None
         try:
             change = json.loads(message.body)
             job_id = change["job_id"]
@@ -253,6 +313,23 @@ class Notifier(QueueConsumer):
         d.addBoth(settle)
         return d
 
+    def _pass_event(self, event):
+        """Hand a job event from the queue to ``on_event``; never raises."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            self.log.failure("on_event failed on the {kind} event of job {job_id}", kind=event.kind.value,
+                             job_id=event.job_id)
+
+    async def _webhook_event(self, kind, job_id, state, attempts, details):
+        """Record a WEBHOOK (or ERROR) event of a notification of ``state``
+        (``JobLedger.record_event``: never raises)."""
+        await self.ledger.record_event(JobEvent(job_id=job_id, at=self.clock.seconds(), kind=kind, state=state,
+                                                attempt=attempts if isinstance(attempts, int) else None,
+                                                details=details))
+
     async def _notify(self, change):
         job_id, state = change["job_id"], change["job_state"]
         details = change.get("job_state_details") or ""
@@ -261,14 +338,14 @@ class Notifier(QueueConsumer):
             self.log.info("dropping stale notification for job {job_id} ({state}, attempt {attempt}): "
                           "a later change was notified", job_id=job_id, state=state, attempt=order[0])
             return
-        await self._deliver(job_id, state, details)
+        await self._deliver(job_id, state, details, change.get("attempts"))
         if order is not None:  # delivered or given up: either way later changes go after it
             self._last[job_id] = max(order, last) if last is not None else order
             self._last.move_to_end(job_id)
             while len(self._last) > KEYS_REMEMBERED:
                 self._last.popitem(last=False)
 
-    async def _deliver(self, job_id, state, details):
+    async def _deliver(self, job_id, state, details, attempts=None):
         if state == "ERROR":
             self.log.error("job {job_id} ended in ERROR: {details}", job_id=job_id, details=details)
         try:
@@ -286,6 +363,7 @@ class Notifier(QueueConsumer):
         except SealedCredentialsError as exc:
             self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
                            job_id=job_id, state=state, url=redact_uri(job.notify_url), why=exc.message)
+            await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts, f"{state} not sent: {exc.message}")
             return
         # Badinput (SSRF): submit refuses non-public IP literals; a job stored
         # before that rule is not notified either. Names are checked when
@@ -297,10 +375,23 @@ class Notifier(QueueConsumer):
         if refused:
             self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
                            job_id=job_id, state=state, url=redact_uri(url), why=refused)
+            await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
+                                      f"{state} not sent to {redact_uri(url)}: {refused}")
             return
+        headers = {SIGNATURE_HEADER: sign(form_body(fields), owner_secret(self._signing_base, job.owner),
+                                          int(self.clock.seconds()))}
+        failures = []  # ERROR events being recorded for failed attempts, awaited below
+
+        def on_retry(exc, n, pause_s):
+            self.log.warn("webhook for job {job_id} ({state}) to {url} failed (attempt {n}): {why}; retrying",
+                          job_id=job_id, state=state, url=redact_uri(url), n=n, why=exc)
+            failures.append(defer.Deferred.fromCoroutine(self._webhook_event(
+                EventKind.ERROR, job_id, state, attempts,
+                f"webhook for {state} to {redact_uri(url)} failed (attempt {n} of "
+                f"{self.settings.WEBHOOK_MAX_ATTEMPTS}): {exc}; retrying in {pause_s:g} s")))
         try:
-            await retry(
-                lambda: self._attempt(url, fields), clock=self.clock,
+            status = await retry(
+                lambda: self._attempt(url, fields, headers), clock=self.clock,
                 attempts=self.settings.WEBHOOK_MAX_ATTEMPTS, backoff_s=self.settings.WEBHOOK_BACKOFF_S,
                 # No retry once feederd is stopping: the message is released for
                 # the next one (see below).
@@ -309,16 +400,18 @@ class Notifier(QueueConsumer):
                 # (feederd stopping) must stop, not be retried behind our back.
                 # Nor on a refused address: the answer would be the same.
                 retry_on=lambda exc: _refusal(exc) is None,
-                on_retry=lambda exc, n, pause_s: self.log.warn(
-                    "webhook for job {job_id} ({state}) to {url} failed (attempt {n}): {why}; retrying",
-                    job_id=job_id, state=state, url=redact_uri(url), n=n, why=exc))
+                on_retry=on_retry)
         except defer.CancelledError:
             raise
         except Exception as exc:
+            for d in failures:
+                await d  # the failed attempts' ERROR events first (record_event never fails)
             refusal = _refusal(exc)
             if refusal is not None:
                 self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
                                job_id=job_id, state=state, url=redact_uri(url), why=str(refusal))
+                await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
+                                          f"{state} not sent to {redact_uri(url)}: {refusal}")
                 return
             if not self.running:
                 # Stopped mid-delivery: a cancelled request fails with treq's
@@ -329,11 +422,21 @@ class Notifier(QueueConsumer):
             self.log.error("gave up on the webhook for job {job_id} ({state}) to {url} after {n} attempts: {why}",
                            job_id=job_id, state=state, url=redact_uri(url),
                            n=self.settings.WEBHOOK_MAX_ATTEMPTS, why=exc)
+            await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
+                                      f"{state} to {redact_uri(url)} given up after "
+                                      f"{self.settings.WEBHOOK_MAX_ATTEMPTS} attempts: {exc}")
             return
         self.log.info("webhook for job {job_id} ({state}) delivered", job_id=job_id, state=state)
+        for d in failures:
+            await d
+        await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
+                                  f"{state} delivered to {redact_uri(url)}: HTTP {status}")
 
-    async def _attempt(self, url, fields):
-        status = await self._post(url, fields, self.settings.WEBHOOK_TIMEOUT_S)
+    async def _attempt(self, url, fields, headers=None):
+        if self._post_takes_headers:
+            status = await self._post(url, fields, self.settings.WEBHOOK_TIMEOUT_S, headers=headers)
+        else:
+            status = await self._post(url, fields, self.settings.WEBHOOK_TIMEOUT_S)
         if not 200 <= status < 300:
             raise WebhookFailed(f"HTTP {status}")
         return status

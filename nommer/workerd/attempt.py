@@ -171,6 +171,7 @@ class AttemptRunner:
             del self.contexts[job_id]
             self.jobs_done += 1
             await self.scratch.remove(scratch)
+            await ctx.wait_event_written()  # a LEASE_LOST event being recorded (never fails)
 
     async def _run_nommer(self, ctx, message):
         """Run the attempt's nommer, then conclude it (``outcome``)."""
@@ -289,7 +290,8 @@ class AttemptRunner:
         changed too) and make its message visible again after ``delay_s``
         seconds."""
         try:
-            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned, **fields)
+            await self.ledger.set_state(ctx.job.job_id, JobState.PENDING, details, expect=ctx.owned,
+                                        retry_in_s=delay_s, **fields)
         except IllegalTransition:
             return await self._delete(message)
         except NotOwner:

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from nommer.core.errors import JobCanceled, TransientJobError
+from nommer.core.events import EventKind, JobEvent
 from nommer.core.secrets import unseal_uri
 from nommer.core.states import JobState
 from nommer.core.storage import get_storage
@@ -65,6 +66,7 @@ class JobContext:
         self._cancel_callbacks = []
         self._last_progress_write = None
         self._progress_write = None
+        self._event_write = None  # the LEASE_LOST event being recorded (JobLedger.record_event never fails)
 
     def owned(self, stored):
         """``expect`` fencing every write of this attempt (see the module
@@ -208,11 +210,28 @@ class JobContext:
             return
         self.stop_reason = reason
         self.log.info("stopping job {job_id}: {reason}", job_id=self.job.job_id, reason=reason)
+        if reason == LEASE_LOST:
+            self._record_lease_lost()
         for callback in self._cancel_callbacks:
             try:
                 callback()
             except Exception:
                 self.log.failure("cancel callback failed for job {job_id}", job_id=self.job.job_id)
+
+    def _record_lease_lost(self):
+        """Record the job's LEASE_LOST event (in the background: ``stop`` is
+        synchronous; ``wait_event_written`` waits for it)."""
+        worker_id = self.worker.worker_id
+        event = JobEvent(job_id=self.job.job_id, at=self.reactor.seconds(), kind=EventKind.LEASE_LOST,
+                         worker_id=worker_id, attempt=self.job.attempts,
+                         details=f"worker {worker_id} lost the lease of attempt {self.job.attempts}; "
+                                 "another worker may take the job")
+        self._event_write = defer.Deferred.fromCoroutine(self.worker.ledger.record_event(event))
+
+    async def wait_event_written(self):
+        """Wait until the LEASE_LOST event (if any) is recorded."""
+        if self._event_write is not None:
+            await self._event_write
 
     def _check(self):
         if self.stop_reason is not None:

@@ -34,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, negative_data_rejection]
 
 #: Every operation; negative data only where there is something to break.
-OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True),
+OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True), ("GET", "/job/{job_id}/events", True),
               ("POST", "/job/{job_id}/cancel", True), ("GET", "/jobs", True),
               ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False),
               ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False)]
@@ -93,6 +93,8 @@ def test_success_answers_conform(api_schema, root):
     assert submitted.status_code == 200, submitted.text
     job_id = submitted.json()["job_id"]
     assert call("GET", "/job/{job_id}", path_parameters={"job_id": job_id}).status_code == 200
+    events = call("GET", "/job/{job_id}/events", path_parameters={"job_id": job_id}, query={"limit": 5})
+    assert [e["kind"] for e in events.json()["events"]] == ["submitted"]
     listed = call("GET", "/jobs", query={"state": "PENDING", "limit": 5})
     assert job_id in [j["job_id"] for j in listed.json()["jobs"]]
     assert call("POST", "/job/{job_id}/cancel", path_parameters={"job_id": job_id}).status_code == 200

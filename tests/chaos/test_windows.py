@@ -83,8 +83,11 @@ class Backends(TestCase):
         return await eventually(check, what=f"job {job_id} final")
 
     async def announced(self):
-        messages = await self.queue.receive(self.settings.STATE_CHANGE_QUEUE_NAME, max_messages=10)
-        return [json.loads(m.body) for m in messages]
+        """State changes announced, in order (job events, ``{"event": ...}``, left out)."""
+        bodies = []
+        while messages := await self.queue.receive(self.settings.STATE_CHANGE_QUEUE_NAME, max_messages=10):
+            bodies += [json.loads(m.body) for m in messages]
+        return [b for b in bodies if "event" not in b]
 
     async def new_job_messages(self):
         d = await self.queue.depth(self.settings.NEW_JOB_QUEUE_NAME)

@@ -48,7 +48,8 @@ class ScratchSpaceTests(WorkerHarness, TestCase):
         """Every (state, details) announced so far, in order."""
         for message in await self.queue.receive(self.settings.STATE_CHANGE_QUEUE_NAME, max_messages=10):
             body = json.loads(message.body)
-            self.changes.append((body["job_state"], body["job_state_details"] or ""))
+            if "event" not in body:  # a job event announced beside the state changes
+                self.changes.append((body["job_state"], body["job_state_details"] or ""))
             await self.queue.delete(self.settings.STATE_CHANGE_QUEUE_NAME, message.receipt_handle)
         return self.changes
 
