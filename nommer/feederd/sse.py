@@ -47,7 +47,7 @@ SSE_MAX_BUFFER_BYTES behind is disconnected.
 import hashlib
 import secrets
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -217,13 +217,33 @@ class EventStreams:
 
 
 class RequestSink:
-    """A ``Subscriber``'s sink over a Twisted ``Request``."""
+    """A ``Subscriber``'s sink over a Twisted ``Request``.
+
+    ``write`` sends straight to the socket when it can: the response has
+    started, it is plain TCP and the transport holds nothing unsent (so
+    nothing is reordered); what the socket does not take goes to the
+    transport as usual (which then buffers it and, past its buffer size,
+    pauses the stream's producer). Going through ``Request.write`` costs the
+    reactor two ``epoll_ctl`` and a dozen Python calls more per stream and
+    write: with 200 streams, a third of the fan-out (bench/sse_fanout.py)."""
 
     def __init__(self, request):
         self.request = request
 
     def write(self, data):
-        self.request.write(data)
+        request = self.request
+        transport = getattr(getattr(request, "channel", None), "transport", None)
+        if not (request.startedWriting and not request.finished and _idle_tcp(transport)):
+            request.write(data)
+            return
+        if request.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        try:
+            sent = transport.getHandle().send(data)
+        except OSError:  # full (EAGAIN), or broken: the transport finds out on its own write
+            sent = 0
+        if sent < len(data):
+            transport.write(data[sent:])
 
     def close(self):
         """End the stream (the client reconnects)."""
@@ -240,6 +260,13 @@ class RequestSink:
         transport = getattr(channel, "transport", None)
         if transport is not None:
             transport.abortConnection()
+
+
+def _idle_tcp(transport):
+    """Whether ``transport`` is a connected plain TCP connection with nothing
+    waiting to be sent."""
+    return (isinstance(transport, tcp.Connection) and not transport.TLS and transport.connected
+            and not transport.disconnecting and not transport.dataBuffer and not transport._tempDataBuffer)
 
 
 class EventStreamResource(Resource):

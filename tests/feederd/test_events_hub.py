@@ -127,7 +127,8 @@ def event(job_id, kind="state", state=None, **kw):
 def publish(hub, clock, *events):
     for e in events:
         hub.publish(e)
-    clock.advance(0)  # the coalesced flush
+    clock.advance(0)  # the coalesced flush: at once after a quiet spell,
+    clock.advance(0.025)  # else FLUSH_INTERVAL_S after the last one
 
 
 def test_fan_out_in_order_after_the_snapshot(clock, jobs):
@@ -322,7 +323,7 @@ def test_one_jobs_order_kept_while_it_is_read(clock, jobs):
     clock.advance(0)
     assert jobs.reads == [JA, JA]
     jobs.release()
-    clock.advance(0)
+    clock.advance(0.025)
     got = [(k, d["job"]["job_state"], d["job"].get("attempts"), d["job"].get("worker_id"))
            for _, e, d in sink.messages() if e == "job" and d["job_id"] == JA for k in [d["kind"]]]
     assert got == [("state", "ENCODING", 2, "w9"), ("progress", "ENCODING", 2, "w9"),
@@ -370,3 +371,28 @@ def test_stop_ends_every_stream(clock, jobs):
     hub.stopService()
     assert all(s.closed and s.jobs() == [(JA, "state", "CANCELED")] for s in sinks)
     assert not hub.subscribers and not hub._heartbeat.running
+
+
+def test_writes_at_once_after_a_quiet_spell_then_at_most_every_interval(clock, jobs):
+    """The first event after a quiet spell is written at once; events during the next FLUSH_INTERVAL_S
+    wait for its end and go out together; streams seeing the same jobs get the same bytes."""
+    hub = make_hub(clock, jobs, flush_interval_s=0.025)
+    a, b, bob = Sink(), Sink(), Sink()
+    for viewer, sink in ((ADMIN, a), (ADMIN, b), (BOB, bob)):
+        hub.subscribe(viewer, Filters(), sink)
+    publish(hub, clock, event(JB, "state", "DOWNLOADING"))  # both jobs known from here on
+    publish(hub, clock, event(JA, "state", "DOWNLOADING"))
+    clock.advance(1)
+    writes = a.writes
+    hub.publish(event(JA, "progress", progress=10))
+    clock.advance(0)
+    assert a.writes == writes + 1  # at once
+    clock.advance(0.010)
+    hub.publish(event(JA, "progress", progress=20))
+    hub.publish(event(JB, "progress", progress=30))
+    clock.advance(0.010)
+    assert a.writes == writes + 1  # waiting for the interval's end
+    clock.advance(0.005)
+    assert a.writes == writes + 2 and [d["progress"] for _, _, d in a.messages()[-2:]] == [20, 30]
+    assert a.data == b.data
+    assert [d["progress"] for _, _, d in bob.messages()[-1:]] == [30]
