@@ -322,7 +322,7 @@ class NommerClient:
     # -- the API --
 
     def submit(self, source_path, dest_path, job_options=None, notify_url=None, *, outputs=None, preset=None,
-               overrides=None):
+               overrides=None, priority=None, pool=None):
         """Submit a job; return its id. Give exactly one of:
 
         - ``job_options``: the 2011 form, ``{"nommer": ..., "options": [...]}``
@@ -334,10 +334,13 @@ class NommerClient:
           ``overrides`` (a dict of output fields) if wanted.
 
         A ``dest_path`` ending in ``/`` is a prefix every output file goes
-        under. Raises :class:`InvalidInputError` (nothing sent) for none or
-        several of the three, or ``overrides`` without ``preset``;
-        :class:`BadInput` when feederd refuses the body (the message names
-        the field)."""
+        under. ``priority``: 0..100, higher runs first (server default 50);
+        ``pool``: the pool of workers that runs it (server setting POOLS;
+        default: the preset's, else ``default``). Raises
+        :class:`InvalidInputError` (nothing sent) for none or several of the
+        three, or ``overrides`` without ``preset``; :class:`BadInput` when
+        feederd refuses the body (the message names the field, e.g. an
+        unknown pool)."""
         forms = {"job_options": job_options, "outputs": outputs, "preset": preset}
         given = [name for name, value in forms.items() if value is not None]
         if len(given) != 1:
@@ -349,8 +352,35 @@ class NommerClient:
                 given[0]: forms[given[0]]}
         if overrides is not None:
             body["overrides"] = overrides
+        if priority is not None:
+            body["priority"] = priority
+        if pool is not None:
+            body["pool"] = pool
         data = self._request("POST", "/job/submit", body=body)
         return data["job_id"]
+
+    def batch(self, jobs=None, *, common=None, sources=None):
+        """Submit many jobs in one request (``POST /jobs/batch``): either
+        ``jobs`` (a list of full job bodies, dicts as :meth:`submit` sends),
+        or ``common`` (the fields every job shares) with ``sources`` (a list
+        of dicts, each a job's own fields, at least ``source_path`` and
+        ``dest_path``, over ``common``). Returns the list of results, one per
+        item in order: ``{"index", "success": True, "job_id"}`` or
+        ``{"index", "success": False, "error_code", "message", "field"}``:
+        one bad item does not sink the others. Raises
+        :class:`InvalidInputError` (nothing sent) unless exactly one form is
+        given; :class:`BadInput` for a batch over the server's
+        MAX_BATCH_JOBS."""
+        if (jobs is None) == (sources is None) or (common is not None and sources is None):
+            raise InvalidInputError("give jobs, or common with sources")
+        body = {"jobs": list(jobs)} if jobs is not None else {"common": dict(common or {}), "sources": list(sources)}
+        return self._request("POST", "/jobs/batch", body=body)["results"]
+
+    def retry(self, job_id):
+        """Queue a job in ERROR, CANCELED or ABANDONED again (attempts back
+        to 0, its event log kept); return it (now PENDING). Raises
+        :class:`Conflict` for a job in another state, :class:`NoSuchJob`."""
+        return self._request("POST", f"/job/{_quote_id(job_id)}/retry")["job"]
 
     def presets(self):
         """The server's presets, sorted by name: a list of dicts with

@@ -264,11 +264,15 @@ def _options_callback(ctx, param, value):
 @click.option("--options", "file_options", metavar="FILE", callback=_options_callback,
               help="A JSON file: a 2011 job_options object or a list of FFmpeg passes.")
 @click.option("--notify-url", metavar="URL", help="POSTed to on every state change.")
+@click.option("--priority", type=click.IntRange(0, 100), metavar="N",
+              help="0..100, higher runs first (default 50).")
+@click.option("--pool", metavar="NAME", help="The pool of workers that runs it (server setting POOLS).")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends.")
 @_poll_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def submit(client, src, dest, preset, overrides, outputs, file_options, notify_url, wait_, poll_s, as_json):
+def submit(client, src, dest, preset, overrides, outputs, file_options, notify_url, priority, pool, wait_, poll_s,
+           as_json):
     """Encode SRC into DEST (local paths or URIs: file://, http(s)://, s3://).
     A DEST ending in / is a prefix every output file goes under.
 
@@ -283,7 +287,7 @@ def submit(client, src, dest, preset, overrides, outputs, file_options, notify_u
     if dest.endswith("/") and not dest_uri.endswith("/"):
         dest_uri += "/"  # a local directory stays a prefix
     job_id = client.submit(to_uri(src), dest_uri, file_options, notify_url=notify_url, outputs=outputs,
-                           preset=preset, overrides=overrides)
+                           preset=preset, overrides=overrides, priority=priority, pool=pool)
     if as_json and not wait_:
         print_json({"job_id": job_id})
     elif not as_json:
@@ -388,6 +392,49 @@ def cancel(client, job_id):
     """Cancel a job that has not ended yet."""
     job = client.cancel(job_id)
     click.echo(f"{job.get('job_id', job_id)} {job.get('job_state')}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def retry(client, job_id):
+    """Queue a job that ended in ERROR, CANCELED or ABANDONED again."""
+    job = client.retry(job_id)
+    click.echo(f"{job.get('job_id', job_id)} {job.get('job_state')} (retry {job.get('retries')})")
+
+
+@cli.command(short_help="Submit many jobs from a JSON file.")
+@click.argument("file", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def batch(client, file, as_json):
+    """Submit the jobs of FILE (- for stdin) in one request: a JSON object
+    {"common": {...}, "sources": [{"source_path", "dest_path", ...}]} or
+    {"jobs": [body, ...]}, or a JSON list of bodies. Prints one line per job:
+    its index and id, or its index and why it was refused. Exits 1 if any
+    was refused (the others are submitted)."""
+    try:
+        body = _read_json_file(file)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {file}: {e.strerror}") from None
+    except ValueError as e:
+        raise click.BadParameter(f"{file}: {e}") from None
+    if isinstance(body, list):
+        body = {"jobs": body}
+    if not isinstance(body, dict) or not ({"jobs"} == set(body) or {"common", "sources"} == set(body)):
+        raise click.BadParameter(f'{file}: expected {{"jobs": [...]}}, {{"common": {{...}}, "sources": [...]}} '
+                                 f"or a list of job bodies")
+    results = client.batch(body.get("jobs"), common=body.get("common"), sources=body.get("sources"))
+    if as_json:
+        print_json(results)
+    else:
+        for r in results:
+            if r["success"]:
+                click.echo(f"{r['index']} {r['job_id']}")
+            else:
+                click.echo(f"{r['index']} {r['error_code']}: {r['message']}")
+    if not all(r["success"] for r in results):
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from nommer.core.errors import JobCanceled
 from nommer.core.events import EventKind, JobEvent, event_body
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
+from nommer.core.workqueue.jobs import send_job
 
 
 #: Longest ``details`` an event keeps, characters; longer ones are cut.
@@ -80,7 +81,7 @@ class JobLedger:
         await self.record_event(JobEvent(job_id=job.job_id, at=job.created_at, kind=EventKind.SUBMITTED,
                                          state=job.job_state.value, details=submitted_details(job)))
         try:
-            await self.queue.send(self.settings.NEW_JOB_QUEUE_NAME, job.job_id)
+            await send_job(self.queue, self.settings, job)  # its pool's queue, with its priority
         except Exception as exc:
             reason = f"could not be queued: {exc!r}"
             try:

@@ -6,6 +6,8 @@ Routes (all answer JSON, never an HTML page)::
     GET  /job/<id>            one job
     GET  /job/<id>/events     the job's event log, ?after=SEQ&limit=N
     POST /job/<id>/cancel     cancel a job; a running encode is stopped
+    POST /job/<id>/retry      queue an ERROR, CANCELED or ABANDONED job again (``requeue``)
+    POST /jobs/batch          many jobs in one request, a result each (``batch``)
     GET  /jobs                ?state=&limit=&cursor=  newest first
     GET  /health              store and queue reachable, counts
     GET  /workers             the worker registry, with running jobs (and instances)
@@ -56,6 +58,7 @@ from nommer.core.events import event_to_api
 from nommer.core.job import Job, iso8601, new_job_id
 from nommer.core.keys import NoSuchKey
 from nommer.core.outputs.presets import PRESET_NAME, get_preset, list_presets
+from nommer.core.requeue import NotRetryable, retry_job
 from nommer.core.worker_registry.base import EXITED
 from nommer.core.spec import OUTPUTS_NOMMER, validate_submission
 from nommer.core.states import IllegalTransition, JobState
@@ -63,6 +66,7 @@ from nommer.core.uri import redact_uri
 from nommer.feederd import crosssite
 from nommer.feederd.apidoc import openapi_document, schema_document
 from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
+from nommer.feederd.batch import BatchQuota, batch_items, submit_batch
 from nommer.feederd.bodycap import refusal_message
 from nommer.feederd.events_hub import StreamsFull
 from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
@@ -150,6 +154,9 @@ def job_to_api(job):
         "owner": job.owner,
         "outputs": outputs,
         "preset": preset,
+        "priority": job.priority,
+        "pool": job.pool,
+        "retries": job.retries,
     }
 
 
@@ -179,6 +186,7 @@ EDGE_ERRORS = {
     MethodNotAllowed: (405, "METHODNOTALLOWED"),  # werkzeug: the path's routes take other methods
     WrongMethod: (405, "METHODNOTALLOWED"),
     IllegalTransition: (409, "CONFLICT"),
+    NotRetryable: (409, "CONFLICT"),
     JobCanceled: (409, "CANCELED"),
     BodyTooLarge: (413, "BADINPUT"),
     RateLimited: (429, "RATELIMITED"),
@@ -367,6 +375,53 @@ class JobAPI:
         await self._visible_job(caller, job_id)  # 404 (not found, or not this caller's) before 409
         job = await self.ledger.set_state(job_id, JobState.CANCELED, "canceled by request")
         return _json(request, 200, {"success": True, "job": job_to_api(job)})
+
+    @app.route("/job/<string:job_id>/retry", methods=["POST"], strict_slashes=False)
+    async def retry(self, request, job_id):
+        """Queue a job in ERROR, CANCELED or ABANDONED again
+        (``nommer.core.requeue``): ``{"success": true, "job": {...}}`` (now
+        PENDING, ``attempts`` 0, ``retries`` one more); 409 ``CONFLICT`` for a
+        job in another state; 404 for a job the key may not see. Needs
+        ``submit``."""
+        caller = await self._caller(request, "submit")
+        job_id = self._job_id(job_id)
+        await self._visible_job(caller, job_id)  # 404 (not found, or not this caller's) before 409
+        job = await retry_job(self.ledger, job_id)
+        if self._on_submit is not None:
+            self._on_submit()
+        return _json(request, 200, {"success": True, "job": job_to_api(job)})
+
+    @app.route("/jobs/batch", methods=["POST"], strict_slashes=False)
+    async def batch(self, request):
+        """Many jobs at once (``nommer.feederd.batch``): ``{"success": true,
+        "results": [{"index", "success", "job_id"} or {"index", "success":
+        false, "error_code", "message", "field"}], "submitted": n, "failed":
+        n}`` with status 200 whatever the items' fates; 400 for a body that
+        is not a batch or holds more than MAX_BATCH_JOBS jobs. Each item is
+        a submit (same checks, the key's quota per item). Needs ``submit``."""
+        caller = await self._caller(request, "submit")
+        items = batch_items(self._read_json(request), self.settings.MAX_BATCH_JOBS)
+        quota = BatchQuota(self.store, caller, self.settings.MAX_UNFINISHED_JOBS_PER_KEY)
+        await quota.start()
+        metrics = getattr(self, "metrics", None)
+
+        async def submit_one(item):
+            spec = validate_submission(item, self.settings)
+            quota.take()
+            try:
+                job = await self.ledger.submit(Job(job_id=new_job_id(), owner=caller.owner, **spec))
+            except Exception:
+                quota.give_back()
+                raise
+            if metrics is not None:
+                metrics.submitted()
+            return job
+        results = await submit_batch(items, submit_one, error_answer)
+        submitted = sum(1 for r in results if r["success"])
+        if submitted and self._on_submit is not None:
+            self._on_submit()
+        return _json(request, 200, {"success": True, "results": results, "submitted": submitted,
+                                    "failed": len(results) - submitted})
 
     @app.route("/jobs", methods=["GET"], strict_slashes=False)
     async def list_jobs(self, request):

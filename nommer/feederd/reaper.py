@@ -22,6 +22,7 @@ from nommer.core.errors import NoSuchJob
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
 from nommer.core.workqueue import dead_letter_name
 from nommer.core.workqueue.consumer import QueueConsumer
+from nommer.core.workqueue.jobs import parse_job_message
 
 
 def stale_jobs(jobs, now, max_silence_s):
@@ -41,14 +42,14 @@ class DeadLetterWatcher(QueueConsumer):
         self.settings = settings
 
     async def handle(self, message):
-        job_id = message.body
+        job_id, retries = parse_job_message(message.body)  # "<id>#<n>" after a retry
         try:
             job = await self.ledger.store.get(job_id)
         except NoSuchJob:
             self.log.warn("dead letter for unknown job {job_id}", job_id=job_id)
             return
-        if job.is_final:
-            return
+        if job.is_final or job.retries != retries:
+            return  # done, or a dead letter from before the job was retried
         last = f" Last: {job.job_state_details}" if job.job_state_details else ""
         reason = (f"gave up after {self.settings.MAX_JOB_ATTEMPTS} attempts: each time the worker "
                   f"died or stopped renewing its lease before finishing.{last}")

@@ -13,10 +13,9 @@ from nommer.core.outputs.presets import PresetError, load_presets
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.auth import KeyRequirement
-from nommer.feederd.fleet.autoscaler import Autoscaler
+from nommer.feederd.fleet.pools import PoolFleets
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.inflight import InFlightSite, InFlightRequests
-from nommer.feederd.fleet.backends import make_fleet
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.sse import EventStreams, make_hub
 from nommer.feederd.worker_config import ConfigPublisher
@@ -54,11 +53,11 @@ def build(settings, reactor=default_reactor):
     keys = open_key_store(settings, reactor=reactor, pool=store.aws_pool)
     top.closables.append(keys)
     KeyRequirement(keys, settings, refuse_to_start("feederd", reactor, log)).setServiceParent(top)
-    fleet = make_fleet(settings, reactor, registry)
+    # One fleet and one autoscaler per pool (nommer.core.pools; with no POOLS, the one of
+    # old); ``fleet`` stands for all of them, ``autoscaler.poke`` pokes them all.
+    fleet = PoolFleets(settings, reactor, registry)
     fleet.setServiceParent(top)
-    autoscaler = Autoscaler(store, fleet, settings, reactor)
-    autoscaler.setServiceParent(top)
-    fleet.on_change = autoscaler.poke
+    autoscaler = fleet.autoscale(store, ledger.queue, reactor)
 
     # The live event stream (GET /events): the notifier hands the hub every job event.
     hub = make_hub(store, settings, reactor)

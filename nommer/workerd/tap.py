@@ -8,11 +8,18 @@ instance id as its name, heartbeats it to the worker registry, watches for a
 spot interruption notice (spot instances), and when idle terminates its own
 instance before exiting.
 
+A worker serves the pools named by ``--pools`` (``cpu,gpu``; else the
+environment's NOMMER_POOLS, which an EC2 pool's user data sets; else
+``default``), with their ``worker`` settings (``nommer.core.pools``); a
+pool the settings do not define stops it at once, naming the pools.
+
 Either way the worker first checks that the ffmpeg sandbox starts
 (``nommer.workerd.sandbox.check``); when it does not, workerd logs why and
 how to fix it and exits with status 1 (systemd restarts it a few times, then
 gives up; feederd's local fleet logs the exit status).
 """
+
+import os
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -22,6 +29,7 @@ from twisted.python import usage
 
 from nommer.conf import DEFAULT_CONFIG
 from nommer.core.aws import AWS
+from nommer.core.pools import UnknownPool, parse_pools, worker_settings
 from nommer.core.retry import retry
 from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.worker_registry import make_registry
@@ -47,6 +55,8 @@ class Options(usage.Options):
         ["worker-id", None, None, "name of this worker in logs and job records "
                                   "(default: host-pid; on EC2 the instance id)"],
         ["metadata-url", None, None, "base URL of the instance metadata service (default: EC2_METADATA_URL)"],
+        ["pools", None, None, "the pools to take jobs from, comma-separated (default: $NOMMER_POOLS, "
+                              "else 'default')"],
     ]
 
 
@@ -58,9 +68,9 @@ def _open_backends(settings, reactor, top):
     return ledger, registry
 
 
-def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None):
+def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None, pools=None):
     worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit,
-                    on_fatal=refuse_to_start("workerd", reactor, log))
+                    on_fatal=refuse_to_start("workerd", reactor, log), pools=pools)
     heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
     worker.on_state_change = heartbeat.beat_now
     heartbeat.setServiceParent(top)
@@ -68,12 +78,17 @@ def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity
     return worker, heartbeat
 
 
-def build(settings, reactor=default_reactor, worker_id=None):
-    """The service tree of a local worker (``--local``)."""
+def build(settings, reactor=default_reactor, worker_id=None, pools=None):
+    """The service tree of a local worker (``--local``) serving ``pools``
+    (names; None: ``default``) with their worker settings."""
     top = DaemonService()
     ledger, registry = _open_backends(settings, reactor, top)
-    _attach_worker(top, settings, reactor, ledger, registry, worker_id)
+    _attach_worker(top, _pool_settings(settings, pools), reactor, ledger, registry, worker_id, pools=pools)
     return top
+
+
+def _pool_settings(settings, pools):
+    return worker_settings(settings, pools) if pools else settings
 
 
 class Ec2Boot(Service):
@@ -86,8 +101,10 @@ class Ec2Boot(Service):
     with the reason logged; the instance, never registered, is terminated by
     feederd after EC2_BOOT_TIMEOUT_S."""
 
-    def __init__(self, top, settings, reactor, metadata_url, worker_id=None):
+    def __init__(self, top, settings, reactor, metadata_url, worker_id=None, pools=None):
         self.top = top
+        self.pools = pools
+        settings = _pool_settings(settings, pools)
         self.settings = settings
         self.reactor = reactor
         self.metadata_url = metadata_url
@@ -134,22 +151,35 @@ class Ec2Boot(Service):
         record_identity = {k: identity[k] for k in ("instance_id", "instance_type", "availability_zone", "market")}
         worker, heartbeat = _attach_worker(self.top, s, reactor, self.ledger, self.registry,
                                            self.worker_id or instance_id, identity=record_identity,
-                                           on_exit=on_exit)
+                                           on_exit=on_exit, pools=self.pools)
         if identity["market"] == "spot":
             SpotWatcher(metadata, worker, s, reactor).setServiceParent(self.top)
         return worker
 
 
-def build_ec2(settings, reactor=default_reactor, metadata_url=None, worker_id=None):
-    """The service tree of a worker on an EC2 instance."""
+def build_ec2(settings, reactor=default_reactor, metadata_url=None, worker_id=None, pools=None):
+    """The service tree of a worker on an EC2 instance (``pools`` as in ``build``)."""
     top = DaemonService()
-    Ec2Boot(top, settings, reactor, metadata_url or settings.EC2_METADATA_URL, worker_id).setServiceParent(top)
+    Ec2Boot(top, settings, reactor, metadata_url or settings.EC2_METADATA_URL, worker_id,
+            pools=pools).setServiceParent(top)
     return top
+
+
+def pools_of(options, settings, environ=os.environ):
+    """The pools a workerd serves: ``--pools``, else NOMMER_POOLS, else
+    ``["default"]``. A pool ``settings`` do not define: SystemExit naming
+    the pools."""
+    text = options["pools"] if options["pools"] is not None else environ.get("NOMMER_POOLS")
+    try:
+        return parse_pools(text, settings)
+    except UnknownPool as e:
+        raise SystemExit(f"workerd: {e}; nothing started") from None
 
 
 def makeService(options):
     settings = load_settings_or_exit("workerd", options["config"])
     enforce_roots("workerd", settings)  # no file:// root may hold nommer's own files
+    pools = pools_of(options, settings)
     if options["local"]:
-        return build(settings, worker_id=options["worker-id"])
-    return build_ec2(settings, metadata_url=options["metadata-url"], worker_id=options["worker-id"])
+        return build(settings, worker_id=options["worker-id"], pools=pools)
+    return build_ec2(settings, metadata_url=options["metadata-url"], worker_id=options["worker-id"], pools=pools)

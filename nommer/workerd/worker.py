@@ -1,7 +1,9 @@
 """The worker: a Service running up to MAX_ENCODING_JOBS_PER_WORKER jobs at once.
 
-Each slot receives a message from the new-job queue (visibility timeout
-JOB_LEASE_S) and runs an attempt at its job (``nommer.workerd.attempt``:
+Each slot receives a message from the queues of the worker's pools
+(``pools``, default ``["default"]``: NEW_JOB_QUEUE_NAME; see
+``nommer.core.pools``), highest priority first (``nommer.core.priority``),
+with visibility timeout JOB_LEASE_S, and runs an attempt at its job (``nommer.workerd.attempt``:
 lease, heartbeat, nommer, outcome). This module is the rest of the worker's
 life: start, the slots, the idle exit, shutdowns, spot interruptions, exit;
 its states and their transitions are ``nommer.workerd.lifecycle``'s.
@@ -42,12 +44,16 @@ import os
 import signal
 import socket
 
+import attr
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nommer.core.errors import NoSuchJob
+from nommer.core.pools import DEFAULT_POOL
 from nommer.core.retry import retry
+from nommer.core.workqueue.jobs import parse_job_message, worker_queues
 from nommer.workerd import sandbox
 from nommer.workerd.attempt import AttemptRunner
 from nommer.workerd.context import SHUTDOWN, SPOT_INTERRUPTION
@@ -87,13 +93,23 @@ class Worker(Service):
     default logs it and exits (``on_exit``). ``ready`` (a Deferred set by
     ``startService``) fires with True once the sandbox check passed and the
     job loops run, with False when the worker refused to start.
+
+    ``pools``: the pools whose queues it takes jobs from (names; default
+    ``["default"]``); ``settings`` should already hold their ``worker``
+    settings (``nommer.core.pools.worker_settings``). A message of an
+    earlier life of its job (sent before a retry) is dropped, not run
+    (``nommer.core.workqueue.jobs``).
     """
 
     log = Logger()
 
     def __init__(self, ledger, settings, reactor, worker_id=None, on_exit=None, install_signals=True,
-                 on_state_change=None, on_fatal=None):
+                 on_state_change=None, on_fatal=None, pools=None):
         self.ledger = ledger
+        self.pools = list(pools or [DEFAULT_POOL])
+        queues = worker_queues(settings, self.pools)
+        #: What ``receive`` is given: one queue name, or the list of the pools' queues.
+        self.job_queues = queues[0] if len(queues) == 1 else queues
         self.store = ledger.store
         self.queue = ledger.queue
         self.settings = settings
@@ -170,8 +186,9 @@ class Worker(Service):
         self._loops = [defer.Deferred.fromCoroutine(self._slot_loop(i)) for i in range(slots)]
         for d in self._loops:
             d.addErrback(lambda f: self.log.failure("worker slot loop died", f))
-        self.log.info("worker {worker_id} ready: {slots} slot(s), queue {queue}", worker_id=self.worker_id,
-                      slots=slots, queue=self.settings.NEW_JOB_QUEUE_NAME)
+        self.log.info("worker {worker_id} ready: {slots} slot(s), pool(s) {pools} (queue {queue})",
+                      worker_id=self.worker_id, slots=slots, pools=", ".join(self.pools),
+                      queue=self.job_queues if isinstance(self.job_queues, str) else ", ".join(self.job_queues))
         return True
 
     def _refuse_to_start(self, failure):
@@ -324,13 +341,40 @@ class Worker(Service):
             d = task.deferLater(self.reactor, min(wait_s, SCRATCH_RECHECK_S), lambda: [])
         else:
             d = defer.Deferred.fromCoroutine(self.queue.receive(
-                s.NEW_JOB_QUEUE_NAME, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
+                self.job_queues, max_messages=1, visibility_timeout_s=s.JOB_LEASE_S,
                 wait_time_s=wait_s))
         self._receives.add(d)
         try:
             return await d
         finally:
             self._receives.discard(d)
+
+    async def _current_life(self, message):
+        """``message`` with its body the bare job id, or None when it is a
+        message of an earlier life of its job (its retry count is not the
+        stored job's ``retries``: sent before a retry), which is deleted.
+        A job that cannot be read here is left to the attempt (which reads
+        it again and handles a missing job or a failing store)."""
+        job_id, retries = parse_job_message(message.body)
+        try:
+            job = await self.store.get(job_id)
+        except NoSuchJob:
+            job = None
+        except Exception:
+            self.log.failure("reading job {job_id} before its attempt failed", job_id=job_id,
+                             worker_id=self.worker_id)
+            job = None
+        if job is not None and job.retries != retries:
+            self.log.info("dropping a message of job {job_id} from before its retry {retries} (the "
+                          "message is of retry {old})", job_id=job_id, retries=job.retries, old=retries,
+                          worker_id=self.worker_id)
+            try:
+                await self.attempts.leases.delete(message, job_id=job_id)
+            except Exception:
+                self.log.failure("deleting an old message of job {job_id} failed; it comes back and is "
+                                 "dropped then", job_id=job_id, worker_id=self.worker_id)
+            return None
+        return message if message.body == job_id else attr.evolve(message, body=job_id)
 
     async def _slot_loop(self, slot):
         s = self.settings
@@ -350,7 +394,9 @@ class Worker(Service):
             if messages:
                 self._busy += 1
                 try:
-                    await self.attempts.run_message(messages[0])
+                    message = await self._current_life(messages[0])
+                    if message is not None:
+                        await self.attempts.run_message(message)
                 finally:
                     self._busy -= 1
                 self._last_activity = self.reactor.seconds()

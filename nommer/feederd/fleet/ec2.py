@@ -80,8 +80,12 @@ class Ec2Fleet(Fleet):
     #: "launches disabled" is logged at most this often, seconds.
     DISABLED_LOG_EVERY_S = 300.0
 
-    def __init__(self, settings, reactor, registry, api=None, clock=None, hostname=None):
+    def __init__(self, settings, reactor, registry, api=None, clock=None, hostname=None, pool=None):
         self.settings = settings
+        #: The pool its workers serve (``nommer.core.pools``; None: default): its
+        #: instances' user data says so (NOMMER_POOLS), and ``settings`` are the
+        #: pool's fleet settings (its own EC2_FLEET_NAME, so each pool counts its own).
+        self.pool = pool
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.registry = registry
@@ -91,7 +95,7 @@ class Ec2Fleet(Fleet):
             api = Ec2Api(self._aws, clock=self.clock)
         self.api = api
         self.hostname = hostname or socket.gethostname()
-        self.user_data = render_user_data(settings)
+        self.user_data = render_user_data(settings, pools=None if pool in (None, "default") else [pool])
         #: Most instances there may be (the autoscaler's M).
         self.max_workers = settings.MAX_NUM_EC2_INSTANCES
         #: Called when the fleet changes on its own (LocalFleet's hook); the

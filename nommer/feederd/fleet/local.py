@@ -11,16 +11,20 @@ import sys
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+from nommer.core.pools import DEFAULT_POOL
 from nommer.feederd.fleet.base import Fleet
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
-def workerd_argv(settings, worker_id):
-    """argv of one local workerd, with feederd's config file if it has one."""
+def workerd_argv(settings, worker_id, pool=None):
+    """argv of one local workerd, with feederd's config file if it has one,
+    serving ``pool`` (``--pools``) when it is not the default pool."""
     argv = [sys.executable, "-c", TWISTD, "--pidfile=", "-n", "workerd", "--local", "--worker-id", worker_id]
     if settings.config_path:
         argv += ["--config", settings.config_path]
+    if pool not in (None, DEFAULT_POOL):
+        argv += ["--pools", pool]
     return argv
 
 
@@ -52,13 +56,21 @@ class LocalFleet(Fleet):
     """Workers as child processes. ``on_change()`` is called when one exits
     (so the autoscaler can replace it if jobs wait). On stop, each worker gets
     SIGTERM (finish the current job); after ``stop_grace_s`` seconds a second
-    SIGTERM (release it to the queue), then SIGKILL."""
+    SIGTERM (release it to the queue), then SIGKILL.
+
+    ``pool``: the pool its workers serve (``nommer.core.pools``; None or
+    ``default``: the default pool); another pool's workers are started with
+    ``--pools POOL`` and named ``<host>-<pid>-<pool>-w<n>``."""
 
     log = Logger()
 
-    def __init__(self, settings, reactor, argv_for=workerd_argv, stop_grace_s=30.0, on_change=None):
+    def __init__(self, settings, reactor, argv_for=None, stop_grace_s=30.0, on_change=None, pool=None):
         self.settings = settings
         self.reactor = reactor
+        self.pool = pool
+        if argv_for is None:
+            def argv_for(settings, worker_id):
+                return workerd_argv(settings, worker_id, pool)
         self._argv_for = argv_for
         self.stop_grace_s = stop_grace_s
         self.on_change = on_change
@@ -79,7 +91,8 @@ class LocalFleet(Fleet):
         ids = []
         for _ in range(n):
             self._serial += 1
-            worker_id = f"{socket.gethostname()}-{os.getpid()}-w{self._serial}"
+            in_pool = f"-{self.pool}" if self.pool not in (None, DEFAULT_POOL) else ""
+            worker_id = f"{socket.gethostname()}-{os.getpid()}{in_pool}-w{self._serial}"
             proc = _WorkerProcess(self, worker_id)
             self.reactor.spawnProcess(proc, sys.executable, self._argv_for(self.settings, worker_id),
                                       env=os.environ.copy(), path=os.getcwd())

@@ -12,7 +12,9 @@ and cloud-init parses it with PyYAML). It does two things and nothing else
     loads its settings (``nommer.conf.remote.config_uri``);
   * ``AWS_DEFAULT_REGION=<region>``: the region feederd launches in;
   * ``AWS_ENDPOINT_URL=<url>``: only when ``AWS_ENDPOINT_URL`` is set
-    (tests against moto; real fleets leave it unset).
+    (tests against moto; real fleets leave it unset);
+  * ``NOMMER_POOLS=<pool>``: only for a pool other than ``default``
+    (``nommer.core.pools``): the pools workerd serves.
 
 - ``runcmd``: ``[["systemctl", "enable", "--now", "nommer-workerd.service"]]``.
 
@@ -40,11 +42,12 @@ WORKERD_UNIT = "nommer-workerd.service"
 MAX_USER_DATA_BYTES = 16 * 1024
 
 
-def worker_environment(settings):
+def worker_environment(settings, pools=None):
     """The ``{name: value}`` workerd's environment file holds (all str).
 
     The region is ``AWS_REGION``, else boto3's default, else us-east-1 (the
     region feederd's EC2 client launches in; ``nommer.core.aws.client_kwargs``).
+    ``pools`` (names, or None): NOMMER_POOLS, the pools the worker serves.
     """
     env = {
         "NOMMER_CONFIG": config_uri(settings),
@@ -52,6 +55,8 @@ def worker_environment(settings):
     }
     if settings.AWS_ENDPOINT_URL:
         env["AWS_ENDPOINT_URL"] = settings.AWS_ENDPOINT_URL
+    if pools:
+        env["NOMMER_POOLS"] = ",".join(pools)
     return env
 
 
@@ -91,15 +96,16 @@ def parse_env_file(text):
     return env
 
 
-def render_user_data(settings):
+def render_user_data(settings, pools=None):
     """The user data of a worker instance (str), as described in the module
-    docstring. Raises ValueError if it exceeds MAX_USER_DATA_BYTES (EC2's
-    16 KB limit) or a value cannot be written (see ``render_env_file``)."""
+    docstring (``pools``: see ``worker_environment``). Raises ValueError if
+    it exceeds MAX_USER_DATA_BYTES (EC2's 16 KB limit) or a value cannot be
+    written (see ``render_env_file``)."""
     document = {
         "write_files": [{
             "path": ENV_FILE_PATH,
             "permissions": "0644",
-            "content": render_env_file(worker_environment(settings)),
+            "content": render_env_file(worker_environment(settings, pools)),
         }],
         "runcmd": [["systemctl", "enable", "--now", WORKERD_UNIT]],
     }
