@@ -10,6 +10,7 @@ of running the job twice (``is_current``).
 """
 
 from nommer.core.pools import pool_queue
+from nommer.core.priority import DEFAULT_PRIORITY
 
 #: Between a job id and its retry count in a message body.
 RETRY_SEPARATOR = "#"
@@ -39,11 +40,15 @@ def is_current(body, job):
 
 
 def send_job(queue, settings, job):
-    """Queue ``job`` for a worker of its pool, with its priority. Returns
+    """Queue ``job`` for a worker of its pool, with its priority (a job of
+    the default priority is sent without one, as before priorities). Returns
     the Deferred of ``queue.send`` (the message id). Raises
     ``nommer.core.pools.UnknownPool`` when the settings no longer define
     the job's pool."""
-    return queue.send(pool_queue(settings, job.pool), job_message_body(job), priority=job.priority)
+    queue_name, body = pool_queue(settings, job.pool), job_message_body(job)
+    if job.priority == DEFAULT_PRIORITY:  # sent as every job message always was
+        return queue.send(queue_name, body)
+    return queue.send(queue_name, body, priority=job.priority)
 
 
 def worker_queues(settings, pools):
