@@ -62,7 +62,8 @@ def build(settings, reactor=default_reactor):
     # The live event stream (GET /events): the notifier hands the hub every job event.
     hub = make_hub(store, settings, reactor)
     hub.setServiceParent(top)
-    for svc in (Notifier(ledger, settings, reactor), DeadLetterWatcher(ledger, settings, reactor),
+    for svc in (Notifier(ledger, settings, reactor, on_event=hub.publish),
+                DeadLetterWatcher(ledger, settings, reactor),
                 Abandoner(ledger, settings, reactor), RegistryPruner(registry, settings, reactor)):
         svc.setServiceParent(top)
 
