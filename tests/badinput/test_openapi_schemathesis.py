@@ -35,7 +35,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 #: Every operation; negative data only where there is something to break.
 OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True), ("GET", "/job/{job_id}/events", True),
-              ("POST", "/job/{job_id}/cancel", True), ("GET", "/jobs", True),
+              ("POST", "/job/{job_id}/cancel", True), ("POST", "/job/{job_id}/retry", True),
+              ("POST", "/jobs/batch", True), ("GET", "/jobs", True),
               ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False),
               ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False)]
 RUNS = [(method, path, mode) for method, path, negative in OPERATIONS
