@@ -2,14 +2,17 @@
 ``twistd workerd`` children (one local fleet per pool), real ffmpeg on tiny clips, driven through
 the client library; on the local backends (SQLite, local queue) and on DynamoDB + SQS (moto)."""
 
+import json
 import os
 import shutil
+import time
 
 import pytest
 
 from nommer.client.api import BadInput, Conflict
 from tests.aws_server import moto_endpoint, reset_moto
 from tests.e2e.harness import Feederd
+from tests.helpers import cli_against
 from tests.workerd.media import clip
 
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
@@ -75,20 +78,33 @@ def test_pools_on_dynamodb_and_sqs(tmp_path):
 
 
 def test_priority_batch_and_retry(root):
-    """One worker: a batch of low jobs (and a bad item, refused alone), then a high job, which
-    starts before the low ones still waiting. A job that failed on a broken source is retried once
-    the source is fixed and finishes, its event log keeping both runs."""
+    """One worker, through the `nommer` command: a batch of low jobs (and a bad item, refused
+    alone), then a high job, which starts before the low ones still waiting. A job that failed on a
+    broken source is retried once the source is fixed and finishes, its event log keeping both runs."""
     daemon = Feederd(root, MAX_NUM_WORKERS=1).start()
+    run = cli_against(f"http://127.0.0.1:{daemon.port}")
     try:
         src = put_clip(root, "in.mp4")
-        results = daemon.client.batch(common={"outputs": MP4, "priority": 10}, sources=[
-            *({"source_path": f"file://{src}", "dest_path": f"file://{root}/low{i}.mp4"} for i in range(4)),
-            {"source_path": f"file://{src}", "dest_path": f"file://{root}/bad.mp4", "priority": 101}])
-        assert [r["success"] for r in results] == [True] * 4 + [False], results
-        assert (results[4]["error_code"], results[4]["field"]) == ("BADINPUT", "priority")
-        high = daemon.client.submit(f"file://{src}", f"file://{root}/high.mp4", outputs=MP4, priority=90)
-        jobs = wait_all(daemon, [r["job_id"] for r in results[:4]] + [high])
+        batch = os.path.join(root, "batch.json")
+        with open(batch, "w") as f:
+            json.dump({"common": {"outputs": MP4, "priority": 10}, "sources": [
+                *({"source_path": f"file://{src}", "dest_path": f"file://{root}/low{i}.mp4"} for i in range(4)),
+                {"source_path": f"file://{src}", "dest_path": f"file://{root}/bad.mp4", "priority": 101}]}, f)
+        result = run("batch", batch)
+        assert result.exit_code == 1, result.output  # one item refused, the others submitted
+        lines = result.stdout.splitlines()
+        assert [line.split()[0] for line in lines] == ["0", "1", "2", "3", "4"], lines
+        assert lines[4].startswith("4 BADINPUT: priority:"), lines
+        lows = [line.split()[1] for line in lines[:4]]
+        outputs = os.path.join(root, "mp4.json")
+        with open(outputs, "w") as f:
+            json.dump(MP4, f)
+        result = run("submit", src, f"{root}/high.mp4", "--outputs", outputs, "--priority", "90")
+        assert result.exit_code == 0, result.output
+        high = result.stdout.strip()
+        jobs = wait_all(daemon, lows + [high])
         assert {j["job_state"] for j in jobs.values()} == {"FINISHED"}, daemon.log()
+        assert (jobs[high]["priority"], jobs[lows[0]]["priority"]) == (90, 10)
         lows_before = [j for j in jobs.values() if j["priority"] == 10 and j["started_at"] < jobs[high]["started_at"]]
         assert len(lows_before) <= 1, jobs  # at most the one the worker had taken before the high came
 
@@ -99,15 +115,20 @@ def test_priority_batch_and_retry(root):
         failed = daemon.client.wait(job_id, poll_interval_s=0.1, timeout_s=120)
         assert failed["job_state"] == "ERROR", failed
         shutil.copy(src, broken)
-        again = daemon.client.retry(job_id)
-        assert (again["job_state"], again["attempts"], again["retries"]) == ("PENDING", 0, 1)
+        result = run("retry", job_id)
+        assert (result.exit_code, result.stdout.strip()) == (0, f"{job_id} PENDING (retry 1)"), result.output
         done = daemon.client.wait(job_id, poll_interval_s=0.1, timeout_s=120)
         assert (done["job_state"], done["attempts"], done["retries"]) == ("FINISHED", 1, 1), done
         with pytest.raises(Conflict):
             daemon.client.retry(job_id)
         if hasattr(daemon.client, "job_events"):
-            kinds = [(e["kind"], e.get("state")) for e in daemon.client.job_events(job_id)]
-            assert ("state", "ERROR") in kinds and ("retry", "PENDING") in kinds, kinds
-            assert kinds[-1] == ("state", "FINISHED"), kinds
+            deadline = time.monotonic() + 10  # the STATE event is stored just after the state
+            while True:
+                kinds = [(e["kind"], e.get("state")) for e in daemon.client.job_events(job_id)]
+                if ("state", "FINISHED") in kinds or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            order = [kinds.index(k) for k in (("state", "ERROR"), ("retry", "PENDING"), ("state", "FINISHED"))]
+            assert order == sorted(order), kinds
     finally:
         daemon.stop()
