@@ -19,12 +19,13 @@ What the hub does with an event (never blocking the reactor, never raising):
   allowed to see it (tenant: ``admin`` keys and the anonymous caller see
   every job, another key only the jobs it submitted) whose filters match
   (``job_id``, states). The streams are written at most once every
-  ``flush_interval_s`` (25 ms): the first event after a quiet spell goes out
+  ``flush_interval_s`` (50 ms): the first event after a quiet spell goes out
   at once, and under load the events of the interval go out together, in one
   write per stream, each rendered once for all the streams that see the same
-  jobs through the same filters. (A write costs the reactor a few tens of
-  microseconds per stream whatever its size: with 200 streams, one write per
-  event would cost more than the submit that made the event.)
+  jobs through the same filters. (A write costs the reactor a ``send`` per
+  stream whatever its size, some 7 us on a small VM: with 200 streams, a
+  write per event would cost about half of what the submit that made the
+  event costs; bench/sse_fanout.py.)
 
 Ids: the first id of a hub is the epoch time in milliseconds when it started,
 then +1 per event, so the ids of a restarted feederd are above those of the
@@ -88,7 +89,7 @@ JOBS_REMEMBERED = 10_000
 HEARTBEAT = b": ping\n\n"
 
 #: Shortest time between two writes to the streams, seconds (see the module docstring).
-FLUSH_INTERVAL_S = 0.025
+FLUSH_INTERVAL_S = 0.05
 
 
 class StreamsFull(NommerError):

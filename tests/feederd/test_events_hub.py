@@ -128,7 +128,7 @@ def publish(hub, clock, *events):
     for e in events:
         hub.publish(e)
     clock.advance(0)  # the coalesced flush: at once after a quiet spell,
-    clock.advance(0.025)  # else FLUSH_INTERVAL_S after the last one
+    clock.advance(hub.flush_interval_s)  # else FLUSH_INTERVAL_S after the last one
 
 
 def test_fan_out_in_order_after_the_snapshot(clock, jobs):
@@ -323,7 +323,7 @@ def test_one_jobs_order_kept_while_it_is_read(clock, jobs):
     clock.advance(0)
     assert jobs.reads == [JA, JA]
     jobs.release()
-    clock.advance(0.025)
+    clock.advance(hub.flush_interval_s)
     got = [(k, d["job"]["job_state"], d["job"].get("attempts"), d["job"].get("worker_id"))
            for _, e, d in sink.messages() if e == "job" and d["job_id"] == JA for k in [d["kind"]]]
     assert got == [("state", "ENCODING", 2, "w9"), ("progress", "ENCODING", 2, "w9"),
