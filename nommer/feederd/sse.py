@@ -11,9 +11,12 @@ The stream (``text/event-stream``; ``Cache-Control: no-cache``,
 
     id: 1767225600124
     event: job                       every job event the caller may see
-    data: {"job_id": ..., "kind": "state", "state": "ENCODING", "at": 1767225601.2, "seq": 3,
-           "worker_id": ..., "attempt": 1, "progress": null, "details": null,
+    data: {"job_id": ..., "seq": 3, "kind": "state", "at": "2026-01-01T00:00:01.250Z",
+           "state": "ENCODING", "worker_id": ..., "attempt": 1, "progress": null, "details": null,
            "job": {"job_id", "job_state", "progress", "attempts", "worker_id", "created_at", ...}}
+
+(the event as ``GET /job/<id>/events`` shows it, ``event_to_api``, plus
+``job``: ``JOB_ROW_FIELDS`` of the job as the hub last knew it).
 
     : ping                           a heartbeat comment every SSE_HEARTBEAT_S
 
