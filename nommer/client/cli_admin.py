@@ -44,15 +44,18 @@ def _run_on_reactor(work):
 
 @click.group(short_help="Set up AWS resources.")
 def aws():
-    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3)."""
+    """AWS resources of a configuration (DynamoDB/SimpleDB, SQS, S3, the
+    workers' EC2 security group)."""
 
 
 @aws.command(short_help="Create or check the AWS resources a nomconf names.")
 @click.option("--config", "-c", "config", metavar="PATH", default="nomconf", show_default=True,
               help="nomconf module name or path to a nomconf.py file.")
 def setup(config):
-    """Create the table or domain, queues (with the dead-letter redrive) and
-    config bucket the configuration names; check the ones that exist."""
+    """Create the table or domain, queues (with the dead-letter redrive),
+    config bucket and, with FLEET_BACKEND "ec2", the workers' security group
+    (EC2_SECURITY_GROUPS, no inbound rules) the configuration names; check
+    the ones that exist."""
     from nommer.core.aws_setup import setup_resources
 
     settings = _load_settings(config)

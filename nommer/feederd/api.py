@@ -17,6 +17,7 @@ Routes (all answer JSON, never an HTML page)::
     GET  /openapi.json        this API as an OpenAPI 3.0 document
     GET  /events              live job events, Server-Sent Events (``sse``)
     POST /events/token        a short-lived token for GET /events?token= (browsers)
+    GET  /metrics             Prometheus metrics (text exposition format; ``metrics``)
 
 Success: ``{"success": true, ...}``. Errors: ``{"success": false,
 "error_code": ..., "message": ...}`` with a 4xx status for the caller's
@@ -69,6 +70,7 @@ from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
 from nommer.feederd.batch import BatchQuota, batch_items, submit_batch
 from nommer.feederd.bodycap import refusal_message
 from nommer.feederd.events_hub import StreamsFull
+from nommer.feederd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, FeederMetrics
 from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
 from nommer.feederd.ratelimit import RateLimited, RateLimiter, retry_after_header
 
@@ -257,13 +259,18 @@ class JobAPI:
     callers; whether anonymous callers and the Host/Origin checks apply
     follows ``settings.API_INTERFACE`` (loopback or not).
     ``clock`` (default: the global reactor) gives ``seconds()`` for how long
-    ago a worker was seen, the rate limit and the key cache."""
+    ago a worker was seen, the rate limit and the key cache.
+    ``metrics`` (a ``nommer.feederd.metrics.FeederMetrics``; None: one over
+    the store, queue and registry, without a fleet) serves ``GET /metrics``
+    and counts submits. ``fleet_status()`` (optional) returns the fleet's
+    state (``{"backend", "trouble", "launch_failures"}``), shown as
+    ``fleet`` in ``GET /workers``."""
 
     app = Klein()
     log = Logger()
 
     def __init__(self, ledger, settings, on_submit=None, health_extra=None, registry=None, fleet_view=None,
-                 clock=None, keys=None, events=None):
+                 clock=None, keys=None, metrics=None, fleet_status=None, events=None):
         self.ledger = ledger
         self.store = ledger.store
         self.queue = ledger.queue
@@ -279,6 +286,10 @@ class JobAPI:
         self.keys = keys
         self.auth = Authenticator(keys, self.loopback, clock)
         self.limiter = RateLimiter(settings.API_RATE_LIMIT_PER_MINUTE, clock)
+        if metrics is None:
+            metrics = FeederMetrics(self.store, self.queue, settings, registry=registry, clock=clock)
+        self.metrics = metrics
+        self._fleet_status = fleet_status
         #: ``nommer.feederd.sse.EventStreams`` serving /events (None: 503 NOEVENTS).
         self.events = events
 
@@ -336,6 +347,7 @@ class JobAPI:
         spec = validate_submission(body, self.settings)  # an unknown preset here: 400 naming the field
         await check_unfinished_quota(self.store, caller, self.settings.MAX_UNFINISHED_JOBS_PER_KEY)
         job = await self.ledger.submit(Job(job_id=new_job_id(), owner=caller.owner, **spec))
+        self.metrics.submitted()
         if self._on_submit is not None:
             self._on_submit()
         return _json(request, 200, {"success": True, "job_id": job.job_id})
@@ -472,8 +484,10 @@ class JobAPI:
         With a ``fleet_view`` that answers a list: ``instance`` (the
         instance dict of its ``instance_id``, or null) on each worker and
         ``instances`` (every instance); if the fleet fails to answer,
-        ``fleet_error`` (a message) instead. 503 ``NOREGISTRY`` without a
-        registry. Needs ``admin``."""
+        ``fleet_error`` (a message) instead. With a ``fleet_status``:
+        ``fleet`` (``{"backend", "trouble": null or {"code", "message",
+        "since", ...}, "launch_failures"}``, as in /health). 503
+        ``NOREGISTRY`` without a registry. Needs ``admin``."""
         await self._caller(request, "admin")
         if self.registry is None:
             return _error(request, 503, "NOREGISTRY", "this feederd has no worker registry")
@@ -487,6 +501,8 @@ class JobAPI:
                                 alive=record.state != EXITED
                                 and seen_s_ago <= self.settings.WORKER_HEARTBEAT_TIMEOUT_S))
         payload = {"success": True, "workers": workers}
+        if self._fleet_status is not None:
+            payload["fleet"] = self._fleet_status()
         if self._fleet_view is not None:
             try:
                 instances = await defer.maybeDeferred(self._fleet_view)
@@ -515,6 +531,17 @@ class JobAPI:
                     "progress": None if job.progress is None else round(job.progress, 1)}
         found = await gather([one(j) for j in job_ids])
         return [j for j in found if j is not None]
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_text(self, request):
+        """Prometheus metrics in the text exposition format
+        (``nommer.feederd.metrics``), refreshed for this scrape. Farm-wide
+        figures (every caller's jobs, the workers, the fleet's cost): needs
+        ``admin``, as /workers (anonymous on loopback without keys)."""
+        await self._caller(request, "admin")
+        body = await self.metrics.render()
+        request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE.encode())
+        return body
 
     @app.route("/events", methods=["GET"], strict_slashes=False)
     async def event_stream(self, request):

@@ -271,6 +271,10 @@ class Notifier(QueueConsumer):
         self.on_event = on_event
         self._signing_base = signing_secret if signing_secret is not None else base_secret(settings)
         self._last = collections.OrderedDict()  # job_id -> change_order of its last delivered change
+        #: Notifications not delivered since start (given up after every
+        #: attempt, or not sent: address refused, credentials unreadable):
+        #: /metrics' nommer_webhook_failures_total.
+        self.webhook_failures = 0
 
     def handle(self, message):
         try:
@@ -364,6 +368,7 @@ class Notifier(QueueConsumer):
             self.log.error("not sending the webhook for job {job_id} ({state}) to {url}: {why}",
                            job_id=job_id, state=state, url=redact_uri(job.notify_url), why=exc.message)
             await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts, f"{state} not sent: {exc.message}")
+            self.webhook_failures += 1
             return
         # Badinput (SSRF): submit refuses non-public IP literals; a job stored
         # before that rule is not notified either. Names are checked when
@@ -377,6 +382,7 @@ class Notifier(QueueConsumer):
                            job_id=job_id, state=state, url=redact_uri(url), why=refused)
             await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
                                       f"{state} not sent to {redact_uri(url)}: {refused}")
+            self.webhook_failures += 1
             return
         headers = {SIGNATURE_HEADER: sign(form_body(fields), owner_secret(self._signing_base, job.owner),
                                           int(self.clock.seconds()))}
@@ -412,6 +418,7 @@ class Notifier(QueueConsumer):
                                job_id=job_id, state=state, url=redact_uri(url), why=str(refusal))
                 await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
                                           f"{state} not sent to {redact_uri(url)}: {refusal}")
+                self.webhook_failures += 1
                 return
             if not self.running:
                 # Stopped mid-delivery: a cancelled request fails with treq's
@@ -425,6 +432,7 @@ class Notifier(QueueConsumer):
             await self._webhook_event(EventKind.WEBHOOK, job_id, state, attempts,
                                       f"{state} to {redact_uri(url)} given up after "
                                       f"{self.settings.WEBHOOK_MAX_ATTEMPTS} attempts: {exc}")
+            self.webhook_failures += 1
             return
         self.log.info("webhook for job {job_id} ({state}) delivered", job_id=job_id, state=state)
         for d in failures:

@@ -1,6 +1,5 @@
 """``twistd feederd``: the job API, notifier, reaper, autoscaler and fleet."""
 
-from twisted.application import strports
 from twisted.internet import reactor as default_reactor
 from twisted.logger import Logger
 from twisted.python import usage
@@ -16,6 +15,8 @@ from nommer.feederd.auth import KeyRequirement
 from nommer.feederd.fleet.pools import PoolFleets
 from nommer.feederd.bodycap import capped_request_factory
 from nommer.feederd.inflight import InFlightSite, InFlightRequests
+from nommer.feederd.listen import ApiListener
+from nommer.feederd.metrics import FeederMetrics, fleet_status
 from nommer.feederd.notifier import Notifier
 from nommer.feederd.sse import EventStreams, make_hub
 from nommer.feederd.worker_config import ConfigPublisher
@@ -62,22 +63,26 @@ def build(settings, reactor=default_reactor):
     # The live event stream (GET /events): the notifier hands the hub every job event.
     hub = make_hub(store, settings, reactor)
     hub.setServiceParent(top)
-    for svc in (Notifier(ledger, settings, reactor, on_event=hub.publish),
-                DeadLetterWatcher(ledger, settings, reactor),
+    notifier = Notifier(ledger, settings, reactor, on_event=hub.publish)
+    for svc in (notifier, DeadLetterWatcher(ledger, settings, reactor),
                 Abandoner(ledger, settings, reactor), RegistryPruner(registry, settings, reactor)):
         svc.setServiceParent(top)
 
     if settings.WORK_QUEUE_BACKEND == "sqs":
         ConfigPublisher(settings, reactor).setServiceParent(top)
 
+    # Prometheus metrics (GET /metrics); reads the worker registry between scrapes too.
+    metrics = FeederMetrics(store, ledger.queue, settings, registry=registry, fleet=fleet, clock=reactor,
+                            webhook_failures=lambda: getattr(notifier, "webhook_failures", 0))
+    metrics.setServiceParent(top)
     api = JobAPI(ledger, settings, on_submit=autoscaler.poke,
-                 health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": settings.FLEET_BACKEND},
+                 health_extra=lambda: {"workers": fleet.worker_ids(), "fleet": fleet_status(settings, fleet)},
                  registry=registry, clock=reactor, keys=keys, events=EventStreams(hub, store, settings, reactor),
-                 fleet_view=fleet.instances)
-    endpoint = f"tcp:{settings.API_PORT}:interface={settings.API_INTERFACE}"
+                 fleet_view=fleet.instances, metrics=metrics, fleet_status=lambda: fleet_status(settings, fleet))
     # Bodies over MAX_REQUEST_BODY_BYTES are refused before they are read or spooled.
     site = InFlightSite(api.resource(), requestFactory=capped_request_factory(settings.MAX_REQUEST_BODY_BYTES))
-    strports.service(endpoint, site).setServiceParent(top)
+    # A port in use stops feederd with one line, not a traceback (listen.ApiListener).
+    ApiListener(reactor, settings.API_PORT, settings.API_INTERFACE, site).setServiceParent(top)
     InFlightRequests(site, reactor).setServiceParent(top)
     log.info("feederd: API on http://{iface}:{port}/, data in {data_dir}, fleet {fleet}",
              iface=settings.API_INTERFACE, port=settings.API_PORT, data_dir=settings.DATA_DIR,

@@ -44,6 +44,7 @@ from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.workqueue import LeaseKeeper
 from nommer.workerd.context import CANCELED, LEASE_LOST, JobContext, NotOwner
+from nommer.workerd.metrics import EncodeFigures, media_seconds
 from nommer.workerd.nommers.base import NoScratchSpace
 from nommer.workerd.outcome import (
     Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
@@ -55,6 +56,8 @@ class AttemptRunner:
 
     - ``contexts``: job id -> ``JobContext`` of each attempt running now.
     - ``jobs_done``: attempts ended since start (whatever their outcome).
+    - ``figures``: the attempts that ended FINISHED, for the heartbeat
+      (``nommer.workerd.metrics.EncodeFigures``).
     - ``stop_new``: None, or the reason an attempt starting now is stopped
       with (``stop_all``).
     - ``leases``: the ``LeaseKeeper`` of the job messages taken (lease
@@ -77,6 +80,7 @@ class AttemptRunner:
         self.scratch = worker.scratch
         self.contexts = {}
         self.jobs_done = 0
+        self.figures = EncodeFigures()
         self.stop_new = None
         self.leases = LeaseKeeper(self.queue, self.settings.NEW_JOB_QUEUE_NAME, self.reactor,
                                   self.settings.JOB_LEASE_S, interval_s=self.settings.HEARTBEAT_INTERVAL_S,
@@ -265,6 +269,9 @@ class AttemptRunner:
             self.log.failure("storing FINISHED for job {job_id} failed; it comes back when its lease ends",
                              job_id=ctx.job.job_id)
             return
+        # The attempt's wall time: ctx.job is as stored when it was taken (heartbeat_at = then).
+        self.figures.finished(self.reactor.seconds() - (ctx.job.heartbeat_at or self.reactor.seconds()),
+                              media_seconds(output))
         await self._delete(message)
 
     async def _fail(self, ctx, message, details):

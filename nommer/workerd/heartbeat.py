@@ -38,6 +38,9 @@ class RegistryHeartbeat(Service):
     - ``identity``: None (off EC2) or a dict of some of ``instance_id``,
       ``instance_type``, ``availability_zone``, ``market`` (from the
       instance metadata); another key raises TypeError here.
+    - ``figures``: None or an ``EncodeFigures``
+      (``nommer.workerd.metrics``) whose ``fields()`` (jobs_finished,
+      encode seconds, speed, recent encodes) go into every record.
 
     Writes are serialized (one at a time, in order), so a record written by
     ``beat_now`` is never overwritten by an older one still in flight.
@@ -45,9 +48,10 @@ class RegistryHeartbeat(Service):
 
     log = Logger()
 
-    def __init__(self, registry, worker, settings, reactor, identity=None):
+    def __init__(self, registry, worker, settings, reactor, identity=None, figures=None):
         self.registry = registry
         self.worker = worker
+        self.figures = figures
         self.reactor = reactor
         self.interval_s = settings.HEARTBEAT_INTERVAL_S
         self._base = WorkerRecord(worker_id=worker.worker_id, host=socket.gethostname(),
@@ -57,10 +61,12 @@ class RegistryHeartbeat(Service):
         self._loop.clock = reactor
 
     def record(self, **changes):
-        """The WorkerRecord to write now: identity, ``worker.status()``,
-        ``last_seen`` = now, then ``changes``."""
+        """The WorkerRecord to write now: identity, ``worker.status()``, the
+        encode figures, ``last_seen`` = now, then ``changes``."""
         fields = self._base.to_dict()
         fields.update(self.worker.status(), last_seen=self.reactor.seconds())
+        if self.figures is not None:
+            fields.update(self.figures.fields())
         fields.update(changes)
         return WorkerRecord.from_dict(fields)
 

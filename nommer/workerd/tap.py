@@ -71,7 +71,8 @@ def _open_backends(settings, reactor, top):
 def _attach_worker(top, settings, reactor, ledger, registry, worker_id, identity=None, on_exit=None, pools=None):
     worker = Worker(ledger, settings, reactor, worker_id=worker_id, on_exit=on_exit,
                     on_fatal=refuse_to_start("workerd", reactor, log), pools=pools)
-    heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity)
+    heartbeat = RegistryHeartbeat(registry, worker, settings, reactor, identity=identity,
+                                  figures=worker.attempts.figures)
     worker.on_state_change = heartbeat.beat_now
     heartbeat.setServiceParent(top)
     worker.setServiceParent(top)

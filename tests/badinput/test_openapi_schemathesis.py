@@ -38,7 +38,8 @@ OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True), ("G
               ("POST", "/job/{job_id}/cancel", True), ("POST", "/job/{job_id}/retry", True),
               ("POST", "/jobs/batch", True), ("GET", "/jobs", True),
               ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False),
-              ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False)]
+              ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False),
+              ("GET", "/metrics", False)]
 RUNS = [(method, path, mode) for method, path, negative in OPERATIONS
         for mode in (["positive", "negative"] if negative else ["positive"])]
 

@@ -66,6 +66,21 @@ class WorkerRegistryContract:
                 self.assertIs(type(getattr(got, name)), type(value), name)
 
     @ensure
+    async def test_encode_figures_round_trip(self):
+        """The heartbeat's encode figures (counts, float seconds, speed, the recent encodes as
+        [seconds, media seconds or None] pairs) read back equal and of the same types, nested ones too."""
+        recent = [[float(i) + 0.5, float(i)] for i in range(19)] + [[2.0, None]]
+        record = make_record(jobs_finished=20, encode_seconds_total=1234.0, media_seconds_total=2468.125,
+                             last_encode_speed=2.0, recent_encodes=recent)
+        await self.registry.heartbeat(record)
+        for got in (await self.registry.get("w-1"), (await self.registry.list())[0]):
+            self.assertEqual(got, record)
+            for name in ("jobs_finished", "encode_seconds_total", "media_seconds_total", "last_encode_speed"):
+                self.assertIs(type(getattr(got, name)), type(getattr(record, name)), name)
+            self.assertEqual([[type(v) for v in e] for e in got.recent_encodes],
+                             [[type(v) for v in e] for e in recent])
+
+    @ensure
     async def test_long_jobs_list_round_trips(self):
         """A record running 300 jobs (15 KB of ids) round-trips, and shrinking it again works."""
         jobs = [f"{i:050x}" for i in range(300)]

@@ -85,7 +85,8 @@ class RegistryHeartbeatTests(TestCase):
             "worker_id": "host-1-w0", "state": RUNNING, "jobs": [], "capacity": 1, "jobs_done": 0,
             "host": socket.gethostname(), "version": heartbeat.nommer_version(), "instance_id": None,
             "instance_type": None, "availability_zone": None, "market": None, "started_at": T0,
-            "last_seen": T0})
+            "last_seen": T0, "jobs_finished": 0, "encode_seconds_total": 0.0, "media_seconds_total": 0.0,
+            "last_encode_speed": None, "recent_encodes": []})
         self.assertNotEqual(got.version, "")
 
     @ensure

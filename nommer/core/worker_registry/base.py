@@ -33,6 +33,12 @@ class WorkerRecord:
       it runs at once (MAX_ENCODING_JOBS_PER_WORKER).
     - ``jobs_done``: jobs it has finished since start.
     - ``started_at``, ``last_seen``: epoch seconds (worker's clock).
+    - encode figures since start (``nommer.workerd.metrics.EncodeFigures``,
+      read by feederd's /metrics): ``jobs_finished`` (attempts stored
+      FINISHED), ``encode_seconds_total`` and ``media_seconds_total`` (their
+      wall time and the media seconds they made, float seconds),
+      ``last_encode_speed`` (x real time, or None) and ``recent_encodes``
+      (``[[seconds, media seconds or None], ...]``, the last 20, oldest first).
     """
 
     worker_id: str
@@ -48,6 +54,11 @@ class WorkerRecord:
     market: str = None
     started_at: float = 0.0
     last_seen: float = 0.0
+    jobs_finished: int = 0
+    encode_seconds_total: float = 0.0
+    media_seconds_total: float = 0.0
+    last_encode_speed: float = None
+    recent_encodes: list = attr.Factory(list)
 
     def to_dict(self):
         """JSON-ready dict (the shape of ``GET /workers`` entries)."""

@@ -13,7 +13,7 @@ from nommer.core.aws.pool import condition_held
 from nommer.core.deferreds import deferred
 from nommer.core.worker_registry.base import WorkerRecord, WorkerRegistry
 
-_FLOAT_FIELDS = ("started_at", "last_seen")
+_FLOAT_FIELDS = ("started_at", "last_seen", "encode_seconds_total", "media_seconds_total", "last_encode_speed")
 
 
 def to_item(record):
@@ -22,8 +22,13 @@ def to_item(record):
 
 
 def from_item(item):
-    """The WorkerRecord of a DynamoDB item (times back as float)."""
-    return WorkerRecord.from_dict(load_item(item, floats=_FLOAT_FIELDS))
+    """The WorkerRecord of a DynamoDB item (times, seconds and speeds back as
+    float, ``recent_encodes`` too: DynamoDB keeps ``2.0`` as ``2``)."""
+    doc = load_item(item, floats=_FLOAT_FIELDS)
+    if isinstance(doc.get("recent_encodes"), list):
+        doc["recent_encodes"] = [[None if v is None else float(v) for v in entry]
+                                 for entry in doc["recent_encodes"]]
+    return WorkerRecord.from_dict(doc)
 
 
 class DynamoDBWorkerRegistry(DynamoDBTable, WorkerRegistry):

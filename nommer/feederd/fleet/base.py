@@ -11,9 +11,45 @@ method keeps the signature written here.
 
 Each call may return a plain value or a Deferred of it (the autoscaler wraps
 every call in ``maybeDeferred``).
+
+A fleet that cannot start workers says why in ``trouble`` (a
+``FleetTrouble``: AWS's error code and reason, and since when), shown by
+``GET /health``, ``GET /workers`` and ``/metrics``; ``launch_failures()``
+counts the refused launches by code.
 """
 
+import datetime
+
+import attr
 from twisted.application.service import Service
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class FleetTrouble:
+    """Why the fleet cannot start workers now (see ``Fleet.trouble``).
+
+    - ``code``: AWS's error code (``InvalidGroup.NotFound``,
+      ``VcpuLimitExceeded``, ``InsufficientInstanceCapacity``...) or one of
+      nommer's (``LaunchesDisabled``);
+    - ``message``: what was refused and AWS's reason, one sentence;
+    - ``since``: epoch seconds of the first failure of the uninterrupted run
+      of failures this one belongs to;
+    - ``during``: ``"launch"`` (starting workers) or ``"list"`` (counting
+      them, e.g. DescribeInstances refused).
+    """
+
+    code: str
+    message: str
+    since: float
+    during: str = "launch"
+
+    def to_dict(self):
+        """``{"code", "message", "since" (ISO 8601 UTC), "since_epoch_s", "during"}``:
+        the shape of ``/health``'s ``fleet.trouble``."""
+        when = datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)
+        return {"code": self.code, "message": self.message,
+                "since": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "since_epoch_s": self.since, "during": self.during}
 
 
 class FleetUnavailable(Exception):
@@ -71,3 +107,35 @@ class Fleet(Service):
         ``Ec2Fleet.instances``), or None when the fleet has none of its own to
         show (the default)."""
         return None
+
+    # --- trouble: why workers cannot be started, for /health and /metrics ---
+
+    #: The current ``FleetTrouble`` or None (all is well). Set and cleared by
+    #: the backend through ``report_trouble`` / ``clear_trouble``.
+    trouble = None
+
+    def launch_failures(self):
+        """``{code: n}``: refused launch requests since start, by error code
+        (``nommer_fleet_launch_failures_total``); a new dict."""
+        return dict(getattr(self, "_launch_failures", {}))
+
+    def report_trouble(self, code, message, now, during="launch", count=True):
+        """Record that starting (``during="launch"``) or counting
+        (``"list"``) workers failed with ``code`` and ``message`` at ``now``
+        (epoch seconds): ``trouble`` becomes a ``FleetTrouble`` whose
+        ``since`` is kept from the trouble already there, if any. With
+        ``count``, a launch failure of ``code`` is counted
+        (``launch_failures``). Returns the ``FleetTrouble``."""
+        if count and during == "launch":
+            failures = self.__dict__.setdefault("_launch_failures", {})
+            failures[code] = failures.get(code, 0) + 1
+        since = self.trouble.since if self.trouble is not None else now
+        self.trouble = FleetTrouble(code=code, message=message, since=since, during=during)
+        return self.trouble
+
+    def clear_trouble(self, during=None):
+        """All is well again: forget the trouble (only one found while
+        ``during``, when given: a good listing does not clear a refused
+        launch)."""
+        if self.trouble is not None and (during is None or self.trouble.during == during):
+            self.trouble = None

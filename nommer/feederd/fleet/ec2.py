@@ -62,6 +62,10 @@ class Ec2Fleet(Fleet):
     Deferred list of the instance ids launched (never raises; failures are
     logged). ``housekeeping()`` -> Deferred None (never raises).
     ``worker_ids()``, ``instances()``: from the last listing, synchronous.
+    ``trouble`` (``Fleet``): the last refused RunInstances (or
+    DescribeInstances) with AWS's code and reason, until a launch gets every
+    instance asked for (or a listing succeeds); ``launch_failures()``
+    counts the refused RunInstances by code.
     """
 
     log = Logger()
@@ -188,7 +192,10 @@ class Ec2Fleet(Fleet):
         try:
             described = await self.api.describe_fleet(fleet_name)
         except Exception as e:
+            self.report_trouble(_error_code(e), f"DescribeInstances of EC2 fleet {fleet_name!r} failed: "
+                                f"{_aws_reason(e)}", self.clock.seconds(), during="list")
             raise FleetUnavailable(f"could not list EC2 fleet {fleet_name!r}: {_describe_error(e)}") from e
+        self.clear_trouble("list")
         try:
             records = await defer.maybeDeferred(self.registry.list)
         except Exception as e:
@@ -275,6 +282,8 @@ class Ec2Fleet(Fleet):
                 self._disabled_logged_at = now
                 self.log.warn("{n} instance(s) wanted, but FEEDERD_ALLOW_EC2_LAUNCHES is False: none launched",
                               n=n)
+            self.report_trouble("LaunchesDisabled", f"{n} instance(s) wanted, but FEEDERD_ALLOW_EC2_LAUNCHES "
+                                "is False: none launched", now, count=False)
             return []
         launched = []
         for spec in launch_specs(self.settings, self.user_data, self.hostname):
@@ -289,14 +298,17 @@ class Ec2Fleet(Fleet):
             except NoCapacity as e:
                 self.log.info("no {market} capacity for {count} x {instance_type} in {subnet_id} ({code}); "
                               "trying the next", code=e.code, **context)
+                self._launch_refused(e.code, e.message, context)
                 continue
             except ClientError as e:
                 self.log.error("RunInstances of {count} x {instance_type} ({market}) in {subnet_id} failed: "
                                "{error}; next tick retries", error=_describe_error(e), **context)
+                self._launch_refused(_error_code(e), _aws_reason(e), context)
                 break
-            except Exception:
+            except Exception as e:
                 self.log.failure("RunInstances of {count} x {instance_type} ({market}) in {subnet_id} failed; "
                                  "next tick retries", **context)
+                self._launch_refused(_error_code(e), _aws_reason(e), context)
                 break
             now = self.clock.seconds()
             for d in described:
@@ -313,7 +325,44 @@ class Ec2Fleet(Fleet):
         if len(launched) < n:
             self.log.warn("launched {launched} of {n} instance(s) wanted; the next tick asks again",
                           launched=len(launched), n=n)
+        else:
+            self.clear_trouble("launch")
         return launched
+
+    def _launch_refused(self, code, reason, context):
+        """Count a refused RunInstances and make it the fleet's ``trouble``
+        (``/health``, ``/metrics``), with AWS's reason and what to do."""
+        what = "RunInstances of {count} x {instance_type} ({market}) in {subnet_id}".format(**context)
+        hint = TROUBLE_HINTS.get(code)
+        message = f"{what} refused: {reason}" + (f" ({hint})" if hint else "")
+        self.report_trouble(code, message, self.clock.seconds())
+
+
+#: What to do about a refused launch, by AWS error code (shown with the trouble).
+TROUBLE_HINTS = {
+    "InvalidGroup.NotFound": "`nommer aws setup` creates the workers' security group named in EC2_SECURITY_GROUPS",
+    "InvalidGroupId.Malformed": "check EC2_SECURITY_GROUP_IDS",
+    "VcpuLimitExceeded": "ask AWS for a higher vCPU quota (Service Quotas) or lower MAX_NUM_EC2_INSTANCES",
+    "InstanceLimitExceeded": "ask AWS for a higher instance quota or lower MAX_NUM_EC2_INSTANCES",
+    "MaxSpotInstanceCountExceeded": "ask AWS for a higher spot quota, or allow EC2_ON_DEMAND_FALLBACK",
+    "InsufficientInstanceCapacity": "no capacity now: more EC2_INSTANCE_TYPES or EC2_SUBNET_IDS, "
+                                    "or EC2_ON_DEMAND_FALLBACK, widen the choice",
+    "SpotMaxPriceTooLow": "the spot price is above SPOT_MAX_PRICE",
+    "InvalidAMIID.NotFound": "check EC2_AMI_ID (and the region)",
+    "UnauthorizedOperation": "feederd's IAM role may not do this",
+}
+
+
+def _error_code(e):
+    """AWS's error code of ``e``, or its class name when it is not an AWS error."""
+    return error_code(e) or type(e).__name__
+
+
+def _aws_reason(e):
+    """AWS's message of ``e`` (its code when it has none), or ``str(e)``."""
+    if error_code(e):
+        return e.response.get("Error", {}).get("Message", "") or error_code(e)
+    return str(e) or type(e).__name__
 
 
 def _describe_error(e):
