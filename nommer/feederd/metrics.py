@@ -19,11 +19,12 @@ Prometheus counters may)::
 Read at each scrape (``refresh``)::
 
     nommer_jobs{state}                         jobs in the store by state
-    nommer_queue_depth{queue}                  messages waiting (visible)
+    nommer_queue_depth{queue}                  messages waiting (visible), per pool
+                                               queue, dead-letter and state-change queue
     nommer_queue_in_flight{queue}              messages leased by a worker
     nommer_queue_delayed{queue}                messages delayed (retry backoff)
-    nommer_queue_oldest_age_seconds{queue}     age of the oldest PENDING job (its
-                                               created_at; 0 when none waits)
+    nommer_queue_oldest_age_seconds{queue}     per pool queue, the age of its oldest
+                                               PENDING job (created_at; 0 when none)
     nommer_workers{state}                      live workers by registry state, and
                                                "silent" (no heartbeat for
                                                WORKER_HEARTBEAT_TIMEOUT_S)
@@ -55,6 +56,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from nommer.core.pools import UnknownPool, pool_queue, pool_queues
 from nommer.core.states import JobState
 from nommer.core.worker_registry.base import EXITED, WORKER_STATES
 from nommer.core.workqueue.base import dead_letter_name
@@ -80,10 +82,28 @@ SILENT = "silent"
 
 
 def queue_names(settings):
-    """The queues whose depth is exported: the new-job queue, its dead-letter
-    queue and the state-change queue (list of str)."""
+    """The queues whose depth is exported: each pool's job queue (the
+    default pool's is NEW_JOB_QUEUE_NAME; on SQS a pool queue's depth sums
+    its priority bands), the dead-letter queue and the state-change queue
+    (list of str)."""
     new = settings.NEW_JOB_QUEUE_NAME
-    return [new, dead_letter_name(new), settings.STATE_CHANGE_QUEUE_NAME]
+    return [*pool_queues(settings).values(), dead_letter_name(new), settings.STATE_CHANGE_QUEUE_NAME]
+
+
+def oldest_waiting(jobs, settings, now):
+    """``{queue: seconds}``: per pool queue, the age at ``now`` of the oldest
+    PENDING job among ``jobs`` (its ``created_at``), 0 for a queue with none
+    waiting. A job whose pool the settings no longer define is left out."""
+    ages = dict.fromkeys(pool_queues(settings).values(), 0.0)
+    for job in jobs:
+        if job.job_state != JobState.PENDING:
+            continue
+        try:
+            queue = pool_queue(settings, getattr(job, "pool", None))
+        except UnknownPool:
+            continue
+        ages[queue] = max(ages.get(queue, 0.0), now - job.created_at)
+    return ages
 
 
 class EncodeTally:
@@ -338,10 +358,8 @@ class FeederMetrics(Service):
         await defer.gatherResults([self._part("queues", lambda q=q: read(q)) for q in names])
 
     async def _refresh_oldest(self):
-        now = self.clock.seconds()
-        pending = [j for j in await self.store.list_unfinished() if j.job_state == JobState.PENDING]
-        oldest = min((j.created_at for j in pending), default=None)
-        self.oldest_age = {self.settings.NEW_JOB_QUEUE_NAME: 0.0 if oldest is None else max(0.0, now - oldest)}
+        jobs = await self.store.list_unfinished()
+        self.oldest_age = oldest_waiting(jobs, self.settings, self.clock.seconds())
 
     async def _refresh_workers(self):
         if self.worker_registry is None:

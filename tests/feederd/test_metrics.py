@@ -134,6 +134,22 @@ class ScrapeTests(MetricsTestBase):
                           "nommer_fleet_trouble": "gauge"})
 
     @ensure
+    async def test_pool_queues(self):
+        """With POOLS, each pool's queue has its depth and the age of its own oldest PENDING job."""
+        self.settings, self.root = temp_settings(self, POOLS={"gpu": {}})
+        self.store, self.queue = make_store(self.settings, reactor), make_queue(self.settings, reactor)
+        self.addCleanup(self.store.close)
+        self.addCleanup(self.queue.close)
+        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        await self.ledger.submit(Job(job_id=new_job_id(), source_path="file:///in", dest_path="file:///out",
+                                     nommer="n", job_options=[], pool="gpu"))
+        values, _ = await self.scrape(self.metrics(registry=None))
+        self.assertEqual(one(values, "nommer_queue_depth", queue="media_nommer_gpu"), 1)
+        self.assertEqual(one(values, "nommer_queue_depth", queue="media_nommer"), 0)
+        self.assertTrue(99 <= one(values, "nommer_queue_oldest_age_seconds", queue="media_nommer_gpu") <= 110)
+        self.assertEqual(one(values, "nommer_queue_oldest_age_seconds", queue="media_nommer"), 0)
+
+    @ensure
     async def test_workers_by_state(self):
         """Live workers by registry state; one not heard from in WORKER_HEARTBEAT_TIMEOUT_S is silent;
         exited ones are not counted."""
