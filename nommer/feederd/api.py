@@ -537,8 +537,9 @@ class JobAPI:
         """Prometheus metrics in the text exposition format
         (``nommer.feederd.metrics``), refreshed for this scrape. Farm-wide
         figures (every caller's jobs, the workers, the fleet's cost): needs
-        ``admin``, as /workers (anonymous on loopback without keys)."""
-        await self._caller(request, "admin")
+        the ``metrics`` scope (a scraper's key that can do nothing else) or
+        ``admin`` (anonymous on loopback without keys)."""
+        await self._caller(request, "metrics")
         body = await self.metrics.render()
         request.setHeader(b"Content-Type", METRICS_CONTENT_TYPE.encode())
         return body

@@ -346,19 +346,25 @@ class MetricsRouteTests(MetricsTestBase):
         self.assertEqual(one(values, "nommer_jobs", state="PENDING"), 1)
 
     @ensure
-    async def test_needs_an_admin_key_once_keys_exist(self):
-        """With keys: no key is 401, a key without admin 403 (JSON errors), an admin key gets the text."""
+    async def test_needs_a_metrics_key_once_keys_exist(self):
+        """With keys: no key is 401, a key without metrics (or admin) 403 (JSON errors); a metrics-only
+        key gets the text and can do nothing else; an admin key gets the text too."""
         keys = open_key_store(self.settings, reactor=reactor, clock=self.clock)
         self.addCleanup(keys.close)
         _, reader = await keys.create("reader", ("read",))
-        _, admin = await keys.create("prometheus", ("admin",))
+        _, scraper = await keys.create("prometheus", ("metrics",))
+        _, admin = await keys.create("root", ("admin",))
         stub, _ = self.api(keys)
         response, text = await self.get(stub)
         self.assertEqual((response.code, json.loads(text)["error_code"]), (401, "UNAUTHORIZED"))
         self.assertEqual(response.headers.getRawHeaders("www-authenticate"), ['Bearer realm="nommer"'])
         response, text = await self.get(stub, key=reader)
         self.assertEqual((response.code, json.loads(text)["error_code"]), (403, "FORBIDDEN"))
-        self.assertIn("admin", json.loads(text)["message"])
+        self.assertIn("metrics", json.loads(text)["message"])
         response, text = await self.get(stub, key=admin)
+        self.assertEqual(response.code, 200, text)
+        response, _ = await self.get(stub, path="/jobs", key=scraper)
+        self.assertEqual(response.code, 403)
+        response, text = await self.get(stub, key=scraper)
         self.assertEqual(response.code, 200, text)
         self.assertIn("nommer_jobs", parse(text)[0])

@@ -27,8 +27,10 @@ from nommer.core.deferreds import deferred
 from nommer.core.errors import InvalidJobSpec, NommerError
 from nommer.core.keys.cache import AuthCache
 
-#: What a key may do. ``admin`` sees every job (not only its own) and /workers.
-SCOPES = ("submit", "read", "cancel", "admin")
+#: What a key may do. ``admin`` sees every job (not only its own) and /workers,
+#: and has every other scope; ``metrics`` reads only the farm-wide /metrics (a
+#: Prometheus scraper's key: it can neither submit nor see a job).
+SCOPES = ("submit", "read", "cancel", "admin", "metrics")
 
 #: Scopes of a key created without ``--scope``.
 DEFAULT_SCOPES = ("submit", "read", "cancel")
