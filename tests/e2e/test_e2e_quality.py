@@ -79,6 +79,22 @@ def test_compare_and_quality_jobs_show_their_figures(root, media):
         assert report["subsample"] == 2
         assert [f["frame"] for f in report["frames"] if "vmaf" in f] == list(range(0, 90, 2))
 
+        # A ladder: hls and dash over one set of segments, each rung measured once, a report per rung.
+        prefix = os.path.join(root, "out", "ladder")
+        ladder = [{"height": 360, "bitrate": "600k"}, {"height": 180, "bitrate": "150k"}]
+        common = {"ladder": ladder, "segment_s": 2, "encoder_preset": "veryfast", "quality": {}}
+        job = run_job(daemon, {"source_path": f"file://{media['ref']}", "dest_path": f"file://{prefix}/",
+                               "outputs": [{"type": "hls", **common}, {"type": "dash", **common}]})
+        assert job["job_state"] == "FINISHED", job
+        hls, dash = job["outputs"]
+        assert hls["quality"] == dash["quality"]
+        rungs = hls["quality"]["rungs"]
+        assert [(r["name"], r["height"], r["frames"]) for r in rungs] == [("180p", 180, 90), ("360p", 360, 90)]
+        assert rungs[0]["vmaf"]["mean"] < rungs[1]["vmaf"]["mean"]
+        reports = ["stream/180p.quality.json", "stream/360p.quality.json"]
+        assert all(r in files_under(prefix) for r in reports)
+        assert all(r in {f["path"] for f in dash["files"]} for r in reports)
+
         prefix = os.path.join(root, "out", "bad")
         job = run_job(daemon, {"source_path": f"file://{media['ref']}", "dest_path": f"file://{prefix}/",
                                "outputs": [{"type": "compare", "distorted": f"file://{media['longer']}",
