@@ -15,11 +15,21 @@ ERROR, all through ``record_event``, which stores the event (the store
 numbers it) and announces it on the state-change queue (``{"event":
 {...}}``). Recording an event never fails the job: a failed append or
 announcement is logged as a warning and ignored.
+
+Nor does it slow the job down: ``set_state`` and ``update`` return once the
+job is stored and its change announced, as before the log existed, and
+record their events in the background. One job's events are recorded one
+after the other, in the order this ledger was given them (``record_event``
+waits its turn too), so its log is in order; ``events_settled(job_id)``
+waits until they are stored (the API does before listing a job's events,
+the worker before it ends an attempt). SUBMITTED is recorded before the job
+is queued, so it is always first.
 """
 
 import json
 
 import attr
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from nommer.core.errors import JobCanceled
@@ -52,6 +62,18 @@ def submitted_details(job):
     return f"nommer {job.nommer}"
 
 
+def _follow(d):
+    """A new Deferred firing (with None) when ``d`` fires; ``d``'s own
+    result is passed on untouched."""
+    follower = defer.Deferred()
+
+    def fire(result):
+        follower.callback(None)
+        return result
+    d.addBoth(fire)
+    return follower
+
+
 def state_change_body(job):
     """The state-change message: JSON ``{"job_id", "job_state",
     "job_state_details", "at", "attempts"}`` (``at`` = epoch seconds of the
@@ -69,6 +91,7 @@ class JobLedger:
         self.store = store
         self.queue = queue
         self.settings = settings
+        self._event_tails = {}  # job_id -> Deferred of the last event recording of that job under way
 
     async def submit(self, job):
         """Store a new PENDING job and queue it for a worker. Returns the Job.
@@ -98,7 +121,8 @@ class JobLedger:
 
     async def set_state(self, job_id, state, details=None, expect=None, retry_in_s=None, **fields):
         """Move a job to ``state`` (with ``details`` and other field changes),
-        announce it, then record its events. Raises ``IllegalTransition`` /
+        announce it, then record its events (in the background: see the
+        module docstring). Raises ``IllegalTransition`` /
         ``NoSuchJob``. ``expect(job)``, if given, is called with the stored
         job within the write and may raise to refuse it (a worker checking
         that it still owns the job: a lease-lost worker must not write over
@@ -121,9 +145,9 @@ class JobLedger:
             try:
                 await self.announce(job)
             finally:  # announced first (the webhooks wait for nothing), recorded even if that failed
-                await self._state_events(before, job, retry_in_s)
+                self._in_turn(job_id, lambda: self._state_events(before, job, retry_in_s))
         else:
-            await self._state_events(before, job, retry_in_s)
+            self._in_turn(job_id, lambda: self._state_events(before, job, retry_in_s))
         return job
 
     async def announce(self, job):
@@ -146,9 +170,12 @@ class JobLedger:
             before["progress"] = job.progress
             return job.evolve(**fields)
         job = await self.store.modify(job_id, change)
-        if "progress" in fields:
-            for milestone in progress_milestones(before["progress"], job.progress):
-                await self.record_event(self._event(job, EventKind.PROGRESS, progress=milestone))
+        milestones = progress_milestones(before["progress"], job.progress) if "progress" in fields else []
+        if milestones:
+            async def record():
+                for milestone in milestones:
+                    await self._record(self._event(job, EventKind.PROGRESS, progress=milestone))
+            self._in_turn(job_id, record)
         return job
 
     async def set_state_unless_final(self, job_id, state, details=None, expect=None, **fields):
@@ -164,10 +191,50 @@ class JobLedger:
     async def record_event(self, event):
         """Append ``event`` (a ``JobEvent``) to its job's log and announce it
         on the state-change queue (``{"event": {...}}``, with the ``seq`` the
-        store gave it, or None when the log's bound dropped it). Never
-        raises: a failure is logged as a warning and ignored, an event is
-        never worth failing a job for. ``details`` longer than
-        MAX_EVENT_DETAILS_CHARS are cut. Returns the stored event or None."""
+        store gave it, or None when the log's bound dropped it), after the
+        events of that job this ledger is recording already. Never raises: a
+        failure is logged as a warning and ignored, an event is never worth
+        failing a job for. ``details`` longer than MAX_EVENT_DETAILS_CHARS
+        are cut. Returns the stored event or None."""
+        stored = []
+
+        async def record():
+            stored.append(await self._record(event))
+        await self._in_turn(event.job_id, record)
+        return stored[0] if stored else None
+
+    async def events_settled(self, job_id=None):
+        """Wait until the events this ledger is recording (of ``job_id``, or
+        of every job) are stored and announced."""
+        tails = list(self._event_tails.values()) if job_id is None else [self._event_tails.get(job_id)]
+        for tail in tails:
+            if tail is not None:
+                await _follow(tail)
+
+    def _in_turn(self, job_id, work):
+        """Run ``work()`` (a coroutine function recording events of job
+        ``job_id``) once the recordings of that job already under way are
+        done. Returns a Deferred firing (with None) when it is; never fails
+        (an error is logged)."""
+        previous = self._event_tails.get(job_id)
+
+        async def in_turn():
+            if previous is not None:
+                await _follow(previous)
+            try:
+                await work()
+            except Exception:
+                self.log.failure("job {job_id}: recording its events failed", job_id=job_id)
+        d = self._event_tails[job_id] = defer.Deferred.fromCoroutine(in_turn())
+
+        def done(_):
+            if self._event_tails.get(job_id) is d:
+                del self._event_tails[job_id]
+        d.addBoth(done)
+        return d
+
+    async def _record(self, event):
+        """``record_event`` now, out of turn (a recording already in its turn)."""
         if event.details is not None and len(event.details) > MAX_EVENT_DETAILS_CHARS:
             event = attr.evolve(event, details=event.details[:MAX_EVENT_DETAILS_CHARS - 1] + "\u2026")
         stored = None
@@ -197,13 +264,13 @@ class JobLedger:
         in this order: ASSIGNED, PROGRESS milestones, STATE, RETRY."""
         old_state, new_attempt = before["state"], job.attempts != before["attempts"]
         if job.job_state == JobState.DOWNLOADING and job.attempts > before["attempts"]:
-            await self.record_event(self._event(job, EventKind.ASSIGNED,
-                                                details=f"attempt {job.attempts} on worker {job.worker_id}"))
+            await self._record(self._event(job, EventKind.ASSIGNED,
+                                           details=f"attempt {job.attempts} on worker {job.worker_id}"))
         for milestone in progress_milestones(before["progress"], job.progress):
-            await self.record_event(self._event(job, EventKind.PROGRESS, progress=milestone))
+            await self._record(self._event(job, EventKind.PROGRESS, progress=milestone))
         if old_state != job.job_state or new_attempt:
-            await self.record_event(self._event(job, EventKind.STATE, details=job.job_state_details))
+            await self._record(self._event(job, EventKind.STATE, details=job.job_state_details))
         if job.job_state == JobState.PENDING and old_state in IN_PROGRESS_STATES:
             when = "at once" if not retry_in_s else f"in {retry_in_s:g} s"
             reason = job.job_state_details or "released"
-            await self.record_event(self._event(job, EventKind.RETRY, details=f"queued again {when}: {reason}"))
+            await self._record(self._event(job, EventKind.RETRY, details=f"queued again {when}: {reason}"))

@@ -375,6 +375,7 @@ class JobAPI:
         after = self._count_arg(request, "after", 0, 0, None)
         limit = self._count_arg(request, "limit", MAX_LIST_LIMIT, 1, MAX_LIST_LIMIT)
         await self._visible_job(caller, job_id)
+        await self.ledger.events_settled(job_id)  # this feederd's own changes (cancel...) recorded
         events = await self.store.list_events(job_id, after_seq=after, limit=limit)
         next_after = events[-1].seq if len(events) == limit else None
         return _json(request, 200, {"success": True, "job_id": job_id, "events": [event_to_api(e) for e in events],

@@ -176,6 +176,7 @@ class AttemptRunner:
             self.jobs_done += 1
             await self.scratch.remove(scratch)
             await ctx.wait_event_written()  # a LEASE_LOST event being recorded (never fails)
+            await self.ledger.events_settled(job_id)  # the attempt's events stored before it counts as done
 
     async def _run_nommer(self, ctx, message):
         """Run the attempt's nommer, then conclude it (``outcome``)."""

@@ -35,6 +35,19 @@ class FailingAppends:
         return defer.fail(OSError("disk full"))
 
 
+class GatedAppends(FailingAppends):
+    """A job store whose ``append_event`` waits for ``gate`` to fire first."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.gate = defer.Deferred()
+
+    def append_event(self, event):
+        d = defer.Deferred()
+        self.gate.addCallback(lambda _: self._store.append_event(event).chainDeferred(d))
+        return d
+
+
 class LedgerEventTests(TestCase):
 
     def setUp(self):
@@ -62,6 +75,11 @@ class LedgerEventTests(TestCase):
             bodies += [json.loads(m.body) for m in messages]
         return bodies
 
+    async def log(self, job_id, ledger=None):
+        """The job's stored events, once the ledger recorded those it was given."""
+        await (ledger or self.ledger).events_settled(job_id)
+        return await self.store.list_events(job_id)
+
     async def take(self, job_id, worker_id="w-1"):
         job = await self.store.get(job_id)
         return await self.ledger.set_state(job_id, JobState.DOWNLOADING, None, attempts=job.attempts + 1,
@@ -80,7 +98,7 @@ class LedgerEventTests(TestCase):
         await self.ledger.update(job.job_id, heartbeat_at=5.0)  # no progress written: no milestone
         await self.ledger.set_state(job.job_id, JobState.UPLOADING)
         await self.ledger.set_state(job.job_id, JobState.FINISHED, progress=100.0)
-        events = await self.store.list_events(job.job_id)
+        events = await self.log(job.job_id)
         self.assertEqual([e.seq for e in events], list(range(1, len(events) + 1)))
         self.assertEqual(
             [(e.kind.value, e.state, e.progress) for e in events],
@@ -102,6 +120,7 @@ class LedgerEventTests(TestCase):
         state change it records; state-change bodies are unchanged."""
         job = await self.submit()
         await self.take(job.job_id)
+        await self.ledger.events_settled()
         bodies = await self.announced()
         events = [event_of(b) for b in bodies if "event" in b]
         changes = [b for b in bodies if "event" not in b]
@@ -126,7 +145,7 @@ class LedgerEventTests(TestCase):
         await self.take(job.job_id, worker_id="w-3")  # lease expired: taken again while DOWNLOADING
         await self.ledger.set_state(job.job_id, JobState.PENDING, "released by worker w-3 shutting down",
                                     retry_in_s=0)
-        events = (await self.store.list_events(job.job_id))[3:]
+        events = (await self.log(job.job_id))[3:]
         self.assertEqual([(e.kind.value, e.state, e.worker_id, e.attempt) for e in events], [
             ("state", "PENDING", "w-1", 1), ("retry", "PENDING", "w-1", 1),
             ("assigned", "DOWNLOADING", "w-2", 2), ("state", "DOWNLOADING", "w-2", 2),
@@ -140,7 +159,7 @@ class LedgerEventTests(TestCase):
         """A cancel (any writer) is a STATE event with its details; a PENDING job canceled is no retry."""
         job = await self.submit()
         await self.ledger.set_state(job.job_id, JobState.CANCELED, "canceled by request")
-        events = await self.store.list_events(job.job_id)
+        events = await self.log(job.job_id)
         self.assertEqual(kinds(events), [("submitted", "PENDING"), ("state", "CANCELED")])
         self.assertEqual(events[-1].details, "canceled by request")
 
@@ -153,7 +172,7 @@ class LedgerEventTests(TestCase):
                                       nommer="x", job_options=[]))
         stored = await ledger.set_state(job.job_id, JobState.DOWNLOADING, attempts=1, worker_id="w")
         self.assertEqual(stored.job_state, JobState.DOWNLOADING)
-        self.assertEqual(await self.store.list_events(job.job_id), [])
+        self.assertEqual(await self.log(job.job_id, ledger), [])
         bodies = await self.announced()
         events = [event_of(b) for b in bodies if "event" in b]
         self.assertEqual([(e.kind, e.seq) for e in events],
@@ -162,6 +181,28 @@ class LedgerEventTests(TestCase):
         failed = [w for w in self.warnings if "storing its" in w["log_format"]]
         self.assertEqual(len(failed), 3)
         self.assertEqual({w["job_id"] for w in failed}, {job.job_id})
+
+    @ensure
+    async def test_state_writes_do_not_wait_for_their_events(self):
+        """With the event store stalled, set_state and update return once the job is stored and
+        announced; the events are recorded later, in the order they were given, and
+        events_settled waits for them."""
+        store = GatedAppends(self.store)
+        ledger = type(self.ledger)(store, self.queue, self.settings)
+        job = await self.submit()  # SUBMITTED recorded by the unstalled ledger (a submit waits for it)
+        await ledger.set_state(job.job_id, JobState.DOWNLOADING, attempts=1, worker_id="w")
+        await ledger.set_state(job.job_id, JobState.ENCODING)
+        await ledger.update(job.job_id, progress=25.0)
+        await ledger.set_state(job.job_id, JobState.CANCELED, "canceled by request")
+        self.assertEqual((await self.store.get(job.job_id)).job_state, JobState.CANCELED)
+        self.assertEqual(len(await self.store.list_events(job.job_id)), 1)  # only SUBMITTED so far
+        settled = defer.Deferred.fromCoroutine(ledger.events_settled(job.job_id))
+        self.assertNoResult(settled)
+        store.gate.callback(None)
+        await settled
+        self.assertEqual(kinds((await self.store.list_events(job.job_id))[1:]), [
+            ("assigned", "DOWNLOADING"), ("state", "DOWNLOADING"), ("state", "ENCODING"),
+            ("progress", "ENCODING"), ("progress", "ENCODING"), ("state", "CANCELED")])
 
     @ensure
     async def test_record_event_survives_a_failing_queue(self):
@@ -193,7 +234,7 @@ class LedgerEventTests(TestCase):
         ctx.stop(LEASE_LOST)
         ctx.stop(LEASE_LOST)
         await ctx.wait_event_written()
-        lost = [e for e in await self.store.list_events(job.job_id) if e.kind is EventKind.LEASE_LOST]
+        lost = [e for e in await self.log(job.job_id) if e.kind is EventKind.LEASE_LOST]
         self.assertEqual(len(lost), 1)
         self.assertEqual((lost[0].worker_id, lost[0].attempt), ("w-9", 1))
         self.assertIn("lost the lease of attempt 1", lost[0].details)
