@@ -9,6 +9,7 @@ from nommer.core.keys import open_key_store
 from nommer.core.startup import DaemonService, attach_backends, load_settings_or_exit, refuse_to_start
 from nommer.core.worker_registry import make_registry
 from nommer.core.outputs.presets import PresetError, load_presets
+from nommer.workerd.outputs.vmaf import find_vmaf_ffmpeg
 from nommer.core.storage.roots import enforce_roots
 from nommer.feederd.api import JobAPI
 from nommer.feederd.auth import KeyRequirement
@@ -100,4 +101,7 @@ def makeService(options):
         load_presets(settings)
     except PresetError as e:
         raise SystemExit(f"feederd: {e.message}; nothing started") from None
+    # The VMAF-capable ffmpeg is looked up (``ffmpeg -filters``) before the reactor runs, so
+    # the submit-time check (quality with vmaf) finds the answer cached, never spawning on it.
+    find_vmaf_ffmpeg(settings)
     return build(settings)

@@ -203,7 +203,7 @@ class OutputsNommer(BaseNommer):
         job = await self._prepare(outputs)
         units = plan_units(outputs)
         quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality")]
-        vmaf_bin = self._vmaf_bin(outputs)
+        vmaf_bin = await self._vmaf_bin(outputs)
 
         await self.set_state(JobState.ENCODING)
         self.context.report_progress(0.0)
@@ -285,15 +285,17 @@ class OutputsNommer(BaseNommer):
         return unit.builder.plan(unit.spec, job.source, ffmpeg_bin=self.settings.FFMPEG_BIN,
                                  input_path=job.source_path, work_dir=job.work_dir, **extra)
 
-    def _vmaf_bin(self, outputs):
+    async def _vmaf_bin(self, outputs):
         """The VMAF-capable ffmpeg when an output asks for VMAF (None
-        otherwise, or when none is installed: the builders then say so)."""
+        otherwise, or when none is installed: the builders then say so).
+        Looked up in a thread: the first lookup runs ``ffmpeg -filters``."""
         wanted = any("vmaf" in (spec.get("quality") or {}).get("metrics", ()) or
                      (spec["type"] == "compare" and "vmaf" in spec["metrics"]) or spec.get("target")
                      for spec in outputs)
         if not wanted:
             return None
-        return import_module("nommer.workerd.outputs.vmaf").find_vmaf_ffmpeg(self.settings)
+        find = import_module("nommer.workerd.outputs.vmaf").find_vmaf_ffmpeg
+        return await self._in_thread(find, self.settings)
 
     def _runner(self, job):
         """``await run(steps, on_fraction=None)``: run steps in the sandbox
