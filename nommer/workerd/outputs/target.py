@@ -15,17 +15,19 @@ and plans and encodes the ``spec`` it gets back.
   else ``n`` windows of WINDOW_S seconds (one keyframe interval, so every
   window starts a GOP as in the final encode) spread evenly over the title,
   ``n`` = SAMPLE_SHARE x the duration / WINDOW_S, between 1 and MAX_WINDOWS,
-  the first one preceded by a lead-in of LEAD_IN_S that is encoded but not
-  scored (``sample_cuts``: a cold encoder's first GOP scores lower than
-  the same frames in the middle of the title), cut by input seeking and
-  joined by ffmpeg's ``concat`` filter into one lossless FFV1 file in the
-  scratch dir (the probes' input and reference);
+  the first one preceded by a lead-in of LEAD_IN_S (one GOP) that is
+  encoded but not scored (``sample_cuts``: a cold encoder's first GOP
+  scores lower than the same frames in the middle of the title), cut by
+  input seeking and joined by ffmpeg's ``concat`` filter into a lossless
+  file in the scratch dir (the probes' input), and the same without the
+  lead-in (what they are scored against);
 * a *probe*: the sample encoded by the output's own builder (``mp4.plan``:
   the same encoder, preset, size, fps cap and keyframe grid as the final
-  encode), video only, at one CRF; then scored against the sample with
+  encode), video only, at one CRF; its lead-in dropped by a stream copy
+  from its keyframe at LEAD_IN_S; then scored against the sample with
   VMAF (``quality.pair_step``: the probe scaled up to the source's display
   size, frames paired by index, every PROBE_SUBSAMPLE-th frame for long
-  samples) and pooled by ``pool``;
+  samples) and pooled by ``pool``; its bitrate read from the cut file;
 * the first two probes bisect ``crf_range``; from the third, the CRF is
   interpolated from the probes' scores (linear between the two probes
   around the target; a monotone cubic, Fritsch-Carlson PCHIP, through every
@@ -115,7 +117,8 @@ PROBE_DIR = ".target"
 POOLS = {"mean": "mean", "p5": "p5", "harmonic_mean": "harmonic_mean"}
 
 __all__ = ["refine", "Search", "Probe", "search", "sample_windows", "round_down", "pchip",
-           "invert", "scale_factor", "keep_rungs", "bitrate_at", "custom_rungs"]
+           "invert", "scale_factor", "keep_rungs", "bitrate_at", "custom_rungs", "sample_cuts",
+           "lead_frames", "video_bitrate"]
 
 
 # --- the search (pure) -----------------------------------------------------------------------
@@ -356,29 +359,34 @@ def sample_windows(duration_s):
     """The windows scored of a ``duration_s``-second source: None for the
     whole source (short, or of unknown duration), else a list of
     ``(start_s, length_s)``, WINDOW_S long, spread evenly (window i centred
-    at (i + 1/2)/n of the title)."""
+    at (i + 1/2)/n of the title), the first starting LEAD_IN_S or later."""
     if not duration_s or duration_s <= WHOLE_SOURCE_MAX_S:
         return None
     n = max(1, min(MAX_WINDOWS, int(round(duration_s * SAMPLE_SHARE / WINDOW_S))))
     windows = []
     for i in range(n):
         start = duration_s * (i + 0.5) / n - WINDOW_S / 2.0
-        windows.append((round(min(max(0.0, start), duration_s - WINDOW_S), 3), float(WINDOW_S)))
+        windows.append((round(min(max(LEAD_IN_S, start), duration_s - WINDOW_S), 3), float(WINDOW_S)))
     return windows
 
 
 def sample_cuts(windows):
-    """``(cuts, lead_s)``: the spans of the source the sample is cut from
-    (``(start_s, length_s)``) and the seconds of lead-in before the first
-    window. The first window is cut with the LEAD_IN_S before it (when the
-    title has them), encoded but not scored: an encoder starting cold gives
-    its first GOP about 2 VMAF points less than it gives the same frames
-    in the middle of a title (x264's rate control and macroblock tree
-    settle over the first GOP; measured), and the final encode reaches the
-    windows warm. The later windows follow the earlier ones in one encode."""
+    """The spans of the source (``(start_s, length_s)``) the sample is cut
+    from: the windows, the first one with the LEAD_IN_S before it. That
+    lead-in is encoded but not scored: an encoder starting cold gives its
+    first GOP about 2 VMAF points less than it gives the same frames in the
+    middle of a title (x264's rate control and macroblock tree settle over
+    the first GOP; measured), and the final encode reaches the windows warm.
+    The later windows follow the earlier ones in the same encode."""
     (start, length), rest = windows[0], list(windows[1:])
-    lead = min(LEAD_IN_S, start)
-    return [(round(start - lead, 3), round(length + lead, 3))] + rest, round(lead, 3)
+    return [(round(start - LEAD_IN_S, 3), round(length + LEAD_IN_S, 3))] + rest
+
+
+def lead_frames(fps):
+    """Frames of the lead-in at ``fps`` (a Fraction, or None: 25): those
+    before the keyframe the probe encode puts at LEAD_IN_S (the first frame
+    at or after it, as ``common.keyframe_args`` asks)."""
+    return math.ceil(LEAD_IN_S * float(fps or 25) - 1e-6)
 
 
 def probe_subsample(seconds, fps):
@@ -389,21 +397,6 @@ def probe_subsample(seconds, fps):
 
 
 # --- the ladder (pure) -----------------------------------------------------------------------
-
-def pool_scores(scores, pool):
-    """Per-frame VMAF ``scores`` pooled as libvmaf and ``quality.read_log``
-    pool them: ``"mean"``, ``"harmonic_mean"`` (1 / mean(1 / (1 + s)) - 1),
-    ``"p5"`` (5th percentile, linear between ranks), ``"p1"``, ``"min"``."""
-    if pool == "mean":
-        return sum(scores) / len(scores)
-    if pool == "harmonic_mean":
-        return len(scores) / sum(1.0 / (1.0 + s) for s in scores) - 1.0
-    if pool in ("p1", "p5"):
-        return quality.percentile(scores, float(pool[1:]))
-    if pool == "min":
-        return min(scores)
-    raise ValueError(f"unknown pool {pool!r}")
-
 
 def scale_factor(probe_bitrate, top_bitrate, bounds=SCALE_RANGE):
     """``probe_bitrate / top_bitrate`` (bits per second both) clamped to ``bounds``."""
@@ -495,27 +488,61 @@ def with_quality(spec, model):
     return out
 
 
-def _sample_step(cuts, source, *, ffmpeg_bin, input_path, path):
-    """The ffmpeg run cutting ``cuts`` (``(start_s, length_s)`` spans) out of
-    the source (input seeking, frame-exact as ffmpeg decodes from the
-    keyframe before), joined by ``concat`` into one lossless FFV1 file at
-    ``path`` (video only)."""
+def _sample_step(cuts, source, *, ffmpeg_bin, input_path, sample_path, reference_path):
+    """The ffmpeg run cutting ``cuts`` (``(start_s, length_s)`` spans, the
+    first with its lead-in: ``sample_cuts``) out of the source (input
+    seeking, frame-exact: ffmpeg decodes from the keyframe before and drops
+    what precedes the time), joined by ``concat``, written twice, video
+    only, lossless (Ut Video: it decodes 4x faster than FFV1, and each probe
+    decodes the sample twice): ``sample_path``, the probes' input, and
+    ``reference_path``, the same without the lead-in's frames, what the
+    probes are scored against."""
     argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y"]
     for start, length in cuts:
         argv += ["-ss", f"{start:.3f}", "-t", f"{length:.3f}", "-i", input_path]
     n = len(cuts)
     inputs = "".join(f"[{i}:V:0]" for i in range(n))
-    graph = f"{inputs}concat=n={n}:v=1:a=0[v]" if n > 1 else "[0:V:0]null[v]"
-    argv += ["-filter_complex", graph, "-map", "[v]", "-an", "-sn", "-dn",
-             "-c:v", "ffv1", "-level", "3", "-slices", "4", "-g", "1", "-f", "matroska"]
-    argv += common.progress_args(path)
+    joined = f"{inputs}concat=n={n}:v=1:a=0" if n > 1 else "[0:V:0]null"
+    graph = (f"{joined},split=2[s][r0];"
+             f"[r0]trim=start_frame={lead_frames(source.fps)},setpts=PTS-STARTPTS[r]")
+    lossless = ["-an", "-sn", "-dn", "-c:v", "utvideo", "-f", "matroska"]
+    argv += ["-filter_complex", graph, "-map", "[s]", *lossless, sample_path,
+             "-map", "[r]", *lossless]
+    argv += common.progress_args(reference_path)
     seconds = sum(length for _, length in cuts)
-    return Step(what="target-quality sample", argv=argv, expected_s=seconds,
+    return Step(what="target-quality sample", argv=argv, expected_s=seconds - LEAD_IN_S,
                 weight=seconds * (source.width or 0) * (source.height or 0) / 1e6 * 0.2)
 
 
+def _cut_step(pairs, *, ffmpeg_bin):
+    """The ffmpeg run dropping the lead-in of probe encodes by stream copy:
+    ``pairs`` of (encoded path, path to write), each cut at its keyframe at
+    LEAD_IN_S (``-ss`` half a frame later seeks back to it), the MP4 written
+    with its first frame at 0 (``-avoid_negative_ts make_zero``: without it
+    ffmpeg 5.1's edit list hides the first frame)."""
+    argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y"]
+    for encoded, _ in pairs:
+        argv += ["-ss", f"{LEAD_IN_S + 0.005:.3f}", "-i", encoded]
+    for k, (_, out) in enumerate(pairs):
+        argv += ["-map", f"{k}:v:0", "-c", "copy", "-avoid_negative_ts", "make_zero", "-f", "mp4"]
+        argv += [out] if k < len(pairs) - 1 else common.progress_args(out)
+    return Step(what="target-quality probe cut", argv=argv, weight=0.01)
+
+
+def video_bitrate(path, seconds=None):
+    """Bits per second of the video of the MP4 at ``path``: its ``mdat``
+    payload (the probes have no audio) over the video track's duration
+    (``seconds`` when the track does not say)."""
+    track = mp4.read_video_track(path)
+    with open(path, "rb") as f:
+        mdat = boxes.find(f, "mdat")
+    payload = (mdat.size - mdat.header) if mdat is not None else os.path.getsize(path)
+    duration = (track or {}).get("duration_s") or seconds
+    return int(round(payload * 8 / duration))
+
+
 class _Prober:
-    """Runs probes for one unit: the sample, each CRF probe, the rung probes."""
+    """Runs the probes of one unit: the sample, each CRF probe, the rung probes."""
 
     def __init__(self, source, *, run, report, ffmpeg_bin, vmaf_bin, input_path, work_dir, model,
                  pool, total_runs):
@@ -528,13 +555,12 @@ class _Prober:
         self.dir = os.path.join(work_dir, PROBE_DIR)
         self.model = model
         self.pool = pool
-        self.input = input_path
-        self.seconds = source.duration_s  # seconds of the probes' input
-        self.scored_s = source.duration_s  # of which scored
+        self.input = self.reference = input_path  # the probes' input, what they are scored against
+        self.scored_s = source.duration_s
         self.sample_source = attr.evolve(source, audio=())
         self.windows = sample_windows(source.duration_s)
-        self.skip_frames = 0  # frames of lead-in at the start of the sample, not scored
         self.done_runs = 0
+        # Each probe: its encode, the cut of its lead-in (sampled sources), its VMAF run.
         self.total_runs = max(1, total_runs + (1 if self.windows else 0))
         self.reported = 0.0
 
@@ -544,62 +570,61 @@ class _Prober:
             self.reported = value
             self.report(value)
 
-    async def _run(self, step):
-        await self.run([step], on_fraction=self._progress)
-        self.done_runs += 1
-        self._progress(0.0)
+    async def _run(self, step, counts=True):
+        await self.run([step], on_fraction=self._progress if counts else None)
+        if counts:
+            self.done_runs += 1
+            self._progress(0.0)
 
     async def prepare(self):
-        """Make the probe dir and, for a long source, the sample file."""
+        """Make the probe dir and, for a long source, the sample and its reference."""
         if os.path.isdir(self.dir):
             shutil.rmtree(self.dir)
         os.makedirs(self.dir)
-        if self.windows:
-            path = os.path.join(self.dir, "sample.mkv")
-            cuts, lead = sample_cuts(self.windows)
-            await self._run(_sample_step(cuts, self.source, ffmpeg_bin=self.ffmpeg_bin,
-                                         input_path=self.input, path=path))
-            self.input = path
-            self.seconds = sum(length for _, length in cuts)
-            self.scored_s = sum(length for _, length in self.windows)
-            self.skip_frames = int(round(lead * float(self.source.fps or 25)))
-            self.sample_source = attr.evolve(self.source, duration_s=self.seconds, audio=())
-        if not self.seconds:
+        if not self.source.duration_s:
             raise PermanentJobError("the source's duration is unknown: a target-quality search needs it")
+        if self.windows:
+            cuts = sample_cuts(self.windows)
+            sample, reference = os.path.join(self.dir, "sample.mkv"), os.path.join(self.dir, "reference.mkv")
+            await self._run(_sample_step(cuts, self.source, ffmpeg_bin=self.ffmpeg_bin,
+                                         input_path=self.input, sample_path=sample,
+                                         reference_path=reference))
+            self.input, self.reference = sample, reference
+            self.scored_s = sum(length for _, length in self.windows)
+            self.sample_source = attr.evolve(self.source, duration_s=self.scored_s + LEAD_IN_S, audio=())
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    async def _without_lead(self, encoded):
+        """The probe encodes ``encoded`` (paths) as scored: as they are for a
+        source probed whole, else each cut after its lead-in (one run)."""
+        if not self.windows:
+            return list(encoded)
+        cut = [os.path.splitext(path)[0] + "-cut.mp4" for path in encoded]
+        await self._run(_cut_step(list(zip(encoded, cut)), ffmpeg_bin=self.ffmpeg_bin), counts=False)
+        for path in encoded:
+            os.remove(path)
+        return cut
+
     async def _score(self, distorted, name):
+        """The pooled VMAF of the probe ``distorted`` against the reference."""
         log_path = os.path.join(self.dir, f"{name}.json")
         step = quality.pair_step(
-            distorted, self.input, metrics=["vmaf"], model=self.model,
-            subsample=probe_subsample(self.seconds, self.source.fps), ffmpeg_bin=self.ffmpeg_bin,
+            distorted, self.reference, metrics=["vmaf"], model=self.model,
+            subsample=probe_subsample(self.scored_s, self.source.fps), ffmpeg_bin=self.ffmpeg_bin,
             vmaf_bin=self.vmaf_bin, log_path=log_path, ref_width=self.source.width,
             ref_height=self.source.height, fps=self.source.fps, what=f"target-quality score {name}",
-            weight=1.0)
+            weight=1.0, expected_s=self.scored_s)
         await self._run(step)
-        pooled, frames = quality.read_report(log_path, ["vmaf"])
-        if self.skip_frames:
-            scores = [f["vmaf"] for f in frames if f["frame"] >= self.skip_frames and "vmaf" in f]
-            score = pool_scores(scores, self.pool) if scores else None
-        else:
-            score = (pooled.get("vmaf") or {}).get(POOLS[self.pool])
+        score = (quality.read_log(log_path, ["vmaf"]).get("vmaf") or {}).get(POOLS[self.pool])
         if score is None:
             raise PermanentJobError(f"the VMAF run of the target-quality probe {name} gave no score")
         return float(score)
 
-    def _bitrate(self, path):
-        """Bits per second of the probe's video (its ``mdat`` payload over its duration)."""
-        track = mp4.read_video_track(path)
-        with open(path, "rb") as f:
-            mdat = boxes.find(f, "mdat")
-        payload = (mdat.size - mdat.header) if mdat is not None else os.path.getsize(path)
-        seconds = (track or {}).get("duration_s") or self.seconds
-        return int(round(payload * 8 / seconds))
-
     async def crf_probe(self, spec, crf):
-        """Encode the sample as the mp4 ``spec`` at ``crf``; ``Probe``."""
+        """Encode the sample as the mp4 ``spec`` at ``crf`` (``mp4.plan``),
+        score it: a ``Probe``."""
         name = f"crf{crf:g}"
         probe_spec = dict(spec, name=f"{PROBE_DIR}/{name}.mp4", crf=crf)
         probe_spec.pop("bitrate", None)
@@ -607,15 +632,16 @@ class _Prober:
                          input_path=self.input, work_dir=self.work_dir)
         for step in steps:
             await self._run(attr.evolve(step, what=f"target-quality probe at CRF {crf:g}"))
-        path = common.local_path(self.work_dir, probe_spec["name"])
-        bitrate = self._bitrate(path)
+        (path,) = await self._without_lead([common.local_path(self.work_dir, probe_spec["name"])])
+        bitrate = video_bitrate(path, self.scored_s)
         score = await self._score(path, name)
         os.remove(path)
         return Probe(crf, score, bitrate)
 
     async def rung_probes(self, rungs, preset):
         """Encode the sample at each of ``rungs`` (``ladder.Rung``) as the
-        package encodes them (one run); each rung's score, in order."""
+        package encodes them (one run: ``package``'s per-rung encoder
+        options, each rung to its own file), score each: their scores, in order."""
         n = len(rungs)
         labels = [f"[s{i}]" for i in range(n)] if n > 1 else ["[0:V:0]"]
         chains = [f"[0:V:0]split={n}{''.join(labels)}"] if n > 1 else []
@@ -634,10 +660,11 @@ class _Prober:
             argv += ["-map", f"[v{i}]", "-an", "-preset:v", preset, "-pix_fmt:v", "yuv420p"]
             argv += package._video_args(0, rung) + ["-f", "mp4"]
             argv += [out] if i < n - 1 else common.progress_args(out)
-        await self._run(Step(what="target-quality rung probes", argv=argv, expected_s=self.seconds,
-                             weight=self.seconds * sum(r.pixels for r in rungs) / 1e6))
+        seconds = self.sample_source.duration_s
+        await self._run(Step(what="target-quality rung probes", argv=argv, expected_s=seconds,
+                             weight=seconds * sum(r.pixels for r in rungs) / 1e6))
         scores = []
-        for i, out in enumerate(outs):
+        for i, out in enumerate(await self._without_lead(outs)):
             scores.append(await self._score(out, f"rung{i}"))
             os.remove(out)
         return scores

@@ -5,14 +5,16 @@ sample; the refusals. The pure search logic is in test_target_search.py."""
 
 import asyncio
 import os
+import subprocess
 
+import attr
 import pytest
 
 from nommer.conf import defaults
 from nommer.core.errors import PermanentJobError
 from nommer.core.outputs.normalize import normalize_output
 from nommer.workerd.outputs import mp4, package, quality, target, vmaf
-from tests.workerd.outputs.media import ffmpeg, probe, run_steps
+from tests.workerd.outputs.media import ffmpeg, ffprobe_json, probe, run_steps
 
 #: 25 fps, small pictures, veryfast: the suite runs on two shared cores.
 SIZE = "480x270"
@@ -51,6 +53,13 @@ def make_high_motion(directory, size=SIZE, duration=DURATION_S):
     ffmpeg("-f", "lavfi", "-i", f"mandelbrot=size={size}:rate=25,trim=duration={duration}",
            "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "8", path)
     return path
+
+
+def frame_hashes(path, *args):
+    """The MD5 of each decoded video frame of ``path`` (ffmpeg's framemd5), in order."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", path, "-map",
+                          "0:v:0", *args, "-f", "framemd5", "-"], capture_output=True, check=True, text=True)
+    return [line.rsplit(",", 1)[1].strip() for line in out.stdout.splitlines() if not line.startswith("#")]
 
 
 @pytest.fixture(scope="module")
@@ -158,21 +167,35 @@ def test_a_long_source_is_probed_on_a_sample(vmaf_bin, tmp_path):
     assert abs(result.info["quality"]["vmaf"]["mean"] - 92) <= 2.0, (info, result.info["quality"])
 
 
-def test_sample_step_cuts_the_windows(tmp_path):
-    """The sample is exactly the cuts' frames (the first window with its lead-in), video only,
-    lossless FFV1."""
+def test_sample_and_cut_keep_the_scored_frames_exactly(tmp_path):
+    """The sample is the cuts' frames (the first window with its lead-in), the reference the
+    same without the lead-in; a probe encoded from the sample and cut after its lead-in by
+    stream copy holds exactly the encoded frames of the windows, the first one a keyframe."""
     src = make_talking_head(str(tmp_path), size="160x90", duration=10)
     source = probe(src)
-    out = str(tmp_path / "sample.mkv")
-    cuts, lead = target.sample_cuts([(3.0, 2.0), (7.0, 2.0)])
-    assert (cuts, lead) == ([(1.0, 4.0), (7.0, 2.0)], 2.0)
-    step = target._sample_step(cuts, source, ffmpeg_bin="ffmpeg", input_path=src, path=out)
-    run_steps([step])
-    from tests.workerd.outputs.media import ffprobe_json
-    probed = ffprobe_json(out, "-count_frames", "-show_streams")
-    streams = probed["streams"]
-    assert [s["codec_type"] for s in streams] == ["video"] and streams[0]["codec_name"] == "ffv1"
-    assert int(streams[0]["nb_read_frames"]) == 150   # 4 s + 2 s at 25 fps
+    sample, reference = str(tmp_path / "sample.mkv"), str(tmp_path / "reference.mkv")
+    cuts = target.sample_cuts([(3.0, 2.0), (7.0, 2.0)])
+    assert cuts == [(1.0, 4.0), (7.0, 2.0)]
+    run_steps([target._sample_step(cuts, source, ffmpeg_bin="ffmpeg", input_path=src, sample_path=sample,
+                                   reference_path=reference)])
+    assert frame_hashes(sample)[50:] == frame_hashes(reference)
+    assert len(frame_hashes(sample)) == 150 and len(frame_hashes(reference)) == 100   # 25 fps
+
+    # Source frames 25..124 (1 s..5 s) then 175..224 (7 s..9 s) are the sample's.
+    whole = frame_hashes(src, "-vf", "format=yuv420p")
+    assert frame_hashes(sample, "-vf", "format=yuv420p") == whole[25:125] + whole[175:225]
+
+    spec = normalize_output({"type": "mp4", "name": "probe.mp4", "encoder_preset": PRESET, "crf": 30})
+    sample_source = attr.evolve(source, duration_s=6.0, audio=())
+    run_steps(mp4.plan(spec, sample_source, ffmpeg_bin="ffmpeg", input_path=sample,
+                       work_dir=str(tmp_path)))
+    encoded, cut = str(tmp_path / "probe.mp4"), str(tmp_path / "probe-cut.mp4")
+    run_steps([target._cut_step([(encoded, cut)], ffmpeg_bin="ffmpeg")])
+    assert frame_hashes(cut) == frame_hashes(encoded)[target.lead_frames(source.fps):]
+    first = ffprobe_json(cut, "-select_streams", "v", "-show_entries", "frame=pict_type",
+                         "-read_intervals", "%+#1")["frames"][0]
+    assert first["pict_type"] == "I"
+    assert 0 < target.video_bitrate(cut) < target.video_bitrate(encoded) * 2
 
 
 def test_a_ladder_becomes_a_per_title_ladder(vmaf_bin, tmp_path):

@@ -194,7 +194,7 @@ def test_windows_spread_over_the_title(duration, n):
     windows = target.sample_windows(duration)
     assert len(windows) == n
     for start, length in windows:
-        assert length == target.WINDOW_S and 0 <= start and start + length <= duration
+        assert length == target.WINDOW_S and target.LEAD_IN_S <= start and start + length <= duration
     starts = [s for s, _ in windows]
     assert starts == sorted(starts)
     centres = [s + l / 2 for s, l in windows]
@@ -202,20 +202,19 @@ def test_windows_spread_over_the_title(duration, n):
 
 
 def test_the_first_window_gets_a_lead_in():
-    assert target.sample_cuts([(9.0, 2.0)]) == ([(7.0, 4.0)], 2.0)
-    assert target.sample_cuts([(0.5, 2.0), (10.0, 2.0)]) == ([(0.0, 2.5), (10.0, 2.0)], 0.5)
-    assert target.sample_cuts([(0.0, 2.0)]) == ([(0.0, 2.0)], 0.0)
+    assert target.sample_cuts([(9.0, 2.0)]) == [(7.0, 4.0)]
+    assert target.sample_cuts([(4.0, 2.0), (10.0, 2.0)]) == [(2.0, 4.0), (10.0, 2.0)]
+    # Every window leaves room for the lead-in before the first.
+    for duration in (8.1, 9.0, 20.0, 61.0):
+        assert target.sample_windows(duration)[0][0] >= target.LEAD_IN_S
 
 
-def test_pool_scores_as_libvmaf():
-    scores = [90.0, 80.0, 100.0, 70.0]
-    assert target.pool_scores(scores, "mean") == 85.0
-    assert target.pool_scores(scores, "harmonic_mean") == pytest.approx(
-        4 / (1 / 91 + 1 / 81 + 1 / 101 + 1 / 71) - 1)
-    assert target.pool_scores(scores, "p5") == pytest.approx(70.0 + 0.15 * 10.0)
-    assert target.pool_scores(scores, "min") == 70.0
-    with pytest.raises(ValueError):
-        target.pool_scores(scores, "median")
+def test_lead_frames_end_at_the_keyframe():
+    assert target.lead_frames(Fraction(30)) == 60
+    assert target.lead_frames(Fraction(30000, 1001)) == 60   # frame 60 is at 2.002 s
+    assert target.lead_frames(Fraction(25)) == 50
+    assert target.lead_frames(Fraction(24000, 1001)) == 48
+    assert target.lead_frames(None) == 50
 
 
 def test_probe_subsample():
