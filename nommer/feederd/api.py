@@ -15,6 +15,7 @@ Routes (all answer JSON, never an HTML page)::
     GET  /presets/<name>      one preset
     GET  /schema              the JSON Schema of job bodies (application/schema+json)
     GET  /openapi.json        this API as an OpenAPI 3.0 document
+    GET  /ui/                 the web dashboard (static files, ``dashboard``)
     GET  /events              live job events, Server-Sent Events (``sse``)
     POST /events/token        a short-lived token for GET /events?token= (browsers)
     GET  /metrics             Prometheus metrics (text exposition format; ``metrics``)
@@ -69,6 +70,7 @@ from nommer.feederd.apidoc import openapi_document, schema_document
 from nommer.feederd.auth import Authenticator, Forbidden, Unauthorized
 from nommer.feederd.batch import BatchQuota, batch_items, submit_batch
 from nommer.feederd.bodycap import refusal_message
+from nommer.feederd.dashboard import ui_resource
 from nommer.feederd.events_hub import StreamsFull
 from nommer.feederd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, FeederMetrics
 from nommer.feederd.quota import QuotaExceeded, check_unfinished_quota
@@ -597,6 +599,18 @@ class JobAPI:
         """The OpenAPI 3.0 description of this API (``apidoc.openapi_document``)."""
         request.setHeader(b"Content-Type", b"application/json")
         return openapi_document()
+
+    @app.route("/ui/", branch=True)
+    def dashboard(self, request):
+        """The web dashboard's static files (``nommer.feederd.dashboard``):
+        no key needed for the files themselves (they hold no secret); the
+        page sends the key it is given to the API routes."""
+        return ui_resource()
+
+    @app.route("/ui", methods=["GET", "HEAD"])
+    def dashboard_slash(self, request):
+        """``/ui`` -> ``/ui/`` (relative, so a path prefix of a proxy is kept)."""
+        return request.redirect(b"ui/") or b""
 
     # --- helpers ------------------------------------------------------------
 
