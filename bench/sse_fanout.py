@@ -49,6 +49,8 @@ SUBSCRIBERS = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", "200"))
 JOBS = int(os.environ.get("BENCH_SSE_JOBS", "12"))
 SUBMIT_SECONDS = int(os.environ.get("BENCH_SSE_SUBMIT_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_SSE_ROUNDS", "3"))
+#: Once told to stop, the subscriber process reads on until its streams were silent this long, seconds.
+DRAIN_S = 0.5
 DELAY_TARGET_S = 0.100
 RATIO_TARGET = 0.9
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
@@ -83,8 +85,14 @@ def subscribe(port, n, out_path, light=False):
     meta, last, count = {}, {}, {}
     closed = 0
     ready = False
-    while not os.path.exists(out_path + ".stop"):
-        for key, _ in sel.select(timeout=0.1):
+    quiet_since = None  # once stopped: read on until nothing came for DRAIN_S
+    while quiet_since is None or time.monotonic() - quiet_since < DRAIN_S:
+        if quiet_since is None and os.path.exists(out_path + ".stop"):
+            quiet_since = time.monotonic()
+        ready_keys = sel.select(timeout=0.1)
+        if ready_keys and quiet_since is not None:
+            quiet_since = time.monotonic()
+        for key, _ in ready_keys:
             now = time.time()
             state = key.data
             try:
