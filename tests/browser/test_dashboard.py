@@ -312,34 +312,6 @@ def test_job_page_shows_the_event_log_and_plays_the_hls_output(page, dash, artif
     driver.execute_script("localStorage.clear()")
 
 
-def test_cancel_a_running_job_from_the_table(page, dash, artifacts):
-    driver = page
-    open_ui(driver, dash)
-    job_id = dash.feederd.client.submit(f"file://{dash.long}", f"file://{dash.root}/canceled.mp4",
-                                        {"nommer": OLD_NOMMER, "options": realtime_pass()})
-    wait(driver, lambda: (row_state(driver, job_id) or [None])[0] == "ENCODING", "the job ENCODING in the table",
-         timeout_s=60)
-    # progress arrives live, every 10 %
-    wait(driver, lambda: row_state(driver, job_id)[0] == "ENCODING" and 20 <= row_state(driver, job_id)[1] < 100,
-         "the job's progress bar at 20 % or more", timeout_s=30)
-    shot(driver, artifacts, "jobs-live-1280x720.png")
-    row = row_of(driver, job_id)
-    cancel = row.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
-    assert cancel.get_attribute("aria-label") == f"Cancel job {job_id[:10]}"
-    assert not row.find_elements(By.CSS_SELECTOR, 'button[data-action="retry"]')
-    cancel.click()
-    wait(driver, lambda: row_state(driver, job_id)[0] == "CANCELED", "the row CANCELED")
-    assert "canceled" in driver.find_element(By.ID, "flash").text.lower()
-    job = dash.api(f"/job/{job_id}")["job"]
-    assert job["job_state"] == "CANCELED" and job["progress"] < 100
-    row = row_of(driver, job_id)
-    assert not row.find_elements(By.CSS_SELECTOR, 'button[data-action="cancel"]')
-    assert row.find_elements(By.CSS_SELECTOR, 'button[data-action="retry"]'), "a canceled job can be retried"
-    time.sleep(1.0)  # the worker's late writes must not bring the row back
-    assert row_state(driver, job_id)[0] == "CANCELED"
-    assert not os.path.exists(os.path.join(dash.root, "canceled.mp4"))
-
-
 def test_retry_a_failed_job_from_its_page(page, dash):
     """A job whose source is missing ends in ERROR; once the file is there, Retry on its page queues it
     again and the page follows it to FINISHED, the retry in its event log."""
@@ -377,6 +349,34 @@ def test_retry_a_failed_job_from_its_page(page, dash):
     assert "retry" in kinds and kinds.index("retry") < len(kinds) - 1
     assert "retried 1 time" in driver.find_element(By.CSS_SELECTOR, "dl.fields").text
     assert not driver.find_elements(By.CSS_SELECTOR, '.view-head button[data-action]')
+
+
+def test_cancel_a_running_job_from_the_table(page, dash, artifacts):
+    driver = page
+    open_ui(driver, dash)
+    job_id = dash.feederd.client.submit(f"file://{dash.long}", f"file://{dash.root}/canceled.mp4",
+                                        {"nommer": OLD_NOMMER, "options": realtime_pass()})
+    wait(driver, lambda: (row_state(driver, job_id) or [None])[0] == "ENCODING", "the job ENCODING in the table",
+         timeout_s=60)
+    # progress arrives live, every 10 %
+    wait(driver, lambda: row_state(driver, job_id)[0] == "ENCODING" and 20 <= row_state(driver, job_id)[1] < 100,
+         "the job's progress bar at 20 % or more", timeout_s=30)
+    shot(driver, artifacts, "jobs-live-1280x720.png")
+    row = row_of(driver, job_id)
+    cancel = row.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]')
+    assert cancel.get_attribute("aria-label") == f"Cancel job {job_id[:10]}"
+    assert not row.find_elements(By.CSS_SELECTOR, 'button[data-action="retry"]')
+    cancel.click()
+    wait(driver, lambda: row_state(driver, job_id)[0] == "CANCELED", "the row CANCELED")
+    assert "canceled" in driver.find_element(By.ID, "flash").text.lower()
+    job = dash.api(f"/job/{job_id}")["job"]
+    assert job["job_state"] == "CANCELED" and job["progress"] < 100
+    row = row_of(driver, job_id)
+    assert not row.find_elements(By.CSS_SELECTOR, 'button[data-action="cancel"]')
+    assert row.find_elements(By.CSS_SELECTOR, 'button[data-action="retry"]'), "a canceled job can be retried"
+    time.sleep(1.0)  # the worker's late writes must not bring the row back
+    assert row_state(driver, job_id)[0] == "CANCELED"
+    assert not os.path.exists(os.path.join(dash.root, "canceled.mp4"))
 
 
 def test_filter_by_state_and_pages(page, dash):
@@ -524,9 +524,11 @@ def test_keyboard_only(page, dash):
 
 
 def wider_than_viewport(driver):
-    """The elements sticking out of the viewport on the right (tag, class, width, text)."""
+    """The elements sticking out of a phone's 375 px on the right, or whose content overflows them (tag,
+    class, right edge, text)."""
     return driver.execute_script(
-        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth)"
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 375"
+        " || (e.clientWidth && e.scrollWidth > e.clientWidth + 1))"
         ".map(e => [e.tagName, e.className, Math.round(e.getBoundingClientRect().right), e.textContent.slice(0, 60)])"
         ".slice(-8);")
 
@@ -602,3 +604,36 @@ def test_the_key_is_asked_once_kept_for_the_tab_and_forgotten(page, tmp_path):
     finally:
         driver.get("about:blank")
         feederd.stop()
+
+
+def test_the_stream_comes_back_after_a_feederd_restart(page, tmp_path):
+    """feederd restarts: the page's stream token dies with it (tokens live in its memory), so the page
+    asks the new feederd for a token, resumes after its last event (answered by a fresh snapshot) and
+    shows jobs submitted after the restart, live, without a reload."""
+    driver = page
+    driver.allowed_errors = ("ERR_CONNECTION_REFUSED", "401 (Unauthorized)", "/events?token=")
+    feederd = Feederd(str(tmp_path), FLEET_BACKEND="none")
+    feederd.start()
+    try:
+        before = submit_api_to(feederd, tmp_path)
+        driver.get(f"http://127.0.0.1:{feederd.port}/ui/")
+        wait(driver, lambda: driver.execute_script("return document.body.dataset.stream") == "live"
+             and row_of(driver, before), "the first job, live")
+        driver.execute_script("window.noReloadMarker = 7;")
+        feederd.stop()
+        wait(driver, lambda: driver.execute_script("return document.body.dataset.stream") != "live",
+             "the stream noticing feederd is gone")
+        feederd.start()
+        wait(driver, lambda: driver.execute_script("return document.body.dataset.stream") == "live",
+             "the stream back", timeout_s=30)
+        after = submit_api_to(feederd, tmp_path)
+        wait(driver, lambda: row_of(driver, after), "a job submitted after the restart, live")
+        assert row_of(driver, before), "the jobs from before are still listed"
+        assert driver.execute_script("return window.noReloadMarker") == 7
+    finally:
+        driver.get("about:blank")
+        feederd.stop()
+
+
+def submit_api_to(feederd, root):
+    return feederd.client.submit(f"file://{root}/in.mp4", f"file://{root}/out/", preset="hls-h264")
