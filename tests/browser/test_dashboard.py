@@ -217,6 +217,11 @@ def test_static_files_types_caching_and_no_listing(dash):
         assert status == 404 and b"hls.min.js" not in body, path
     status, _, _, url = fetch("/ui")
     assert status == 200 and url.endswith("/ui/")
+    # a loopback feederd answers the page only under a loopback name (the API's DNS-rebinding guard)
+    request = urllib.request.Request(base + "/ui/", headers={"Host": f"evil.example:{dash.feederd.port}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 421
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -309,6 +314,29 @@ def test_job_page_shows_the_event_log_and_plays_the_hls_output(page, dash, artif
         assert any(path.endswith(".m4s") and status in (200, 206) for _, path, status in media.requests)
         driver.execute_script("window.scrollTo(0, 0)")
         shot(driver, artifacts, "job-1280x720.png")
+    driver.execute_script("localStorage.clear()")
+
+
+def test_job_page_plays_the_dash_output(page, dash):
+    """A cmaf-h264 job (HLS and DASH over one set of segments): its DASH MPD plays in the page with
+    dash.js, the media base URL given once for the job's destination."""
+    driver = page
+    job_id = submit_api(dash, source_path=f"file://{dash.short}", dest_path=f"file://{dash.root}/cmaf-out/",
+                        preset="cmaf-h264", overrides={"encoder_preset": "ultrafast"})
+    open_ui(driver, dash, f"#/job/{job_id}", rendered="job")
+    with CorsMediaServer(os.path.join(dash.root, "cmaf-out")) as media:
+        base = driver.find_element(By.ID, "media-base")
+        base.send_keys(media.base_url, Keys.ENTER)
+        play = wait(driver, lambda: driver.find_elements(By.CSS_SELECTOR, 'button.play[data-kind="dash"]'),
+                    "the Play DASH button once the job has finished", timeout_s=90)[0]
+        assert driver.find_elements(By.CSS_SELECTOR, 'button.play[data-kind="hls"]')
+        play.click()
+        wait(driver, lambda: driver.execute_script(
+            "const v = document.getElementById('player-video');"
+            "return v && v.videoWidth === 320 && (v.currentTime >= 0.5 || v.ended);"),
+            "the DASH output playing at 320 px wide", timeout_s=30)
+        assert "dash.js" in driver.find_element(By.CSS_SELECTOR, "#player p.small").text
+        assert ("GET", "/stream/manifest.mpd", 200) in media.requests
     driver.execute_script("localStorage.clear()")
 
 

@@ -156,34 +156,15 @@ export class JobView {
   renderOutputs() {
     const job = this.job;
     const outputs = Array.isArray(job.outputs) ? job.outputs : null;
-    const key = JSON.stringify([job.job_state, job.dest_path, outputs]);
-    if (key === this.outputsKey) return;  // unchanged: keep the player and the focus
+    const key = JSON.stringify([job.job_state, job.dest_path, outputs, mediaBaseOf(job.dest_path)]);
+    if (key === this.outputsKey) return;  // unchanged: keep the focus where it is
     this.outputsKey = key;
+    if (!this.baseForm) {  // made once: an update of the job never drops what is being typed
+      this.baseForm = this.mediaBaseForm(job.dest_path);
+      this.outputList = h("div");
+      replaceChildren(this.outputs, this.baseForm, this.outputList);
+    }
     const produced = job.job_state === "FINISHED";
-    const baseId = "media-base";
-    const base = h("input", {id: baseId, type: "url", name: "media_base", value: mediaBaseOf(job.dest_path),
-                             placeholder: "https://cdn.example.com/path/", "aria-describedby": "media-base-help",
-                             spellcheck: false, autocomplete: "off"});
-    const baseForm = h("form", {class: "inline-form media-base"},
-      h("label", {for: baseId}, "Media base URL"), base,
-      h("button", {type: "submit"}, "Save"),
-      h("p", {id: "media-base-help", class: "muted small"},
-        "Where a web server (or CDN) serves this job's destination ", h("span", {class: "mono break"}, job.dest_path),
-        ": output paths are resolved against it for links and playback. Kept in this browser. The server must allow this page's origin (CORS)."));
-    baseForm.addEventListener("submit", (e) => {
-      e.preventDefault();
-      const value = base.value.trim();
-      if (value && !/^https?:\/\//i.test(value)) {
-        this.ctx.flash("The media base URL must start with http:// or https://.", true);
-        base.focus();
-        return;
-      }
-      setMediaBase(job.dest_path, value);
-      this.ctx.flash(value ? "Media base URL saved." : "Media base URL cleared.");
-      this.outputsKey = null;
-      this.renderOutputs();
-      document.getElementById(baseId)?.focus();
-    });
     const blocks = [];
     if (!outputs) {
       const url = browserUrl(job.dest_path);
@@ -191,10 +172,40 @@ export class JobView {
                                               : h("span", {class: "mono break"}, job.dest_path)));
       if (produced && url) blocks.push(h("p", {}, this.playButton({kind: "file", path: ""}, "Play")));
     } else {
-      if (!produced) blocks.push(h("p", {class: "muted"}, "Requested outputs (files are listed once the job has finished)."));
+      if (!produced) {
+        blocks.push(h("p", {class: "muted"}, "Requested outputs (files are listed once the job has finished)."));
+      }
       for (const output of outputs) blocks.push(this.outputBlock(output, produced));
     }
-    replaceChildren(this.outputs, baseForm, blocks);
+    replaceChildren(this.outputList, blocks);
+  }
+
+  /** The "media base URL" form of destination ``destPath`` (see media.js). */
+  mediaBaseForm(destPath) {
+    const baseId = "media-base";
+    const base = h("input", {id: baseId, type: "url", name: "media_base", value: mediaBaseOf(destPath),
+                             placeholder: "https://cdn.example.com/path/", "aria-describedby": "media-base-help",
+                             spellcheck: false, autocomplete: "off"});
+    const form = h("form", {class: "inline-form media-base"},
+      h("label", {for: baseId}, "Media base URL"), base,
+      h("button", {type: "submit"}, "Save"),
+      h("p", {id: "media-base-help", class: "muted small"},
+        "Where a web server (or CDN) serves this job's destination ", h("span", {class: "mono break"}, destPath),
+        ": output paths are resolved against it for links and playback. Kept in this browser. ",
+        "That server must allow this page's origin (CORS)."));
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const value = base.value.trim();
+      if (value && !/^https?:\/\//i.test(value)) {
+        this.ctx.flash("The media base URL must start with http:// or https://.", true);
+        base.focus();
+        return;
+      }
+      setMediaBase(destPath, value);
+      this.ctx.flash(value ? "Media base URL saved." : "Media base URL cleared.");
+      this.renderOutputs();
+    });
+    return form;
   }
 
   outputBlock(output, produced) {
