@@ -76,11 +76,11 @@ REFRESH_KINDS = frozenset({EventKind.SUBMITTED, EventKind.STATE, EventKind.ASSIG
                            EventKind.LEASE_LOST})
 
 #: The job fields (as ``GET /job/<id>`` names them) an event carries in its
-#: ``job`` and a snapshot in each of its ``jobs``; fields a job view lacks
-#: are left out.
-JOB_ROW_FIELDS = ("job_id", "job_state", "job_state_details", "progress", "attempts", "worker_id", "nommer",
-                  "preset", "priority", "pool", "source_path", "dest_path", "created_at", "updated_at",
-                  "started_at", "finished_at")
+#: ``job`` and a snapshot in each of its ``jobs``: what a live job table
+#: shows (the rest is one ``GET /job/<id>`` away; every byte here goes to
+#: every stream); fields a job view lacks are left out.
+JOB_ROW_FIELDS = ("job_id", "job_state", "job_state_details", "progress", "attempts", "worker_id", "preset",
+                  "priority", "pool", "source_path", "created_at", "updated_at", "started_at", "finished_at")
 
 #: Jobs whose owner and fields the hub remembers (least recently used dropped).
 JOBS_REMEMBERED = 10_000

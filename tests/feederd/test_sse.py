@@ -426,9 +426,8 @@ class SnapshotTests(TestCase):
         self.assertEqual([r["job_id"] for r in snap["jobs"]], [made[5], made[1], made[4]])
         self.assertTrue(snap["truncated"])
         self.assertEqual(set(snap["jobs"][0]) - {"priority", "pool"},
-                         {"job_id", "job_state", "job_state_details", "progress", "attempts", "worker_id", "nommer",
-                          "preset", "source_path", "dest_path", "created_at", "updated_at", "started_at",
-                          "finished_at"})
+                         {"job_id", "job_state", "job_state_details", "progress", "attempts", "worker_id",
+                          "preset", "source_path", "created_at", "updated_at", "started_at", "finished_at"})
         everyone = await JobViews(store, max_jobs=10, max_final=10).load_snapshot(Viewer(sees_all=True), Filters())
         self.assertEqual(len(everyone["jobs"]), 7)
         self.assertFalse(everyone["truncated"])
