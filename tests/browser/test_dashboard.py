@@ -72,11 +72,24 @@ def dash(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """The directory the screenshots go to (printed at the end)."""
-    directory = tmp_path_factory.mktemp("dashboard-screenshots")
+def artifacts(tmp_path_factory, request):
+    """The directory the screenshots go to: NOMMER_SCREENSHOT_DIR (CI uploads it) or a temporary one; its
+    path is written to the terminal at the end, whatever the output capture."""
+    given = os.environ.get("NOMMER_SCREENSHOT_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+    directory = given or str(tmp_path_factory.mktemp("dashboard-screenshots"))
     yield directory
-    print(f"\ndashboard screenshots: {directory}")
+    names = sorted(os.listdir(directory))
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    line = f"dashboard screenshots ({', '.join(names) or 'none'}): {directory}"
+    if reporter is None or capture is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(line)
 
 
 def set_viewport(driver, size):
