@@ -39,7 +39,10 @@ OPERATIONS = [("POST", "/job/submit", True), ("GET", "/job/{job_id}", True), ("G
               ("POST", "/jobs/batch", True), ("GET", "/jobs", True),
               ("GET", "/health", False), ("GET", "/workers", False), ("GET", "/openapi.json", False),
               ("GET", "/presets", False), ("GET", "/presets/{name}", True), ("GET", "/schema", False),
-              ("GET", "/metrics", False)]
+              ("GET", "/metrics", False), ("POST", "/events/token", False)]
+#: Documented, but not fuzzed: the stream never ends, so a generated request would hang to its timeout
+#: (tests/feederd/test_sse.py and tests/e2e/test_e2e_events.py test it).
+NOT_FUZZED = [("GET", "/events")]
 RUNS = [(method, path, mode) for method, path, negative in OPERATIONS
         for mode in (["positive", "negative"] if negative else ["positive"])]
 
@@ -70,7 +73,7 @@ def test_document_served_and_lists_every_route(daemon):
     doc = resp.json()
     assert doc["openapi"].startswith("3.0")
     assert {(m.upper(), p) for p, item in doc["paths"].items() for m in item} == \
-        {(m, p) for m, p, _ in OPERATIONS}
+        {(m, p) for m, p, _ in OPERATIONS} | set(NOT_FUZZED)
     assert doc["components"]["schemas"]["Error"]["required"] == ["success", "error_code", "message"]
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {**doc["components"]["securitySchemes"]["bearerAuth"],
                                                                    "type": "http", "scheme": "bearer"}
