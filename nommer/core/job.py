@@ -7,6 +7,7 @@ import attr
 
 from nommer.core.pools import DEFAULT_POOL
 from nommer.core.priority import DEFAULT_PRIORITY
+from nommer.core.records import record_from_dict, record_to_dict
 from nommer.core.states import JobState
 
 
@@ -81,11 +82,9 @@ class Job:
 
     def to_dict(self):
         """Plain JSON-able dict (states as strings) for storage."""
-        d = attr.asdict(self, recurse=False)
-        d["job_state"] = self.job_state.value
-        return d
+        return record_to_dict(self)
 
     @classmethod
     def from_dict(cls, d):
-        known = {a.name for a in attr.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """Inverse of ``to_dict``; unknown keys ignored."""
+        return record_from_dict(cls, d)

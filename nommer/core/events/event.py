@@ -11,6 +11,8 @@ import enum
 
 import attr
 
+from nommer.core.records import record_from_dict, record_to_dict
+
 
 class EventKind(enum.Enum):
     """What an event records."""
@@ -53,12 +55,9 @@ class JobEvent:
 
     def to_dict(self):
         """JSON-able dict (``kind`` as its string value)."""
-        d = attr.asdict(self, recurse=False)
-        d["kind"] = self.kind.value
-        return d
+        return record_to_dict(self)
 
     @classmethod
     def from_dict(cls, d):
         """Inverse of ``to_dict``; unknown keys ignored."""
-        known = {a.name for a in attr.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return record_from_dict(cls, d)
