@@ -252,8 +252,7 @@ def read_timeline(mpd_path):
     try:
         root = ET.parse(mpd_path).getroot()
     except (OSError, ET.ParseError) as e:
-        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
-                                f"cannot be read: {e}") from None
+        raise _unreadable(mpd_path, e) from None
     ns = _ns(root)
     try:
         reps = _read(root, ns)
@@ -314,6 +313,44 @@ def _read(root, ns):
     return reps
 
 
+def _unreadable(mpd_path, error):
+    """The PermanentJobError of an MPD that cannot be read or parsed."""
+    return PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} cannot be read: {error}")
+
+
+def _scan(mpd_path, start, end):
+    """Run expat over the MPD at ``mpd_path``: ``start(local_name,
+    attributes, byte_index)`` at each start tag and ``end(local_name,
+    byte_index)`` at each end tag, the names without their namespace and
+    the index that of the tag's ``<`` in the file.
+
+    :returns: the file's bytes.
+    :raises PermanentJobError: the file cannot be read or is not XML.
+    """
+    try:
+        with open(mpd_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise _unreadable(mpd_path, e) from None
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.StartElementHandler = lambda name, attributes: start(
+        name.rpartition(" ")[2], attributes, parser.CurrentByteIndex)
+    parser.EndElementHandler = lambda name: end(name.rpartition(" ")[2], parser.CurrentByteIndex)
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as e:
+        raise _unreadable(mpd_path, e) from None
+    return data
+
+
+def _replace(mpd_path, data):
+    """Replace the file at ``mpd_path`` with ``data`` (bytes) atomically."""
+    tmp = mpd_path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, mpd_path)
+
+
 def _start_tag_end(data, start):
     """Index just past the ``>`` of the start tag beginning at ``data[start]`` (bytes)."""
     quote = None
@@ -361,35 +398,21 @@ def rewrite_bandwidth(mpd_path, bandwidths, *, codecs=None):
     unprefixed attributes without changing a process-wide prefix registry,
     and would reformat the document.) The file is replaced atomically.
     """
-    try:
-        with open(mpd_path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
-                                f"cannot be read: {e}") from None
-    parser = expat.ParserCreate(namespace_separator=" ")
     found = []  # (kind, byte index of "<", attributes, index of the enclosing AdaptationSet)
     stack = []
 
-    def start(name, attributes):
-        local = name.rpartition(" ")[2]
+    def start(local, attributes, index):
         if local == "AdaptationSet":
             stack.append(len(found))
-            found.append(("set", parser.CurrentByteIndex, attributes, None))
+            found.append(("set", index, attributes, None))
         elif local == "Representation":
-            found.append(("rep", parser.CurrentByteIndex, attributes,
-                          stack[-1] if stack else None))
+            found.append(("rep", index, attributes, stack[-1] if stack else None))
 
-    def end(name):
-        if name.rpartition(" ")[2] == "AdaptationSet" and stack:
+    def end(local, index):
+        if local == "AdaptationSet" and stack:
             stack.pop()
 
-    parser.StartElementHandler, parser.EndElementHandler = start, end
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as e:
-        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
-                                f"cannot be read: {e}") from None
+    data = _scan(mpd_path, start, end)
     edits = {}  # byte index of "<" -> {attribute: value}
     per_set = {}
     codecs = codecs or {}
@@ -424,10 +447,7 @@ def rewrite_bandwidth(mpd_path, bandwidths, *, codecs=None):
         out += [data[pos:index], tag]
         pos = end_index
     out.append(data[pos:])
-    tmp = mpd_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(b"".join(out))
-    os.replace(tmp, mpd_path)
+    _replace(mpd_path, b"".join(out))
 
 
 #: DASH Role scheme; captions made from speech are "subtitle" (a "caption" role also
@@ -454,32 +474,19 @@ def add_text_tracks(mpd_path, tracks):
         exactly one Period.
     :raises PermanentJobError: the MPD cannot be read.
     """
-    try:
-        with open(mpd_path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
-                                f"cannot be read: {e}") from None
-    parser = expat.ParserCreate(namespace_separator=" ")
     period_ends, set_ids, rep_ids = [], [], set()
 
-    def start(name, attributes):
-        local = name.rpartition(" ")[2]
+    def start(local, attributes, index):
         if local == "AdaptationSet":
             set_ids.append(to_int(attributes.get("id")))
         elif local == "Representation":
             rep_ids.add(attributes.get("id"))
 
-    def end(name):
-        if name.rpartition(" ")[2] == "Period":
-            period_ends.append(parser.CurrentByteIndex)
+    def end(local, index):
+        if local == "Period":
+            period_ends.append(index)
 
-    parser.StartElementHandler, parser.EndElementHandler = start, end
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as e:
-        raise PermanentJobError(f"the DASH manifest {os.path.basename(mpd_path)} "
-                                f"cannot be read: {e}") from None
+    data = _scan(mpd_path, start, end)
     if len(period_ends) != 1:
         raise ValueError(f"{len(period_ends)} periods in {mpd_path}; one is supported")
     taken = [t[0] for t in tracks if t[0] in rep_ids]
@@ -518,7 +525,4 @@ def add_text_tracks(mpd_path, tracks):
         out = data[:line_start] + insert + data[line_start:]
     else:
         out = data[:at] + b"\n" + insert + data[at:]
-    tmp = mpd_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(out)
-    os.replace(tmp, mpd_path)
+    _replace(mpd_path, out)
