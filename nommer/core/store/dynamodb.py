@@ -64,6 +64,7 @@ from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
 from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
 from nommer.core.store.dynamodb_events import DynamoDBEventLog, ensure_ttl
+from nommer.core.store.event_log import SeparateEventLog
 from nommer.core.store.versioned import VersionedJobStore
 
 GSI_BY_TIME = "by_time"
@@ -85,7 +86,7 @@ def created_key(created_at, job_id):
     return f"{float(created_at):020.6f}#{job_id}"
 
 
-class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
+class DynamoDBJobStore(SeparateEventLog, DynamoDBTable, VersionedJobStore):
     """Jobs in the DynamoDB table ``settings.DYNAMODB_JOB_TABLE`` (see the
     module docstring for its design).
 
@@ -108,23 +109,6 @@ class DynamoDBJobStore(DynamoDBTable, VersionedJobStore):
         #: The event logs' table, its calls made in this store's pool.
         self.events = DynamoDBEventLog(settings, reactor, pool=self.aws, max_events=settings.MAX_EVENTS_PER_JOB,
                                        ttl_s=self.ttl_s)
-
-    @property
-    def max_events(self):
-        """The bound of a job's event log (MAX_EVENTS_PER_JOB)."""
-        return self.events.max_events
-
-    @max_events.setter
-    def max_events(self, value):
-        self.events.max_events = value
-
-    def append_event(self, event):
-        """Deferred[JobEvent|None]: see ``JobStore`` and ``DynamoDBEventLog.append``."""
-        return self.events.append(event)
-
-    def list_events(self, job_id, after_seq=0, limit=500):
-        """Deferred[list[JobEvent]]: see ``JobStore`` and ``DynamoDBEventLog.list``."""
-        return self.events.list(job_id, after_seq, limit)
 
     # --- items ------------------------------------------------------------
 

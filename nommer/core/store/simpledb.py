@@ -67,6 +67,7 @@ from nommer.core.errors import NoSuchJob
 from nommer.core.job import Job
 from nommer.core.states import FINAL_STATES, JobState
 from nommer.core.store.base import decode_cursor, encode_cursor, page_limit
+from nommer.core.store.event_log import SeparateEventLog
 from nommer.core.store.simpledb_events import SimpleDBEventLog
 from nommer.core.store.versioned import VersionedJobStore
 
@@ -112,7 +113,7 @@ def owner_text(owner):
     return json.dumps(str(owner))
 
 
-class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
+class SimpleDBJobStore(SeparateEventLog, SimpleDBDomain, VersionedJobStore):
     """Jobs in a SimpleDB domain (see the module docstring for the item layout).
 
     ``settings`` gives SIMPLEDB_JOB_STATE_DOMAIN, AWS_CREATE_RESOURCES and the
@@ -127,28 +128,11 @@ class SimpleDBJobStore(SimpleDBDomain, VersionedJobStore):
         #: The event logs' domain, its calls made in this store's pool.
         self.events = SimpleDBEventLog(settings, reactor, pool=self.aws, max_events=settings.MAX_EVENTS_PER_JOB)
 
-    @property
-    def max_events(self):
-        """The bound of a job's event log (MAX_EVENTS_PER_JOB)."""
-        return self.events.max_events
-
-    @max_events.setter
-    def max_events(self, value):
-        self.events.max_events = value
-
     async def ensure_resources(self):
         """Create the jobs' domain and the events' (CreateDomain is
         idempotent). Lines for a person, one per domain."""
         lines = await super().ensure_resources()
         return lines + await self.events.ensure_resources()
-
-    def append_event(self, event):
-        """Deferred[JobEvent|None]: see ``JobStore`` and ``SimpleDBEventLog.append``."""
-        return self.events.append(event)
-
-    def list_events(self, job_id, after_seq=0, limit=500):
-        """Deferred[list[JobEvent]]: see ``JobStore`` and ``SimpleDBEventLog.list``."""
-        return self.events.list(job_id, after_seq, limit)
 
     # --- low level ---------------------------------------------------------------------------
 
