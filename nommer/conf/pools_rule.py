@@ -2,7 +2,7 @@
 settings it overrides) and the checks between POOLS and other settings
 (queue names, EC2 needs). See ``nommer.core.pools``."""
 
-from nommer.conf.rules import _Invalid
+from nommer.conf.rules import _Invalid, _gathered
 from nommer.core import pools as _pools
 from nommer.core.workqueue.base import dead_letter_name
 
@@ -21,10 +21,8 @@ def _overrides(allowed, what):
                 problems.append((f"[{name!r}]", name, f"not a setting a pool's {what} may set; one of "
                                  + ", ".join(sorted(allowed))))
                 continue
-            try:
+            with _gathered(problems, f"[{name!r}]"):
                 out[name] = _rule_for(name, getattr(defaults, name))(item, ctx)
-            except _Invalid as e:
-                problems += [(f"[{name!r}]{s}", bad, t) for s, bad, t in e.problems]
         if problems:
             raise _Invalid("", problems=problems)
         return out
@@ -65,10 +63,8 @@ def _pools_rule(value, ctx):
                     continue
                 checked[key] = item
                 continue
-            try:
+            with _gathered(problems, f"{where}[{key!r}]"):
                 checked[key] = rule(item, ctx)
-            except _Invalid as e:
-                problems += [(f"{where}[{key!r}]{s}", bad, t) for s, bad, t in e.problems]
         out[name] = checked
     if problems:
         raise _Invalid("", problems=problems)

@@ -1,5 +1,6 @@
 """The rule language: a rule is ``check(value, ctx) -> normalised value``, raising ``_Invalid``."""
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -16,6 +17,18 @@ class _Invalid(Exception):
     def __init__(self, text, value=None, suffix="", problems=None):
         super().__init__(text)
         self.problems = problems if problems is not None else [(suffix, value, text)]
+
+
+@contextlib.contextmanager
+def _gathered(problems, where):
+    """Inside: an ``_Invalid`` raised (by an item's rule) does not propagate;
+    its problems are appended to ``problems`` (a list), each suffix located
+    under ``where`` (``[2]``, ``['s3']``). For a container's rule, which
+    checks every item and then raises them all at once."""
+    try:
+        yield
+    except _Invalid as e:
+        problems += [(f"{where}{suffix}", value, text) for suffix, value, text in e.problems]
 
 
 class _Context:
@@ -145,10 +158,8 @@ def _list_of(item_rule, what, nonempty=False):
             raise _Invalid(f"expected a non-empty list of {what}", value)
         out, problems = [], []
         for i, item in enumerate(value):
-            try:
+            with _gathered(problems, f"[{i}]"):
                 out.append(item_rule(item, ctx))
-            except _Invalid as e:
-                problems += [(f"[{i}]{s}", v, t) for s, v, t in e.problems]
         if problems:
             raise _Invalid("", problems=problems)
         return out
@@ -166,10 +177,8 @@ def _dict_of(key_rule, value_rule, what):
             except _Invalid as e:
                 problems += [(f"[{k!r}] (key)", k, t) for _, _, t in e.problems]
                 continue
-            try:
+            with _gathered(problems, f"[{k!r}]"):
                 out[k2] = value_rule(v, ctx)
-            except _Invalid as e:
-                problems += [(f"[{k!r}]{s}", bad, t) for s, bad, t in e.problems]
         if problems:
             raise _Invalid("", problems=problems)
         return out
