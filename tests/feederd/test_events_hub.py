@@ -22,6 +22,26 @@ JA = "a" * 50  # Alice's job
 JB = "b" * 50  # Bob's job
 
 
+def sse_messages(data):
+    """``[(id, event, data)]`` of the complete SSE messages in ``data`` (bytes; comments left
+    out, a message not yet ended by its blank line too), ``data`` parsed as JSON."""
+    found = []
+    for block in data.decode().split("\n\n")[:-1]:
+        fields = {}
+        for line in block.split("\n"):
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+        if "data" in fields:
+            found.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+    return found
+
+
+def job_triples(messages):
+    """``[(job_id, kind, state)]`` of the job events among ``sse_messages``'s ``messages``."""
+    return [(d["job_id"], d["kind"], d["state"]) for _, e, d in messages if e == "job"]
+
+
 class Sink:
     """A subscriber's sink that records what it is given."""
 
@@ -46,20 +66,11 @@ class Sink:
 
     def messages(self):
         """``[(id, event, data)]`` of the SSE messages received (comments left out)."""
-        found = []
-        for block in self.data.decode().split("\n\n"):
-            fields = {}
-            for line in block.split("\n"):
-                if line and not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    fields[name] = value
-            if "data" in fields:
-                found.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-        return found
+        return sse_messages(self.data)
 
     def jobs(self):
         """The job events: ``[(job_id, kind, state)]``."""
-        return [(d["job_id"], d["kind"], d["state"]) for _, e, d in self.messages() if e == "job"]
+        return job_triples(self.messages())
 
     def pings(self):
         return self.data.count(b": ping\n\n")

@@ -25,6 +25,7 @@ from nommer.feederd.api import JobAPI
 from nommer.feederd.events_hub import Filters, Viewer
 from nommer.feederd.inflight import InFlightSite
 from nommer.feederd.sse import EventStreams, JobViews, make_hub
+from tests.feederd.test_events_hub import job_triples, sse_messages
 from tests.helpers import doc_two_pass, ensure, eventually, temp_settings
 
 FFMPEG = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
@@ -71,19 +72,10 @@ class RawClient(protocol.Protocol):
 
     def messages(self):
         """``[(id, event, data)]`` of the complete SSE messages so far."""
-        found = []
-        for block in self.body.decode().split("\n\n")[:-1]:
-            fields = {}
-            for line in block.split("\n"):
-                if line and not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    fields[name] = value
-            if "data" in fields:
-                found.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-        return found
+        return sse_messages(self.body)
 
     def jobs(self):
-        return [(d["job_id"], d["kind"], d["state"]) for _, e, d in self.messages() if e == "job"]
+        return job_triples(self.messages())
 
     def json(self):
         return json.loads(self.body)
