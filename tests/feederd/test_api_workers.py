@@ -37,17 +37,24 @@ def openapi_schema(name):
     return dict(document["components"]["schemas"][name], components=document["components"])
 
 
+def open_backends(test, **overrides):
+    """Real SQLite backends in a temporary directory, set on the trial ``test``: ``test.settings`` and
+    ``test.root`` (``temp_settings`` with ``overrides``), ``test.store``, ``test.queue`` and
+    ``test.registry`` (each closed at the test's cleanup) and ``test.ledger`` over them."""
+    test.settings, test.root = temp_settings(test, **overrides)
+    test.store = make_store(test.settings, reactor)
+    test.queue = make_queue(test.settings, reactor)
+    test.registry = make_registry(test.settings, reactor)
+    for closable in (test.store, test.queue, test.registry):
+        test.addCleanup(closable.close)
+    test.ledger = JobLedger(test.store, test.queue, test.settings)
+
+
 class WorkersAPITests(TestCase):
     timeout = 20
 
     def setUp(self):
-        self.settings, _ = temp_settings(self, WORKER_HEARTBEAT_TIMEOUT_S=180.0)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.registry = make_registry(self.settings, reactor)
-        for closable in (self.store, self.queue, self.registry):
-            self.addCleanup(closable.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        open_backends(self, WORKER_HEARTBEAT_TIMEOUT_S=180.0)
         self.clock = task.Clock()
         self.clock.advance(NOW)
 

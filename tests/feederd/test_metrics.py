@@ -15,12 +15,12 @@ from nommer.core.keys import open_key_store
 from nommer.core.ledger import JobLedger
 from nommer.core.states import JobState
 from nommer.core.store import make_store
-from nommer.core.worker_registry import make_registry
 from nommer.core.worker_registry.base import DRAINING, EXITED, RUNNING, WorkerRecord
 from nommer.core.workqueue import make_queue
 from nommer.feederd.api import JobAPI
 from nommer.feederd.fleet.base import Fleet
 from nommer.feederd.metrics import ENCODE_SECONDS_BUCKETS, SPEED_WINDOW, EncodeTally, FeederMetrics
+from tests.feederd.test_api_workers import open_backends
 from tests.helpers import ensure, pumped, temp_settings
 
 URL = "http://127.0.0.1:8001"
@@ -64,13 +64,7 @@ class MetricsTestBase(TestCase):
     timeout = 20
 
     def setUp(self):
-        self.settings, self.root = temp_settings(self, WORKER_HEARTBEAT_TIMEOUT_S=60.0)
-        self.store = make_store(self.settings, reactor)
-        self.queue = make_queue(self.settings, reactor)
-        self.registry = make_registry(self.settings, reactor)
-        for closable in (self.store, self.queue, self.registry):
-            self.addCleanup(closable.close)
-        self.ledger = JobLedger(self.store, self.queue, self.settings)
+        open_backends(self, WORKER_HEARTBEAT_TIMEOUT_S=60.0)
         self.clock = task.Clock()
         # the store stamps jobs with the real time; the metrics' clock runs 100 s ahead of it
         self.clock.advance(reactor.seconds() + 100)
