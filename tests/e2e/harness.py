@@ -7,6 +7,7 @@ outside, as a user would, through the real client library over real HTTP.
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,11 @@ import threading
 import time
 import urllib.parse
 
+import pytest
+
 from nommer.client.api import ConnectionFailed, NommerClient
 from tests.processes import free_port
+from tests.workerd.media import clip
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,6 +120,42 @@ class Feederd:
                 return job
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; job: {json.dumps(job, indent=1)}\n{self.log()}")
+
+
+def daemon_fixture(**settings):
+    """A pytest fixture (assign it to ``daemon`` in a test module): a started ``Feederd`` on the
+    module's ``root`` fixture with ``settings``, stopped after the test."""
+    @pytest.fixture
+    def daemon(root):
+        feederd = Feederd(root, **settings)
+        feederd.start()
+        yield feederd
+        feederd.stop()
+    return daemon
+
+
+def realtime_pass():
+    """A one-pass job read at native speed (``-re``), so it runs about as long as the clip: long
+    enough to kill, cancel or signal a worker mid-encode, and progress is written several times
+    along the way."""
+    return [{"infile_options": [["re", None]],
+             "outfile_options": [["c:v", "libx264"], ["preset", "ultrafast"], ["c:a", "aac"], ["f", "mp4"]]}]
+
+
+def put_clip(root, name, **kw):
+    """A copy of ``tests.workerd.media.clip(**kw)`` at ``root/name``; its path."""
+    path = os.path.join(root, name)
+    shutil.copy(clip(**kw), path)
+    return path
+
+
+def create_key(feederd, name, scopes):
+    """``nommer keys create NAME --scope SCOPES --config <feederd's>``: the secret."""
+    out = subprocess.run([sys.executable, "-c", "from nommer.client.cli import main; main()", "keys", "create",
+                          name, "--scope", scopes, "--config", feederd.config],
+                         capture_output=True, text=True, timeout=60, cwd=feederd.root)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def children_of(pid):

@@ -4,7 +4,6 @@ through the client library, as a user would."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,20 +11,13 @@ import sys
 import pytest
 
 from nommer.client.api import BadInput
-from tests.e2e.harness import REPO, TWISTD, Feederd, HookReceiver, children_of
+from tests.e2e.harness import (REPO, TWISTD, Feederd, HookReceiver, children_of, daemon_fixture, put_clip,
+                               realtime_pass)
 from tests.helpers import doc_two_pass
-from tests.workerd.media import clip, top_level_boxes
+from tests.workerd.media import top_level_boxes
 
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
 OLD_NOMMER = "media_nommer.ec2nommerd.nommers.ffmpeg.FFmpegNommer"
-
-
-
-def realtime_pass(seconds_hint=None):
-    """A one-pass job read at native speed (``-re``), so it runs about as long
-    as the clip: long enough to kill, cancel or signal a worker mid-encode."""
-    return [{"infile_options": [["re", None]],
-             "outfile_options": [["c:v", "libx264"], ["preset", "ultrafast"], ["c:a", "aac"], ["f", "mp4"]]}]
 
 
 def ffprobe(path):
@@ -39,12 +31,7 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-@pytest.fixture
-def daemon(root):
-    feederd = Feederd(root)
-    feederd.start()
-    yield feederd
-    feederd.stop()
+daemon = daemon_fixture()
 
 
 @pytest.fixture
@@ -52,12 +39,6 @@ def hooks():
     receiver = HookReceiver()
     yield receiver
     receiver.close()
-
-
-def put_clip(root, name, **kw):
-    path = os.path.join(root, name)
-    shutil.copy(clip(**kw), path)
-    return path
 
 
 def test_two_pass_2011_job_end_to_end(daemon, hooks, root):

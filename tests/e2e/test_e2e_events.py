@@ -12,29 +12,18 @@ read in a thread).
 """
 
 import datetime
-import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from nommer.client.api import NommerClient
-from tests.e2e.harness import Feederd
-from tests.workerd.media import clip
+from tests.e2e.harness import Feederd, create_key, daemon_fixture, put_clip, realtime_pass
 
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
 #: The job's own fields of an event, as GET /job/<id>/events shows them.
 EVENT_FIELDS = ("job_id", "seq", "kind", "at", "state", "worker_id", "attempt", "progress", "details")
-
-
-def realtime_pass():
-    """One pass read at native speed (-re): the job lasts about as long as the clip."""
-    return [{"infile_options": [["re", None]],
-             "outfile_options": [["c:v", "libx264"], ["preset", "ultrafast"], ["c:a", "aac"], ["f", "mp4"]]}]
 
 
 class Reader:
@@ -102,18 +91,7 @@ def root(tmp_path):
     return str(root)
 
 
-@pytest.fixture
-def daemon(root):
-    feederd = Feederd(root)
-    feederd.start()
-    yield feederd
-    feederd.stop()
-
-
-def put_clip(root, name, **kw):
-    path = os.path.join(root, name)
-    shutil.copy(clip(**kw), path)
-    return path
+daemon = daemon_fixture()
 
 
 def test_a_jobs_events_arrive_live_in_order_and_match_its_log(daemon, root):
@@ -169,14 +147,6 @@ def test_a_reconnect_with_last_event_id_misses_nothing(daemon, root):
     assert [e["id"] for e in together] == sorted({e["id"] for e in together})
     assert [(e["seq"], e["kind"], e["state"]) for e in together] == \
         [(e["seq"], e["kind"], e["state"]) for e in event_log(daemon, job_id)]
-
-
-def create_key(feederd, name, scopes):
-    out = subprocess.run([sys.executable, "-c", "from nommer.client.cli import main; main()", "keys", "create",
-                          name, "--scope", scopes, "--config", feederd.config],
-                         capture_output=True, text=True, timeout=60, cwd=feederd.root)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def test_a_key_sees_only_its_own_jobs_events(root):

@@ -13,28 +13,17 @@ real sockets, real ``nommer keys create``.
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from nommer.client.api import NommerClient, Unauthorized
 from tests.badinput.conftest import assert_alive_and_clean, assert_json_error, raw_request
-from tests.e2e.harness import Feederd
+from tests.e2e.harness import Feederd, create_key
 from tests.helpers import open_files_under
 
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 MIB = 1024 * 1024
-
-
-def create_key(feederd, name, scopes):
-    """``nommer keys create NAME --scope SCOPES --config <feederd's>``: the secret."""
-    out = subprocess.run([sys.executable, "-c", "from nommer.client.cli import main; main()", "keys", "create",
-                          name, "--scope", scopes, "--config", feederd.config],
-                         capture_output=True, text=True, timeout=60, cwd=feederd.root)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def body(root):
