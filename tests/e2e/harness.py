@@ -18,6 +18,7 @@ import urllib.parse
 import pytest
 
 from nommer.client.api import ConnectionFailed, NommerClient
+from nommer.client.webhooks import SIGNATURE_HEADER
 from tests.processes import free_port
 from tests.workerd.media import clip
 
@@ -176,26 +177,33 @@ def children_of(pid):
 
 
 class HookReceiver:
-    """A webhook receiver on loopback recording every form POST. ``fail_first``
-    answers 500 to that many requests first (to exercise retries)."""
+    """A webhook receiver on loopback recording every form POST: ``posts``
+    holds each one's fields, ``signed`` its raw body and X-Nommer-Signature
+    header (``(bytes, str or None)``, to verify). ``fail_first`` answers 500
+    to that many requests first (to exercise retries; those are not
+    recorded)."""
 
     def __init__(self, fail_first=0):
         self.posts = []
+        self.signed = []
         self.fail_first = fail_first
+        self._lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+                body = self.rfile.read(length)
+                form = urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
                 fields = {k: v[0] for k, v in form.items()}
-                with threading.Lock():
+                with receiver._lock:
                     if receiver.fail_first > 0:
                         receiver.fail_first -= 1
                         self.send_response(500)
                         self.end_headers()
                         return
                     receiver.posts.append(fields)
+                    receiver.signed.append((body, self.headers.get(SIGNATURE_HEADER)))
                 self.send_response(200)
                 self.end_headers()
 

@@ -10,63 +10,25 @@ library over real HTTP, ``nommer keys`` as a subprocess.
   not with another key's; a key sees only its own jobs' events.
 """
 
-import http.server
 import os
-import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from nommer.client.api import NommerClient, NoSuchJob
-from nommer.client.webhooks import SIGNATURE_HEADER, InvalidSignature, verify
-from tests.e2e.harness import REPO, Feederd
-from tests.workerd.media import clip
+from nommer.client.webhooks import InvalidSignature, verify
+from tests.e2e.harness import REPO, Feederd, HookReceiver, put_clip, realtime_pass
 
 NOMMER = "nommer.workerd.nommers.ffmpeg.FFmpegNommer"
 STATES = ["DOWNLOADING", "ENCODING", "UPLOADING", "FINISHED"]
 
 
-def realtime_pass():
-    """One pass read at native speed (-re): progress is written several times along the way."""
-    return [{"infile_options": [["re", None]],
-             "outfile_options": [["c:v", "libx264"], ["preset", "ultrafast"], ["c:a", "aac"], ["f", "mp4"]]}]
-
-
-class SignedReceiver:
-    """A webhook receiver on loopback keeping each POST's raw body and
-    X-Nommer-Signature header (answers 200)."""
-
-    def __init__(self):
-        self.posts = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.posts.append((body, self.headers.get(SIGNATURE_HEADER)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    hook = SignedReceiver()
+    """A webhook receiver; ``receiver.signed``: each POST's raw body and X-Nommer-Signature header."""
+    hook = HookReceiver()
     yield hook
     hook.close()
 
@@ -89,12 +51,6 @@ def eventually(check, timeout_s=60, what="condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def put_clip(root, name, **kw):
-    path = os.path.join(root, name)
-    shutil.copy(clip(**kw), path)
-    return path
 
 
 def test_a_job_s_events_are_what_happened(tmp_path, receiver):
@@ -143,11 +99,11 @@ def test_a_job_s_events_are_what_happened(tmp_path, receiver):
     assert all(e["details"] == f"{e['state']} delivered to {receiver.url}: HTTP 200" for e in webhooks)
     assert not [e for e in events if e["kind"] in ("error", "retry", "lease_lost")]
 
-    assert len(receiver.posts) == len(STATES)
-    for body, header in receiver.posts:
+    assert len(receiver.signed) == len(STATES)
+    for body, header in receiver.signed:
         assert abs(verify(body, header, secret) - time.time()) < 300
     with pytest.raises(InvalidSignature):
-        verify(receiver.posts[0][0].replace(b"DOWNLOADING", b"FINISHED"), receiver.posts[0][1], secret)
+        verify(receiver.signed[0][0].replace(b"DOWNLOADING", b"FINISHED"), receiver.signed[0][1], secret)
 
 
 def test_keys_sign_their_own_webhooks_and_see_their_own_events(tmp_path, receiver):
@@ -165,7 +121,7 @@ def test_keys_sign_their_own_webhooks_and_see_their_own_events(tmp_path, receive
         job_id = alice.submit(f"file://{src}", f"file://{root}/out.mp4",
                               {"nommer": NOMMER, "options": realtime_pass()}, notify_url=receiver.url)
         assert alice.wait(job_id, poll_interval_s=0.1, timeout_s=180)["job_state"] == "FINISHED"
-        eventually(lambda: len(receiver.posts) == len(STATES), what="the webhooks")
+        eventually(lambda: len(receiver.signed) == len(STATES), what="the webhooks")
         events = alice.job_events(job_id)
         with pytest.raises(NoSuchJob):
             bob.job_events(job_id)
@@ -176,7 +132,7 @@ def test_keys_sign_their_own_webhooks_and_see_their_own_events(tmp_path, receive
     assert events[0]["kind"] == "submitted"
     assert [e["state"] for e in events if e["kind"] == "state"] == STATES
     assert len(set(secrets.values())) == 3
-    for body, header in receiver.posts:
+    for body, header in receiver.signed:
         verify(body, header, secrets["alice"])
         for other in ("bob", "anonymous"):
             with pytest.raises(InvalidSignature):
