@@ -13,9 +13,8 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.harness import MediaServer, check_playback
-from tests.e2e.harness import Feederd
 from tests.e2e.test_e2e_captions import captions_job_outputs
-from tests.e2e.test_e2e_outputs import run_job
+from tests.e2e.test_e2e_outputs import finished_job
 from tests.workerd.outputs.test_captions import seconds, speech_source
 
 #: Seconds a cue's start or end may differ between the page and the VTT (the player's
@@ -48,17 +47,7 @@ if (p && p.catch) { p.catch(function () {}); }
 def finished(tmp_path_factory):
     """(the FINISHED job document, the destination prefix) of an hls+dash+captions job."""
     root = str(tmp_path_factory.mktemp("captions-playback"))
-    feederd = Feederd(root, MAX_NUM_WORKERS=1)
-    feederd.start()
-    try:
-        src, _ = speech_source(root)
-        prefix = os.path.join(root, "out")
-        job = run_job(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{prefix}/",
-                                "outputs": captions_job_outputs()}, timeout_s=400)
-    finally:
-        feederd.stop()
-    assert job["job_state"] == "FINISHED", job
-    return job, prefix
+    return finished_job(root, lambda: speech_source(root)[0], {"outputs": captions_job_outputs()}, timeout_s=400)
 
 
 @pytest.fixture(scope="module")

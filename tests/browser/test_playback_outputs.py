@@ -2,13 +2,10 @@
 through real feederd and workerd, its HLS master (hls.js) and DASH MPD (dash.js) played in headless
 chromium from the destination prefix, each rung forced and shown at its size."""
 
-import os
-
 import pytest
 
 from tests.browser.harness import MediaServer, check_playback
-from tests.e2e.harness import Feederd
-from tests.e2e.test_e2e_outputs import run_job
+from tests.e2e.test_e2e_outputs import finished_job
 from tests.workerd.outputs.media import make_source
 
 
@@ -17,18 +14,9 @@ def finished(tmp_path_factory):
     """(the FINISHED job document, the destination prefix directory) of a cmaf-h264 job on a
     640x360 source with two audio languages."""
     root = str(tmp_path_factory.mktemp("playback"))
-    feederd = Feederd(root, MAX_NUM_WORKERS=1)
-    feederd.start()
-    try:
-        src = make_source(root, "title.mp4", width=640, height=360, fps=30, duration_s=6,
-                          audio="two-languages")
-        prefix = os.path.join(root, "out")
-        job = run_job(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{prefix}/",
-                                "preset": "cmaf-h264", "overrides": {"encoder_preset": "veryfast"}})
-    finally:
-        feederd.stop()
-    assert job["job_state"] == "FINISHED", job
-    return job, prefix
+    return finished_job(root, lambda: make_source(root, "title.mp4", width=640, height=360, fps=30, duration_s=6,
+                                                  audio="two-languages"),
+                        {"preset": "cmaf-h264", "overrides": {"encoder_preset": "veryfast"}})
 
 
 @pytest.fixture(scope="module")

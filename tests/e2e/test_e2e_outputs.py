@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import m3u8
 import pytest
 
-from tests.e2e.harness import Feederd
+from tests.e2e.harness import Feederd, daemon_fixture
 from tests.workerd.outputs.media import make_source
 
 FINAL = {"FINISHED", "ERROR", "ABANDONED", "CANCELED"}
@@ -53,6 +53,23 @@ def run_job(daemon, body, timeout_s=240):
                            what="a final state")
 
 
+def finished_job(root, make_source, fields, timeout_s=240):
+    """Run one job on a feederd (one worker) under ``root``: its source made by ``make_source()``
+    (a path under ``root``), stored under the prefix ``root/out/``, the job's other fields
+    ``fields``; the job must FINISH. ``(the FINISHED job document, the prefix directory)``."""
+    feederd = Feederd(root, MAX_NUM_WORKERS=1)
+    feederd.start()
+    try:
+        src = make_source()
+        prefix = os.path.join(root, "out")
+        job = run_job(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{prefix}/", **fields},
+                      timeout_s=timeout_s)
+    finally:
+        feederd.stop()
+    assert job["job_state"] == "FINISHED", job
+    return job, prefix
+
+
 def files_under(top):
     return sorted(os.path.relpath(os.path.join(d, f), top) for d, _, fs in os.walk(top) for f in fs)
 
@@ -62,12 +79,7 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-@pytest.fixture
-def daemon(root):
-    feederd = Feederd(root, MAX_NUM_WORKERS=1)
-    feederd.start()
-    yield feederd
-    feederd.stop()
+daemon = daemon_fixture(MAX_NUM_WORKERS=1)
 
 
 def test_every_output_type_in_one_job(daemon, root):
