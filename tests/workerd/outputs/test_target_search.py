@@ -188,7 +188,7 @@ def test_short_or_unknown_sources_are_probed_whole():
     assert target.sample_windows(target.WHOLE_SOURCE_MAX_S) is None
 
 
-@pytest.mark.parametrize("duration, n", [(20.0, 1), (60.0, 3), (600.0, target.MAX_WINDOWS),
+@pytest.mark.parametrize("duration, n", [(20.0, 1), (60.0, 2), (100.0, 3), (600.0, target.MAX_WINDOWS),
                                          (7200.0, target.MAX_WINDOWS)])
 def test_windows_spread_over_the_title(duration, n):
     windows = target.sample_windows(duration)
@@ -198,7 +198,7 @@ def test_windows_spread_over_the_title(duration, n):
     starts = [s for s, _ in windows]
     assert starts == sorted(starts)
     centres = [s + l / 2 for s, l in windows]
-    assert centres == pytest.approx([duration * (i + 0.5) / n for i in range(n)])
+    assert centres == pytest.approx([duration * (i + 0.5) / n for i in range(n)], abs=0.001)
 
 
 def test_the_first_window_gets_a_lead_in():
@@ -217,10 +217,12 @@ def test_lead_frames_end_at_the_keyframe():
     assert target.lead_frames(None) == 50
 
 
-def test_probe_subsample():
-    assert target.probe_subsample(4, 30) == 1
+def test_probe_subsample_is_odd():
+    assert target.probe_subsample(4, 30) == 1            # 120 frames: every one
+    assert target.probe_subsample(6, 30) == 3            # 180: every 3rd
     assert target.probe_subsample(12, 30) == 3
-    assert target.probe_subsample(12, 60) == target.PROBE_SUBSAMPLE
+    assert target.probe_subsample(12, 60) == 5           # 720: at most every 5th
+    assert target.probe_subsample(None, None) == 1
 
 
 def test_bitrate_at_interpolates_the_logarithm():
