@@ -265,3 +265,17 @@ def test_defaults_of():
     assert defaults_of("storyboard") == {"interval_s": 2, "tile_width": 160, "columns": 5, "rows": 5,
                                          "dir": "storyboard"}
     assert normalize_output({"type": "poster"}) == {"type": "poster", "name": "poster.jpg"}
+
+
+@pytest.mark.parametrize("output,field,words", [
+    ({"type": "mp4", "target": {"vmaf": 93, "crf_range": [30, 20]}}, "outputs[0].target.crf_range", "lowest"),
+    ({"type": "mp4", "bitrate": "2M", "target": {"vmaf": 93}}, "outputs[0].target", "no bitrate"),
+    ({"type": "mp4", "image_path": "file:///media/a.jpg", "target": {"vmaf": 93}}, "outputs[0].target",
+     "audio merge"),
+    ({"type": "mp4", "image_path": "file:///media/a.jpg", "quality": {}}, "outputs[0].quality", "audio merge"),
+])
+def test_target_and_quality_rules(output, field, words):
+    """What a quality search or measurement cannot do is refused at submit, naming the field."""
+    with pytest.raises(InvalidJobSpec) as info:
+        validate_outputs([output])
+    assert info.value.field == field and words in info.value.message

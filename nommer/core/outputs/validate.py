@@ -419,6 +419,23 @@ def _check_shared(spec, other, i, j, field):
                 f"different dirs")
 
 
+def _check_target(spec, field):
+    """A target quality search needs a CRF to search (not a bitrate), a
+    range that is one, and a picture encoded from the source (not an audio
+    merge's still image)."""
+    target = spec.get("target")
+    if not target:
+        return
+    lo, hi = target["crf_range"]
+    if lo > hi:
+        raise _invalid(f"{field}.target.crf_range", f"is [{lo:g}, {hi:g}]: give [lowest, highest]")
+    if spec.get("bitrate") is not None:
+        raise _invalid(f"{field}.target", "searches the CRF: an output with a target takes no bitrate")
+    if spec.get("image_path"):
+        raise _invalid(f"{field}.target", "an audio merge (image_path) has no source picture to reach "
+                                          "a quality target against")
+
+
 def validate_outputs(outputs, field="outputs"):
     """Validate a list of outputs and return it normalized.
 
@@ -445,8 +462,13 @@ def validate_outputs(outputs, field="outputs"):
             _check_audio(spec, f"{field}[{i}]")
         if spec["type"] == "captions":
             _check_captions(spec, f"{field}[{i}]")
+        if spec["type"] == "mp4" and spec.get("image_path") and spec.get("quality"):
+            raise _invalid(f"{field}[{i}].quality", "an audio merge (image_path) has no source picture "
+                                                    "to measure against")
+        _check_target(spec, f"{field}[{i}]")
     _check_places(normalized, field)
     return normalized
+
 
 # --- what this host can do ---------------------------------------------------------------
 

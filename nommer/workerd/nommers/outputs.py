@@ -202,7 +202,8 @@ class OutputsNommer(BaseNommer):
         outputs = options["outputs"]
         job = await self._prepare(outputs)
         units = plan_units(outputs)
-        quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality")]
+        # A target's search adds quality (the achieved score is measured): measured too.
+        quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality") or spec.get("target")]
         vmaf_bin = await self._vmaf_bin(outputs)
 
         await self.set_state(JobState.ENCODING)
@@ -234,6 +235,8 @@ class OutputsNommer(BaseNommer):
                 unit.spec, job.source, run=self._runner(job), report=lambda f, k=k: meter.step(k, f),
                 ffmpeg_bin=self.settings.FFMPEG_BIN, vmaf_bin=vmaf_bin, input_path=job.source_path,
                 work_dir=job.work_dir)
+            for i in unit.indexes:  # the refined spec (crf or ladder, quality) is the output's now
+                outputs[i] = unit.spec[outputs[i]["type"]] if unit.builder is package else unit.spec
             unit.steps = self._plan(unit, job, vmaf_bin)
         for unit in units:
             for n, step in enumerate(unit.steps):
