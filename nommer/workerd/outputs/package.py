@@ -105,6 +105,25 @@ def _video_args(i, rung):
     return argv
 
 
+def rung_chains(rungs, video="[0:v:0]"):
+    """The filtergraph chains (list of str, joined with ``;`` for
+    ``-filter_complex``) that make the video of each of ``rungs``
+    (``ladder.Rung``) from the input pad ``video``: a ``split`` when there
+    are several, then for each rung its fps cap (when ``fps_capped``), its
+    scale and ``setsar=1``, labelled ``[v0]``, ``[v1]``... in order."""
+    n = len(rungs)
+    labels = [f"[s{i}]" for i in range(n)] if n > 1 else [video]
+    chains = [f"{video}split={n}{''.join(labels)}"] if n > 1 else []
+    for i, rung in enumerate(rungs):
+        filters = []
+        if rung.fps_capped:
+            # ffmpeg 5.1's fps filter takes a rate, not an expression: computed here.
+            filters.append(f"fps={rung.fps.numerator}/{rung.fps.denominator}")
+        filters += [f"scale={rung.width}:{rung.height}", "setsar=1"]
+        chains.append(f"{labels[i]}{','.join(filters)}[v{i}]")
+    return chains
+
+
 def plan_command(package, source, *, ffmpeg_bin, input_path, work_dir):
     """``(argv, rungs, mpd_path)`` of the package's one ffmpeg run (see
     ``plan``); creates the package directory."""
@@ -114,22 +133,8 @@ def plan_command(package, source, *, ffmpeg_bin, input_path, work_dir):
     os.makedirs(out_dir, exist_ok=True)
     mpd_path = os.path.join(out_dir, MPD_NAME)
 
-    chains = []
     n = len(rungs)
-    labels = [f"[s{i}]" for i in range(n)]
-    if n > 1:
-        chains.append("[0:v:0]split=%d%s" % (n, "".join(labels)))
-    else:
-        labels = ["[0:v:0]"]
-    for i, rung in enumerate(rungs):
-        filters = []
-        if rung.fps_capped:
-            # ffmpeg 5.1's fps filter takes a rate, not an expression: computed here.
-            filters.append(f"fps={rung.fps.numerator}/{rung.fps.denominator}")
-        filters += [f"scale={rung.width}:{rung.height}", "setsar=1"]
-        chains.append(f"{labels[i]}{','.join(filters)}[v{i}]")
-
-    argv = input_args(ffmpeg_bin, input_path) + ["-filter_complex", ";".join(chains)]
+    argv = input_args(ffmpeg_bin, input_path) + ["-filter_complex", ";".join(rung_chains(rungs))]
     for i in range(n):
         argv += ["-map", f"[v{i}]"]
     for track in source.audio:

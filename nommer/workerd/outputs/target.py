@@ -646,17 +646,9 @@ class _Prober:
         package encodes them (one run: ``package``'s per-rung encoder
         options, each rung to its own file), score each: their scores, in order."""
         n = len(rungs)
-        labels = [f"[s{i}]" for i in range(n)] if n > 1 else ["[0:V:0]"]
-        chains = [f"[0:V:0]split={n}{''.join(labels)}"] if n > 1 else []
         argv = common.input_args(self.ffmpeg_bin, self.input)
+        argv += ["-filter_complex", ";".join(package.rung_chains(rungs, "[0:V:0]"))]
         outs = []
-        for i, rung in enumerate(rungs):
-            filters = []
-            if rung.fps_capped:
-                filters.append(f"fps={rung.fps.numerator}/{rung.fps.denominator}")
-            filters += [f"scale={rung.width}:{rung.height}", "setsar=1"]
-            chains.append(f"{labels[i]}{','.join(filters)}[v{i}]")
-        argv += ["-filter_complex", ";".join(chains)]
         for i, rung in enumerate(rungs):
             out = os.path.join(self.dir, f"rung{i}.mp4")
             outs.append(out)
