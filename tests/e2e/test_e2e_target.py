@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.e2e.harness import Feederd
+from tests.e2e.harness import daemon_fixture
 from tests.e2e.test_e2e_outputs import files_under, run_job
 from tests.workerd.outputs.test_target import make_talking_head
 
@@ -19,12 +19,7 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-@pytest.fixture
-def daemon(root):
-    feederd = Feederd(root, MAX_NUM_WORKERS=1)
-    feederd.start()
-    yield feederd
-    feederd.stop()
+daemon = daemon_fixture(MAX_NUM_WORKERS=1)
 
 
 def test_target_quality_job(daemon, root):
