@@ -172,7 +172,12 @@ class Ec2Player:
     def _machine_gone(self, inst):
         """The instance is terminated: whatever still runs on it stops now."""
         if inst.proc is not None and inst.proc.poll() is None:
-            time.sleep(0.5)  # let a worker that terminated itself finish exiting on its own
+            # Let a worker that terminated itself finish exiting on its own (a real instance's
+            # shutdown gives its processes time too): up to 5 s, a loaded machine needs more than 0.5.
+            try:
+                inst.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
             if inst.proc.poll() is None:
                 os.killpg(inst.proc.pid, signal.SIGKILL)
                 inst.proc.wait()
