@@ -17,6 +17,7 @@ import imageio_ffmpeg
 import pytest
 
 from nommer.core.errors import PermanentJobError
+from nommer.core.outputs.normalize import normalize_output
 from nommer.core.outputs.validate import validate_outputs
 from nommer.workerd.outputs import mp4, package, quality
 from nommer.workerd.outputs.vmaf import HOW_TO_ENABLE
@@ -229,7 +230,9 @@ def test_vmaf_asked_on_a_worker_without_it_fails_with_the_fix(clips, tmp_path):
 
 
 def test_an_audio_merge_has_nothing_to_measure(clips, tmp_path):
-    spec = validate_outputs([{"type": "mp4", "image_path": "file:///x.png", "quality": {}}])[0]
+    """Refused at submit (tests/core/test_outputs_validate.py); the worker refuses it too, for a
+    job stored before that rule: normalized without validation here."""
+    spec = normalize_output({"type": "mp4", "image_path": "file:///x.png", "quality": {}})
     with pytest.raises(PermanentJobError, match="audio merge"):
         quality.plan(spec, probe(clips["ref"]), None, ffmpeg_bin="ffmpeg", vmaf_bin=VMAF_BIN,
                      input_path=clips["ref"], work_dir=str(tmp_path))
