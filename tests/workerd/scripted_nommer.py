@@ -30,6 +30,10 @@ class ScriptedNommer:
     async def run(self):
         RAN.append(self.job.job_id)
         script = self.job.job_options["script"]
+        if script == "block":
+            # The gate exists before ENCODING is stored: a test that waits for ENCODING then
+            # fires RELEASE[job_id] finds it (the store answers before this coroutine resumes).
+            RELEASE.setdefault(self.job.job_id, defer.Deferred())
         await self.ctx.set_state(JobState.ENCODING)
         self.ctx.report_progress(50)
         if script == "permanent":
