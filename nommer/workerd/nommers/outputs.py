@@ -143,17 +143,18 @@ def _with_info(result, info):
 
 class _Job:
     """What the phases of one run share: the local source and its probe,
-    the other inputs, the work dir, names safe to show, the ``-t`` cap."""
+    the other inputs, the work dir, names safe to show, the ``-t`` cap
+    (``max_duration``, seconds: ``max_duration_factor`` x the source's)."""
 
-    def __init__(self, *, source_path, probed, inputs, work_dir, names, max_duration):
+    def __init__(self, *, source_path, probed, inputs, work_dir, names, max_duration_factor):
         self.source_path = source_path
         self.probed = probed
         self.source = source_info.from_probe(probed)
+        self.max_duration = max_output_duration_s(self.source.duration_s, max_duration_factor)
         self.kinds = {s.get("codec_type") for s in probed["streams"] if isinstance(s, dict)}
         self.inputs = inputs
         self.work_dir = work_dir
         self.names = names
-        self.max_duration = max_duration
 
 
 def _check_files(files):
@@ -272,8 +273,7 @@ class OutputsNommer(BaseNommer):
         os.makedirs(work_dir, exist_ok=True)
         return _Job(source_path=source_path, probed=probed, inputs=inputs, work_dir=work_dir,
                     names={source_path: source_name, work_dir: "output"},
-                    max_duration=max_output_duration_s(source_info.from_probe(probed).duration_s,
-                                                       self.settings.MAX_OUTPUT_DURATION_FACTOR))
+                    max_duration_factor=self.settings.MAX_OUTPUT_DURATION_FACTOR)
 
     def _plan(self, unit, job, vmaf_bin):
         """The unit's builder's steps (its other inputs given as keywords:
@@ -292,10 +292,9 @@ class OutputsNommer(BaseNommer):
         """The VMAF-capable ffmpeg when an output asks for VMAF (None
         otherwise, or when none is installed: the builders then say so).
         Looked up in a thread: the first lookup runs ``ffmpeg -filters``."""
-        wanted = any("vmaf" in (spec.get("quality") or {}).get("metrics", ()) or
-                     (spec["type"] == "compare" and "vmaf" in spec["metrics"]) or spec.get("target")
-                     for spec in outputs)
-        if not wanted:
+        from nommer.core.outputs.validate import vmaf_field
+
+        if not any(vmaf_field(spec, "outputs") for spec in outputs):
             return None
         find = import_module("nommer.workerd.outputs.vmaf").find_vmaf_ffmpeg
         return await self._in_thread(find, self.settings)
