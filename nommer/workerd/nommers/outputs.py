@@ -36,6 +36,7 @@ from importlib import import_module
 from twisted.internet import threads
 
 from nommer.core.errors import InvalidJobSpec, PermanentJobError
+from nommer.core.spec import OUTPUT_INPUT_FIELDS
 from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
@@ -52,8 +53,9 @@ from nommer.workerd.outputs.step import OutputResult
 BUILDERS = {"mp4": mp4, "poster": poster, "thumbnails": thumbnails,
             "storyboard": storyboard, "audio": audio,
             "captions": "nommer.workerd.outputs.captions", "compare": "nommer.workerd.outputs.compare"}
-#: Output fields naming another input of the job, fetched beside the source,
-#: and the keyword its local path is given to the builder's ``plan`` as.
+#: The keyword the local path of an output's other input
+#: (``spec.OUTPUT_INPUT_FIELDS``, fetched beside the source) is given to the
+#: builder's ``plan`` as.
 INPUT_KEYWORDS = {"image_path": "image_input", "distorted": "distorted_input"}
 LADDER_TYPES = ("hls", "dash")
 #: Most files one output lists in the job document (a long ladder has
@@ -392,12 +394,13 @@ class OutputsNommer(BaseNommer):
         return {"outputs": entries, "source": probe.summarize(job.probed), "size_bytes": total}
 
     async def _fetch_inputs(self, outputs):
-        """Download and check each output's other input (``INPUT_KEYWORDS``:
-        an mp4's ``image_path``, a compare's ``distorted``);
+        """Download and check each output's other input (the fields feederd
+        checked and sealed at submit, ``spec.OUTPUT_INPUT_FIELDS``: an mp4's
+        ``image_path``, a compare's ``distorted``);
         ``{(output index, field): local path}``."""
         inputs = {}
         for i, spec in enumerate(outputs):
-            for field in INPUT_KEYWORDS:
+            for field in OUTPUT_INPUT_FIELDS.get(spec["type"], ()):
                 if not spec.get(field):
                     continue
                 local = self.scratch_path(f"input{i}-{field}")
