@@ -106,10 +106,16 @@ class Feederd:
         return [int(p) for p in out.split()]
 
     def pid_of_worker(self, worker_id):
+        """pid of the workerd named ``worker_id``.
+
+        A worker starting ffmpeg forks first: until the child execs, it has the worker's command
+        line too, so a match whose parent is also a match is that child, not a second worker.
+        """
         out = subprocess.run(["pgrep", "-f", "--", f"--worker-id {worker_id} "], capture_output=True, text=True).stdout
-        pids = [int(p) for p in out.split()]
-        assert len(pids) == 1, (worker_id, pids)
-        return pids[0]
+        pids = {int(p) for p in out.split()}
+        workers = [pid for pid in pids if _parent_of(pid) not in pids]
+        assert len(workers) == 1, (worker_id, sorted(pids))
+        return workers[0]
 
     def wait_for(self, job_id, predicate, timeout_s=60, what="condition"):
         """Poll the job until ``predicate(job)``; returns the job."""
@@ -221,3 +227,12 @@ class HookReceiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def _parent_of(pid):
+    """Parent pid of ``pid`` from /proc (None once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
