@@ -20,14 +20,21 @@ Two ffmpeg runs per merged track (``plan``), read by ``check``:
 * CFR track: a pts delta that is not 1/fps (a gap or an overlap at a join),
   or |duration - frames/fps| >= 1 ms; the first frame not at 0;
 * VFR track (``fps`` None) with the source's ``Timeline``: a frame more
-  than 1 ms away from its source frame's time (from the first), or the
-  duration more than 1 ms off;
+  than 1 ms away from its source frame's time (from the first: this finds
+  gaps and overlaps at joins). Not the duration: the MP4 muxer stores the
+  last frame of a VFR track as one tick of its time base long, in a single
+  encode as in a chunked one;
 * around each join, a frame whose PSNR against its source frame is more than
   ``DROP_DB`` below the median of the other frames of its window on its
   side of the join (same chunk: scenes on either side of a cut may differ
   in PSNR by more than that), and below ``ALIGNED_FLOOR_DB``: the frames
-  are shifted (a seek that dropped a frame, a duplicated first frame). The
-  frame count does not catch these; this does.
+  are shifted (a seek that dropped a frame shows the next scene's first
+  frame before the join);
+* around each join, a frame that matches the source frame before or after
+  its own better, by more than ``SHIFT_MARGIN_DB``, than its own (and is
+  below ``SHIFT_FLOOR_DB`` against it): the chunk is shifted by one frame
+  (a duplicated first frame: the default vsync). The frame count catches
+  neither; these do.
 
 ``verify`` raises ``PermanentJobError`` with the first problem.
 """
@@ -56,14 +63,28 @@ ALIGNED_FLOOR_DB = 30.0
 #: Most distance (seconds) between a frame's time and what it should be,
 #: and between the video's duration and frames/fps.
 TOLERANCE_S = 0.001
+#: A frame whose PSNR against the source frame before or after its own is
+#: this many dB above the PSNR against its own is shifted (when below
+#: SHIFT_FLOOR_DB): a duplicated first frame shifts a whole chunk by one
+#: frame, which PSNR by index alone shows only as a mild drop within a scene
+#: (37 dB instead of 49 in slow motion, where the shifted pairing gives 49).
+SHIFT_MARGIN_DB = 6.0
+#: A frame this close to its own source frame (dB, tiny gray) is not called
+#: shifted whatever its neighbours give: the difference cannot be seen.
+SHIFT_FLOOR_DB = 45.0
+#: Suffixes of the logs of the shifted pairings (``psnr_graph``).
+PREV_SUFFIX, NEXT_SUFFIX = ".prev", ".next"
 #: Scratch directory (in the work dir) of the lists the steps write.
 RAW_DIR = ".verify"
 
 
 def raw_paths(work_dir, key):
-    """``{"packets": ..., "psnr": ...}``: the files the steps of track ``key`` write."""
+    """``{"packets", "psnr", "psnr_prev", "psnr_next"}``: the files (absolute
+    paths) the steps verifying track ``key`` write."""
     base = os.path.join(work_dir, RAW_DIR, f"{key}")
-    return {"packets": base + ".packets.txt", "psnr": base + ".psnr.txt"}
+    psnr = base + ".psnr.txt"
+    return {"packets": base + ".packets.txt", "psnr": psnr, "psnr_prev": psnr + PREV_SUFFIX,
+            "psnr_next": psnr + NEXT_SUFFIX}
 
 
 def track_frames(chunks, track, fps):
@@ -99,8 +120,10 @@ def _windows(joins, total):
 
 def psnr_graph(chunks, track, *, fps, log_path):
     """The ``-filter_complex`` text pairing input 0 (the merged track) with
-    input 1 (the source) by index and printing each kept pair's luma MSE
-    (``lavfi.psnr.mse.y``, with ``pts`` = the frame's index) to ``log_path``."""
+    input 1 (the source) and printing each kept pair's luma MSE
+    (``lavfi.psnr.mse.y``; ``pts`` is the track frame's index) to three
+    logs (``raw_paths``): frame i against source frame i (``log_path``),
+    against source frame i-1 (``.prev``) and i+1 (``.next``)."""
     total, joins = track_frames(chunks, track, fps)
     w, h = PROBE_SIZE
     tb = "1/25"
@@ -110,12 +133,22 @@ def psnr_graph(chunks, track, *, fps, log_path):
     spans = _windows(joins, total)
     select = ""
     if spans:
-        expr = "+".join(f"between(n,{a},{b})" for a, b in spans)
+        # On pts (= the index after setpts=N), so the shifted copies keep the same frames.
+        expr = "+".join(f"between(pts,{a},{b})" for a, b in spans)
         select = f",select='{expr}'"
-    tiny = f"scale={w}:{h},format=gray,settb={tb},setpts=N{select}"
+    tiny = f"scale={w}:{h},format=gray,settb={tb},setpts=N"
     source_fps = f"fps={_rate(track.fps)}," if tracks_mod.fps_filtered(track, fps) else ""
-    return (f"[0:v:0]{tiny}[d];[1:V:0]{source_fps}{tiny}[r];"
-            f"[d][r]psnr,metadata=mode=print:key={PSNR_KEY}:file={escape_filter_value(log_path)}")
+    logs = [log_path, log_path + PREV_SUFFIX, log_path + NEXT_SUFFIX]
+    graph = [f"[0:v:0]{tiny}{select}[d0]",
+             f"[1:V:0]{source_fps}{tiny},split=3[a0][a1][a2]",
+             f"[a0]null{select}[r0]",
+             f"[a1]setpts=PTS+1{select}[r1]",  # source frame i-1 beside track frame i
+             f"[a2]setpts=PTS-1{select}[r2]"]  # source frame i+1 beside track frame i
+    for i, log in enumerate(logs):
+        tail = f"[d{i + 1}]" if i < 2 else ""
+        graph.append(f"[d{i}][r{i}]psnr,metadata=mode=print:key={PSNR_KEY}"
+                     f":file={escape_filter_value(log)}{tail}")
+    return ";".join(graph)
 
 
 def plan(track_path, chunks, track, *, input_path, ffmpeg_bin, work_dir, fps=None):
@@ -218,23 +251,22 @@ def check_timestamps(pts, durations, tb, *, expected, fps, timeline=None):
             if abs(got - want) > TOLERANCE_S:
                 problems.append(f"frame {i} is at {got:.6f} s, the source's at {want:.6f} s")
                 break
-        if last_duration <= 0 and n > 1:
-            last_duration = ordered[-1] - ordered[-2]
-        duration = float((ordered[-1] + last_duration - first) * tb)
-        if abs(duration - timeline.duration_s) > TOLERANCE_S:
-            problems.append(f"the video lasts {duration:.6f} s, the source's {timeline.duration_s:.6f} s")
     return problems
 
 
-def check_alignment(psnr, joins, total, *, fps=None):
+def check_alignment(psnr, joins, total, *, fps=None, prev=None, next_=None):
     """Problems (list of str) of the per-frame PSNR around each join.
 
-    :param psnr: ``{frame index: dB}`` (``read_psnr_log``).
+    :param psnr: ``{frame index: dB}`` of each track frame against the
+        source frame of the same index (``read_psnr_log``).
     :param joins: index of each chunk's first frame after the first (track frames).
     :param total: frames in the track (None: unknown).
     :param fps: the track's rate (Fraction), for the times in the sentences.
+    :param prev, next_: ``{frame index: dB}`` of each track frame against
+        the source frame before / after its own (None: not checked).
     """
     problems = []
+    prev, next_ = prev or {}, next_ or {}
     for join in joins:
         sides = [range(max(0, join - WINDOW), join),
                  range(join, join + WINDOW if total is None else min(total, join + WINDOW))]
@@ -260,6 +292,17 @@ def check_alignment(psnr, joins, total, *, fps=None):
             at = f"frame {i}: " if i != join else ""
             problems.append(f"{where}: {at}PSNR {value:.1f} dB against {median:.1f} dB around it: "
                             "the frames are shifted")
+            continue
+        for side in sides:
+            shifted = [(i, psnr[i], max(prev.get(i, -1.0), next_.get(i, -1.0))) for i in side]
+            shifted = [x for x in shifted if x[2] > x[1] + SHIFT_MARGIN_DB and x[1] < SHIFT_FLOOR_DB]
+            if shifted:
+                i, own, better = max(shifted, key=lambda x: x[2] - x[1])
+                which = "before" if prev.get(i, -1.0) >= next_.get(i, -1.0) else "after"
+                problems.append(f"{where}: frame {i} matches the source frame {which} its own "
+                                f"(PSNR {better:.1f} dB against {own:.1f} dB): the frames are "
+                                "shifted by one")
+                break
     return problems
 
 
@@ -276,6 +319,8 @@ def check(chunks, track, *, work_dir, fps=None, timeline=None):
     try:
         packets, time_bases = read_framecrc(paths["packets"])
         psnr = read_psnr_log(paths["psnr"])
+        prev = read_psnr_log(paths["psnr_prev"])
+        next_ = read_psnr_log(paths["psnr_next"])
     except (OSError, ValueError, IndexError) as e:
         raise PermanentJobError(f"the merged video {track.key} could not be checked: {e}") from None
     found = packets.get(0, [])
@@ -283,7 +328,7 @@ def check(chunks, track, *, work_dir, fps=None, timeline=None):
     total, joins = track_frames(chunks, track, fps)
     problems = check_timestamps([p for p, _ in found], [d for _, d in found], Fraction(num, den),
                                 expected=total, fps=track.fps, timeline=timeline)
-    problems += check_alignment(psnr, joins, total, fps=track.fps)
+    problems += check_alignment(psnr, joins, total, fps=track.fps, prev=prev, next_=next_)
     return problems
 
 

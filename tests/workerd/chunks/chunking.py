@@ -12,37 +12,36 @@ import os
 import subprocess
 from fractions import Fraction
 
+from nommer.workerd.chunks import frames
 from nommer.workerd.chunks.model import Chunk
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 
 
-def frame_times(path):
-    """``(pts_s sorted, stream start_time)`` of the first video stream of ``path``."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-print_format", "json",
-                          "-show_entries", "packet=pts_time:stream=start_time", path],
-                         check=True, capture_output=True, timeout=60)
-    doc = json.loads(out.stdout)
-    pts = sorted(float(p["pts_time"]) for p in doc["packets"])
-    return pts, float(doc["streams"][0]["start_time"])
+def timeline(path):
+    """The ``model.Timeline`` of ``path`` (``frames.probe_argv`` + ``frames.parse``)."""
+    out = subprocess.run(frames.probe_argv(FFPROBE, path), check=True, capture_output=True,
+                         timeout=60)
+    return frames.parse(out.stdout.decode())
 
 
-def make_chunks(pts, start_s, cuts, fps=None, *, seek_shift_s=0.0):
-    """``model.Chunk`` s of a source whose frames are at ``pts`` (seconds),
-    cut before each frame index of ``cuts``. ``fps`` (Fraction) gives CFR
-    durations ``frames/fps``; None: VFR durations from the pts (the last
-    frame as long as the one before it). ``seek_shift_s`` moves every seek
-    (but chunk 0's) by that much: a deliberately wrong chunking."""
-    n = len(pts)
+def make_chunks(tl, cuts, *, seek_shift_s=None):
+    """``model.Chunk`` s of the ``Timeline`` ``tl`` cut before each frame index
+    of ``cuts``: seek at the midpoint between the previous frame's pts and
+    the chunk's first, minus ``tl.start_s``; duration ``frames/fps`` (CFR)
+    or the pts difference to the next chunk (VFR). ``seek_shift_s``
+    (``{chunk index: seconds}``) moves those chunks' seeks: a deliberately
+    wrong chunking."""
+    pts, n = tl.pts_s, tl.frames
     bounds = [0] + list(cuts) + [n]
-    last_end = pts[-1] + (pts[-1] - pts[-2])
     chunks = []
     for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        seek = 0.0 if a == 0 else (pts[a - 1] + pts[a]) / 2 - start_s + seek_shift_s
-        end = (pts[b] if b < n else last_end) - pts[0]
+        seek = 0.0 if a == 0 else (pts[a - 1] + pts[a]) / 2 - tl.start_s
+        seek += (seek_shift_s or {}).get(i, 0.0)
         start = pts[a] - pts[0]
-        duration = Fraction(b - a) / fps if fps else end - start
+        end = pts[b] - pts[0] if b < n else tl.duration_s
+        duration = Fraction(b - a) / tl.fps if tl.fps else end - start
         chunks.append(Chunk(index=i, start_frame=a, frames=b - a, start_s=start, end_s=end,
                             seek_s=seek, duration=duration))
     return chunks
