@@ -211,6 +211,20 @@ def test_mp4_and_mkv_seek_exact_directly(made):
     assert_seeks_exact(made["mkv"], made["mkv"], STARTS)
 
 
+def test_edit_list_discarded_packets(made):
+    """An MP4 cut by stream copy off a keyframe keeps the packets before the
+    cut, flagged discarded by its edit list: they are not frames."""
+    trimmed = os.path.join(made["dir"], "trimmed.mp4")
+    sources.ffmpeg("-ss", "1.1", "-i", made["mp4"], "-c", "copy", "-an", trimmed)
+    listing_text = subprocess.run(frames.probe_argv("ffprobe", trimmed), check=True,
+                                  capture_output=True).stdout.decode()
+    assert "flags=_D" in listing_text
+    tl = timeline_of(trimmed)
+    assert tl.frames == len(framemd5s("-i", trimmed)) < sources.total_frames()
+    assert tl.pts_s[0] == 0.0
+    assert_seeks_exact(trimmed, trimmed, (1, 20, 31, 80, 150))
+
+
 def test_vfr_seeks_exact(made):
     assert_seeks_exact(made["vfr"], made["vfr"], (1, 47, 48, 49, 93, 120))
 
