@@ -19,10 +19,13 @@ import os
 import statistics
 from fractions import Fraction
 
+from twisted.internet import threads
+
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.workerd.chunks.model import Timeline
 from nommer.workerd.outputs.common import progress_args
 from nommer.workerd.outputs.step import Step
+from nommer.workerd.probe import SNIFF_BYTES, playlist_kind
 from nommer.workerd.process import ProcessRunner
 from nommer.workerd.sandbox import Sandbox, sandbox_failure
 
@@ -187,6 +190,14 @@ def parse(stdout):
                     fps=fps)
 
 
+def _read_head(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(SNIFF_BYTES)
+    except OSError:
+        return b""  # ffprobe reports a missing or unreadable file
+
+
 def _tail(text, lines=ERROR_TAIL_LINES):
     kept = [line for line in text.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
@@ -197,7 +208,8 @@ async def read_timeline(reactor, settings, path, *, display_name=None):
     (only ``path`` readable) and return its ``Timeline`` (``parse``).
 
     ``display_name`` (default ``path``) replaces the path in error messages.
-    Raises ``PermanentJobError`` when ffprobe cannot read the file, takes
+    Raises ``PermanentJobError`` when the file is a playlist (refused before
+    ffprobe runs, as ``probe.ffprobe`` does), when ffprobe cannot read it, takes
     longer than ``min(FFMPEG_TIMEOUT_S, TIMELINE_TIMEOUT_S)``, prints more
     than ``MAX_OUTPUT_BYTES``, or ``parse`` refuses what it printed;
     ``TransientJobError`` when ffprobe is missing, its sandbox fails to
@@ -205,6 +217,10 @@ async def read_timeline(reactor, settings, path, *, display_name=None):
     """
     name = display_name or path
     full = os.path.abspath(path)
+    head = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _read_head, full)
+    kind = playlist_kind(head)
+    if kind is not None:
+        raise PermanentJobError(f"source is a playlist ({kind}), not a media file: {name}")
     timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), TIMELINE_TIMEOUT_S)
     runner = ProcessRunner(reactor, probe_argv(settings.FFPROBE_BIN, full), timeout_s=timeout_s,
                            kill_grace_s=settings.FFMPEG_KILL_GRACE_S,

@@ -253,3 +253,14 @@ class ReadTimelineTests(unittest.TestCase):
             await frames.read_timeline(reactor, media.settings(), path, display_name="s3://b/in.mp4")
         self.assertIn("s3://b/in.mp4", cm.exception.message)
         self.assertNotIn(path, cm.exception.message)
+
+    @ensure
+    async def test_playlist_refused(self):
+        d = self.mktemp()
+        os.makedirs(d)
+        path = os.path.join(d, "list.mp4")
+        with open(path, "wb") as f:
+            f.write(b"#EXTM3U\n#EXTINF:1,\n/etc/passwd\n")
+        with self.assertRaises(PermanentJobError) as cm:
+            await frames.read_timeline(reactor, media.settings(), path)
+        self.assertIn("playlist (hls)", cm.exception.message)
