@@ -231,8 +231,8 @@ def check_timestamps(pts, durations, tb, *, expected, fps, timeline=None):
         for i in range(1, n):
             delta = (ordered[i] - ordered[i - 1]) * tick
             if abs(delta - step) > tolerance:
-                kind = "gap" if delta > step else "overlap"
-                problems.append(f"a {kind} before frame {i} ({float(ordered[i - 1] * tick):.6f} "
+                kind = "a gap" if delta > step else "an overlap"
+                problems.append(f"{kind} before frame {i} ({float(ordered[i - 1] * tick):.6f} "
                                 f"s to {float(ordered[i] * tick):.6f} s: "
                                 f"{float(delta) * 1000:.3f} ms, not {float(step) * 1000:.3f} ms)")
                 break
@@ -267,9 +267,15 @@ def check_alignment(psnr, joins, total, *, fps=None, prev=None, next_=None):
     """
     problems = []
     prev, next_ = prev or {}, next_ or {}
-    for join in joins:
-        sides = [range(max(0, join - WINDOW), join),
-                 range(join, join + WINDOW if total is None else min(total, join + WINDOW))]
+    for k, join in enumerate(joins):
+        # Each side within its own chunk: from the previous join, to the next one.
+        first = max(0, join - WINDOW, joins[k - 1] if k else 0)
+        last = join + WINDOW
+        if k + 1 < len(joins):
+            last = min(last, joins[k + 1])
+        if total is not None:
+            last = min(last, total)
+        sides = [range(first, join), range(join, last)]
         where = f"chunk join at frame {join}" + (f" ({float(join / Fraction(fps)):.3f} s)"
                                                  if fps else "")
         missing = [i for side in sides for i in side if i not in psnr]
