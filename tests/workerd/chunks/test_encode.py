@@ -13,7 +13,7 @@ import attr
 import pytest
 
 from nommer.core.errors import PermanentJobError
-from nommer.workerd.chunks import encode, frames, tracks
+from nommer.workerd.chunks import concat, encode, frames, tracks
 from nommer.workerd.chunks.model import Chunk, VideoTrack
 from tests.workerd.chunks import chunking, sources
 from tests.workerd.outputs import media
@@ -176,3 +176,38 @@ def test_check_chunk_without_the_files_is_a_sentence(tmp_path):
         encode.check_chunk(chunk(4), [LOSSLESS], work_dir=str(tmp_path))
     with pytest.raises(PermanentJobError, match="chunk 4: no video frame encoded"):
         encode.check_counts(chunk(4), [LOSSLESS], [None])
+
+
+def test_ladder_rungs_chunked_on_the_2s_grid_keep_keyframes_on_the_grid(tmp_path):
+    """A ladder's chunks start on the 2 s keyframe grid, so each rung's
+    chunk-local forced keyframes fall on the title's grid: the joined rung
+    has keyframes at 0, 2, 4 s and nowhere else, and a 60 fps source's
+    capped rung gets exactly half the frames."""
+    src = media.make_source(str(tmp_path), "s60.mp4", width=320, height=180, fps=60,
+                            duration_s=6, audio=None)
+    tl = chunking.timeline(src)
+    package = {"hls": {"type": "hls", "dir": "stream", "codec": "h264", "segment_s": 2,
+                       "encoder_preset": "ultrafast", "audio_bitrate": "128k",
+                       "name": "master.m3u8",
+                       "ladder": [{"height": 90, "bitrate": "150k"},
+                                  {"height": 180, "bitrate": "400k", "fps_max": 60}]}}
+    rungs = tracks.package_tracks(package, media.probe(src), "p0", timeline=tl)
+    assert [(r.fps, tracks.has_fps_filter(r)) for r in rungs] == [(30, True), (60, False)]
+    chunks = chunking.make_chunks(tl, [120, 240])
+    work = tmp_path / "w"
+    work.mkdir()
+    encode_all(src, chunks, rungs, work, tl.fps)
+    for c in chunks:
+        assert encode.check_chunk(c, rungs, work_dir=str(work), fps=tl.fps) == [60, 120]
+    for rung in rungs:
+        listing = work / f"{rung.key}.txt"
+        listing.write_text(concat.list_text([(encode.chunk_file_name(c.index, rung.key),
+                                              c.duration) for c in chunks]))
+        out = str(work / f"{rung.key}.mp4")
+        chunking.run(concat.plan(str(listing), out, ffmpeg_bin="ffmpeg").argv)
+        probed = media.ffprobe_json(out, "-select_streams", "v:0", "-show_entries",
+                                    "packet=pts_time,flags")
+        keys = sorted(round(float(p["pts_time"]), 3) for p in probed["packets"]
+                      if "K" in p["flags"])
+        assert keys == [0.0, 2.0, 4.0], (rung.key, keys)
+        assert len(probed["packets"]) == 6 * int(rung.fps)
