@@ -206,6 +206,15 @@
 # when known); a worker short of it releases the job to another worker.
 # SCRATCH_MIN_FREE_BYTES = 1073741824
 
+# Chunked encoding: a declarative job whose source lasts at least this many
+# seconds is split, its chunks encoded by any worker, then merged (a body's
+# "chunking": false opts out, true or {"target_s": 30} opts in). None: only on request.
+# CHUNKING_MIN_SOURCE_S = 600.0
+# Chunk length aimed at, shortest and longest chunk, seconds.
+# CHUNK_TARGET_S = 30.0
+# CHUNK_MIN_S = 2.0
+# CHUNK_MAX_S = 120.0
+
 # Progress is written to the job store at most this often.
 # PROGRESS_WRITE_INTERVAL_S = 1.0
 

@@ -246,6 +246,19 @@ MAX_OUTPUT_DURATION_FACTOR = 2.0
 #: out of space (ENOSPC), releases the job to another worker.
 SCRATCH_MIN_FREE_BYTES = 1024 ** 3
 
+#: Chunked encoding (split, encode the chunks on many workers, merge): a
+#: declarative job is chunked when its source lasts at least this many seconds,
+#: unless its body says ``"chunking": false`` (``true`` or an object asks for it
+#: whatever the length). None: only when a job asks.
+CHUNKING_MIN_SOURCE_S = 600.0
+#: Length of a chunk aimed at, seconds (a job's ``chunking.target_s`` overrides it).
+CHUNK_TARGET_S = 30.0
+#: Shortest and longest chunk, seconds (``chunking.min_s`` / ``max_s``).
+CHUNK_MIN_S = 2.0
+CHUNK_MAX_S = 120.0
+#: The planner aims at 2..4 chunks per worker (MAX_NUM_WORKERS), so a slow
+#: chunk does not gate the job, within the lengths above.
+
 #: Progress is written to the job store at most this often, seconds.
 PROGRESS_WRITE_INTERVAL_S = 1.0
 

@@ -48,6 +48,8 @@ class Job:
     store lets a final job go back to PENDING only in a write that adds one:
     ``nommer.core.states.check_transition``). A job stored before these
     fields reads as priority 50, pool ``default``, 0 retries.
+    ``chunks`` is a chunked job's plan and the state of each chunk
+    (``nommer.core.chunking``), None for a job encoded whole.
     """
 
     job_id: str
@@ -72,6 +74,7 @@ class Job:
     priority: int = DEFAULT_PRIORITY
     pool: str = DEFAULT_POOL
     retries: int = 0
+    chunks: list = None
 
     @property
     def is_final(self):

@@ -32,6 +32,7 @@ import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from nommer.core.chunking import chunks_progress
 from nommer.core.errors import JobCanceled
 from nommer.core.events import EventKind, JobEvent, event_body
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
@@ -171,6 +172,37 @@ class JobLedger:
             return job.evolve(**fields)
         job = await self.store.modify(job_id, change)
         milestones = progress_milestones(before["progress"], job.progress) if "progress" in fields else []
+        if milestones:
+            async def record():
+                for milestone in milestones:
+                    await self._record(self._event(job, EventKind.PROGRESS, progress=milestone))
+            self._in_turn(job_id, record)
+        return job
+
+    async def update_chunk(self, job_id, index, change, **fields):
+        """Change chunk ``index`` of a chunked job (``Job.chunks``,
+        ``nommer.core.chunking``) atomically: ``change(chunk, job)`` gets a
+        copy of the stored chunk dict and the stored job and returns the new
+        chunk dict (it may raise to refuse the write: ``NotOwner``,
+        ``IllegalChunkTransition``). The job's ``progress`` becomes 90 % of
+        the plan's (``chunks_progress``; the merge makes the last 10 %) and
+        ``fields`` (e.g. ``heartbeat_at``) are set too. Raises
+        ``JobCanceled`` if the job is final, ``NoSuchJob``, or
+        ``IndexError`` when the job has no such chunk. Returns the stored Job."""
+        before = {}
+
+        def apply(job):
+            if job.is_final:
+                raise JobCanceled(f"job {job_id} is {job.job_state.value}")
+            chunks = [dict(c) for c in (job.chunks or ())]
+            if not 0 <= index < len(chunks):
+                raise IndexError(f"job {job_id} has no chunk {index}")
+            chunks[index] = change(dict(chunks[index]), job)
+            before["progress"] = job.progress
+            progress = max(job.progress or 0.0, round(0.9 * chunks_progress(chunks), 1))
+            return job.evolve(chunks=chunks, progress=progress, **fields)
+        job = await self.store.modify(job_id, apply)
+        milestones = progress_milestones(before["progress"], job.progress)
         if milestones:
             async def record():
                 for milestone in milestones:

@@ -19,6 +19,7 @@ Every problem raises ``InvalidJobSpec(field, message)``; nothing here does I/O.
 from nommer.core.classes import ClassNotAllowed, canonical_name, load_class
 from nommer.core.errors import InvalidJobSpec
 from nommer.core.netguard import allowed_networks
+from nommer.core.chunking import normalize_request
 from nommer.core.outputs import presets
 from nommer.core.outputs.validate import check_vmaf, validate_body, validate_outputs
 from nommer.core.pools import UnknownPool, check_pool
@@ -174,7 +175,8 @@ def _validate_outputs_job(body, settings, preset_name):
     except InvalidJobSpec:
         raise InvalidJobSpec("outputs", f"declarative outputs are not enabled on this server "
                                         f"(ALLOWED_NOMMERS lacks {OUTPUTS_NOMMER})") from None
-    options = {"outputs": outputs, "preset": preset_name, "single_file": single}
+    options = {"outputs": outputs, "preset": preset_name, "single_file": single,
+               "chunking": normalize_request(body.get("chunking"), settings)}
     normalized = nommer_class.validate_options(options, settings, dest_path=dest)
     spec = {"notify_url": stored.get("notify_url"), "nommer": canonical, "job_options": normalized,
             "source_path": stored["source_path"], "dest_path": stored["dest_path"]}
@@ -235,6 +237,9 @@ def _validate_2011(body, settings):
     # The original's order: source_path, dest_path, job_options.
     source = _required_string(body, "source_path")
     dest = _required_string(body, "dest_path")
+    if body.get("chunking"):
+        raise InvalidJobSpec("chunking", "needs a declarative job (outputs or a preset): a 2011 "
+                                         "job_options job runs its own ffmpeg argv, which cannot be split")
     options = body.get("job_options")
     if not options:
         raise InvalidJobSpec("job_options", "is required (an object with 'nommer' and 'options')")

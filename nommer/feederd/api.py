@@ -54,6 +54,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from nommer.core.chunking import public_chunks
 from nommer.core.deferreds import gather
 from nommer.core.errors import InvalidJobSpec, JobCanceled, NoSuchJob, NoSuchPreset, NommerError
 from nommer.core.events import event_to_api
@@ -161,6 +162,7 @@ def job_to_api(job):
         "priority": job.priority,
         "pool": job.pool,
         "retries": job.retries,
+        "chunks": public_chunks(job.chunks),
     }
 
 

@@ -18,6 +18,7 @@ from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from nommer.core.chunking import parse_chunk_message
 from nommer.core.errors import NoSuchJob
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
 from nommer.core.workqueue import dead_letter_name
@@ -42,7 +43,8 @@ class DeadLetterWatcher(QueueConsumer):
         self.settings = settings
 
     async def handle(self, message):
-        job_id, retries = parse_job_message(message.body)  # "<id>#<n>" after a retry
+        job_body, chunk = parse_chunk_message(message.body)  # "...@chunk<i>": a chunk's task
+        job_id, retries = parse_job_message(job_body)  # "<id>#<n>" after a retry
         try:
             job = await self.ledger.store.get(job_id)
         except NoSuchJob:
@@ -51,7 +53,8 @@ class DeadLetterWatcher(QueueConsumer):
         if job.is_final or job.retries != retries:
             return  # done, or a dead letter from before the job was retried
         last = f" Last: {job.job_state_details}" if job.job_state_details else ""
-        reason = (f"gave up after {self.settings.MAX_JOB_ATTEMPTS} attempts: each time the worker "
+        what = "" if chunk is None else f"chunk {chunk}: "
+        reason = (f"{what}gave up after {self.settings.MAX_JOB_ATTEMPTS} attempts: each time the worker "
                   f"died or stopped renewing its lease before finishing.{last}")
         try:
             await self.ledger.set_state(job_id, JobState.ERROR, reason)

@@ -45,7 +45,7 @@ from nommer.core.states import IllegalTransition, JobState
 from nommer.core.workqueue import LeaseKeeper
 from nommer.workerd.context import CANCELED, LEASE_LOST, JobContext, NotOwner
 from nommer.workerd.metrics import EncodeFigures, media_seconds
-from nommer.workerd.nommers.base import NoScratchSpace
+from nommer.workerd.nommers.base import ChunksQueued, NoScratchSpace
 from nommer.workerd.outcome import (
     Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
 
@@ -188,6 +188,8 @@ class AttemptRunner:
             output = await nommer_class(job, ctx).run()
             await ctx.wait_progress_written()
             ended, reason = Ended.SUCCEEDED, ""
+        except ChunksQueued:
+            ended, reason = Ended.HANDED_OFF, ""
         except JobCanceled:
             ended, reason = Ended.STOPPED, ""
         except NoScratchSpace as exc:

@@ -23,6 +23,8 @@ stopped: cold shutdown                      Release, visible at once, "released 
 stopped: spot interruption                  Release, visible at once, progress kept, "released:
                                             spot interruption notice on W (P% done)"
 succeeded                                   Finish: FINISHED (progress 100, output), then delete
+handed off (a chunked job's chunks queued)  DeleteMessage: the job stays ENCODING; its chunk tasks
+                                            carry it on
 out of scratch space (``NoScratchSpace``)   Release, visible at once, "released: scratch space
                                             low on W: ..." (logged as a warning; not a failure)
 transient, attempts < MAX_JOB_ATTEMPTS      Release, visible after ``retry_delay_s``, "attempt N
@@ -56,6 +58,7 @@ class Ended(enum.Enum):
     TRANSIENT = "transient"                # TransientJobError: may work on another try
     PERMANENT = "permanent"                # PermanentJobError, InvalidJobSpec: never will
     CRASHED = "crashed"                    # any other exception
+    HANDED_OFF = "handed off"              # ChunksQueued: the job's chunks are queued tasks now
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
@@ -144,6 +147,8 @@ def decide(attempt, max_attempts, retry_backoff_s):
         return _stopped(a, a.stop_reason or CANCELED)
     if a.ended is Ended.SUCCEEDED:
         return Finish(a.output)
+    if a.ended is Ended.HANDED_OFF:
+        return DeleteMessage()
     if a.ended is Ended.NO_SCRATCH_SPACE:
         if a.reason[:1].isdigit():  # the pre-start check's "N bytes free, M needed (...)"
             details = f"released: scratch space low on {a.worker_id}: {a.reason}"

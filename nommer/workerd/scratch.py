@@ -184,7 +184,8 @@ class ScratchSpace:
     async def sweep(self, store, in_use, keep_logging=lambda: True):
         """Remove scratch directories left by workers that died mid-job
         (SIGKILL, power loss): ``SCRATCH_DIR/<job_id>-<attempt>`` whose job
-        is gone, final, or on a later attempt. The directory of an attempt
+        is gone, final, or on a later attempt (a chunk's,
+        ``<job_id>-c<index>-<attempt>``: on a later attempt of that chunk). The directory of an attempt
         still in progress is left alone (its worker may be alive; if not, the
         job's next attempt makes it stale for the next sweep), as is one whose
         job id is in ``in_use`` (this worker's running jobs). Returns how many
@@ -200,6 +201,11 @@ class ScratchSpace:
             job_id, sep, attempt = name.rpartition("-")
             if not sep or not attempt.isdigit() or job_id in in_use:
                 continue
+            job_id, chunk_sep, chunk = job_id.rpartition("-c")
+            if not (chunk_sep and chunk.isdigit()):
+                job_id, chunk = name.rpartition("-")[0], None
+            elif f"{job_id}@chunk{chunk}" in in_use:
+                continue
             try:
                 job = await store.get(job_id)
             except NoSuchJob:
@@ -211,7 +217,12 @@ class ScratchSpace:
             else:
                 # "<", not "!=": a worker taking the job stores attempt N, then
                 # makes its directory N; a sweep that read N-1 must keep it.
-                stale = job.is_final or int(attempt) < job.attempts
+                if chunk is None:
+                    stale = job.is_final or int(attempt) < job.attempts
+                else:  # a chunk's directory: <job_id>-c<index>-<chunk attempt>
+                    chunks = job.chunks or ()
+                    taken = chunks[int(chunk)].get("attempts") or 0 if int(chunk) < len(chunks) else None
+                    stale = job.is_final or taken is None or int(attempt) < taken
             if stale:
                 await self.remove(os.path.join(root, name))
                 removed += 1

@@ -50,12 +50,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nommer.core.chunking import parse_chunk_message
 from nommer.core.errors import NoSuchJob
 from nommer.core.pools import DEFAULT_POOL
 from nommer.core.retry import retry
 from nommer.core.workqueue.jobs import parse_job_message, worker_queues
 from nommer.workerd import sandbox
 from nommer.workerd.attempt import AttemptRunner
+from nommer.workerd.chunk_attempt import ChunkRunner
 from nommer.workerd.context import SHUTDOWN, SPOT_INTERRUPTION
 from nommer.workerd.lifecycle import (
     GONE, INTERRUPTED_OR_GONE, REGISTRY_STATE, TAKING_JOBS, Lifecycle, check_transition, idle_exit_due,
@@ -122,6 +124,7 @@ class Worker(Service):
         self.ready = None
         self.lifecycle = Lifecycle.CREATED
         self.attempts = AttemptRunner(self)
+        self.chunks = ChunkRunner(self)
         self._contexts = self.attempts.contexts   # job_id -> JobContext of each running attempt
         self._receives = set()
         self._loops = []
@@ -355,7 +358,8 @@ class Worker(Service):
         stored job's ``retries``: sent before a retry), which is deleted.
         A job that cannot be read here is left to the attempt (which reads
         it again and handles a missing job or a failing store)."""
-        job_id, retries = parse_job_message(message.body)
+        job_body, _ = parse_chunk_message(message.body)
+        job_id, retries = parse_job_message(job_body)
         try:
             job = await self.store.get(job_id)
         except NoSuchJob:
@@ -376,6 +380,16 @@ class Worker(Service):
             return None
         return message if message.body == job_id else attr.evolve(message, body=job_id)
 
+    async def _run(self, message):
+        """Run ``message``: a chunk task (``@chunk<i>``) or an attempt at its job."""
+        _, index = parse_chunk_message(message.body)
+        message = await self._current_life(message)
+        if message is None:
+            return
+        if index is None:
+            return await self.attempts.run_message(message)
+        await self.chunks.run_message(message, message.body, index)
+
     async def _slot_loop(self, slot):
         s = self.settings
         while self.lifecycle in TAKING_JOBS:
@@ -394,9 +408,7 @@ class Worker(Service):
             if messages:
                 self._busy += 1
                 try:
-                    message = await self._current_life(messages[0])
-                    if message is not None:
-                        await self.attempts.run_message(message)
+                    await self._run(messages[0])
                 finally:
                     self._busy -= 1
                 self._last_activity = self.reactor.seconds()

@@ -41,7 +41,7 @@ class DeclarativeSubmitTests(TestCase):
         self.assertIsNone(spec["notify_url"])
         self.assertNotIn("sealed_credentials", spec)
         options = spec["job_options"]
-        self.assertEqual(set(options), {"outputs", "preset", "single_file"})
+        self.assertEqual(set(options), {"outputs", "preset", "single_file", "chunking"})
         self.assertIsNone(options["preset"])
         self.assertIs(options["single_file"], False)
         hls, poster = options["outputs"]

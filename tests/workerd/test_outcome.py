@@ -17,6 +17,8 @@ ENOSPC = "[Errno 28] No space left on device"
 ROWS = [
     # Finished.
     ("succeeded", dict(ended=Ended.SUCCEEDED, attempts=1, output=OUT), Finish(OUT)),
+    # A chunked job planned: its chunk tasks carry it on; the job's message goes.
+    ("chunks queued", dict(ended=Ended.HANDED_OFF, attempts=1), DeleteMessage()),
     # Stopped from outside: the stop reason decides, whatever the nommer did.
     ("canceled", dict(ended=Ended.STOPPED, attempts=1, stop_reason=CANCELED), DeleteMessage()),
     ("JobCanceled with no reason recorded", dict(ended=Ended.STOPPED, attempts=1), DeleteMessage()),

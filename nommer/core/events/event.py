@@ -25,6 +25,8 @@ class EventKind(enum.Enum):
     PROGRESS = "progress"          # a progress milestone: 10, 20, ... 100 (progress)
     WEBHOOK = "webhook"            # a webhook delivery outcome (details: delivered / given up, status)
     ERROR = "error"                # an error worth keeping that did not end the job (details)
+    CHUNK = "chunk"                # a chunk of a chunked job planned, taken, done, released or failed
+    MERGE = "merge"                # a chunked job's merge began or ended (details)
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)

@@ -274,6 +274,19 @@ JOB_SCHEMA = {
         "priority": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50,
                      "description": "0..100, higher runs first; a waiting job's priority grows with "
                                     "its wait, so none starves"},
+        "chunking": {
+            "description": "split the source, encode the chunks on many workers, merge (declarative "
+                           "jobs): true or an object asks for it, false never; absent: when the "
+                           "source lasts at least the server's CHUNKING_MIN_SOURCE_S",
+            "oneOf": [{"type": "boolean"},
+                      {"type": "object", "additionalProperties": False,
+                       "properties": {
+                           "target_s": {"type": "number", "minimum": 1, "maximum": 3600,
+                                        "description": "chunk length aimed at, seconds"},
+                           "min_s": {"type": "number", "minimum": 0.5, "maximum": 3600,
+                                     "description": "shortest chunk, seconds"},
+                           "max_s": {"type": "number", "minimum": 1, "maximum": 7200,
+                                     "description": "longest chunk, seconds"}}}]},
         "pool": {"type": "string", "pattern": r"^(?!.*\n)[a-z][a-z0-9-]{0,29}$",
                  "description": "the pool of workers that runs the job (server setting POOLS; "
                                 "default: the job's preset's pool, else \"default\")"},

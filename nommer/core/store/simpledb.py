@@ -75,6 +75,10 @@ TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "heartbe
 #: Job fields stored as JSON (all but job_id, the item name, and job_state, plain text).
 JSON_FIELDS = tuple(a.name for a in attr.fields(Job)
                     if a.name not in TIME_FIELDS and a.name not in ("job_id", "job_state"))
+#: Job fields stored under another attribute name: ``chunks`` (a chunked
+#: job's plan) would clash with the attribute ``nommer.core.aws.simpledb.chunked``
+#: lists split values in.
+ATTRIBUTE_NAMES = {"chunks": "chunk_plan"}
 UNFINISHED_STATES = tuple(s.value for s in JobState if s not in FINAL_STATES)
 #: The Select condition on ``job_state`` of the jobs not in a final state.
 _UNFINISHED_CONDITION = f"job_state in ({', '.join(quote(s) for s in UNFINISHED_STATES)})"
@@ -90,7 +94,7 @@ def encode_job(job, version):
     at ``version``. Raises ValueError if they would not fit in one item."""
     attrs = {"version": str(version), "job_state": job.job_state.value,
              "created_key": created_key(job.created_at, job.job_id)}
-    attrs.update(chunked({name: time_text(getattr(job, name)) if name in TIME_FIELDS
+    attrs.update(chunked({ATTRIBUTE_NAMES.get(name, name): time_text(getattr(job, name)) if name in TIME_FIELDS
                           else json.dumps(getattr(job, name)) for name in JSON_FIELDS + TIME_FIELDS}))
     if len(attrs) > MAX_ITEM_ATTRIBUTES:
         raise ValueError(f"job {job.job_id} needs {len(attrs)} SimpleDB attributes, more than the "
@@ -103,7 +107,9 @@ def decode_job(job_id, attrs):
     """The Job an item's attributes (dict name -> text) hold; a field the
     item predates gets the Job default."""
     fields = {"job_id": job_id, "job_state": attrs["job_state"]}
-    for name, text in unchunked(attrs, JSON_FIELDS + TIME_FIELDS).items():
+    stored_as = {ATTRIBUTE_NAMES.get(name, name): name for name in JSON_FIELDS + TIME_FIELDS}
+    for attribute, text in unchunked(attrs, list(stored_as)).items():
+        name = stored_as[attribute]
         fields[name] = time_value(text) if name in TIME_FIELDS else json.loads(text)
     return Job.from_dict(fields)
 

@@ -51,6 +51,18 @@ def send_job(queue, settings, job):
     return queue.send(queue_name, body, priority=job.priority)
 
 
+def send_chunk(queue, settings, job, index):
+    """Queue the task of chunk ``index`` of chunked ``job`` on the job's
+    queue with its priority (body: the job's message body + ``@chunk<i>``,
+    ``nommer.core.chunking.chunk_message_body``). Returns the Deferred of
+    ``queue.send``."""
+    from nommer.core.chunking import chunk_message_body
+    queue_name, body = pool_queue(settings, job.pool), chunk_message_body(job_message_body(job), index)
+    if job.priority == DEFAULT_PRIORITY:
+        return queue.send(queue_name, body)
+    return queue.send(queue_name, body, priority=job.priority)
+
+
 def worker_queues(settings, pools):
     """The queues a worker serving ``pools`` (names) receives from, in the
     order given. Raises ``UnknownPool``."""

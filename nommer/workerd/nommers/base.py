@@ -50,6 +50,13 @@ class NoScratchSpace(TransientJobError):
     failing it."""
 
 
+class ChunksQueued(Exception):
+    """Not an error: the attempt planned a chunked job (``Job.chunks``) and
+    queued its chunk tasks; the job stays ENCODING while workers encode the
+    chunks, and its message is deleted (the last chunk queues it again for
+    the merge: ``nommer.workerd.chunk_attempt``)."""
+
+
 class BaseNommer:
     """Subclasses: validate options at submit (feederd) and run a job (workerd).
 

@@ -40,7 +40,9 @@ from nommer.core.spec import OUTPUT_INPUT_FIELDS
 from nommer.core.states import JobState
 from nommer.core.uri import redact_uri
 from nommer.workerd import probe
+from nommer.core.chunking import all_finished
 from nommer.workerd.nommers.base import BaseNommer
+from nommer.workerd.nommers.chunked import CHUNKS_SHARE, ChunkedOutputs
 from nommer.workerd.nommers.ffmpeg import max_output_duration_s, sandboxed_output_size
 from nommer.workerd.nommers.ffmpeg_run import FFmpegRun
 from nommer.workerd.outputs import (audio, mp4, package, poster, source as source_info,
@@ -84,6 +86,7 @@ class _Unit:
         self.steps = []
         self.info = {}
         self.slots = []
+        self.encoded = None  # a chunked job's joined video: (paths in track order, offset_s)
 
 
 def plan_units(outputs):
@@ -164,8 +167,9 @@ def _check_files(files):
     return sum(sandboxed_output_size(f.local) for f in files)
 
 
-class OutputsNommer(BaseNommer):
-    """Makes a declarative job's outputs (see the module docstring)."""
+class OutputsNommer(ChunkedOutputs, BaseNommer):
+    """Makes a declarative job's outputs (see the module docstring; a
+    chunked job's plan, chunks and merge: ``chunked``)."""
 
     @classmethod
     def validate_options(cls, options, settings, *, dest_path=None):
@@ -181,8 +185,9 @@ class OutputsNommer(BaseNommer):
         if single and len(outputs) != 1:
             raise InvalidJobSpec("job_options.options.single_file", "needs exactly one output")
         preset = options.get("preset")
+        chunking = options.get("chunking")
         return {"outputs": outputs, "preset": preset if isinstance(preset, str) else None,
-                "single_file": single}
+                "single_file": single, "chunking": chunking if isinstance(chunking, dict) else None}
 
     def __init__(self, job, context):
         super().__init__(job, context)
@@ -205,12 +210,26 @@ class OutputsNommer(BaseNommer):
         outputs = options["outputs"]
         job = await self._prepare(outputs)
         units = plan_units(outputs)
+        chunked = self._chunked_units(units, job.source, options)
+        merging = bool(chunked) and all_finished(self.job.chunks)
+        if chunked and not merging:
+            await self.set_state(JobState.ENCODING)
+            self.context.report_progress(0.0)
+            await self._plan_chunks(job, units, chunked, options["chunking"])  # ChunksQueued, or one chunk
+            chunked = {}
+        report = self.context.report_progress
+        if merging:
+            for pos, encoded in (await self._join_chunks(job, units, chunked)).items():
+                units[pos].encoded = encoded
+
+            def report(percent):
+                self.context.report_progress(CHUNKS_SHARE + percent * (100.0 - CHUNKS_SHARE) / 100.0)
         # A target's search adds quality (the achieved score is measured): measured too.
         quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality") or spec.get("target")]
         vmaf_bin = await self._vmaf_bin(outputs)
 
         await self.set_state(JobState.ENCODING)
-        self.context.report_progress(0.0)
+        report(0.0)
         # The job's progress: a slot per target-quality search, per encode
         # step (a refined unit's steps share one: they are planned later),
         # per quality measurement.
@@ -229,7 +248,7 @@ class OutputsNommer(BaseNommer):
         for unit in units:
             unit.slots = [slot(typical)] if unit in refining else [slot(s.weight) for s in unit.steps]
         measures = {i: slot(typical) for i in quality_outputs}
-        meter = WeightedProgress(weights, self.context.report_progress)
+        meter = WeightedProgress(weights, report)
 
         for unit in refining:
             k = searches[id(unit)]
@@ -249,7 +268,10 @@ class OutputsNommer(BaseNommer):
         for i in quality_outputs:
             results[i] = await self._measure(outputs[i], results[i], job, vmaf_bin,
                                              report=lambda f, k=measures[i]: meter.step(k, f))
-        return await self._store(options, outputs, results, job, meter)
+        stored = await self._store(options, outputs, results, job, meter)
+        if merging:
+            await self._delete_checkpoints()
+        return stored
 
     @staticmethod
     def _share(meter, unit, n):
@@ -262,15 +284,24 @@ class OutputsNommer(BaseNommer):
         weight = unit.steps[n].weight
         return lambda f, k=unit.slots[0]: meter.step(k, (before + weight * f) / total)
 
-    async def _prepare(self, outputs):
+    async def _prepare(self, outputs, fetch=None):
         """DOWNLOADING: fetch and probe the source and the outputs' other
-        inputs; the job's ``_Job`` (paths, probe, work dir)."""
-        source_path = await self.download_source("source")
+        inputs; the job's ``_Job`` (paths, probe, work dir). ``fetch``: a
+        chunk's ``(WorkArea, name)``: the source is that file of the work
+        area when ``name`` is set (a remuxed source), and the other inputs
+        are not fetched."""
         source_name = redact_uri(self.job.source_path)
+        if fetch is not None and fetch[1]:
+            area, name = fetch
+            source_path = self.scratch_path(name)
+            self.check_canceled()
+            await area.get(name, source_path)
+        else:
+            source_path = await self.download_source("source")
         probed = await probe.ffprobe(self.reactor, self.settings, source_path, what="source",
                                      display_name=source_name)
         self.check_canceled()
-        inputs = await self._fetch_inputs(outputs)
+        inputs = await self._fetch_inputs(outputs) if fetch is None else {}
         work_dir = self.scratch_path("out")
         os.makedirs(work_dir, exist_ok=True)
         return _Job(source_path=source_path, probed=probed, inputs=inputs, work_dir=work_dir,
@@ -287,6 +318,9 @@ class OutputsNommer(BaseNommer):
                     extra[keyword] = job.inputs[(i, field)]
         if unit.spec.get("type") == "compare":
             extra["vmaf_bin"] = vmaf_bin
+        if unit.encoded is not None:  # a chunked job's joined video
+            extra["encoded_videos" if unit.builder is package else "encoded_video"] = (
+                unit.encoded if unit.builder is package else (unit.encoded[0][0], unit.encoded[1]))
         return unit.builder.plan(unit.spec, job.source, ffmpeg_bin=self.settings.FFMPEG_BIN,
                                  input_path=job.source_path, work_dir=job.work_dir, **extra)
 
@@ -310,17 +344,20 @@ class OutputsNommer(BaseNommer):
                 await self._run_step(job, step, on_fraction=on_fraction)
         return run
 
-    async def _run_step(self, job, step, on_fraction=None):
-        """Run one ``Step`` in the sandbox, ``-t`` capped."""
+    async def _run_step(self, job, step, on_fraction=None, readable=(), capped=None):
+        """Run one ``Step`` in the sandbox, ``-t`` capped (unless ``capped``
+        is False: a run bounded otherwise, with several outputs);
+        ``readable``: more paths it reads, besides the step's own."""
         argv = list(step.argv)
-        if job.max_duration is not None and step.capped:
+        if job.max_duration is not None and (step.capped if capped is None else capped):
             argv = argv[:-1] + ["-t", f"{job.max_duration:.3f}"] + argv[-1:]
         self.log.info("job {job_id}: {what}: {argv}", job_id=self.job.job_id, what=step.what,
                       argv=" ".join(argv))
         self.check_canceled()
         self._run = FFmpegRun(self.reactor, self.settings, self.job.job_id, argv,
                               scratch_dir=self.context.scratch_dir,
-                              readable=[job.source_path, *step.readable], expected_s=step.expected_s,
+                              readable=[job.source_path, *step.readable, *readable],
+                              expected_s=step.expected_s,
                               on_fraction=on_fraction, names=job.names, source_kinds=job.kinds,
                               where=f"{os.path.basename(argv[0])} ({step.what})",
                               work_dirs=directories_under(job.work_dir))

@@ -213,7 +213,8 @@ def _tail(spec, work_dir):
 
 # --- plan / finish -------------------------------------------------------------------
 
-def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **extra):
+def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, encoded_video=None,
+         **extra):
     """One ffmpeg run writing the MP4 at ``spec["name"]`` under ``work_dir``
     (``common.local_path``; its directory is created here).
 
@@ -222,9 +223,15 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **
     :param image_input: with ``spec["image_path"]``: the absolute local path
         of the downloaded image (listed in the step's ``readable``). It
         should have been checked with ``describe_image_problem``.
+    :param encoded_video: ``(path, offset_s)``: the output's video is
+        encoded already (a chunked job's merged track,
+        ``nommer.workerd.chunks``): copied from ``path`` (listed in the
+        step's ``readable``), placed ``offset_s`` seconds after the source's
+        start (its video's own offset from its audio), with the source's
+        audio encoded once beside it.
     :returns: ``[Step]``; ``expected_s`` is the source's duration (seconds);
         ``weight`` is seconds x output megapixels (x4 for HEVC), or seconds x
-        0.1 for an audio merge.
+        0.1 for an audio merge or a copied video.
     :raises PermanentJobError: no video and no ``image_path``; an audio merge
         of a source with no audio, or of unknown duration.
     :raises ValueError: ``image_path`` set but no ``image_input`` passed (a
@@ -236,17 +243,16 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **
     if not source.has_video:
         raise PermanentJobError("the source has no video stream: an mp4 output needs video, "
                                 "or an image_path to put over the audio")
+    if encoded_video is not None:
+        return _plan_copy(spec, source, ffmpeg_bin=ffmpeg_bin, input_path=input_path, work_dir=work_dir,
+                          encoded_video=encoded_video)
+    filters, fps = video_filters(spec, source)
     width, height = common.bounded_size(source.width, source.height,
                                         height=spec.get("height"), width=spec.get("width"))
-    fps = output_fps(source.fps, spec.get("fps_max"))
-    filters = []
-    if fps is not None and source.fps is not None and fps != Fraction(source.fps):
-        filters.append(f"fps={fps.numerator}/{fps.denominator}")
-    filters += [f"scale={width}:{height}", "setsar=1", "format=yuv420p"]
     argv = common.input_args(ffmpeg_bin, input_path)
     # 0:V (capital): video that is not an attached picture (cover art).
     argv += ["-map", "0:V:0", "-vf", ",".join(filters)]
-    argv += _video_codec_args(spec) + common.keyframe_args(fps)
+    argv += video_codec_args(spec, fps)
     if source.audio:
         argv += _audio_args(spec)
     argv += _tail(spec, work_dir)
@@ -255,6 +261,39 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, **
     if spec.get("codec") == "hevc":
         weight *= _HEVC_COST
     return [Step(what=f"mp4 {spec['name']}", argv=argv, expected_s=duration, weight=weight)]
+
+
+def video_filters(spec, source):
+    """``(filters, fps)``: the ffmpeg filters (list of str) from the source's
+    video to the output's (fps cap, scale, ``setsar=1``, ``format=yuv420p``)
+    and the output's frame rate (``Fraction``, None if unknown)."""
+    width, height = common.bounded_size(source.width, source.height,
+                                        height=spec.get("height"), width=spec.get("width"))
+    fps = output_fps(source.fps, spec.get("fps_max"))
+    filters = []
+    if fps is not None and source.fps is not None and fps != Fraction(source.fps):
+        filters.append(f"fps={fps.numerator}/{fps.denominator}")
+    filters += [f"scale={width}:{height}", "setsar=1", "format=yuv420p"]
+    return filters, fps
+
+
+def video_codec_args(spec, fps):
+    """Encoder options of the output's video, keyframes on the 2 s grid."""
+    return _video_codec_args(spec) + common.keyframe_args(fps)
+
+
+def _plan_copy(spec, source, *, ffmpeg_bin, input_path, work_dir, encoded_video):
+    path, offset_s = encoded_video
+    argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y", "-i", input_path]
+    if offset_s:
+        argv += ["-itsoffset", f"{offset_s:.6f}"]
+    argv += ["-i", path, "-map", "1:v:0", "-c:v", "copy"]
+    if source.audio:
+        argv += _audio_args(spec)
+    argv += _tail(spec, work_dir)
+    duration = source.duration_s
+    return [Step(what=f"mp4 {spec['name']} (joined chunks)", argv=argv, expected_s=duration,
+                 weight=(duration or 60.0) * 0.1, readable=(path,))]
 
 
 def _plan_merge(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input):

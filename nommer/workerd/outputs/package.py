@@ -124,9 +124,12 @@ def rung_chains(rungs, video="[0:v:0]"):
     return chains
 
 
-def plan_command(package, source, *, ffmpeg_bin, input_path, work_dir):
+def plan_command(package, source, *, ffmpeg_bin, input_path, work_dir, encoded_videos=None):
     """``(argv, rungs, mpd_path)`` of the package's one ffmpeg run (see
-    ``plan``); creates the package directory."""
+    ``plan``); creates the package directory. ``encoded_videos``: ``(paths,
+    offset_s)``, each rung's video encoded already (a chunked job's merged
+    tracks, in rung order), copied instead of encoded, ``offset_s`` seconds
+    after the source's start."""
     spec = _specs(package)
     rungs = ladder_mod.plan_rungs(spec, source)
     out_dir = package_dir(package, work_dir)
@@ -134,14 +137,24 @@ def plan_command(package, source, *, ffmpeg_bin, input_path, work_dir):
     mpd_path = os.path.join(out_dir, MPD_NAME)
 
     n = len(rungs)
-    argv = input_args(ffmpeg_bin, input_path) + ["-filter_complex", ";".join(rung_chains(rungs))]
-    for i in range(n):
-        argv += ["-map", f"[v{i}]"]
+    if encoded_videos is None:
+        argv = input_args(ffmpeg_bin, input_path) + ["-filter_complex", ";".join(rung_chains(rungs))]
+        argv += [a for i in range(n) for a in ("-map", f"[v{i}]")]
+    else:
+        paths, offset_s = encoded_videos
+        if len(paths) != n:
+            raise ValueError(f"{len(paths)} encoded rungs given for a ladder of {n}")
+        offset = ["-itsoffset", f"{offset_s:.6f}"] if offset_s else []
+        argv = input_args(ffmpeg_bin, input_path, *[offset + [p] for p in paths])
+        argv += [a for i in range(n) for a in ("-map", f"{i + 1}:v:0")]
     for track in source.audio:
         argv += ["-map", f"0:a:{track.index}"]
-    argv += ["-preset:v", spec.get("encoder_preset", "medium"), "-pix_fmt:v", "yuv420p"]
-    for i, rung in enumerate(rungs):
-        argv += _video_args(i, rung)
+    if encoded_videos is None:
+        argv += ["-preset:v", spec.get("encoder_preset", "medium"), "-pix_fmt:v", "yuv420p"]
+        for i, rung in enumerate(rungs):
+            argv += _video_args(i, rung)
+    else:
+        argv += ["-c:v", "copy"]
     audio_bps = parse_bitrate(spec.get("audio_bitrate", "128k"))
     for j, track in enumerate(source.audio):
         a = f":a:{j}"
@@ -173,7 +186,7 @@ def segment_duration(spec):
     return max(grid, math.ceil(float(spec.get("segment_s", 6)) / grid - 1e-9) * grid)
 
 
-def plan(package, source, *, ffmpeg_bin, input_path, work_dir):
+def plan(package, source, *, ffmpeg_bin, input_path, work_dir, encoded_videos=None, **extra):
     """The one ``Step`` making a package's segments and MPD.
 
     :param package: ``{"hls": spec or None, "dash": spec or None}``, specs
@@ -189,14 +202,15 @@ def plan(package, source, *, ffmpeg_bin, input_path, work_dir):
     Raises ``PermanentJobError`` when the source has no video (or ``dir``
     leaves the scratch directory); ``ValueError`` for a malformed package.
     """
-    argv, rungs, _ = plan_command(package, source, ffmpeg_bin=ffmpeg_bin,
-                                  input_path=input_path, work_dir=work_dir)
+    argv, rungs, _ = plan_command(package, source, ffmpeg_bin=ffmpeg_bin, input_path=input_path,
+                                  work_dir=work_dir, encoded_videos=encoded_videos)
     spec = _specs(package)
     duration = source.duration_s
-    pixels = sum(r.pixels for r in rungs)
+    pixels = sum(r.pixels for r in rungs) if encoded_videos is None else 1e5
+    readable = tuple(encoded_videos[0]) if encoded_videos else ()
     kinds = "+".join(k for k in ("hls", "dash") if package.get(k))
     return [Step(what=f"{kinds} ladder {spec.get('dir', 'stream')}/", argv=argv,
-                 expected_s=duration,
+                 expected_s=duration, readable=readable,
                  weight=(duration or 1.0) * pixels / 1e6)]
 
 

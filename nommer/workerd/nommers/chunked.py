@@ -1,0 +1,281 @@
+"""The chunked side of ``OutputsNommer``: plan and queue the chunks, encode one, join them.
+
+A declarative job is chunked (``nommer.core.chunking``) when its body asks
+(``"chunking": true`` or an object) or, unless it says ``false``, when its
+source lasts at least CHUNKING_MIN_SOURCE_S; and when at least one output
+encodes the source's video (an mp4 output, a ladder) without a target-quality
+search (which samples the whole title: such outputs are encoded whole, by the
+merge). The video of those outputs is cut into ``VideoTrack`` s
+(``chunks.tracks``: one per mp4, one per ladder rung) that every chunk encodes.
+
+Three kinds of run share this code, told apart by ``Job.chunks``:
+
+1. **Plan** (an attempt at the job with no plan yet): remux a TS/PS/AVI
+   source to Matroska (stored in the work area as ``source.mkv``), read the
+   frame timeline, find scene cuts (not for ladders: their cuts lie on the
+   2 s keyframe grid so segments map onto chunks), ``cuts.plan_chunks``; store
+   the plan, queue one task per chunk, raise ``ChunksQueued``. A plan of one
+   chunk is not worth it: the job is encoded whole. An attempt that finds a
+   plan with unfinished chunks (a retried job, a planner that died after
+   storing it) queues those again: finished chunks are kept.
+2. **Chunk** (``run_chunk``, from ``nommer.workerd.chunk_attempt``): fetch the
+   source (or ``source.mkv``), encode the chunk's frames for every track in one
+   ffmpeg run (``chunks.encode``), check each file's frame count, store the
+   files in the work area (``chunks.workarea``).
+3. **Merge** (an attempt at the job whose chunks are all FINISHED): fetch the
+   checkpoints (a missing one is queued again, as in 1), join each track with
+   the concat demuxer and exact durations (``chunks.concat``), check it
+   (``chunks.verify``: frame count, durations, timestamps, PSNR at every cut),
+   then make the outputs as an unchunked job would, but copying the joined
+   video instead of encoding it (audio encoded once, here); progress runs
+   from 90 to 100 %; after the outputs are stored the checkpoints are deleted.
+"""
+
+import os
+from fractions import Fraction
+
+from nommer.core.chunking import ChunkState, all_finished
+from nommer.core.errors import PermanentJobError
+from nommer.core.events import EventKind, JobEvent
+from nommer.core.workqueue.jobs import send_chunk
+from nommer.workerd.chunks import concat, cuts, encode, frames, scenes, verify
+from nommer.workerd.chunks import tracks as tracks_mod
+from nommer.workerd.chunks.model import Chunk
+from nommer.workerd.chunks.workarea import WorkArea, stored_names
+from nommer.workerd.nommers.base import ChunksQueued
+from nommer.workerd.outputs import mp4, package
+from nommer.workerd.outputs.common import KEYFRAME_INTERVAL_S
+
+#: The work-area name of a TS/PS/AVI source remuxed to Matroska.
+MEZZANINE_NAME = "source.mkv"
+#: Share of a chunked job's progress the chunks make (the merge makes the rest).
+CHUNKS_SHARE = 90.0
+
+
+def wants_chunking(request, duration_s, settings):
+    """Whether a job asking ``request`` (``normalize_request``'s dict, or
+    None for a job stored before chunking existed) is chunked for a source
+    of ``duration_s`` seconds (None: unknown)."""
+    mode = (request or {}).get("mode", "auto")
+    if mode == "off":
+        return False
+    if mode == "on":
+        return True
+    threshold = settings.CHUNKING_MIN_SOURCE_S
+    return threshold is not None and duration_s is not None and duration_s >= threshold
+
+
+def chunk_fps(record):
+    """The source's frame rate a chunk record keeps (``Fraction``), None for VFR."""
+    return Fraction(record["fps"]) if record.get("fps") else None
+
+
+class ChunkedOutputs:
+    """Mixed into ``OutputsNommer`` (see the module docstring): uses its
+    ``job``, ``context``, ``settings``, ``reactor``, ``_prepare``,
+    ``_run_step``, ``check_canceled``."""
+
+    def _chunked_units(self, units, source, options):
+        """``{unit position: [VideoTrack]}`` of the units whose video is
+        encoded in chunks (empty: the job is encoded whole)."""
+        if not source.has_video or not wants_chunking(options.get("chunking"), source.duration_s,
+                                                      self.settings):
+            return {}
+        chunked = {}
+        for pos, unit in enumerate(units):
+            if unit.builder is package:
+                specs = [s for s in unit.spec.values() if s]
+                if not any(s.get("target") for s in specs):
+                    chunked[pos] = tracks_mod.package_tracks(unit.spec, source, f"u{pos}r")
+            elif unit.builder is mp4 and not unit.spec.get("image_path") and not unit.spec.get("target"):
+                chunked[pos] = [tracks_mod.mp4_track(unit.spec, source, f"u{pos}")]
+        return chunked
+
+    def _work_area(self):
+        return WorkArea(self.job.job_id, self.context.job_uri("dest_path"), self.settings, self.reactor)
+
+    async def _record(self, kind, details):
+        await self.context.worker.ledger.record_event(JobEvent(
+            job_id=self.job.job_id, at=self.reactor.seconds(), kind=kind, state="ENCODING",
+            worker_id=self.context.worker.worker_id, attempt=self.job.attempts, details=details))
+
+    # --- 1. plan ----------------------------------------------------------------------
+
+    async def _plan_chunks(self, job, units, chunked, request):
+        """Plan the chunks and queue them (raises ``ChunksQueued``), or
+        return when one chunk would do (the job is then encoded whole)."""
+        if self.job.chunks:
+            return await self._queue_again(self.job.chunks, "queued again")
+        request = request or {}
+        s = self.settings
+        input_path, mezzanine = job.source_path, None
+        if frames.needs_remux(job.probed):
+            mezzanine = os.path.join(job.work_dir, MEZZANINE_NAME)
+            await self._run_step(job, frames.remux_step(job.source_path, mezzanine, s.FFMPEG_BIN,
+                                                        expected_s=job.source.duration_s))
+            input_path = mezzanine
+        timeline = await frames.read_timeline(self.reactor, s, input_path, display_name="source")
+        ladder = any(units[pos].builder is package for pos in chunked)
+        scene_frames = []
+        if not ladder:
+            found = os.path.join(job.work_dir, "scenes.txt")
+            step = scenes.plan(input_path, found, ffmpeg_bin=s.FFMPEG_BIN,
+                               expected_s=timeline.duration_s)
+            await self._run_step(job, step, readable=(input_path,))
+            with open(found, encoding="utf-8", errors="replace") as f:
+                scene_frames = scenes.parse(f.read(), timeline)
+        plan = cuts.plan_chunks(timeline, scene_frames,
+                                target_s=request.get("target_s", s.CHUNK_TARGET_S),
+                                min_s=request.get("min_s", s.CHUNK_MIN_S),
+                                max_s=request.get("max_s", s.CHUNK_MAX_S),
+                                workers=s.MAX_NUM_WORKERS,
+                                grid_s=KEYFRAME_INTERVAL_S if ladder else None)
+        if len(plan) < 2:
+            self.log.info("job {job_id}: one chunk would do; encoding it whole", job_id=self.job.job_id)
+            return
+        stored = None
+        if mezzanine:
+            await self._work_area().put(mezzanine, MEZZANINE_NAME)
+            stored = MEZZANINE_NAME
+        chunks = [{"index": c.index, "start_s": round(c.start_s, 6), "end_s": round(c.end_s, 6),
+                   "frames": c.frames, "state": ChunkState.PENDING.value, "attempts": 0,
+                   "worker_id": None, "progress": 0.0, "details": None, "heartbeat_at": None,
+                   "files": None, "input": stored, "life": self.job.retries, "plan": c.to_dict(),
+                   "fps": None if timeline.fps is None else str(timeline.fps),
+                   "offset_s": round(timeline.pts_s[0] - timeline.start_s, 6)}
+                  for c in plan]
+        await self.context.worker.ledger.update(self.job.job_id, expect=self.context.owned, chunks=chunks)
+        what = "on the keyframe grid" if ladder else f"at {len(scene_frames)} scene cuts found"
+        await self._record(EventKind.CHUNK, f"planned {len(chunks)} chunks of about "
+                                            f"{timeline.duration_s / len(chunks):.1f} s ({what})")
+        await self._send(chunks)
+
+    async def _queue_again(self, chunks, why):
+        """Queue the unfinished chunks of a stored plan (PENDING; a retried
+        job's get fresh attempts); raises ``ChunksQueued``."""
+        life = self.job.retries
+        again = [dict(c) for c in chunks]
+        for c in again:
+            if c["state"] != ChunkState.FINISHED:
+                c.update(state=ChunkState.PENDING.value, worker_id=None, progress=0.0)
+                if c.get("life") != life:
+                    c.update(attempts=0, life=life)
+        await self.context.worker.ledger.update(self.job.job_id, expect=self.context.owned, chunks=again)
+        todo = [c for c in again if c["state"] != ChunkState.FINISHED]
+        await self._record(EventKind.CHUNK, f"{len(todo)} of {len(again)} chunks {why}")
+        await self._send(todo)
+
+    async def _send(self, chunks):
+        worker = self.context.worker
+        for c in chunks:
+            await send_chunk(worker.ledger.queue, self.settings, self.job, c["index"])
+        raise ChunksQueued(f"{len(chunks)} chunk tasks queued")
+
+    # --- 2. one chunk -------------------------------------------------------------------
+
+    async def run_chunk(self, index):
+        """Encode chunk ``index`` for every track and store the files in the
+        work area; returns ``{track key: {"name", "bytes"}}``. Errors as ``run``."""
+        options = self.validate_options(self.job.job_options, self.settings)
+        record = self.job.chunks[index]
+        area = self._work_area()
+        job = await self._prepare(options["outputs"], fetch=(area, record.get("input")))
+        units = plan_units_of(options["outputs"])
+        chunked = self._chunked_units(units, job.source, {**options, "chunking": {"mode": "on"}})
+        tracks = [t for pos in sorted(chunked) for t in chunked[pos]]
+        if not tracks:
+            raise PermanentJobError("this job has no video output to encode in chunks")
+        chunk = Chunk.from_dict(record["plan"])
+        fps = chunk_fps(record)
+        step = encode.plan(chunk, tracks, ffmpeg_bin=self.settings.FFMPEG_BIN, input_path=job.source_path,
+                           work_dir=job.work_dir, fps=fps)
+        await self._run_step(job, step, on_fraction=lambda f: self.context.report_progress(100.0 * f),
+                             capped=False)
+        await self._run_step(job, encode.count_step(chunk, tracks, ffmpeg_bin=self.settings.FFMPEG_BIN,
+                                                    work_dir=job.work_dir))
+        encode.check_chunk(chunk, tracks, work_dir=job.work_dir, fps=fps)
+        files = {}
+        for key, local in encode.chunk_files(index, tracks, job.work_dir).items():
+            self.check_canceled()
+            name = os.path.basename(local)
+            files[key] = {"name": name, "bytes": await area.put(local, name)}
+        return files
+
+    # --- 3. merge -----------------------------------------------------------------------
+
+    async def _join_chunks(self, job, units, chunked):
+        """Fetch every chunk's files, join each track, check it; returns
+        ``{unit position: (paths in track order, offset_s)}``. A missing
+        checkpoint queues its chunk again (raises ``ChunksQueued``)."""
+        chunks = self.job.chunks
+        area = self._work_area()
+        await self._record(EventKind.MERGE, f"joining {len(chunks)} chunks on {self.context.worker.worker_id}")
+        plan = [Chunk.from_dict(c["plan"]) for c in chunks]
+        fetched, missing = {}, []
+        for c in chunks:
+            for key, f in (c.get("files") or {}).items():
+                local = os.path.join(job.work_dir, f["name"])
+                self.check_canceled()
+                try:
+                    await area.get(f["name"], local)
+                except Exception as exc:
+                    self.log.warn("job {job_id}: checkpoint {name} of chunk {index} cannot be read "
+                                  "({error}); encoding that chunk again", job_id=self.job.job_id,
+                                  name=f["name"], index=c["index"], error=str(exc))
+                    missing.append(c["index"])
+                    break
+                fetched[(c["index"], key)] = local
+        if missing:
+            again = [dict(c, state=ChunkState.PENDING.value, files=None) if c["index"] in missing else c
+                     for c in chunks]
+            return await self._queue_again_forced(again, missing)
+        offset_s = float(chunks[0].get("offset_s") or 0.0)
+        fps = chunk_fps(chunks[0])
+        joined = {}
+        for pos, tracks in chunked.items():
+            paths = []
+            for track in tracks:
+                entries = [(os.path.basename(fetched[(c.index, track.key)]), c.duration) for c in plan]
+                list_path = os.path.join(job.work_dir, f"concat_{track.key}.txt")
+                with open(list_path, "w", encoding="utf-8") as f:
+                    f.write(concat.list_text(entries))
+                out = os.path.join(job.work_dir, f"joined_{track.key}.mp4")
+                step = concat.plan(list_path, out, ffmpeg_bin=self.settings.FFMPEG_BIN,
+                                   expected_s=job.source.duration_s)
+                await self._run_step(job, step, readable=tuple(
+                    fetched[(c.index, track.key)] for c in plan) + (list_path,))
+                await self._verify(job, track, out, plan, fps)
+                paths.append(out)
+            joined[pos] = (paths, offset_s)
+        return joined
+
+    async def _queue_again_forced(self, chunks, missing):
+        """Store ``chunks`` (the missing ones reset) and queue ``missing``."""
+        await self.context.worker.ledger.update(self.job.job_id, expect=self.context.owned, chunks=chunks)
+        await self._record(EventKind.CHUNK, f"checkpoints of chunks {missing} missing: encoding them again")
+        await self._send([c for c in chunks if c["index"] in missing])
+
+    async def _verify(self, job, track, joined_path, plan, fps):
+        """The checks of a joined track before the job may finish
+        (``chunks.verify``); raises ``PermanentJobError`` with the first problem."""
+        for step in verify.plan(joined_path, plan, track, input_path=job.source_path,
+                                ffmpeg_bin=self.settings.FFMPEG_BIN, work_dir=job.work_dir, fps=fps):
+            await self._run_step(job, step, readable=(joined_path,))
+        await self._in_thread(lambda: verify.verify(plan, track, work_dir=job.work_dir, fps=fps))
+
+    async def _delete_checkpoints(self):
+        """After the outputs are stored: remove the job's work area files (best effort)."""
+        chunks = self.job.chunks or ()
+        try:
+            area = self._work_area()
+            await area.delete(stored_names(chunks, chunks[0].get("input") if chunks else None))
+        except Exception:
+            self.log.failure("job {job_id}: removing its chunk files failed", job_id=self.job.job_id)
+
+
+def plan_units_of(outputs):
+    from nommer.workerd.nommers.outputs import plan_units
+    return plan_units(outputs)
+
+
+__all__ = ["ChunkedOutputs", "wants_chunking", "all_finished", "MEZZANINE_NAME", "CHUNKS_SHARE"]
