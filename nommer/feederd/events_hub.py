@@ -72,7 +72,7 @@ RESET = "reset"
 #: Event kinds after which the job is read again from the store (its state,
 #: worker, attempts may have changed); the others (progress, webhook, error)
 #: are joined with the cached job.
-REFRESH_KINDS = frozenset({EventKind.SUBMITTED, EventKind.STATE, EventKind.ASSIGNED, EventKind.RETRY,
+REFRESH_KINDS = frozenset({EventKind.SUBMITTED, EventKind.STATE, EventKind.ASSIGNED, EventKind.RETRY, EventKind.CHUNK,
                            EventKind.LEASE_LOST})
 
 #: The job fields (as ``GET /job/<id>`` names them) an event carries in its
