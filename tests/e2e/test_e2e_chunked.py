@@ -234,3 +234,30 @@ def test_feederd_restarted_between_the_last_chunk_and_the_merge(root):
     assert len(finished) == 1
     frames, _, _ = probe_video(os.path.join(root, "out", "video.mp4"))
     assert frames == sources.total_frames(24, 8)
+
+
+def test_vfr_source_keeps_its_timestamps_and_a_short_one_is_encoded_whole(root):
+    src = sources.make_vfr(root)
+    short = sources.make_scenes(root, name="short.mp4", duration_s=2)
+    feederd = Feederd(root, MAX_NUM_WORKERS=2).start()
+    try:
+        job_id, job = run(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{root}/out/",
+                                    "outputs": [MP4], "chunking": {"target_s": 1.5, "min_s": 1}})
+        events = list(feederd.client.job_events(job_id))
+        _, whole = run(feederd, {"source_path": f"file://{short}", "dest_path": f"file://{root}/short/",
+                                 "outputs": [MP4], "chunking": {"target_s": 2, "min_s": 2}})
+    finally:
+        feederd.stop()
+    assert job["job_state"] == "FINISHED", job
+    assert len(job["chunks"]) >= 2
+    _, _, source_pts = probe_video(src)
+    frames, _, pts = probe_video(os.path.join(root, "out", "video.mp4"))
+    assert frames == len(source_pts)
+    start = source_pts[0]
+    assert max(abs((a - pts[0]) - (b - start)) for a, b in zip(pts, source_pts)) < 0.002
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("chunk") >= 1 + 2 * len(job["chunks"]), kinds  # planned, then taken and done each
+    assert "merge" in kinds
+    # Two seconds cannot make two chunks of at least 2 s: encoded whole, no plan.
+    assert whole["job_state"] == "FINISHED", whole
+    assert whole["chunks"] is None

@@ -82,7 +82,11 @@ class WorkArea:
         return f"{self.prefix}{REMOTE_FOLDER}/{self.job_id}/"
 
     def _uri(self, name):
-        return as_media_uri(join_under(self.prefix, f"{REMOTE_FOLDER}/{self.job_id}/{name}"))
+        # The folder is set on the prefix: join_under refuses a relative path
+        # part starting with '.', which names made by callers must not have.
+        sub = f"{REMOTE_FOLDER}/{self.job_id}/"
+        area = attr.evolve(self.prefix, path=self.prefix.path + sub, raw_path=self.prefix.raw_path + sub)
+        return as_media_uri(join_under(area, name))
 
     def _in_thread(self, f, *args):
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)

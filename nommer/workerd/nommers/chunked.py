@@ -33,6 +33,7 @@ Three kinds of run share this code, told apart by ``Job.chunks``:
 
 import os
 from fractions import Fraction
+from types import SimpleNamespace
 
 from nommer.core.chunking import ChunkState, all_finished
 from nommer.core.errors import PermanentJobError
@@ -77,7 +78,11 @@ class ChunkedOutputs:
 
     def _chunked_units(self, units, source, options):
         """``{unit position: [VideoTrack]}`` of the units whose video is
-        encoded in chunks (empty: the job is encoded whole)."""
+        encoded in chunks (empty: the job is encoded whole). Once planned,
+        a variable-frame-rate source (the plan's ``fps`` None) gives tracks
+        without a rate (their real timestamps kept)."""
+        plan = self.job.chunks
+        rate = SimpleNamespace(cfr=chunk_fps(plan[0]) is not None) if plan else None
         if not source.has_video or not wants_chunking(options.get("chunking"), source.duration_s,
                                                       self.settings):
             return {}
@@ -86,9 +91,9 @@ class ChunkedOutputs:
             if unit.builder is package:
                 specs = [s for s in unit.spec.values() if s]
                 if not any(s.get("target") for s in specs):
-                    chunked[pos] = tracks_mod.package_tracks(unit.spec, source, f"u{pos}r")
+                    chunked[pos] = tracks_mod.package_tracks(unit.spec, source, f"u{pos}r", timeline=rate)
             elif unit.builder is mp4 and not unit.spec.get("image_path") and not unit.spec.get("target"):
-                chunked[pos] = [tracks_mod.mp4_track(unit.spec, source, f"u{pos}")]
+                chunked[pos] = [tracks_mod.mp4_track(unit.spec, source, f"u{pos}", timeline=rate)]
         return chunked
 
     def _work_area(self):
@@ -231,6 +236,9 @@ class ChunkedOutputs:
             return await self._queue_again_forced(again, missing)
         offset_s = float(chunks[0].get("offset_s") or 0.0)
         fps = chunk_fps(chunks[0])
+        # A VFR track is checked frame by frame against the source's own times.
+        timeline = None if fps is not None else await frames.read_timeline(
+            self.reactor, self.settings, job.source_path, display_name="source")
         joined = {}
         for pos, tracks in chunked.items():
             paths = []
@@ -244,7 +252,7 @@ class ChunkedOutputs:
                                    expected_s=job.source.duration_s)
                 await self._run_step(job, step, readable=tuple(
                     fetched[(c.index, track.key)] for c in plan) + (list_path,))
-                await self._verify(job, track, out, plan, fps)
+                await self._verify(job, track, out, plan, fps, timeline)
                 paths.append(out)
             joined[pos] = (paths, offset_s)
         return joined
@@ -255,13 +263,14 @@ class ChunkedOutputs:
         await self._record(EventKind.CHUNK, f"checkpoints of chunks {missing} missing: encoding them again")
         await self._send([c for c in chunks if c["index"] in missing])
 
-    async def _verify(self, job, track, joined_path, plan, fps):
+    async def _verify(self, job, track, joined_path, plan, fps, timeline=None):
         """The checks of a joined track before the job may finish
         (``chunks.verify``); raises ``PermanentJobError`` with the first problem."""
         for step in verify.plan(joined_path, plan, track, input_path=job.source_path,
                                 ffmpeg_bin=self.settings.FFMPEG_BIN, work_dir=job.work_dir, fps=fps):
             await self._run_step(job, step, readable=(joined_path,))
-        await self._in_thread(lambda: verify.verify(plan, track, work_dir=job.work_dir, fps=fps))
+        await self._in_thread(lambda: verify.verify(plan, track, work_dir=job.work_dir, fps=fps,
+                                                    timeline=timeline))
 
     async def _delete_checkpoints(self):
         """After the outputs are stored: remove the job's work area files (best effort)."""
