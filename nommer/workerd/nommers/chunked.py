@@ -27,8 +27,10 @@ Three kinds of run share this code, told apart by ``Job.chunks``:
    the concat demuxer and exact durations (``chunks.concat``), check it
    (``chunks.verify``: frame count, durations, timestamps, PSNR at every cut),
    then make the outputs as an unchunked job would, but copying the joined
-   video instead of encoding it (audio encoded once, here); progress runs
-   from 90 to 100 %; after the outputs are stored the checkpoints are deleted.
+   video instead of encoding it (audio encoded once, here: an mp4's audio
+   alone first, then copied in, and the output's audio checked to last as
+   long as that encode); progress runs from 90 to 100 %; after the outputs
+   are stored the checkpoints are deleted.
 """
 
 import os
@@ -36,21 +38,25 @@ from fractions import Fraction
 from types import SimpleNamespace
 
 from nommer.core.chunking import ChunkState, all_finished
-from nommer.core.errors import PermanentJobError
+from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.core.events import EventKind, JobEvent
+from nommer.core.states import JobState
 from nommer.core.workqueue.jobs import send_chunk
 from nommer.workerd.chunks import concat, cuts, encode, frames, scenes, verify
 from nommer.workerd.chunks import tracks as tracks_mod
 from nommer.workerd.chunks.model import Chunk
 from nommer.workerd.chunks.workarea import WorkArea, stored_names
 from nommer.workerd.nommers.base import ChunksQueued
-from nommer.workerd.outputs import mp4, package
+from nommer.workerd import probe
+from nommer.workerd.outputs import common, mp4, package
 from nommer.workerd.outputs.common import KEYFRAME_INTERVAL_S
 
 #: The work-area name of a TS/PS/AVI source remuxed to Matroska.
 MEZZANINE_NAME = "source.mkv"
 #: Share of a chunked job's progress the chunks make (the merge makes the rest).
 CHUNKS_SHARE = 90.0
+#: How far a merged output's audio may be from its audio-only encode, seconds.
+AUDIO_TOLERANCE_S = 0.001
 
 
 def wants_chunking(request, duration_s, settings):
@@ -64,6 +70,17 @@ def wants_chunking(request, duration_s, settings):
         return True
     threshold = settings.CHUNKING_MIN_SOURCE_S
     return threshold is not None and duration_s is not None and duration_s >= threshold
+
+
+def audio_seconds(probed):
+    """The first audio stream's duration in seconds from ffprobe's JSON, or None."""
+    for stream in probed.get("streams") or ():
+        if isinstance(stream, dict) and stream.get("codec_type") == "audio":
+            try:
+                return float(stream["duration"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
 
 
 def chunk_fps(record):
@@ -171,9 +188,16 @@ class ChunkedOutputs:
         await self._send(todo)
 
     async def _send(self, chunks):
+        """Queue the tasks of ``chunks``, then raise ``ChunksQueued``. A
+        queue failure is transient: the job's next attempt finds the plan
+        and queues the unfinished chunks again (a task sent twice is run
+        once: ``chunk_attempt`` drops a duplicate of a chunk being encoded)."""
         worker = self.context.worker
         for c in chunks:
-            await send_chunk(worker.ledger.queue, self.settings, self.job, c["index"])
+            try:
+                await send_chunk(worker.ledger.queue, self.settings, self.job, c["index"])
+            except Exception as exc:
+                raise TransientJobError(f"queuing the task of chunk {c['index']} failed: {exc!r}") from exc
         raise ChunksQueued(f"{len(chunks)} chunk tasks queued")
 
     # --- 2. one chunk -------------------------------------------------------------------
@@ -258,7 +282,9 @@ class ChunkedOutputs:
         return joined
 
     async def _queue_again_forced(self, chunks, missing):
-        """Store ``chunks`` (the missing ones reset) and queue ``missing``."""
+        """Store ``chunks`` (the missing ones reset) and queue ``missing``;
+        the job waits in ENCODING for them."""
+        await self.set_state(JobState.ENCODING)
         await self.context.worker.ledger.update(self.job.job_id, expect=self.context.owned, chunks=chunks)
         await self._record(EventKind.CHUNK, f"checkpoints of chunks {missing} missing: encoding them again")
         await self._send([c for c in chunks if c["index"] in missing])
@@ -271,6 +297,26 @@ class ChunkedOutputs:
             await self._run_step(job, step, readable=(joined_path,))
         await self._in_thread(lambda: verify.verify(plan, track, work_dir=job.work_dir, fps=fps,
                                                     timeline=timeline))
+
+    async def _check_audio(self, job, units, chunked):
+        """Each chunked mp4's audio lasts as long as the audio-only encode it
+        was muxed from (to the millisecond); raises ``PermanentJobError``."""
+        if not job.source.audio:
+            return
+        for pos in sorted(chunked):
+            spec = units[pos].spec
+            if units[pos].builder is not mp4:
+                continue
+            name = spec["name"]
+            got = audio_seconds(await probe.ffprobe(self.reactor, self.settings,
+                                                    common.local_path(job.work_dir, name), what="output",
+                                                    display_name=name))
+            want = audio_seconds(await probe.ffprobe(self.reactor, self.settings,
+                                                     mp4.audio_only_path(spec, job.work_dir),
+                                                     what="audio", display_name=f"{name} (audio alone)"))
+            if got is None or want is None or abs(got - want) > AUDIO_TOLERANCE_S:
+                raise PermanentJobError(f"the audio of {name} lasts {got} s, not the {want} s of its audio "
+                                        "encode: the join lost or added audio")
 
     async def _delete_checkpoints(self):
         """After the outputs are stored: remove the job's work area files (best effort)."""

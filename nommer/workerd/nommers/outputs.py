@@ -265,6 +265,8 @@ class OutputsNommer(ChunkedOutputs, BaseNommer):
                 await self._run_step(job, step, on_fraction=self._share(meter, unit, n))
 
         results = await self._finish_units(units, outputs, job)
+        if merging:
+            await self._check_audio(job, units, chunked)
         for i in quality_outputs:
             results[i] = await self._measure(outputs[i], results[i], job, vmaf_bin,
                                              report=lambda f, k=measures[i]: meter.step(k, f))

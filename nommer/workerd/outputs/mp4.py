@@ -227,8 +227,8 @@ def plan(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input=None, en
         encoded already (a chunked job's merged track,
         ``nommer.workerd.chunks``): copied from ``path`` (listed in the
         step's ``readable``), placed ``offset_s`` seconds after the source's
-        start (its video's own offset from its audio), with the source's
-        audio encoded once beside it.
+        start (its video's own offset from its audio); the source's audio
+        is encoded once, alone (``audio_only_path``), then copied in.
     :returns: ``[Step]``; ``expected_s`` is the source's duration (seconds);
         ``weight`` is seconds x output megapixels (x4 for HEVC), or seconds x
         0.1 for an audio merge or a copied video.
@@ -282,18 +282,33 @@ def video_codec_args(spec, fps):
     return _video_codec_args(spec) + common.keyframe_args(fps)
 
 
+def audio_only_path(spec, work_dir):
+    """Where ``plan`` with ``encoded_video`` encodes the output's audio alone
+    (an M4A in ``work_dir``, not uploaded: the muxed output copies it)."""
+    return common.local_path(work_dir, ".audio-" + spec["name"].replace("/", "_") + ".m4a")
+
+
 def _plan_copy(spec, source, *, ffmpeg_bin, input_path, work_dir, encoded_video):
+    """Two runs: the source's first audio track encoded once, alone
+    (``audio_only_path``), then the video and that audio muxed, both copied."""
     path, offset_s = encoded_video
-    argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y", "-i", input_path]
+    duration = source.duration_s
+    steps, audio = [], None
+    if source.audio:
+        audio = audio_only_path(spec, work_dir)
+        argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y", "-i", input_path, "-vn"]
+        argv += _audio_args(spec) + ["-f", "mp4"] + common.progress_args(audio)
+        steps.append(Step(what=f"mp4 {spec['name']} (audio)", argv=argv, expected_s=duration,
+                          weight=(duration or 60.0) * 0.02))
+    argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-y"]
     if offset_s:
         argv += ["-itsoffset", f"{offset_s:.6f}"]
-    argv += ["-i", path, "-map", "1:v:0", "-c:v", "copy"]
-    if source.audio:
-        argv += _audio_args(spec)
-    argv += _tail(spec, work_dir)
-    duration = source.duration_s
-    return [Step(what=f"mp4 {spec['name']} (joined chunks)", argv=argv, expected_s=duration,
-                 weight=(duration or 60.0) * 0.1, readable=(path,))]
+    argv += ["-i", path]
+    argv += ["-i", audio, "-map", "0:v:0", "-map", "1:a:0"] if audio else ["-map", "0:v:0"]
+    argv += ["-c", "copy"] + _tail(spec, work_dir)
+    steps.append(Step(what=f"mp4 {spec['name']} (joined chunks)", argv=argv, expected_s=duration,
+                      weight=(duration or 60.0) * 0.05, readable=(path,) + ((audio,) if audio else ())))
+    return steps
 
 
 def _plan_merge(spec, source, *, ffmpeg_bin, input_path, work_dir, image_input):
