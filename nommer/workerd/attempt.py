@@ -38,16 +38,14 @@ is still announced). Same for ERROR.
 
 from twisted.logger import Logger
 
-from nommer.core.errors import (
-    InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
+from nommer.core.errors import JobCanceled, NoSuchJob
 from nommer.core.spec import resolve_nommer
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.workqueue import LeaseKeeper
 from nommer.workerd.context import CANCELED, LEASE_LOST, JobContext, NotOwner
 from nommer.workerd.metrics import EncodeFigures, media_seconds
-from nommer.workerd.nommers.base import ChunksQueued, NoScratchSpace
 from nommer.workerd.outcome import (
-    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
+    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, ending_of, keeps_progress)
 
 
 class AttemptRunner:
@@ -188,21 +186,10 @@ class AttemptRunner:
             output = await nommer_class(job, ctx).run()
             await ctx.wait_progress_written()
             ended, reason = Ended.SUCCEEDED, ""
-        except ChunksQueued:
-            ended, reason = Ended.HANDED_OFF, ""
-        except JobCanceled:
-            ended, reason = Ended.STOPPED, ""
-        except NoScratchSpace as exc:
-            ended, reason = Ended.NO_SCRATCH_SPACE, exc.message
-        except TransientJobError as exc:
-            ended, reason = Ended.TRANSIENT, exc.message
-        except (PermanentJobError, InvalidJobSpec) as exc:
-            # InvalidJobSpec here: the job passed submit checks but not this
-            # worker's (e.g. settings differ): retrying cannot help.
-            ended, reason = Ended.PERMANENT, exc.message
         except Exception as exc:
-            self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
-            ended, reason = Ended.CRASHED, repr(exc)
+            ended, reason = ending_of(exc)
+            if ended is Ended.CRASHED:
+                self.log.failure("nommer crashed on job {job_id}", job_id=job.job_id)
         await self._conclude(ctx, message, ended, reason, output)
 
     async def _conclude(self, ctx, message, ended, reason="", output=None):

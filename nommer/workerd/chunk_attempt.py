@@ -28,18 +28,15 @@ attempt and dead-letter rules as a job, and the same decision table
 
 from twisted.logger import Logger
 
-from nommer.core.chunking import (
-    ChunkState, all_finished, check_chunk_transition)
-from nommer.core.errors import (
-    InvalidJobSpec, JobCanceled, NoSuchJob, PermanentJobError, TransientJobError)
+from nommer.core.chunking import ChunkState, all_finished, check_chunk_transition
+from nommer.core.errors import JobCanceled, NoSuchJob
 from nommer.core.events import EventKind, JobEvent
 from nommer.core.states import IllegalTransition, JobState
 from nommer.core.workqueue.jobs import send_job
 from nommer.workerd.chunks.workarea import WorkArea, stored_names
 from nommer.workerd.context import CANCELED, LEASE_LOST, JobContext, NotOwner
-from nommer.workerd.nommers.base import NoScratchSpace
 from nommer.workerd.outcome import (
-    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, keeps_progress)
+    Attempt, DeleteMessage, Ended, Fail, Finish, Leave, Release, decide, ending_of, keeps_progress)
 
 #: A chunk ENCODING whose heartbeat is older than this fraction of
 #: JOB_LEASE_S has lost its worker (a live one beats every
@@ -172,17 +169,11 @@ class ChunkRunner:
         files, ended, reason = None, Ended.SUCCEEDED, ""
         try:
             files = await OutputsNommer(ctx.job, ctx).run_chunk(ctx.index)
-        except JobCanceled:
-            ended = Ended.STOPPED
-        except NoScratchSpace as exc:
-            ended, reason = Ended.NO_SCRATCH_SPACE, exc.message
-        except TransientJobError as exc:
-            ended, reason = Ended.TRANSIENT, exc.message
-        except (PermanentJobError, InvalidJobSpec) as exc:
-            ended, reason = Ended.PERMANENT, exc.message
         except Exception as exc:
-            self.log.failure("chunk {index} of job {job_id} crashed", index=ctx.index, job_id=ctx.job.job_id)
-            ended, reason = Ended.CRASHED, repr(exc)
+            ended, reason = ending_of(exc)
+            if ended is Ended.CRASHED:
+                self.log.failure("chunk {index} of job {job_id} crashed", index=ctx.index,
+                                 job_id=ctx.job.job_id)
         stop_reason = ctx.stop_reason
         attempt = Attempt(ended=ended, attempts=ctx.attempt, worker_id=self.worker_id, stop_reason=stop_reason,
                           reason=reason, output=files, nommer=ctx.job.nommer,

@@ -46,7 +46,9 @@ import enum
 
 import attr
 
+from nommer.core.errors import InvalidJobSpec, JobCanceled, PermanentJobError, TransientJobError
 from nommer.workerd.context import CANCELED, LEASE_LOST, SHUTDOWN, SPOT_INTERRUPTION
+from nommer.workerd.nommers.base import ChunksQueued, NoScratchSpace
 
 
 class Ended(enum.Enum):
@@ -135,6 +137,25 @@ def keeps_progress(stop_reason):
     """Whether a release for ``stop_reason`` keeps the job's progress (the
     worker lets the last progress write land before deciding)."""
     return stop_reason == SPOT_INTERRUPTION
+
+
+def ending_of(exc):
+    """``(Ended, reason)`` of a nommer's run that raised ``exc``: the
+    reason is the error's message ("" when stopped or handed off, ``repr``
+    when it crashed). ``InvalidJobSpec`` here is PERMANENT: the job passed
+    submit's checks but not this worker's (settings differ), and retrying
+    cannot help."""
+    if isinstance(exc, ChunksQueued):
+        return Ended.HANDED_OFF, ""
+    if isinstance(exc, JobCanceled):
+        return Ended.STOPPED, ""
+    if isinstance(exc, NoScratchSpace):
+        return Ended.NO_SCRATCH_SPACE, exc.message
+    if isinstance(exc, TransientJobError):
+        return Ended.TRANSIENT, exc.message
+    if isinstance(exc, (PermanentJobError, InvalidJobSpec)):
+        return Ended.PERMANENT, exc.message
+    return Ended.CRASHED, repr(exc)
 
 
 def decide(attempt, max_attempts, retry_backoff_s):

@@ -13,7 +13,7 @@ import os
 from twisted.internet import threads
 
 from nommer.core.errors import PermanentJobError, TransientJobError
-from nommer.workerd.process import run_process
+from nommer.workerd.process import ProcessRunner
 from nommer.workerd.sandbox import Sandbox, sandbox_failure
 
 #: Most seconds one ffprobe run may take (capped further by FFMPEG_TIMEOUT_S).
@@ -68,6 +68,61 @@ def _tail(text, lines=ERROR_TAIL_LINES):
     return "\n".join(kept[-lines:])
 
 
+async def run_ffprobe(reactor, settings, path, argv, *, what="source", display_name=None,
+                      timeout_s=None, max_stdout_bytes=None, unreadable=None):
+    """Run the ffprobe ``argv`` (``FFPROBE_BIN`` first, the absolute
+    ``path`` in it) in the worker's sandbox, only ``path`` readable, and
+    return what it printed (bytes).
+
+    A playlist is refused before ffprobe runs (ffprobe itself would open the
+    files it names). The run may take ``min(FFMPEG_TIMEOUT_S, timeout_s)``
+    seconds (None: PROBE_TIMEOUT_S) and print ``max_stdout_bytes`` (None:
+    ``ProcessRunner``'s cap).
+    ``unreadable``: the start of the error when ffprobe fails on the file
+    (default "<what> is not a media file ffprobe could read"); ffprobe's own
+    mention of ``path`` is replaced by ``display_name``.
+
+    Raises ``PermanentJobError`` (a playlist, ffprobe failing on the file,
+    too slow, too much output) or ``TransientJobError`` (ffprobe missing,
+    its sandbox failing, killed by a signal we did not send).
+    """
+    name = display_name or path
+    full = os.path.abspath(path)
+    # Badinput: ffprobe itself opens the files a playlist names (any local
+    # .ts/.mp4 the worker can read), so a playlist is refused before ffprobe
+    # runs; the format check after it stays as a second line.
+    head = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _read_head, full)
+    kind = playlist_kind(head)
+    if kind is not None:
+        raise PermanentJobError(f"{what} is a playlist ({kind}), not a media file: {name} "
+                                "(playlists name other files, which jobs may not read)")
+    timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
+    limits = {} if max_stdout_bytes is None else {"max_stdout_bytes": max_stdout_bytes}
+    runner = ProcessRunner(reactor, argv, timeout_s=timeout_s, kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
+                           sandbox=Sandbox(settings), readable=[full], **limits)
+    try:
+        result = await runner.start()
+    except OSError as e:
+        raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
+    broken = sandbox_failure(result)
+    if broken:
+        raise TransientJobError(f"the ffprobe sandbox failed to start: {broken}")
+    stderr = _tail(result.stderr_tail).replace(full, name)
+    if result.timed_out:
+        # Permanent: the same file would be probed as long again on every attempt.
+        raise PermanentJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}; stopped")
+    if result.signal is not None:
+        raise TransientJobError(f"ffprobe was killed by signal {result.signal} on the {what}: "
+                                f"{name}\n{stderr}".rstrip())
+    if result.exit_code != 0:
+        raise PermanentJobError(f"{unreadable or what + ' is not a media file ffprobe could read'}: "
+                                f"{stderr or name}")
+    if result.stdout_truncated:
+        raise PermanentJobError(f"ffprobe printed too much about the {what} (more than "
+                                f"{max_stdout_bytes} bytes): {name}")
+    return result.stdout or b""
+
+
 async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
     """Probe the local file ``path`` (str) and return ffprobe's JSON (dict
     with ``"format"`` and ``"streams"``).
@@ -85,41 +140,14 @@ async def ffprobe(reactor, settings, path, *, what="source", display_name=None):
     ``min(FFMPEG_TIMEOUT_S, PROBE_TIMEOUT_S)``: the same file would take as
     long again (as an ffmpeg run past FFMPEG_TIMEOUT_S).
     Raises ``TransientJobError`` when ffprobe is missing or dies of a signal
-    we did not send.
+    we did not send. (``run_ffprobe``.)
     """
     name = display_name or path
-    # Badinput: ffprobe itself opens the files a playlist names (any local
-    # .ts/.mp4 the worker can read), so a playlist is refused before ffprobe
-    # runs; the format check after it stays as a second line.
-    head = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _read_head, path)
-    kind = playlist_kind(head)
-    if kind is not None:
-        raise PermanentJobError(f"{what} is a playlist ({kind}), not a media file: {name} "
-                                "(playlists name other files, which jobs may not read)")
-    timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), PROBE_TIMEOUT_S)
     argv = [settings.FFPROBE_BIN, "-v", "error", "-print_format", "json",
             "-show_format", "-show_streams", os.path.abspath(path)]
+    stdout = await run_ffprobe(reactor, settings, path, argv, what=what, display_name=display_name)
     try:
-        result = await run_process(reactor, argv, timeout_s=timeout_s,
-                                   kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
-                                   sandbox=Sandbox(settings), readable=[os.path.abspath(path)])
-    except OSError as e:
-        raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
-    broken = sandbox_failure(result)
-    if broken:
-        raise TransientJobError(f"the ffprobe sandbox failed to start: {broken}")
-    stderr = _tail(result.stderr_tail).replace(os.path.abspath(path), name)
-    if result.timed_out:
-        # Permanent: the same file would be probed as long again on every attempt.
-        raise PermanentJobError(f"ffprobe took longer than {timeout_s:g} s on the {what}: {name}; stopped")
-    if result.signal is not None:
-        raise TransientJobError(f"ffprobe was killed by signal {result.signal} on the {what}: "
-                                f"{name}\n{stderr}".rstrip())
-    if result.exit_code != 0:
-        raise PermanentJobError(
-            f"{what} is not a media file ffprobe could read: {stderr or name}")
-    try:
-        info = json.loads(result.stdout.decode("utf-8", "replace"))
+        info = json.loads(stdout.decode("utf-8", "replace"))
     except ValueError as e:
         raise PermanentJobError(f"ffprobe gave unreadable output for the {what}: {name}") from e
     if not isinstance(info, dict):

@@ -32,6 +32,7 @@ import re
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.chunks import tracks as tracks_mod
 from nommer.workerd.outputs import common
+from nommer.workerd.outputs.framecrc import read_framecrc
 from nommer.workerd.outputs.step import Step
 
 #: Scratch name of the packet list ``count_step`` writes for chunk i.
@@ -125,23 +126,6 @@ def count_step(chunk, tracks, *, ffmpeg_bin, work_dir):
     return Step(what=f"chunk {chunk.index} (frame count)", argv=argv,
                 expected_s=float(chunk.duration), weight=float(chunk.duration) * 0.001,
                 readable=tuple(files), capped=False)
-
-
-def read_framecrc(path):
-    """``{stream index: [(pts, duration), ...]}`` and ``{stream index:
-    (num, den)}`` (time bases) of a ``-f framecrc`` file, packets in file
-    order. Raises OSError if unreadable, ValueError if malformed."""
-    time_bases, packets = {}, {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("#tb "):
-                index, _, tb = line[4:].partition(":")
-                num, _, den = tb.strip().partition("/")
-                time_bases[int(index)] = (int(num), int(den or 1))
-            elif line[:1].isdigit():
-                fields = [x.strip() for x in line.split(",")]
-                packets.setdefault(int(fields[0]), []).append((int(fields[2]), int(fields[3])))
-    return packets, time_bases
 
 
 def check_counts(chunk, tracks, counts, fps=None):

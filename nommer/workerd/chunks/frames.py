@@ -19,15 +19,11 @@ import os
 import statistics
 from fractions import Fraction
 
-from twisted.internet import threads
-
-from nommer.core.errors import PermanentJobError, TransientJobError
+from nommer.core.errors import PermanentJobError
 from nommer.workerd.chunks.model import Timeline
 from nommer.workerd.outputs.common import progress_args
 from nommer.workerd.outputs.step import Step
-from nommer.workerd.probe import SNIFF_BYTES, playlist_kind
-from nommer.workerd.process import ProcessRunner
-from nommer.workerd.sandbox import Sandbox, sandbox_failure
+from nommer.workerd.probe import run_ffprobe
 
 #: Most seconds one packet listing may take (capped further by
 #: FFMPEG_TIMEOUT_S): it reads the whole file, but decodes nothing.
@@ -36,9 +32,6 @@ TIMELINE_TIMEOUT_S = 1800.0
 #: Most bytes of ffprobe output kept: about 60 bytes a frame, so enough for
 #: a 3-hour 60 fps source with room to spare.
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
-
-#: How many of ffprobe's last stderr lines go into an error message.
-ERROR_TAIL_LINES = 6
 
 #: ffprobe ``format_name`` parts of containers whose input seeking is not
 #: frame-exact (no index; timestamps from the stream), remuxed to MKV first.
@@ -190,19 +183,6 @@ def parse(stdout):
                     fps=fps)
 
 
-def _read_head(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(SNIFF_BYTES)
-    except OSError:
-        return b""  # ffprobe reports a missing or unreadable file
-
-
-def _tail(text, lines=ERROR_TAIL_LINES):
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
 async def read_timeline(reactor, settings, path, *, display_name=None):
     """Run ``probe_argv`` on the local file ``path`` in the worker's sandbox
     (only ``path`` readable) and return its ``Timeline`` (``parse``).
@@ -215,38 +195,12 @@ async def read_timeline(reactor, settings, path, *, display_name=None):
     ``TransientJobError`` when ffprobe is missing, its sandbox fails to
     start, or it dies of a signal we did not send.
     """
-    name = display_name or path
     full = os.path.abspath(path)
-    head = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _read_head, full)
-    kind = playlist_kind(head)
-    if kind is not None:
-        raise PermanentJobError(f"source is a playlist ({kind}), not a media file: {name}")
-    timeout_s = min(float(settings.FFMPEG_TIMEOUT_S), TIMELINE_TIMEOUT_S)
-    runner = ProcessRunner(reactor, probe_argv(settings.FFPROBE_BIN, full), timeout_s=timeout_s,
-                           kill_grace_s=settings.FFMPEG_KILL_GRACE_S,
-                           max_stdout_bytes=MAX_OUTPUT_BYTES, sandbox=Sandbox(settings),
-                           readable=[full])
-    try:
-        result = await runner.start()
-    except OSError as e:
-        raise TransientJobError(f"cannot run ffprobe ({settings.FFPROBE_BIN}): {e}") from e
-    broken = sandbox_failure(result)
-    if broken:
-        raise TransientJobError(f"the ffprobe sandbox failed to start: {broken}")
-    stderr = _tail(result.stderr_tail).replace(full, name)
-    if result.timed_out:
-        raise PermanentJobError(f"listing the source's video frames took longer than "
-                                f"{timeout_s:g} s: {name}; stopped")
-    if result.signal is not None:
-        raise TransientJobError(f"ffprobe was killed by signal {result.signal} while listing the "
-                                f"source's video frames: {name}\n{stderr}".rstrip())
-    if result.exit_code != 0:
-        raise PermanentJobError(f"ffprobe could not list the source's video frames: "
-                                f"{stderr or name}")
-    if result.stdout_truncated:
-        raise PermanentJobError(f"the source has too many video frames to plan chunks "
-                                f"(ffprobe's list passed {MAX_OUTPUT_BYTES} bytes): {name}")
-    return parse(result.stdout or b"")
+    stdout = await run_ffprobe(reactor, settings, full, probe_argv(settings.FFPROBE_BIN, full),
+                               what="source", display_name=display_name, timeout_s=TIMELINE_TIMEOUT_S,
+                               max_stdout_bytes=MAX_OUTPUT_BYTES,
+                               unreadable="ffprobe could not list the source's video frames")
+    return parse(stdout)
 
 
 def needs_remux(probe_dict):

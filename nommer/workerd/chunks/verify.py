@@ -46,7 +46,7 @@ from fractions import Fraction
 
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.chunks import tracks as tracks_mod
-from nommer.workerd.chunks.encode import read_framecrc
+from nommer.workerd.outputs.framecrc import read_framecrc
 from nommer.workerd.outputs import common
 from nommer.workerd.outputs.quality import PSNR_KEY, escape_filter_value, psnr_of_mse
 from nommer.workerd.outputs.step import Step

@@ -26,6 +26,7 @@ import os
 from nommer.core.errors import PermanentJobError
 from nommer.core.storage.content_types import content_type_for_name
 from nommer.workerd.outputs import common, quality
+from nommer.workerd.outputs.framecrc import read_framecrc
 from nommer.workerd.outputs.step import MEDIA, OutputFile, OutputResult, Step
 
 #: Scratch directory (in the work dir) of the raw logs.
@@ -78,16 +79,7 @@ def read_packet_durations(path):
     from its first packet's pts to its last packet's pts plus duration (a
     packet without a duration counts as long as the median gap between
     packets), in the stream's ``#tb``."""
-    time_bases, packets = {}, {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("#tb "):
-                index, _, tb = line[4:].partition(":")
-                num, _, den = tb.strip().partition("/")
-                time_bases[int(index)] = (int(num), int(den or 1))
-            elif line and line[0].isdigit():
-                fields = [x.strip() for x in line.split(",")]
-                packets.setdefault(int(fields[0]), []).append((int(fields[2]), int(fields[3])))
+    packets, time_bases = read_framecrc(path)
     durations = {}
     for index, found in packets.items():
         num, den = time_bases.get(index, (1, 1))

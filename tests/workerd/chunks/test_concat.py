@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from nommer.workerd.chunks import concat, encode
-from nommer.workerd.chunks.encode import read_framecrc
+from nommer.workerd.outputs.framecrc import read_framecrc
 from nommer.workerd.chunks.model import VideoTrack
 from tests.workerd.chunks import chunking, sources
 from tests.workerd.outputs import media
