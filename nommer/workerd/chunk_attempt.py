@@ -115,6 +115,11 @@ class ChunkRunner:
                 await self._clean_up(job)
             return await self._delete(message)
         chunk = chunks[index]
+        key = f"{job_id}@chunk{index}"
+        if key in self.attempts.contexts:  # a duplicate task of a chunk this worker is encoding
+            self.log.info("chunk {index} of job {job_id} runs on {other} (this worker); dropping a "
+                          "duplicate task", index=index, job_id=job_id, other=self.worker_id)
+            return await self._delete(message)
         if chunk.get("state") == ChunkState.FINISHED:
             await self._merge_if_last(job)
             return await self._delete(message)
@@ -148,7 +153,6 @@ class ChunkRunner:
         chunk = job.chunks[index]
         attempt = chunk["attempts"]
         await self._event(job, f"{chunk_span(chunk)}: attempt {attempt} on {self.worker_id}", attempt)
-        key = f"{job_id}@chunk{index}"
         scratch = self.worker.scratch.make(f"{job_id}-c{index}", attempt)
         ctx = self.attempts.contexts[key] = ChunkContext(self.worker, job, scratch, index, attempt)
         if self.attempts.stop_new is not None:
@@ -159,7 +163,8 @@ class ChunkRunner:
             await self._encode(ctx, message)
         finally:
             self.leases.let_go(message)
-            del self.attempts.contexts[key]
+            if self.attempts.contexts.get(key) is ctx:
+                del self.attempts.contexts[key]
             await self.worker.scratch.remove(scratch)
             await ctx.wait_event_written()
             await self.ledger.events_settled(job_id)
