@@ -19,7 +19,14 @@ One run per chunk (media-notes §3.3 step 3)::
 * a VFR track (``fps`` None) keeps the source's timestamps: its encoder
   time base is the filter's (``-enc_time_base -1``), not 1/rate, which
   would round them;
-* no audio: it is encoded once, for the whole title, by the merge.
+* no audio: it is encoded once, for the whole title, by the merge;
+* keyframes on the title's 2 s grid, not the chunk's: a track's
+  ``-force_key_frames expr:gte(t,n_forced*G)`` counts from the chunk's
+  start, so a chunk not starting on the grid gets the grid's times shifted
+  by its start as an explicit list instead (``grid_keyframes``); its first
+  frame is a keyframe anyway. Otherwise a chunked mp4 has keyframes at
+  other places than the same output encoded whole (a whole encode's
+  keyframe at 2.0 s became one at 1.67 + 2 s), and its quality differs.
 
 After the run, ``count_step`` (one ``-c copy -f framecrc`` over the chunk's
 files: no decoding) and ``check_chunk`` verify that every file holds the
@@ -69,6 +76,37 @@ def filter_graph(chunk, tracks):
     return ";".join(graph)
 
 
+#: A track's chunk-local keyframe grid option (``common.keyframe_args``).
+_GRID = re.compile(r"^expr:gte\(t,n_forced\*(\d+(?:\.\d+)?)\)$")
+
+
+def grid_keyframes(args, chunk):
+    """``args`` (a track's encoder options) with its keyframe grid
+    (``-force_key_frames expr:gte(t,n_forced*G)``) put on the title's grid
+    for ``chunk``: unchanged when the chunk starts on it (within 1 ms),
+    else ``-force_key_frames`` of the grid times inside the chunk, in
+    chunk-local seconds (``k*G - start_s``, less 0.1 ms so float rounding
+    cannot push one past its frame), and 0. Returns a list."""
+    args = list(args)
+    for i in range(len(args) - 1):
+        m = _GRID.match(args[i + 1]) if args[i] == "-force_key_frames" else None
+        if not m:
+            continue
+        grid = float(m.group(1))
+        offset = chunk.start_s % grid
+        if offset < 0.001 or grid - offset < 0.001:
+            return args
+        first = chunk.start_s - offset + grid
+        times = ["0"]
+        t = first - chunk.start_s
+        while t < float(chunk.duration):
+            times.append(f"{max(0.0, t - 0.0001):.6f}")
+            t += grid
+        args[i + 1] = ",".join(times)
+        return args
+    return args
+
+
 def plan(chunk, tracks, *, ffmpeg_bin, input_path, work_dir, fps=None):
     """The one ``Step`` encoding ``chunk`` for every track.
 
@@ -98,7 +136,7 @@ def plan(chunk, tracks, *, ffmpeg_bin, input_path, work_dir, fps=None):
     argv += ["-i", input_path, "-filter_complex", filter_graph(chunk, tracks)]
     outputs = [os.path.join(work_dir, chunk_file_name(chunk.index, t.key)) for t in tracks]
     for i, (track, out) in enumerate(zip(tracks, outputs)):
-        argv += ["-map", f"[o{i}]", *track.args, "-fps_mode", "passthrough"]
+        argv += ["-map", f"[o{i}]", *grid_keyframes(track.args, chunk), "-fps_mode", "passthrough"]
         if track.fps is None:
             # Keep the VFR timestamps: the encoder's time base is the filter's (the
             # source's), not 1/rate (which rounds them to a rate's grid).

@@ -133,19 +133,30 @@ def make_avi(directory, name="scenes.avi", **kw):
     return make_scenes(directory, name, **kw)
 
 
+#: The lavfi sources ``make_vfr(scenes=True)`` gives its parts, in turn (hard cuts between them).
+VFR_SCENES = ("testsrc2=s={size}:r={fps}",
+              "mandelbrot=s={size}:r={fps}:start_scale=2:end_scale=0.05",
+              "smptebars=s={size}:r={fps},scroll=h=0.011:v=0.004")
+
+
 def make_vfr(directory, name="vfr.mp4", *, width=320, height=180, audio=True,
-             parts=((24, 48), (30, 45), (24, 36))):
+             parts=((24, 48), (30, 45), (24, 36)), scenes=False):
     """Write a variable-frame-rate MP4 and return its absolute path: testsrc2
     in ``parts`` (``(fps, frames)`` each: by default 2 s at 24 fps, 1.5 s at
     30 fps, 1.5 s at 24 fps), each part's real timestamps kept (time base
     1/120, ``-fps_mode passthrough``), H.264 with B-frames; plus an AAC
     sine as long as the video when ``audio``. Frame intervals therefore
-    differ (1/24 and 1/30 s). Raises CalledProcessError when ffmpeg fails."""
+    differ (1/24 and 1/30 s). With ``scenes``, each part is another scene
+    (``VFR_SCENES`` in turn), so the rate changes at hard cuts, as when
+    clips of different rates are edited together. Raises CalledProcessError
+    when ffmpeg fails."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.abspath(os.path.join(directory, name))
     graph, offset = [], 0.0
     for i, (fps, frames) in enumerate(parts):
-        graph.append(f"testsrc2=s={width}x{height}:r={fps},trim=end_frame={frames},"
+        first = (VFR_SCENES[i % len(VFR_SCENES)] if scenes else VFR_SCENES[0]).format(
+            size=f"{width}x{height}", fps=fps)
+        graph.append(f"{first},trim=end_frame={frames},"
                      f"settb=1/120,setpts=PTS-STARTPTS,format=yuv420p[s{i}]")
         offset += frames / fps
     pads = "".join(f"[s{i}]" for i in range(len(parts)))

@@ -211,3 +211,21 @@ def test_ladder_rungs_chunked_on_the_2s_grid_keep_keyframes_on_the_grid(tmp_path
                       if "K" in p["flags"])
         assert keys == [0.0, 2.0, 4.0], (rung.key, keys)
         assert len(probed["packets"]) == 6 * int(rung.fps)
+
+
+def test_keyframes_stay_on_the_titles_grid():
+    """A chunk off the 2 s grid gets the grid's times shifted by its start; one on it keeps the expression."""
+    from fractions import Fraction
+
+    from nommer.workerd.chunks.encode import grid_keyframes
+    from nommer.workerd.chunks.model import Chunk
+    args = ["-c:v", "libx264", "-force_key_frames", "expr:gte(t,n_forced*2)", "-g", "48"]
+    off = Chunk(index=1, start_frame=40, frames=120, start_s=40 / 24, end_s=160 / 24, seek_s=1.65,
+                duration=Fraction(120, 24))
+    got = grid_keyframes(args, off)
+    times = [float(t) for t in got[3].split(",")]
+    assert times[0] == 0
+    assert times[1:] == pytest.approx([2 - 40 / 24, 4 - 40 / 24, 6 - 40 / 24], abs=0.001)
+    assert got[:3] == args[:3] and got[4:] == args[4:]
+    on = Chunk(index=1, start_frame=48, frames=96, start_s=2.0, end_s=6.0, seek_s=1.98, duration=Fraction(4))
+    assert grid_keyframes(args, on) == args
