@@ -322,7 +322,7 @@ class NommerClient:
     # -- the API --
 
     def submit(self, source_path, dest_path, job_options=None, notify_url=None, *, outputs=None, preset=None,
-               overrides=None, priority=None, pool=None):
+               overrides=None, priority=None, pool=None, chunking=None):
         """Submit a job; return its id. Give exactly one of:
 
         - ``job_options``: the 2011 form, ``{"nommer": ..., "options": [...]}``
@@ -336,7 +336,10 @@ class NommerClient:
         A ``dest_path`` ending in ``/`` is a prefix every output file goes
         under. ``priority``: 0..100, higher runs first (server default 50);
         ``pool``: the pool of workers that runs it (server setting POOLS;
-        default: the preset's, else ``default``). Raises
+        default: the preset's, else ``default``); ``chunking`` (declarative
+        jobs): True, False, or ``{"target_s": 30, "min_s": ..., "max_s": ...}``
+        (seconds) to split the source over many workers (None: the server
+        decides by the source's length, CHUNKING_MIN_SOURCE_S). Raises
         :class:`InvalidInputError` (nothing sent) for none or several of the
         three, or ``overrides`` without ``preset``; :class:`BadInput` when
         feederd refuses the body (the message names the field, e.g. an
@@ -356,6 +359,8 @@ class NommerClient:
             body["priority"] = priority
         if pool is not None:
             body["pool"] = pool
+        if chunking is not None:
+            body["chunking"] = chunking
         data = self._request("POST", "/job/submit", body=body)
         return data["job_id"]
 

@@ -267,12 +267,15 @@ def _options_callback(ctx, param, value):
 @click.option("--priority", type=click.IntRange(0, 100), metavar="N",
               help="0..100, higher runs first (default 50).")
 @click.option("--pool", metavar="NAME", help="The pool of workers that runs it (server setting POOLS).")
+@click.option("--chunk-s", type=click.FloatRange(1, 3600), metavar="SECONDS",
+              help="Split the source into chunks of about SECONDS, encoded by many workers, then merged.")
+@click.option("--no-chunking", is_flag=True, help="Encode the source whole, however long it is.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it ends.")
 @_poll_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def submit(client, src, dest, preset, overrides, outputs, file_options, notify_url, priority, pool, wait_, poll_s,
-           as_json):
+def submit(client, src, dest, preset, overrides, outputs, file_options, notify_url, priority, pool, chunk_s,
+           no_chunking, wait_, poll_s, as_json):
     """Encode SRC into DEST (local paths or URIs: file://, http(s)://, s3://).
     A DEST ending in / is a prefix every output file goes under.
 
@@ -283,11 +286,15 @@ def submit(client, src, dest, preset, overrides, outputs, file_options, notify_u
         raise click.UsageError("give exactly one of --preset NAME, --outputs FILE and --options FILE")
     if overrides is not None and preset is None:
         raise click.UsageError("--override goes with --preset")
+    if chunk_s is not None and no_chunking:
+        raise click.UsageError("give --chunk-s or --no-chunking, not both")
+    chunking = {"target_s": chunk_s} if chunk_s is not None else (False if no_chunking else None)
     dest_uri = to_uri(dest)
     if dest.endswith("/") and not dest_uri.endswith("/"):
         dest_uri += "/"  # a local directory stays a prefix
     job_id = client.submit(to_uri(src), dest_uri, file_options, notify_url=notify_url, outputs=outputs,
-                           preset=preset, overrides=overrides, priority=priority, pool=pool)
+                           preset=preset, overrides=overrides, priority=priority, pool=pool,
+                           chunking=chunking)
     if as_json and not wait_:
         print_json({"job_id": job_id})
     elif not as_json:

@@ -45,6 +45,24 @@ def test_cli_submit_preset_sends_the_server_preset_name(run, feederd, tmp_path, 
     assert feederd.requests[-1][:2] == ("POST", "/job/submit")
 
 
+def test_cli_chunking_options(run, feederd):
+    """--chunk-s 30 sends "chunking": {"target_s": 30}; --no-chunking sends false; neither sends nothing;
+    both is a usage error and sends nothing."""
+    result = run("submit", "s3://in/film.mov", "s3://out/film/", "--preset", "cmaf-h264", "--chunk-s", "30")
+    assert result.exit_code == 0, result.output
+    assert last_body(feederd)["chunking"] == {"target_s": 30.0}
+    result = run("submit", "s3://in/film.mov", "s3://out/film/", "--preset", "cmaf-h264", "--no-chunking")
+    assert result.exit_code == 0, result.output
+    assert last_body(feederd)["chunking"] is False
+    result = run("submit", "s3://in/film.mov", "s3://out/film/", "--preset", "cmaf-h264")
+    assert "chunking" not in last_body(feederd)
+    sent = len(feederd.requests)
+    result = run("submit", "s3://in/film.mov", "s3://out/film/", "--preset", "cmaf-h264", "--chunk-s", "30",
+                 "--no-chunking")
+    assert result.exit_code != 0 and "not both" in result.output
+    assert len(feederd.requests) == sent
+
+
 def test_cli_overrides_are_json_when_they_parse(run, feederd):
     """--override KEY=VALUE (repeatable) becomes overrides: 4 -> 4, false -> false, "4" -> "4",
     hevc -> "hevc", a later KEY wins."""
