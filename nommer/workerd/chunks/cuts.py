@@ -15,6 +15,11 @@ each chunk as a ``model.Chunk``:
    else at frames; at grid points for ladders).
 
 Times are seconds from the first frame (``pts_s[i] - pts_s[0]``).
+
+``scan_windows`` says where the planner will look for scene cuts (the
+windows around the boundaries it tries), so scene detection can decode those
+windows only (``scenes.plan_windows``) instead of the whole source: a plan
+made from the cuts found in them is the plan the whole scan would give.
 """
 
 import bisect
@@ -68,8 +73,9 @@ def _nearest_frame(timeline, t_s):
 class _Snapper:
     """Moves an ideal boundary time onto a frame, inside (lo, hi) frames."""
 
-    def __init__(self, timeline, scene_frames, grid_s, window_s):
+    def __init__(self, timeline, scene_frames, grid_s, window_s, record=None):
         self.timeline = timeline
+        self.record = record
         self.scenes = sorted({int(i) for i in scene_frames if 0 < int(i) < timeline.frames})
         self.scene_times = [_time(timeline, i) for i in self.scenes]
         self.grid_s = grid_s
@@ -82,6 +88,8 @@ class _Snapper:
         tl = self.timeline
         if self.grid_s:
             return self._snap_grid(t_s, lo, hi)
+        if self.record is not None:
+            self.record.append((t_s - self.window_s, t_s + self.window_s))
         best = None
         i = bisect.bisect_left(self.scene_times, t_s - self.window_s)
         while i < len(self.scenes) and self.scene_times[i] <= t_s + self.window_s:
@@ -154,6 +162,72 @@ def plan_chunks(timeline, scene_frames, *, target_s, min_s, max_s, workers=None,
     ``duration`` ``Fraction(frames) / fps`` for CFR, else ``end_s - start_s``.
     Raises ValueError on an empty timeline or limits out of range.
     """
+    return _plan(timeline, scene_frames, target_s=target_s, min_s=min_s, max_s=max_s,
+                 workers=workers, grid_s=grid_s)
+
+
+#: ``scan_windows`` gives None (scan the whole source) when its windows,
+#: each with ``SEEK_ALLOWANCE_S`` more, would cover more than this share of
+#: the source's duration: seeking to each window then saves too little.
+#: (The windows of one pass cover at most half the source: a quarter of a
+#: chunk on each side of each boundary.)
+FULL_SCAN_SHARE = 0.75
+
+#: What one window costs beyond its length, seconds of decoding: the frames
+#: from the keyframe before it (half a GOP on average; the timeline does not
+#: say where the keyframes are) and its margin.
+SEEK_ALLOWANCE_S = 0.5
+
+
+def scan_windows(timeline, *, target_s, min_s, max_s, workers=None, scene_frames=(), scanned=()):
+    """Where ``plan_chunks`` (same ``timeline`` and lengths, no ``grid_s``)
+    looks for scene cuts: the time windows (list of ``(start_s, end_s)``,
+    seconds from the first frame, ascending, disjoint, overlapping ones
+    merged) of every snap it makes (each ideal boundary ``t`` and each split
+    of a chunk longer than ``max_s``: ``t`` +- a quarter of a chunk and of
+    ``target_s``), less those already inside a window of ``scanned``.
+
+    Scene cuts are only needed there. Call it first with no ``scanned``:
+    the windows of the plan without scene cuts, or None when they (each with
+    ``SEEK_ALLOWANCE_S`` more) would cover more than ``FULL_SCAN_SHARE`` of
+    the source (then scan it all: ``scenes.plan``); [] when the plan is one chunk (no scan at all). Once
+    the cuts inside those windows are known (``scene_frames``), call it again
+    with ``scanned`` (every window scanned so far): the plan made from the
+    cuts found can snap elsewhere (a chunk split because the snapped
+    boundaries made it too long); the windows it gives are those still to
+    scan ([] when none). When it gives [], ``plan_chunks(timeline,
+    scene_frames, ...)`` is the plan the cuts of the whole source would give,
+    as long as ``scene_frames`` holds every cut inside the scanned windows.
+    Raises ValueError as ``plan_chunks`` does.
+    """
+    queries = []
+    _plan(timeline, scene_frames, target_s=target_s, min_s=min_s, max_s=max_s,
+          workers=workers, grid_s=None, record=queries)
+    end = timeline.duration_s
+    queries = [(max(0.0, a), min(end, b)) for a, b in queries]
+    done = _merge_windows(scanned)
+    eps = 1e-9
+    todo = [(a, b) for a, b in queries
+            if not any(sa <= a + eps and b - eps <= sb for sa, sb in done)]
+    windows = _merge_windows(todo)
+    if not scanned and sum(b - a + SEEK_ALLOWANCE_S for a, b in windows) > FULL_SCAN_SHARE * end:
+        return None
+    return windows
+
+
+def _merge_windows(windows):
+    """``(start_s, end_s)`` pairs sorted, the overlapping or touching ones merged."""
+    out = []
+    for a, b in sorted(windows):
+        if out and a <= out[-1][1] + 1e-9:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _plan(timeline, scene_frames, *, target_s, min_s, max_s, workers, grid_s, record=None):
+    """``plan_chunks``; each scene-cut snap's window goes into the list ``record``."""
     if not timeline.frames:
         raise ValueError("the timeline has no frames")
     if not target_s > 0 or not max_s > 0 or min_s < 0 or min_s > max_s:
@@ -171,7 +245,7 @@ def plan_chunks(timeline, scene_frames, *, target_s, min_s, max_s, workers=None,
                      workers=workers)
     length = duration / n
     snapper = _Snapper(timeline, () if grid_s else scene_frames, grid_s,
-                       min(target_s, length) / 4)
+                       min(target_s, length) / 4, record)
     bounds = [0]
     for k in range(1, n):
         f = snapper.snap(k * length, bounds[-1], n_frames)

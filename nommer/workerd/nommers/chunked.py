@@ -138,19 +138,13 @@ class ChunkedOutputs:
             input_path = mezzanine
         timeline = await frames.read_timeline(self.reactor, s, input_path, display_name="source")
         ladder = any(units[pos].builder is package for pos in chunked)
+        lengths = dict(target_s=request.get("target_s", s.CHUNK_TARGET_S),
+                       min_s=request.get("min_s", s.CHUNK_MIN_S),
+                       max_s=request.get("max_s", s.CHUNK_MAX_S), workers=s.MAX_NUM_WORKERS)
         scene_frames = []
         if not ladder:
-            found = os.path.join(job.work_dir, "scenes.txt")
-            step = scenes.plan(input_path, found, ffmpeg_bin=s.FFMPEG_BIN,
-                               expected_s=timeline.duration_s)
-            await self._run_step(job, step, readable=(input_path,))
-            with open(found, encoding="utf-8", errors="replace") as f:
-                scene_frames = scenes.parse(f.read(), timeline)
-        plan = cuts.plan_chunks(timeline, scene_frames,
-                                target_s=request.get("target_s", s.CHUNK_TARGET_S),
-                                min_s=request.get("min_s", s.CHUNK_MIN_S),
-                                max_s=request.get("max_s", s.CHUNK_MAX_S),
-                                workers=s.MAX_NUM_WORKERS,
+            scene_frames = await self._scene_cuts(job, input_path, timeline, lengths)
+        plan = cuts.plan_chunks(timeline, scene_frames, **lengths,
                                 grid_s=KEYFRAME_INTERVAL_S if ladder else None)
         if len(plan) < 2:
             self.log.info("job {job_id}: one chunk would do; encoding it whole", job_id=self.job.job_id)
@@ -171,6 +165,35 @@ class ChunkedOutputs:
         await self._record(EventKind.CHUNK, f"planned {len(chunks)} chunks of about "
                                             f"{timeline.duration_s / len(chunks):.1f} s ({what})")
         await self._send(chunks)
+
+    async def _scene_cuts(self, job, input_path, timeline, lengths):
+        """The scene cuts ``cuts.plan_chunks`` needs (frame indexes): those
+        inside the windows where it looks for them (``cuts.scan_windows``,
+        again for any window the cuts found send it to), or, when those
+        windows would cover most of the source, of the whole source."""
+        s, base = self.settings, os.path.join(job.work_dir, "scenes.txt")
+        windows = cuts.scan_windows(timeline, **lengths)
+        if windows is None:
+            await self._run_step(job, scenes.plan(input_path, base, ffmpeg_bin=s.FFMPEG_BIN,
+                                                  expected_s=timeline.duration_s),
+                                 readable=(input_path,))
+            with open(base, encoding="utf-8", errors="replace") as f:
+                return scenes.parse(f.read(), timeline)
+        found, scanned = [], []
+        for rounds in range(3):  # a split can look elsewhere once the cuts are known
+            if not windows:
+                break
+            out = f"{base}.{rounds}"
+            for step in scenes.plan_windows(input_path, out, windows, timeline, ffmpeg_bin=s.FFMPEG_BIN):
+                await self._run_step(job, step, readable=(input_path,))
+            texts = []
+            for k in range(len(windows)):
+                with open(scenes.window_path(out, k), encoding="utf-8", errors="replace") as f:
+                    texts.append(f.read())
+            found = sorted(set(found) | set(scenes.parse_windows(texts, timeline, windows)))
+            scanned += windows
+            windows = cuts.scan_windows(timeline, **lengths, scene_frames=found, scanned=scanned)
+        return found
 
     async def _queue_again(self, chunks, why):
         """Queue the unfinished chunks of a stored plan (PENDING; a retried

@@ -174,6 +174,95 @@ def test_lengths_hold_over_many_random_plans():
             assert min(lengths(chunks)) >= min_s - frame, (tl.duration_s, min_s, max_s)
 
 
+# --- scan windows ----------------------------------------------------------------------
+
+def windowed_cuts(tl, scenes, **lengths):
+    """What a windowed scan of a source whose cuts are ``scenes`` finds: the
+    cuts inside the windows ``scan_windows`` gives, round after round until
+    it gives none (None: the whole source). Returns (cuts, rounds, scanned)."""
+    windows = cuts.scan_windows(tl, **lengths)
+    if windows is None:
+        return sorted(scenes), 0, None
+    origin, found, scanned, rounds = tl.pts_s[0], set(), [], 0
+    while windows:
+        rounds += 1
+        assert rounds <= 6, (windows, scanned)
+        for a, b in windows:
+            assert 0 <= a < b <= tl.duration_s + 1e-9
+        assert windows == sorted(windows)
+        assert all(b1 < a2 for (_, b1), (a2, _) in zip(windows, windows[1:]))  # merged
+        found |= {i for i in scenes if any(a <= tl.pts_s[i] - origin <= b for a, b in windows)}
+        scanned += windows
+        windows = cuts.scan_windows(tl, **lengths, scene_frames=sorted(found), scanned=scanned)
+    return sorted(found), rounds, scanned
+
+
+def test_scan_windows_around_the_ideal_boundaries():
+    tl = cfr(600, 24)  # 20 chunks of 30 s; windows +-7.5 s: half the source
+    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120)
+    assert windows == [pytest.approx((t - 7.5, t + 7.5)) for t in range(30, 600, 30)]
+    # 10 chunks of 0.4 s: 9 windows of 0.2 s, each 0.5 s more: the whole source.
+    assert cuts.scan_windows(cfr(4, 24), target_s=0.4, min_s=0.1, max_s=1) is None
+    # 5 workers: 20 chunks (4 each); 1 worker: 5 chunks of 120 s, windows of +-7.5 s.
+    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1)
+    assert windows == [pytest.approx((t - 7.5, t + 7.5)) for t in (120, 240, 360, 480)]
+    # Overlapping windows merge.
+    tl = cfr(40, 24)
+    windows = cuts.scan_windows(tl, target_s=4, min_s=1, max_s=200, workers=1)  # 4 chunks of 10 s
+    assert windows == [pytest.approx((t - 1, t + 1)) for t in (10, 20, 30)]
+    # One chunk: nothing to scan.
+    assert cuts.scan_windows(cfr(3, 24), target_s=1, min_s=2, max_s=10) == []
+    assert cuts.scan_windows(cfr(30, 24), target_s=30, min_s=2, max_s=120) == []
+    # Already scanned: nothing left.
+    tl = cfr(600, 24)
+    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1)
+    assert cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1,
+                             scanned=windows) == []
+    with pytest.raises(ValueError):
+        cuts.scan_windows(tl, target_s=0, min_s=2, max_s=120)
+
+
+def test_scan_windows_follow_a_split():
+    """Cuts that stretch a chunk past max_s make the planner split it, at
+    times the first windows did not hold: a second round scans there, and
+    the plan is the whole scan's."""
+    tl = cfr(48, 24)  # 4 chunks of 12 s (max 13): windows 9-15, 21-27, 33-39 s
+    lengths = dict(target_s=12, min_s=1, max_s=13, workers=1)
+    # Cuts at 9.1 s and 26.9 s make a 17.8 s chunk, split at 18 s, where a
+    # cut at 17 s waits.
+    scenes = [int(9.1 * 24), int(26.9 * 24), 17 * 24]
+    found, rounds, scanned = windowed_cuts(tl, scenes, **lengths)
+    assert rounds == 2 and sorted(found) == sorted(scenes)
+    plan = cuts.plan_chunks(tl, scenes, **lengths)
+    assert 17 * 24 in [c.start_frame for c in plan]
+    assert cuts.plan_chunks(tl, found, **lengths) == plan
+
+
+def test_windowed_plans_are_the_whole_scans_over_many_random_sources():
+    import random
+
+    rng = random.Random(1313)
+    windowed = rounds2 = 0
+    for _ in range(300):
+        fps = rng.choice([Fraction(24), Fraction(25), Fraction(30000, 1001)])
+        tl = cfr(rng.uniform(5, 900), fps) if rng.random() < 0.8 else \
+            vfr([(24, rng.randint(50, 3000)), (30, rng.randint(50, 3000))], origin=1.4)
+        scenes = sorted(rng.sample(range(1, tl.frames), min(tl.frames - 1, rng.randint(0, 200))))
+        min_s = rng.uniform(0.5, 5)
+        max_s = rng.uniform(2 * min_s + 1, 150)
+        target_s = rng.uniform(min_s, max_s * 2)
+        lengths = dict(target_s=target_s, min_s=min_s, max_s=max_s,
+                       workers=rng.choice([None, 1, 2, 3, 16]))
+        found, rounds, scanned = windowed_cuts(tl, scenes, **lengths)
+        if scanned is not None:
+            windowed += 1
+            rounds2 += rounds > 1
+            covered = sum(b - a for a, b in scanned)
+            assert covered <= tl.duration_s
+        assert cuts.plan_chunks(tl, found, **lengths) == cuts.plan_chunks(tl, scenes, **lengths)
+    assert windowed > 100 and rounds2 > 5, (windowed, rounds2)
+
+
 def test_grid_boundaries_cfr():
     tl = cfr(61, 24)
     chunks = cuts.plan_chunks(tl, [100, 500], target_s=10, min_s=2, max_s=30, grid_s=2)
