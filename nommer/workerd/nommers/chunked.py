@@ -12,8 +12,9 @@ Three kinds of run share this code, told apart by ``Job.chunks``:
 
 1. **Plan** (an attempt at the job with no plan yet): remux a TS/PS/AVI
    source to Matroska (stored in the work area as ``source.mkv``), read the
-   frame timeline, find scene cuts (not for ladders: their cuts lie on the
-   2 s keyframe grid so segments map onto chunks), ``cuts.plan_chunks``; store
+   frame timeline, find scene cuts (only in the windows the planner looks in,
+   ``cuts.scan_windows``; not for ladders: their cuts lie on the 2 s keyframe
+   grid so segments map onto chunks), ``cuts.plan_chunks``; store
    the plan, queue one task per chunk, raise ``ChunksQueued``. A plan of one
    chunk is not worth it: the job is encoded whole. An attempt that finds a
    plan with unfinished chunks (a retried job, a planner that died after
