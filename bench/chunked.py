@@ -10,7 +10,9 @@
 
    * one worker, unchunked: ``outputs.mp4.plan`` (video and audio in one run), timed whole;
    * split: ffprobe of the source (``SourceInfo``), ``chunks.frames.probe_argv`` + ``parse``
-     (the frame timeline), ``chunks.scenes.plan`` + ``parse`` (scene cuts on a 320-pixel proxy),
+     (the frame timeline), ``chunks.cuts.scan_windows`` + ``chunks.scenes.plan_windows`` +
+     ``parse_windows`` (scene cuts on a 320-pixel proxy, in the windows the planner looks in, as
+     the worker scans; ``scenes.plan`` of the whole source is timed too, for comparison),
      ``chunks.cuts.plan_chunks`` for 2 workers with the default lengths (CHUNK_TARGET_S 30,
      CHUNK_MIN_S 2, CHUNK_MAX_S 120, and 2-4 chunks per worker: 4 chunks of 15 s);
    * chunk tasks: ``chunks.encode.plan`` of each chunk for the ``chunks.tracks.mp4_track`` of the
@@ -271,13 +273,39 @@ def main():
         timeline_s = time.monotonic() - t0
         found = os.path.join(work, "scenes.txt")
         step = scenes.plan(src, found, ffmpeg_bin=FFMPEG, expected_s=timeline.duration_s)
-        scan_wall, scan_cpu = run(step.argv, step.what)  # as the worker runs it (threads: auto)
-        t0 = time.monotonic()
+        whole_scan_wall, _ = run(step.argv, step.what)  # the whole source, for comparison
         with open(found, encoding="utf-8") as f:
-            scene_frames = scenes.parse(f.read(), timeline)
-        plan = cuts.plan_chunks(timeline, scene_frames, target_s=defaults.CHUNK_TARGET_S,
-                                min_s=defaults.CHUNK_MIN_S, max_s=defaults.CHUNK_MAX_S, workers=2)
-        plan_s = time.monotonic() - t0
+            whole_scene_frames = scenes.parse(f.read(), timeline)
+        # As the planner scans (nommers.chunked._scene_cuts): the windows plan_chunks looks in.
+        lengths = dict(target_s=defaults.CHUNK_TARGET_S, min_s=defaults.CHUNK_MIN_S,
+                       max_s=defaults.CHUNK_MAX_S, workers=2)
+        scan_wall, plan_s, t0 = 0.0, 0.0, time.monotonic()
+        windows = cuts.scan_windows(timeline, **lengths)
+        scene_frames, scanned = [], []
+        if windows is None:
+            scan_wall, scene_frames, windows = whole_scan_wall, whole_scene_frames, []
+        plan_s += time.monotonic() - t0
+        for rounds in range(3):
+            if not windows:
+                break
+            out = f"{found}.{rounds}"
+            for wstep in scenes.plan_windows(src, out, windows, timeline, ffmpeg_bin=FFMPEG):
+                scan_wall += run(wstep.argv, wstep.what)[0]  # threads: auto, as the worker
+            t0 = time.monotonic()
+            texts = []
+            for k in range(len(windows)):
+                with open(scenes.window_path(out, k), encoding="utf-8") as f:
+                    texts.append(f.read())
+            scene_frames = sorted(set(scene_frames) | set(scenes.parse_windows(texts, timeline, windows)))
+            scanned += windows
+            windows = cuts.scan_windows(timeline, **lengths, scene_frames=scene_frames, scanned=scanned)
+            plan_s += time.monotonic() - t0
+        t0 = time.monotonic()
+        plan = cuts.plan_chunks(timeline, scene_frames, **lengths)
+        plan_s += time.monotonic() - t0
+        assert plan == cuts.plan_chunks(timeline, whole_scene_frames, **lengths)
+        scan_what = (f"{len(scanned)} windows, {sum(b - a for a, b in scanned):.1f} s of "
+                     f"{timeline.duration_s:.1f} s" if scanned else "the whole source")
         split_s = probe_s + timeline_s + scan_wall + plan_s
         track = tracks_mod.mp4_track(spec, source, "o0", timeline=timeline)
         fps = timeline.fps
@@ -318,11 +346,14 @@ def main():
         step = concat.plan(list_path, joined, ffmpeg_bin=FFMPEG, expected_s=timeline.duration_s)
         join_wall, _ = run(step.argv, step.what)
         verify_wall = 0.0
-        for step in verify.plan(joined, plan, track, input_path=src, ffmpeg_bin=FFMPEG,
-                                work_dir=k2_dir, fps=fps):
+        verify_args = dict(input_path=src, ffmpeg_bin=FFMPEG, work_dir=k2_dir, fps=fps,
+                           timeline=timeline)
+        for step in verify.plan(joined, plan, track, **verify_args):
             w, _ = run(step.argv, step.what)
             verify_wall += w
         t0 = time.monotonic()
+        for step in verify.fallback_steps(joined, plan, track, **verify_args):
+            verify_wall += run(step.argv, step.what)[0]
         verify.verify(plan, track, work_dir=k2_dir, fps=fps)
         verify_wall += time.monotonic() - t0
         merge_s = join_wall + verify_wall
@@ -374,9 +405,12 @@ def main():
                    f"{k2_sum / (2 * k2_wall):.3f} x {k1_sum / k2_sum:.3f}; the best split of these "
                    f"{len(plan)} chunks over 2 workers would take {fmt(best, 's')} "
                    f"(balance {k2_sum / (2 * best):.3f})")
-        report.row("split: probe / frame list / scene cuts (ffmpeg, default threads) / planning",
+        report.row(f"split: probe / frame list / scene cuts (ffmpeg, default threads; {scan_what}) "
+                   "/ planning",
                    f"{fmt(probe_s, 's')} / {fmt(timeline_s, 's')} / {fmt(scan_wall, 's')} / "
                    f"{fmt(plan_s, 's')} = {fmt(split_s, 's')}")
+        report.row("  scene cuts of the whole source (the scan before windows; same plan)",
+                   fmt(whole_scan_wall, 's'))
         report.row("merge: join (concat copy) / verify (timestamps + PSNR at the cuts)",
                    f"{fmt(join_wall, 's')} / {fmt(verify_wall, 's')} = {fmt(merge_s, 's')}")
         report.row("audio (mp4.plan with the joined video: the audio encoded once, alone; then the "

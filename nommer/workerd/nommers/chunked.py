@@ -284,9 +284,16 @@ class ChunkedOutputs:
             return await self._queue_again_forced(again, missing)
         offset_s = float(chunks[0].get("offset_s") or 0.0)
         fps = chunk_fps(chunks[0])
-        # A VFR track is checked frame by frame against the source's own times.
-        timeline = None if fps is not None else await frames.read_timeline(
-            self.reactor, self.settings, job.source_path, display_name="source")
+        # The file the chunks were cut from (a TS source's Matroska copy): the verify seeks in it
+        # and picks the frames around each join by its timeline's times (a VFR track's are also
+        # checked against them).
+        cut_from = job.source_path
+        if chunks[0].get("input"):
+            cut_from = os.path.join(job.work_dir, MEZZANINE_NAME)
+            if not os.path.exists(cut_from):
+                await area.get(chunks[0]["input"], cut_from)
+        timeline = await frames.read_timeline(self.reactor, self.settings, cut_from,
+                                              display_name="source")
         joined = {}
         for pos, tracks in chunked.items():
             paths = []
@@ -300,7 +307,7 @@ class ChunkedOutputs:
                                    expected_s=job.source.duration_s)
                 await self._run_step(job, step, readable=tuple(
                     fetched[(c.index, track.key)] for c in plan) + (list_path,))
-                await self._verify(job, track, out, plan, fps, timeline)
+                await self._verify(job, track, out, plan, fps, timeline, cut_from)
                 paths.append(out)
             joined[pos] = (paths, offset_s)
         return joined
@@ -313,11 +320,17 @@ class ChunkedOutputs:
         await self._record(EventKind.CHUNK, f"checkpoints of chunks {missing} missing: encoding them again")
         await self._send([c for c in chunks if c["index"] in missing])
 
-    async def _verify(self, job, track, joined_path, plan, fps, timeline=None):
+    async def _verify(self, job, track, joined_path, plan, fps, timeline, cut_from):
         """The checks of a joined track before the job may finish
-        (``chunks.verify``); raises ``PermanentJobError`` with the first problem."""
-        for step in verify.plan(joined_path, plan, track, input_path=job.source_path,
-                                ffmpeg_bin=self.settings.FFMPEG_BIN, work_dir=job.work_dir, fps=fps):
+        (``chunks.verify``: windows around each join, seeked in ``cut_from``,
+        then again from the start for any a seek missed); raises
+        ``PermanentJobError`` with the first problem."""
+        args = dict(input_path=cut_from, ffmpeg_bin=self.settings.FFMPEG_BIN, work_dir=job.work_dir,
+                    fps=fps, timeline=timeline)
+        for step in verify.plan(joined_path, plan, track, **args):
+            await self._run_step(job, step, readable=(joined_path,))
+        again = await self._in_thread(lambda: verify.fallback_steps(joined_path, plan, track, **args))
+        for step in again:
             await self._run_step(job, step, readable=(joined_path,))
         await self._in_thread(lambda: verify.verify(plan, track, work_dir=job.work_dir, fps=fps,
                                                     timeline=timeline))

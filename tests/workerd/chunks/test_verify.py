@@ -6,6 +6,7 @@ duplicating each chunk's first frame) are caught by the alignment check;
 the chunked encode matches a single encode in bitrate and PSNR."""
 
 import os
+import re
 import subprocess
 from fractions import Fraction
 
@@ -13,7 +14,7 @@ import attr
 import pytest
 
 from nommer.core.errors import PermanentJobError
-from nommer.workerd.chunks import concat, encode, tracks, verify
+from nommer.workerd.chunks import concat, encode, frames, tracks, verify
 from nommer.workerd.chunks.model import Chunk, Timeline, VideoTrack
 from nommer.workerd.outputs import quality
 from tests.workerd.chunks import chunking, sources
@@ -33,7 +34,7 @@ def scenes(tmp_path_factory):
     return src, tl, chunking.make_chunks(tl, sources.scene_cut_frames(duration_s=8)), track
 
 
-def chunked(src, chunks, track_list, work_dir, fps, mangle=None):
+def chunked(src, chunks, track_list, work_dir, fps, mangle=None, tl=None):
     """Encode, join and verify-run: ``{key: joined path}``. ``mangle(argv, chunk)``
     changes each chunk's argv (a deliberately wrong chunking)."""
     work_dir = str(work_dir)
@@ -50,10 +51,31 @@ def chunked(src, chunks, track_list, work_dir, fps, mangle=None):
                                        _duration(c, track, fps)) for c in chunks]))
         joined[track.key] = os.path.join(work_dir, f"{track.key}.mp4")
         chunking.run(concat.plan(list_path, joined[track.key], ffmpeg_bin="ffmpeg").argv)
-        for step in verify.plan(joined[track.key], chunks, track, input_path=src,
-                                ffmpeg_bin="ffmpeg", work_dir=work_dir, fps=fps):
-            chunking.run(step.argv)
+        run_verify(joined[track.key], chunks, track, src, work_dir, fps, tl)
     return joined
+
+
+def run_verify(path, chunks, track, src, work_dir, fps, tl=None, *, fallback=True):
+    """Run verify's steps on ``path`` as the merge does (the fallback's too,
+    unless ``fallback`` is False); returns ``{step what: frames decoded}``
+    (every input stream's, from ffmpeg's verbose final statistics)."""
+    tl = tl or chunking.timeline(src)
+    args = dict(input_path=src, ffmpeg_bin="ffmpeg", work_dir=str(work_dir), fps=fps, timeline=tl)
+    decoded = {}
+    steps = verify.plan(path, chunks, track, **args)
+    for step in steps:
+        decoded[step.what] = _decoded(chunking.run(step.argv[:1] + ["-v", "verbose"] + step.argv[1:]))
+    for step in verify.fallback_steps(path, chunks, track, **args) if fallback else ():
+        decoded[step.what] = _decoded(chunking.run(step.argv[:1] + ["-v", "verbose"] + step.argv[1:]))
+    return decoded
+
+
+def _decoded(done):
+    """Frames decoded by every input stream of a finished ffmpeg run (its
+    verbose final statistics: "Input stream #0:0 (video): ... 45 frames decoded")."""
+    text = done.stderr.decode(errors="replace")
+    found = re.findall(r"Input stream #\d+:\d+ \(video\): .*?(\d+) frames decoded", text)
+    return sum(int(n) for n in found)
 
 
 def _duration(chunk, track, fps):
@@ -161,9 +183,12 @@ def test_an_fps_capped_track_is_compared_through_the_same_fps_filter(tmp_path):
     chunked(src, chunks, [capped, full], tmp_path / "w", tl.fps)
     for track in (capped, full):
         assert verify.check(chunks, track, work_dir=str(tmp_path / "w"), fps=tl.fps) == []
-    graph = verify.psnr_graph(chunks, capped, fps=tl.fps, log_path="/x/log")
-    assert "[1:V:0]fps=30/1,scale=64:36,format=gray,settb=1/30,setpts=N" in graph
-    assert "[0:v:0]scale=64:36,format=gray,settb=1/30,setpts=N" in graph
+    steps = verify.plan("/w/o1.mp4", chunks, capped, input_path=src, ffmpeg_bin="ffmpeg",
+                        work_dir=str(tmp_path / "x"), fps=tl.fps, timeline=tl)
+    graph = steps[1].argv[steps[1].argv.index("-filter_complex") + 1]
+    # The source's window through the track's fps filter, then the window's output frames.
+    assert ",fps=30/1,select='between(t," in graph
+    assert graph.count("scale=64:36,format=gray,settb=1/30") == 6  # both sides, 3 joins
     total, joins = verify.track_frames(chunks, capped, tl.fps)
     assert total == 90 and joins == [c // 2 for c in (chunks[1].start_frame,
                                                       chunks[2].start_frame,
@@ -287,15 +312,39 @@ def test_check_reads_missing_lists_as_a_sentence(tmp_path):
 def test_plan_steps_read_only_what_they_need(tmp_path):
     c = [Chunk(index=i, start_frame=24 * i, frames=24, start_s=float(i), end_s=float(i + 1),
                seek_s=i - 1 / 48 if i else 0.0, duration=Fraction(1)) for i in range(3)]
+    tl = Timeline(pts_s=tuple(i / 24 for i in range(72)), start_s=0.0, end_s=3.0, fps=Fraction(24))
     track = VideoTrack(key="p0r2", chain="scale=64:36", args=(), fps=Fraction(24))
     steps = verify.plan("/w/p0r2.mp4", c, track, input_path="/src.mkv", ffmpeg_bin="ffmpeg",
-                        work_dir=str(tmp_path), fps=Fraction(24))
+                        work_dir=str(tmp_path), fps=Fraction(24), timeline=tl)
     assert [s.readable for s in steps] == [("/w/p0r2.mp4",), ("/w/p0r2.mp4", "/src.mkv")]
     assert not any(s.capped for s in steps)
-    assert all(s.expected_s == 3.0 for s in steps)
-    assert "between(pts,21,26)+between(pts,45,50)" in steps[1].argv[
-        steps[1].argv.index("-filter_complex") + 1]
+    argv = steps[1].argv
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "between(pts,21,26)+between(pts,45,50)" in graph
+    # Each window: the track's frames 21..26 and the source's 20..27, picked by time.
+    assert "[0:v:0]select='between(t,0.854167,1.104167)'" in graph
+    assert "[1:V:0]select='between(t,0.812500,1.145833)'" in graph
+    assert "setpts=N+21[d0]" in graph and "setpts=N+20[s0]" in graph
+    # Two inputs per window, each read for a few seconds only (-t); the video seeked to its
+    # window, the source to PREROLL_S before it (not before 0: no -ss).
+    assert argv.count("-i") == 4 and argv.count("-t") == 4
+    assert argv[5:11] == ["-ss", "0.854167", "-t", "0.500000", "-i", "/w/p0r2.mp4"]
+    assert argv[11:15] == ["-t", "1.395833", "-i", "/src.mkv"]
+    assert "-copyts" in argv
     assert os.path.isdir(os.path.join(str(tmp_path), verify.RAW_DIR))
+    # Windows closer than the source frames they need are one window; 8 joins a run.
+    many = [Chunk(index=i, start_frame=24 * i, frames=24, start_s=float(i), end_s=float(i + 1),
+                  seek_s=0.0, duration=Fraction(1)) for i in range(20)]
+    long_tl = Timeline(pts_s=tuple(i / 24 for i in range(480)), start_s=0.0, end_s=20.0,
+                       fps=Fraction(24))
+    steps = verify.plan("/w/p0r2.mp4", many, track, input_path="/src.mkv", ffmpeg_bin="ffmpeg",
+                        work_dir=str(tmp_path), fps=Fraction(24), timeline=long_tl)
+    assert len(steps) == 1 + 3 and steps[-1].argv.count("-i") == 2 * 3
+    assert "-ss" in steps[-1].argv
+    assert verify.spans([Chunk(index=i, start_frame=s, frames=n, start_s=0.0, end_s=0.0,
+                               seek_s=0.0, duration=Fraction(n, 24))
+                         for i, (s, n) in enumerate([(0, 10), (10, 5), (15, 30)])],
+                        track, Fraction(24)) == [(7, 17)]
 
 
 def test_frame_count_of_a_real_file_is_checked(scenes, tmp_path):
@@ -305,8 +354,82 @@ def test_frame_count_of_a_real_file_is_checked(scenes, tmp_path):
     short = str(tmp_path / "short.mp4")
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", joined, "-map", "0:v", "-c", "copy",
                     "-frames:v", str(tl.frames - 1), short], check=True)
-    for step in verify.plan(short, chunks, track, input_path=src, ffmpeg_bin="ffmpeg",
-                            work_dir=str(tmp_path), fps=tl.fps):
-        chunking.run(step.argv)
+    run_verify(short, chunks, track, src, tmp_path, tl.fps, tl)
     problems = verify.check(chunks, track, work_dir=str(tmp_path), fps=tl.fps)
     assert problems[0] == f"the video has {tl.frames - 1} frames, {tl.frames} expected"
+
+
+def test_only_the_windows_around_the_joins_are_decoded(tmp_path):
+    """A 60 s source (keyframes every 2 s) cut in 4 chunks: the alignment runs
+    decode a few seconds around each join of the track and of the source,
+    not the 2 x 1440 frames of both files (counted by ffmpeg)."""
+    src = sources.make_scenes(str(tmp_path), "long.mp4", width=160, height=90, duration_s=60,
+                              audio=False, preset="ultrafast",
+                              extra_args=("-force_key_frames", "expr:gte(t,n_forced*2)"))
+    tl = chunking.timeline(src)
+    assert tl.frames == 1440
+    track = tracks.mp4_track(SPEC, media.probe(src), "o0", timeline=tl)
+    chunks = chunking.make_chunks(tl, sources.scene_cut_frames(duration_s=60))
+    work = tmp_path / "w"
+    joined = chunked(src, chunks, [track], work, tl.fps, tl=tl)["o0"]
+    assert verify.check(chunks, track, work_dir=str(work), fps=tl.fps) == []
+    decoded = run_verify(joined, chunks, track, src, work, tl.fps, tl)
+    aligned = sum(n for what, n in decoded.items() if "alignment" in what)
+    assert list(decoded) == ["verify o0 (timestamps)", "verify o0 (alignment)"]
+    # Per join: the source from a keyframe (<= 2 s) before the pre-roll, the video from one
+    # before its window, each window and its -t slack.
+    per_join_s = (2 + verify.PREROLL_S + 0.5) + (2 + verify.TRACK_PREROLL_S + 0.5)
+    assert 0 < aligned <= 3 * 24 * per_join_s, decoded
+    assert aligned < 0.2 * 2 * tl.frames, decoded
+
+
+def test_windows_of_a_ts_source_come_from_its_matroska_copy(tmp_path):
+    """A TS source is remuxed to Matroska (as the plan does); the chunks and
+    the alignment windows are both cut from that copy, seeking in it."""
+    ts = sources.make_ts(str(tmp_path), audio=True)
+    mkv = str(tmp_path / "source.mkv")
+    chunking.run(frames.remux_step(ts, mkv, "ffmpeg").argv)
+    tl = chunking.timeline(mkv)
+    track = tracks.mp4_track(SPEC, media.probe(ts), "o0", timeline=tl)
+    chunks = chunking.make_chunks(tl, sources.scene_cut_frames(duration_s=8))
+    work = tmp_path / "w"
+    joined = chunked(mkv, chunks, [track], work, tl.fps, tl=tl)["o0"]
+    steps = verify.plan(joined, chunks, track, input_path=mkv, ffmpeg_bin="ffmpeg",
+                        work_dir=str(tmp_path / "plan"), fps=tl.fps, timeline=tl)
+    argv = steps[1].argv
+    inputs = [argv[i + 1] for i, a in enumerate(argv) if a == "-i"]
+    assert inputs == [joined, mkv] * 3 and ts not in argv
+    # The last window's source input seeks in the copy (the first ones start at 0).
+    last = len(argv) - 1 - argv[::-1].index(mkv)
+    assert argv[last - 5] == "-ss" and float(argv[last - 4]) > 0
+    assert verify.fallback_steps(joined, chunks, track, input_path=mkv, ffmpeg_bin="ffmpeg",
+                                 work_dir=str(work), fps=tl.fps, timeline=tl) == []
+    assert verify.check(chunks, track, work_dir=str(work), fps=tl.fps) == []
+    psnr = verify.read_psnr_log(verify.raw_paths(str(work), "o0")["psnr"])
+    assert len(psnr) == 3 * 6 and min(psnr.values()) > 35
+
+
+def test_a_seek_landing_after_its_window_falls_back_to_decoding_from_the_start(
+        scenes, tmp_path, monkeypatch):
+    """With a negative pre-roll every seek lands half a second inside its
+    window: the windows come out short, which is told apart from a shift;
+    the fallback run decodes them from the start and the track passes."""
+    src, tl, chunks, track = scenes
+    joined = chunked(src, chunks, [track], tmp_path, tl.fps, tl=tl)["o0"]
+    monkeypatch.setattr(verify, "PREROLL_S", -0.5)
+    decoded = run_verify(joined, chunks, track, src, tmp_path, tl.fps, tl, fallback=False)
+    problems = verify.check(chunks, track, work_dir=str(tmp_path), fps=tl.fps)
+    a = chunks[1].start_frame
+    assert problems[0].startswith(f"chunk join at frame {a} ({a / 24:.3f} s): its frames could "
+                                  "not all be decoded ("), problems
+    assert not shifted(problems), problems
+    decoded = run_verify(joined, chunks, track, src, tmp_path, tl.fps, tl)
+    assert "verify o0 (alignment from the start, 3 windows)" in decoded
+    assert verify.check(chunks, track, work_dir=str(tmp_path), fps=tl.fps) == []
+    # The same late seeks on a wrongly cut track: the fallback still finds the shift.
+    late = [attr.evolve(c, seek_s=tl.pts_s[c.start_frame] - tl.start_s + 0.001) if c.index == 1
+            else c for c in chunks]
+    wrong = chunked(src, late, [track], tmp_path / "late", tl.fps, tl=tl)["o0"]
+    run_verify(wrong, late, track, src, tmp_path / "late", tl.fps, tl)
+    problems = verify.check(late, track, work_dir=str(tmp_path / "late"), fps=tl.fps)
+    assert problems and shifted(problems) == problems, problems
