@@ -1,5 +1,5 @@
-// The job page (#/job/<id>): its fields, its event log (GET /job/<id>/events), its outputs with
-// links, and a player for HLS, DASH and MP4 outputs; kept live by the event stream.
+// The job page (#/job/<id>): its fields, a chunked job's chunks, its event log (GET /job/<id>/events),
+// its outputs with links, and a player for HLS, DASH and MP4 outputs; kept live by the event stream.
 
 import {api} from "./api.js";
 import {syncActions} from "./actions.js";
@@ -39,6 +39,17 @@ function outputFacts(output) {
   return facts;
 }
 
+/** A chunk's span of the source: "12.0–24.0 s" (seconds, one decimal). */
+export function chunkSpan(chunk) {
+  const s = (v) => (typeof v === "number" ? v.toFixed(1) : "?");
+  return `${s(chunk.start_s)}–${s(chunk.end_s)} s`;
+}
+
+/** A chunked job's plan (``job.chunks``, in order) or null for a job encoded whole (or not planned yet). */
+function chunksOf(job) {
+  return Array.isArray(job.chunks) && job.chunks.length ? job.chunks : null;
+}
+
 export class JobView {
   constructor(root, ctx, jobId) {
     this.root = root;
@@ -50,12 +61,17 @@ export class JobView {
     this.waiting = [];
     this.player = null;
     this.outputsKey = null;
+    this.chunksKey = null;
+    this.chunkRows = new Map();  // chunk index -> {key, tr}: a row is rebuilt only when its chunk changed
+    this.refreshing = false;
+    this.refreshAgain = false;
   }
 
   mount() {
     this.status = h("p", {class: "muted", role: "status"}, "Loading the job…");
     this.summary = h("dl", {class: "fields two"});
     this.actions = h("div", {class: "actions"});
+    this.chunksBox = h("div");  // holds the Chunks section when the job has chunks
     this.outputs = h("div");
     this.playerBox = h("div", {class: "player", id: "player"});
     this.eventsBody = h("tbody");
@@ -69,6 +85,7 @@ export class JobView {
       this.status,
       h("section", {"aria-labelledby": "h-summary"}, h("h2", {id: "h-summary", class: "visually-hidden"}, "Fields"),
         this.summary),
+      this.chunksBox,
       h("section", {"aria-labelledby": "h-outputs"}, h("h2", {id: "h-outputs"}, "Outputs"), this.outputs,
         this.playerBox),
       h("section", {"aria-labelledby": "h-events"}, h("h2", {id: "h-events"}, "Event log"), this.eventsNote,
@@ -150,7 +167,74 @@ export class JobView {
       this.job = answer;
       this.render();
     });
+    this.renderChunks();
     this.renderOutputs();
+  }
+
+  /** The Chunks section: one row per chunk of ``job.chunks``; none for a job encoded whole. Rows whose chunk
+   * did not change are kept as they are (an update elsewhere in the job never rebuilds the table). */
+  renderChunks() {
+    const chunks = chunksOf(this.job);
+    const key = chunks ? JSON.stringify(chunks) : null;
+    if (key === this.chunksKey) return;
+    this.chunksKey = key;
+    if (!chunks) {
+      replaceChildren(this.chunksBox);
+      this.chunksSection = null;
+      this.chunkRows = new Map();
+      return;
+    }
+    if (!this.chunksSection) {
+      this.chunksBody = h("tbody");
+      this.chunksNote = h("p", {class: "muted small", id: "chunks-note"});
+      this.chunksSection = h("section", {"aria-labelledby": "h-chunks", class: "chunks"},
+        h("h2", {id: "h-chunks"}, "Chunks"), this.chunksNote,
+        h("div", {class: "table-wrap"},
+          h("table", {class: "chunks cards-on-phone", "aria-describedby": "chunks-note"},
+            h("caption", {class: "visually-hidden"}, "The job's chunks, in the order of the source"),
+            h("thead", {}, h("tr", {}, ["Chunk", "Span", "Frames", "State", "Attempts", "Worker", "Progress",
+                                        "Details"].map((c) => h("th", {scope: "col"}, c)))),
+            this.chunksBody)));
+      replaceChildren(this.chunksBox, this.chunksSection);
+      this.chunkRows = new Map();
+    }
+    const sameIndexes = chunks.length === this.chunkRows.size && chunks.every((c) => this.chunkRows.has(c.index));
+    const rows = new Map();
+    for (const chunk of chunks) {
+      const rowKey = JSON.stringify(chunk);
+      const old = sameIndexes ? this.chunkRows.get(chunk.index) : null;
+      if (old && old.key === rowKey) {
+        rows.set(chunk.index, old);
+        continue;
+      }
+      const tr = this.chunkRow(chunk);
+      if (old) old.tr.replaceWith(tr);
+      rows.set(chunk.index, {key: rowKey, tr});
+    }
+    if (!sameIndexes) replaceChildren(this.chunksBody, [...rows.values()].map((r) => r.tr));  // a new plan
+    this.chunkRows = rows;
+    const finished = chunks.filter((c) => c.state === "FINISHED").length;
+    const encoding = chunks.filter((c) => c.state === "ENCODING").length;
+    const frames = chunks.reduce((n, c) => n + (c.frames || 0), 0);
+    this.chunksNote.textContent = `${finished} of ${chunks.length} chunk${chunks.length === 1 ? "" : "s"} finished`
+      + (encoding ? `, ${encoding} encoding` : "") + ` (${frames} frames in all).`;
+  }
+
+  chunkRow(chunk) {
+    const cell = (label, ...content) => h("td", {"data-label": label}, ...content);
+    const num = (label, value) => h("td", {"data-label": label, class: "num"}, value ?? "—");
+    const progress = progressEl({progress: chunk.state === "FINISHED" ? 100 : chunk.progress, job_state: chunk.state},
+                                `Progress of chunk ${chunk.index}`);
+    return h("tr", {dataset: {index: String(chunk.index), state: chunk.state || ""}},
+      h("th", {scope: "row", "data-label": "Chunk"}, String(chunk.index)),
+      cell("Span", h("span", {class: "nowrap", title: `${chunk.start_s} to ${chunk.end_s} seconds of the source`},
+                     chunkSpan(chunk))),
+      num("Frames", chunk.frames),
+      cell("State", stateBadge(chunk.state)),
+      num("Attempts", chunk.attempts ?? 0),
+      cell("Worker", h("span", {class: "mono small"}, chunk.worker_id || "—")),
+      cell("Progress", progress),
+      cell("Details", h("span", {class: "break"}, chunk.details || "")));
   }
 
   renderOutputs() {
@@ -280,7 +364,11 @@ export class JobView {
       this.job = {...this.job, ...event.job};
       this.render();
     }
-    if (event.kind === "retry" || (event.kind === "state" && FINAL_STATES.has(event.state))) this.refresh();
+    // The stream's rows carry no chunks: a chunk or merge event (and, for a chunked job, a progress
+    // milestone: the chunks' progress) reads the whole job again.
+    if (event.kind === "retry" || event.kind === "chunk" || event.kind === "merge"
+        || (event.kind === "progress" && chunksOf(this.job))
+        || (event.kind === "state" && FINAL_STATES.has(event.state))) this.refresh();
   }
 
   async catchUp() {
@@ -291,13 +379,26 @@ export class JobView {
     }
   }
 
-  /** Read the whole job again (its outputs and retries are not in the stream's rows). */
+  /** Read the whole job again (its outputs, chunks and retries are not in the stream's rows). One read at a
+   * time: asked again while one is under way, one more follows it (answers never arrive out of order). */
   async refresh() {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return;
+    }
+    this.refreshing = true;
     try {
-      this.job = (await api("GET", `job/${encodeURIComponent(this.jobId)}`)).job;
-      this.render();
-    } catch {
-      // kept as it was
+      do {
+        this.refreshAgain = false;
+        try {
+          this.job = (await api("GET", `job/${encodeURIComponent(this.jobId)}`)).job;
+          this.render();
+        } catch {
+          // kept as it was
+        }
+      } while (this.refreshAgain);
+    } finally {
+      this.refreshing = false;
     }
   }
 
