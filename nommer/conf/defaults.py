@@ -256,8 +256,9 @@ CHUNK_TARGET_S = 30.0
 #: Shortest and longest chunk, seconds (``chunking.min_s`` / ``max_s``).
 CHUNK_MIN_S = 2.0
 CHUNK_MAX_S = 120.0
-#: The planner aims at 2..4 chunks per worker (MAX_NUM_WORKERS), so a slow
-#: chunk does not gate the job, within the lengths above.
+#: The planner makes chunks of about CHUNK_TARGET_S, and at least 4 per
+#: worker (MAX_NUM_WORKERS) so a slow chunk does not gate the job, within
+#: the lengths above.
 
 #: Progress is written to the job store at most this often, seconds.
 PROGRESS_WRITE_INTERVAL_S = 1.0

@@ -105,16 +105,17 @@ def test_vfr_uses_real_timestamps():
     assert chunks[4].start_frame == 540
 
 
-def test_workers_give_two_to_four_chunks_each():
+def test_workers_give_at_least_four_chunks_each():
     tl = cfr(600, 24)
     count = lambda **kw: len(cuts.plan_chunks(tl, [], target_s=30, min_s=2, max_s=400, **kw))
     assert count() == 20
-    assert count(workers=1) == 4  # 20 clamped to 4 x 1
-    assert count(workers=4) == 16
-    assert count(workers=10) == 20
-    assert count(workers=20) == 40  # at least 2 x 20
-    # The length limits win: at most 120 s a chunk needs 5, at least 60 s allows 10.
-    assert len(cuts.plan_chunks(tl, [], target_s=30, min_s=2, max_s=120, workers=1)) == 5
+    assert count(workers=1) == 20  # the target's 20: more than 4 x 1
+    assert count(workers=4) == 20
+    assert count(workers=10) == 40  # at least 4 x 10
+    assert count(workers=20) == 80
+    assert len(cuts.plan_chunks(tl, [], target_s=300, min_s=2, max_s=400, workers=2)) == 8  # 2 by target
+    # The length limits win: at most 12 s a chunk needs 50, at least 60 s allows 10.
+    assert len(cuts.plan_chunks(tl, [], target_s=30, min_s=2, max_s=12, workers=1)) == 50
     assert len(cuts.plan_chunks(tl, [], target_s=30, min_s=60, max_s=400, workers=20)) == 10
 
 
@@ -203,12 +204,13 @@ def test_scan_windows_around_the_ideal_boundaries():
     assert windows == [pytest.approx((t - 7.5, t + 7.5)) for t in range(30, 600, 30)]
     # 10 chunks of 0.4 s: 9 windows of 0.2 s, each 0.5 s more: the whole source.
     assert cuts.scan_windows(cfr(4, 24), target_s=0.4, min_s=0.1, max_s=1) is None
-    # 5 workers: 20 chunks (4 each); 1 worker: 5 chunks of 120 s, windows of +-7.5 s.
-    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1)
-    assert windows == [pytest.approx((t - 7.5, t + 7.5)) for t in (120, 240, 360, 480)]
+    # 1 worker: the target's 20 chunks; 10 workers: 40 (4 each) of 15 s, windows of +-3.75 s.
+    assert cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1) == windows
+    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=10)
+    assert windows == [pytest.approx((t - 3.75, t + 3.75)) for t in range(15, 600, 15)]
     # Overlapping windows merge.
     tl = cfr(40, 24)
-    windows = cuts.scan_windows(tl, target_s=4, min_s=1, max_s=200, workers=1)  # 4 chunks of 10 s
+    windows = cuts.scan_windows(tl, target_s=4, min_s=10, max_s=200, workers=1)  # 4 chunks of 10 s
     assert windows == [pytest.approx((t - 1, t + 1)) for t in (10, 20, 30)]
     # One chunk: nothing to scan.
     assert cuts.scan_windows(cfr(3, 24), target_s=1, min_s=2, max_s=10) == []
@@ -368,7 +370,7 @@ def test_real_grid_chunks_are_frame_exact(made):
     check_invariants(tl, chunks)
     assert [c.start_s for c in chunks] == [0, 2, 4, 6]
     # 3 chunks: ideal boundaries at 2.67 s and 5.33 s snap to the grid (2 s, 6 s).
-    chunks = cuts.plan_chunks(tl, [], target_s=2.5, min_s=1, max_s=4, grid_s=2, workers=1)
+    chunks = cuts.plan_chunks(tl, [], target_s=2.5, min_s=1, max_s=4, grid_s=2)
     check_invariants(tl, chunks)
     assert [c.start_s for c in chunks] == [0, 2, 6]
     assert_chunks_exact(made["mp4"], made["mp4"], chunks)
