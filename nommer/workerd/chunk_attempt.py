@@ -272,6 +272,7 @@ class ChunkRunner:
             area = WorkArea(job.job_id, ctx.job_uri("dest_path"), self.settings, self.reactor)
             names = stored_names(job.chunks, *(c.get("input") for c in (job.chunks or ())[:1]))
             removed = await area.delete(names)
+            await self.worker.scratch.sources.drop(job.job_id)
             if removed:
                 self.log.info("job {job_id} canceled: removed {n} chunk file(s) from {where}",
                               job_id=job.job_id, n=removed, where=area.describe())

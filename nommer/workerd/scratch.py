@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from nommer.core.errors import NoSuchJob
 from nommer.core.paths import is_within
 from nommer.core.uri import as_media_uri
+from nommer.workerd.chunks.source_cache import SourceCache
 from nommer.workerd.nommers.base import NoScratchSpace
 
 #: A worker short of scratch space looks again this often, seconds.
@@ -118,6 +119,8 @@ class ScratchSpace:
     def __init__(self, settings, worker_id):
         self.settings = settings
         self.worker_id = worker_id
+        #: The sources chunk tasks share on this machine (``chunks.source_cache``).
+        self.sources = SourceCache(settings.SCRATCH_DIR)
         self._low_logged = False
         self._root_closed = False
 
@@ -226,6 +229,11 @@ class ScratchSpace:
             if stale:
                 await self.remove(os.path.join(root, name))
                 removed += 1
+        try:
+            removed += await self.sources.sweep(store)
+        except Exception as e:
+            if keep_logging():
+                self.log.warn("sweep of cached chunk sources stopped: {error}", error=str(e))
         if removed:
             self.log.info("removed {n} stale scratch director{ies} from {root}", n=removed,
                           ies="y" if removed == 1 else "ies", root=root)

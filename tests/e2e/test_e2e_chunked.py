@@ -115,7 +115,7 @@ def test_chunked_mp4_is_frame_exact_and_matches_a_single_encode(root):
     feederd = Feederd(root, MAX_NUM_WORKERS=2).start()
     try:
         job_id, job = run(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{root}/out/",
-                                    "outputs": [MP4], "chunking": {"target_s": 2, "min_s": 1}})
+                                    "outputs": [MP4], "chunking": {"target_s": 2, "min_s": 2}})
     finally:
         feederd.stop()
     assert job["job_state"] == "FINISHED", job
@@ -156,7 +156,7 @@ def test_chunked_hls_ladder_from_a_ts_source(root):
         _, job = run(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{root}/out/",
                                "outputs": [{"type": "hls", "ladder": ladder, "segment_s": 2,
                                             "encoder_preset": "veryfast"}, MP4],
-                               "chunking": {"target_s": 2, "min_s": 1}})
+                               "chunking": {"target_s": 2, "min_s": 2}})
     finally:
         feederd.stop()
     assert job["job_state"] == "FINISHED", job
@@ -241,7 +241,7 @@ def test_feederd_restarted_between_the_last_chunk_and_the_merge(root):
     feederd = Feederd(root, MAX_NUM_WORKERS=2).start()
     try:
         status, answer = submit(feederd, {"source_path": f"file://{src}", "dest_path": f"file://{root}/out/",
-                                          "outputs": [MP4], "chunking": {"target_s": 2, "min_s": 1}})
+                                          "outputs": [MP4], "chunking": {"target_s": 2, "min_s": 2}})
         job_id = answer["job_id"]
         feederd.wait_for(job_id, lambda j: j.get("chunks") and all(c["state"] == "FINISHED"
                                                                    for c in j["chunks"]),

@@ -25,7 +25,7 @@ from tests.workerd.worker_harness import WorkerHarness
 
 FPS, DURATION_S = 24, 8
 FRAMES = sources.total_frames(FPS, DURATION_S)
-CHUNKING = {"target_s": 2, "min_s": 1}
+CHUNKING = {"target_s": 2, "min_s": 2}  # 4 chunks of 2 s, however many workers the settings allow
 FAST_MP4 = {"type": "mp4", "name": "video.mp4", "crf": 23, "encoder_preset": "veryfast"}
 #: Slow enough (640x360, x264 "slow", several chunks at once) that a chunk
 #: seen ENCODING is still encoding a few seconds later.
@@ -127,6 +127,8 @@ class ChunkFailureTests(WorkerHarness, TestCase):
                 self.assertTrue(os.path.isfile(path), path)
 
         os.remove(source)
+        # The second worker stands for another machine: without this one's shared copy of the source.
+        await first.scratch.sources.drop(job.job_id)
         self.start_worker("second-worker")
         failed = await self.final(job.job_id)
         return source, failed, done

@@ -232,7 +232,7 @@ class ChunkedOutputs:
         options = self.validate_options(self.job.job_options, self.settings)
         record = self.job.chunks[index]
         area = self._work_area()
-        job = await self._prepare(options["outputs"], fetch=(area, record.get("input")))
+        job = await self._prepare(options["outputs"], cached=(area, record.get("input")), inputs=False)
         units = plan_units_of(options["outputs"])
         chunked = self._chunked_units(units, job.source, {**options, "chunking": {"mode": "on"}})
         tracks = [t for pos in sorted(chunked) for t in chunked[pos]]
@@ -288,10 +288,10 @@ class ChunkedOutputs:
         # and picks the frames around each join by its timeline's times (a VFR track's are also
         # checked against them).
         cut_from = job.source_path
-        if chunks[0].get("input"):
-            cut_from = os.path.join(job.work_dir, MEZZANINE_NAME)
-            if not os.path.exists(cut_from):
-                await area.get(chunks[0]["input"], cut_from)
+        name = chunks[0].get("input")
+        if name:
+            cut_from = await self.context.worker.scratch.sources.fetch(
+                self.job.job_id, self.job.retries, name, lambda local: area.get(name, local))
         timeline = await frames.read_timeline(self.reactor, self.settings, cut_from,
                                               display_name="source")
         joined = {}
@@ -311,6 +311,10 @@ class ChunkedOutputs:
                 paths.append(out)
             joined[pos] = (paths, offset_s)
         return joined
+
+    def _merge_progress(self, percent):
+        """Report the merge's ``percent`` (0..100) as the job's last 100 - CHUNKS_SHARE %."""
+        self.context.report_progress(CHUNKS_SHARE + percent * (100.0 - CHUNKS_SHARE) / 100.0)
 
     async def _queue_again_forced(self, chunks, missing):
         """Store ``chunks`` (the missing ones reset) and queue ``missing``;
@@ -361,6 +365,7 @@ class ChunkedOutputs:
         try:
             area = self._work_area()
             await area.delete(stored_names(chunks, chunks[0].get("input") if chunks else None))
+            await self.context.worker.scratch.sources.drop(self.job.job_id)
         except Exception:
             self.log.failure("job {job_id}: removing its chunk files failed", job_id=self.job.job_id)
 

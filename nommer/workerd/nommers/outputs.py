@@ -42,7 +42,7 @@ from nommer.core.uri import redact_uri
 from nommer.workerd import probe
 from nommer.core.chunking import all_finished
 from nommer.workerd.nommers.base import BaseNommer
-from nommer.workerd.nommers.chunked import CHUNKS_SHARE, ChunkedOutputs
+from nommer.workerd.nommers.chunked import ChunkedOutputs
 from nommer.workerd.nommers.ffmpeg import max_output_duration_s, sandboxed_output_size
 from nommer.workerd.nommers.ffmpeg_run import FFmpegRun
 from nommer.workerd.outputs import (audio, mp4, package, poster, source as source_info,
@@ -208,7 +208,8 @@ class OutputsNommer(ChunkedOutputs, BaseNommer):
         except InvalidJobSpec as e:
             raise PermanentJobError(f"invalid job options: {e.message}") from e
         outputs = options["outputs"]
-        job = await self._prepare(outputs)
+        # A chunked job's merge (or a planner run again) reads the copy its chunks shared.
+        job = await self._prepare(outputs, cached=(self._work_area(), None) if self.job.chunks else None)
         units = plan_units(outputs)
         chunked = self._chunked_units(units, job.source, options)
         merging = bool(chunked) and all_finished(self.job.chunks)
@@ -217,13 +218,10 @@ class OutputsNommer(ChunkedOutputs, BaseNommer):
             self.context.report_progress(0.0)
             await self._plan_chunks(job, units, chunked, options["chunking"])  # ChunksQueued, or one chunk
             chunked = {}
-        report = self.context.report_progress
         if merging:
             for pos, encoded in (await self._join_chunks(job, units, chunked)).items():
                 units[pos].encoded = encoded
-
-            def report(percent):
-                self.context.report_progress(CHUNKS_SHARE + percent * (100.0 - CHUNKS_SHARE) / 100.0)
+        report = self._merge_progress if merging else self.context.report_progress
         # A target's search adds quality (the achieved score is measured): measured too.
         quality_outputs = [i for i, spec in enumerate(outputs) if spec.get("quality") or spec.get("target")]
         vmaf_bin = await self._vmaf_bin(outputs)
@@ -286,24 +284,31 @@ class OutputsNommer(ChunkedOutputs, BaseNommer):
         weight = unit.steps[n].weight
         return lambda f, k=unit.slots[0]: meter.step(k, (before + weight * f) / total)
 
-    async def _prepare(self, outputs, fetch=None):
-        """DOWNLOADING: fetch and probe the source and the outputs' other
-        inputs; the job's ``_Job`` (paths, probe, work dir). ``fetch``: a
-        chunk's ``(WorkArea, name)``: the source is that file of the work
-        area when ``name`` is set (a remuxed source), and the other inputs
-        are not fetched."""
+    async def _prepare(self, outputs, cached=None, inputs=True):
+        """DOWNLOADING: fetch and probe the source and (``inputs``) the
+        outputs' other inputs; the job's ``_Job`` (paths, probe, work dir).
+        ``cached``: a chunked job's ``(WorkArea, name)``: the source is this
+        machine's shared copy (``chunks.source_cache``) of that file of the
+        work area (a remuxed source), or of the job's source when ``name``
+        is None."""
         source_name = redact_uri(self.job.source_path)
-        if fetch is not None and fetch[1]:
-            area, name = fetch
-            source_path = self.scratch_path(name)
-            self.check_canceled()
-            await area.get(name, source_path)
+        if cached is not None:
+            area, name = cached
+
+            async def download(local):
+                self.check_canceled()
+                if name:
+                    await area.get(name, local)
+                else:
+                    await self.context.download_source(local)
+            source_path = await self.context.worker.scratch.sources.fetch(
+                self.job.job_id, self.job.retries, name or "source", download)
         else:
             source_path = await self.download_source("source")
         probed = await probe.ffprobe(self.reactor, self.settings, source_path, what="source",
                                      display_name=source_name)
         self.check_canceled()
-        inputs = await self._fetch_inputs(outputs) if fetch is None else {}
+        inputs = await self._fetch_inputs(outputs) if inputs else {}
         work_dir = self.scratch_path("out")
         os.makedirs(work_dir, exist_ok=True)
         return _Job(source_path=source_path, probed=probed, inputs=inputs, work_dir=work_dir,
