@@ -20,7 +20,8 @@ Three kinds of run share this code, told apart by ``Job.chunks``:
    plan with unfinished chunks (a retried job, a planner that died after
    storing it) queues those again: finished chunks are kept.
 2. **Chunk** (``run_chunk``, from ``nommer.workerd.chunk_attempt``): fetch the
-   source (or ``source.mkv``), encode the chunk's frames for every track in one
+   source (or ``source.mkv``) into this machine's copy shared by the job's
+   tasks (``chunks.source_cache``; the merge reads it too), encode the chunk's frames for every track in one
    ffmpeg run (``chunks.encode``), check each file's frame count, store the
    files in the work area (``chunks.workarea``).
 3. **Merge** (an attempt at the job whose chunks are all FINISHED): fetch the
