@@ -193,30 +193,38 @@ def schedule(times, k):
 def model(costs, *, title_s, k, fps=24, plan=None):
     """Predicted time-to-output (seconds) of a ``title_s`` title on ``k`` workers.
 
-    :param costs: per-source-second costs (seconds per second of source, already scaled to the
-        title's resolution): ``scan`` (probe + frame list + scene cuts + planning: one worker,
-        before any chunk), ``encode`` (one chunk's encode + frame count per second of it, one
-        worker with one thread), ``chunk_overhead_s`` (fixed per chunk: ffmpeg start, seek,
-        count), ``source_bytes`` and ``chunk_bytes`` (bytes per source second: what a chunk
-        task downloads and uploads), ``merge`` (join + verify), ``audio`` (the final run:
-        video copied, audio encoded once), ``out_bytes`` (the output, uploaded once), ``mb_s``
-        (transfer speed per worker, MB/s).
+    :param costs: costs already scaled to the title's resolution, per second of source unless
+        said: ``list`` (probe + frame list: the whole title), ``scan`` (scene detection per
+        second of source scanned: the windows ``cuts.scan_windows`` gives, or the whole title),
+        ``encode`` (one chunk's encode + frame count per second of it, one worker with one
+        thread), ``chunk_overhead_s`` (fixed per chunk: ffmpeg start, seek, count),
+        ``source_bytes`` (bytes per source second: downloaded by the planner, and once by each
+        worker, whose chunk tasks share it) and ``chunk_bytes`` (a chunk's files, uploaded by
+        its task and fetched by the merge), ``join`` (the stream-copy concat),
+        ``verify_per_join_s`` (seconds per join: only the windows around it are decoded),
+        ``audio`` (the final run: video copied, audio encoded once), ``out_bytes`` (the output,
+        uploaded once), ``mb_s`` (transfer speed per worker, MB/s).
     :param plan: the chunk lengths (seconds); default ``cuts.plan_chunks`` on a CFR timeline
         with the default lengths and ``workers=k``.
     :returns: dict with ``chunks``, ``time_s``, and the critical path's parts (``scan_s``,
         ``waves_s``, ``longest_chunk_s``, ``merge_s``, ``audio_s``).
     """
+    lengths = dict(target_s=defaults.CHUNK_TARGET_S, min_s=defaults.CHUNK_MIN_S,
+                   max_s=defaults.CHUNK_MAX_S, workers=k)
+    timeline = synthetic_timeline(title_s, fps)
     if plan is None:
-        chunks = cuts.plan_chunks(synthetic_timeline(title_s, fps), [],
-                                  target_s=defaults.CHUNK_TARGET_S, min_s=defaults.CHUNK_MIN_S,
-                                  max_s=defaults.CHUNK_MAX_S, workers=k)
-        plan = [float(c.duration) for c in chunks]
+        plan = [float(c.duration) for c in cuts.plan_chunks(timeline, [], **lengths)]
+    windows = cuts.scan_windows(timeline, **lengths)
+    scanned_s = title_s if windows is None else sum(b - a for a, b in windows)
     bps = costs["mb_s"] * 1e6
-    chunk_times = [costs["chunk_overhead_s"] + costs["encode"] * d
-                   + (costs["source_bytes"] + costs["chunk_bytes"]) * d / bps for d in plan]
-    scan = costs["scan"] * title_s + costs["source_bytes"] * title_s / bps  # the planner reads it all
-    waves = schedule(chunk_times, k)
-    merge = costs["merge"] * title_s + costs["chunk_bytes"] * title_s / bps  # fetch every chunk
+    chunk_times = [costs["chunk_overhead_s"] + costs["encode"] * d + costs["chunk_bytes"] * d / bps
+                   for d in plan]
+    source_s = costs["source_bytes"] * title_s / bps
+    # The planner reads the whole title; scene detection decodes the windows.
+    scan = costs["list"] * title_s + costs["scan"] * scanned_s + source_s
+    waves = schedule(chunk_times, k) + source_s  # each worker fetches the source once
+    merge = (costs["join"] * title_s + costs["verify_per_join_s"] * (len(plan) - 1)
+             + costs["chunk_bytes"] * title_s / bps)  # fetch every chunk
     audio = costs["audio"] * title_s + costs["out_bytes"] * title_s / bps    # final file, uploaded
     return {"chunks": len(plan), "time_s": scan + waves + merge + audio, "scan_s": scan,
             "waves_s": waves, "longest_chunk_s": max(chunk_times), "merge_s": merge,
@@ -433,20 +441,26 @@ def main():
         video_whole = max(0.0, whole_wall - audio_wall)
         overhead_s = max(0.0, (k1_sum - video_whole) / n)
         encode_rate = (k1_sum - overhead_s * n) / D
-        costs_720 = {"scan": split_s / D, "encode": encode_rate, "chunk_overhead_s": overhead_s,
+        scanned_s = sum(b - a for a, b in scanned) if scanned else D
+        costs_720 = {"list": (probe_s + timeline_s + plan_s) / D, "scan": scan_wall / scanned_s,
+                     "encode": encode_rate, "chunk_overhead_s": overhead_s,
                      "source_bytes": src_bytes / D, "chunk_bytes": chunk_bytes / D,
-                     "merge": merge_s / D, "audio": audio_wall / D, "out_bytes": out_bytes / D,
+                     "join": join_wall / D, "verify_per_join_s": verify_wall / max(1, n - 1),
+                     "audio": audio_wall / D, "out_bytes": out_bytes / D,
                      "whole": whole_wall / D, "mb_s": ASSUMED_MB_S}
         s = PIXEL_SCALE
-        costs_1080 = dict(costs_720, scan=costs_720["scan"] * s, encode=encode_rate * s,
-                          source_bytes=costs_720["source_bytes"] * s,
-                          chunk_bytes=costs_720["chunk_bytes"] * s, merge=costs_720["merge"] * s,
+        costs_1080 = dict(costs_720, list=costs_720["list"] * s, scan=costs_720["scan"] * s,
+                          encode=encode_rate * s, source_bytes=costs_720["source_bytes"] * s,
+                          chunk_bytes=costs_720["chunk_bytes"] * s, join=costs_720["join"] * s,
+                          verify_per_join_s=costs_720["verify_per_join_s"] * s,
                           out_bytes=costs_720["out_bytes"] * s,
                           whole=(video_whole / D) * s + costs_720["audio"])
         lengths = [float(c.duration) for c in plan]
         report.row("model inputs per source second (720p measured)",
-                   f"scan {costs_720['scan']:.4f}, encode {encode_rate:.4f} + {overhead_s:.2f} s "
-                   f"per chunk, merge {costs_720['merge']:.4f}, audio {costs_720['audio']:.4f}, "
+                   f"probe + frame list {costs_720['list']:.4f}, scan {costs_720['scan']:.4f} per "
+                   f"second scanned, encode {encode_rate:.4f} + {overhead_s:.2f} s per chunk, join "
+                   f"{costs_720['join']:.4f}, verify {costs_720['verify_per_join_s']:.2f} s per "
+                   f"join, audio {costs_720['audio']:.4f}, "
                    f"whole {costs_720['whole']:.4f} s/s; source {src_bytes / D / 1e6:.3f}, chunks "
                    f"{chunk_bytes / D / 1e6:.3f}, output {out_bytes / D / 1e6:.3f} MB/s of source")
         rows = []
@@ -466,10 +480,12 @@ def main():
                         f"{m['longest_chunk_s'] / 60:.1f}) + merge {m['merge_s'] / 60:.1f} + audio "
                         f"{m['audio_s'] / 60:.1f} min | {sp:.2f} | {sp / k:.2f} |")
         serial = table[-1][1]["scan_s"] + table[-1][1]["merge_s"] + table[-1][1]["audio_s"]
-        report.note(f"Model (bench/chunked.py `model`): 2 h 1080p 24 fps, encode/scan/merge costs x "
+        report.note(f"Model (bench/chunked.py `model`): 2 h 1080p 24 fps, encode/scan/join/verify costs x "
                     f"{PIXEL_SCALE:g} (pixels), audio per second as measured; chunks from "
                     f"`cuts.plan_chunks` (target {defaults.CHUNK_TARGET_S:g} s, min "
-                    f"{defaults.CHUNK_MIN_S:g}, max {defaults.CHUNK_MAX_S:g}, 2-4 per worker); transfer "
+                    f"{defaults.CHUNK_MIN_S:g}, max {defaults.CHUNK_MAX_S:g}, at least 4 per worker), "
+                    "the scan over the windows `cuts.scan_windows` gives, the verify per join, the "
+                    "source fetched once by the planner and once by each worker; transfer "
                     f"ASSUMED {ASSUMED_MB_S:g} MB/s per worker (not measured) on measured bytes x "
                     f"{PIXEL_SCALE:g}; speed-up against one worker encoding the title whole "
                     f"({base / 3600:.2f} h incl. download and upload).\n\n"

@@ -10,7 +10,8 @@ each chunk as a ``model.Chunk``:
    as far as the length limits allow (every chunk between ``min_s`` and
    ``max_s``);
 2. the ideal boundaries split the duration evenly; each moves to the
-   nearest scene cut within a quarter of a chunk (and of ``target_s``), else
+   nearest scene cut within a quarter of a chunk (and of ``target_s``, and
+   MAX_SNAP_S), else
    to the nearest frame. For ladders (``grid_s``) the boundaries lie on the
    keyframe grid instead (``grid_frame``), so every segment falls in one chunk;
 3. a chunk shorter than ``min_s`` merges into its shorter neighbour, then a
@@ -131,6 +132,12 @@ class _Snapper:
                     f = o
         return f
 
+
+#: Farthest a boundary moves to a scene cut, seconds (and a quarter of a
+#: chunk): films cut every few seconds, so a window of +-3 s around an ideal
+#: boundary almost always holds one, and scene detection decodes only those
+#: windows (``scan_windows``): a fifth of a title cut in 30 s chunks.
+MAX_SNAP_S = 3.0
 
 #: Fewest chunks per worker the planner makes when the length limits allow.
 CHUNKS_PER_WORKER = 4
@@ -253,7 +260,7 @@ def _plan(timeline, scene_frames, *, target_s, min_s, max_s, workers, grid_s, re
                      workers=workers)
     length = duration / n
     snapper = _Snapper(timeline, () if grid_s else scene_frames, grid_s,
-                       min(target_s, length) / 4, record)
+                       min(min(target_s, length) / 4, MAX_SNAP_S), record)
     bounds = [0]
     for k in range(1, n):
         f = snapper.snap(k * length, bounds[-1], n_frames)

@@ -199,15 +199,15 @@ def windowed_cuts(tl, scenes, **lengths):
 
 
 def test_scan_windows_around_the_ideal_boundaries():
-    tl = cfr(600, 24)  # 20 chunks of 30 s; windows +-7.5 s: half the source
+    tl = cfr(600, 24)  # 20 chunks of 30 s; windows +-3 s (MAX_SNAP_S, not a quarter): a fifth of it
     windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120)
-    assert windows == [pytest.approx((t - 7.5, t + 7.5)) for t in range(30, 600, 30)]
+    assert windows == [pytest.approx((t - 3, t + 3)) for t in range(30, 600, 30)]
     # 10 chunks of 0.4 s: 9 windows of 0.2 s, each 0.5 s more: the whole source.
     assert cuts.scan_windows(cfr(4, 24), target_s=0.4, min_s=0.1, max_s=1) is None
-    # 1 worker: the target's 20 chunks; 10 workers: 40 (4 each) of 15 s, windows of +-3.75 s.
+    # 1 worker: the target's 20 chunks; 40 workers: 160 (4 each) of 3.75 s, windows of a quarter.
     assert cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=1) == windows
-    windows = cuts.scan_windows(tl, target_s=30, min_s=2, max_s=120, workers=10)
-    assert windows == [pytest.approx((t - 3.75, t + 3.75)) for t in range(15, 600, 15)]
+    windows = cuts.scan_windows(cfr(150, 24), target_s=30, min_s=2, max_s=120, workers=10)
+    assert windows == [pytest.approx((t - 0.9375, t + 0.9375)) for t in [3.75 * i for i in range(1, 40)]]
     # Overlapping windows merge.
     tl = cfr(40, 24)
     windows = cuts.scan_windows(tl, target_s=4, min_s=10, max_s=200, workers=1)  # 4 chunks of 10 s
