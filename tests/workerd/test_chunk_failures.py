@@ -6,7 +6,6 @@ job (planned, chunk tasks queued, chunks encoded, merged)."""
 
 import os
 import re
-import subprocess
 
 from twisted.internet import defer, threads
 from twisted.logger import globalLogPublisher
@@ -21,6 +20,7 @@ from nommer.core.states import JobState
 from nommer.core.workqueue.jobs import send_chunk
 from tests.helpers import ensure, eventually
 from tests.workerd.chunks import sources
+from tests.workerd.test_chunk_spot import video_packets
 from tests.workerd.worker_harness import WorkerHarness
 
 FPS, DURATION_S = 24, 8
@@ -32,15 +32,6 @@ FAST_MP4 = {"type": "mp4", "name": "video.mp4", "crf": 23, "encoder_preset": "ve
 SLOW_MP4 = {"type": "mp4", "name": "video.mp4", "crf": 18, "encoder_preset": "slow"}
 #: The pattern of a chunk attempt's event ("chunk 3 (6.0-8.0 s): attempt 1 on w").
 ATTEMPT_EVENT = re.compile(r"^chunk (\d+) \([^)]*\): attempt (\d+) on (\S+)$")
-
-
-def video_packets(path):
-    """``(packets, duration_s)`` of the first video stream of ``path`` (ffprobe)."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-                          "-show_entries", "stream=nb_read_packets,duration", "-of", "default=nw=1", path],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    fields = dict(line.split("=", 1) for line in out.split())
-    return int(fields["nb_read_packets"]), float(fields["duration"])
 
 
 class ChunkFailureTests(WorkerHarness, TestCase):

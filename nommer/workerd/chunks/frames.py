@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from nommer.core.errors import PermanentJobError
 from nommer.workerd.chunks.model import Timeline
-from nommer.workerd.outputs.common import progress_args
+from nommer.workerd.outputs.common import positive_fraction, progress_args, to_float, to_int
 from nommer.workerd.outputs.step import Step
 from nommer.workerd.probe import run_ffprobe
 
@@ -63,34 +63,6 @@ def _fields(line):
             break
         fields[key.strip()] = value.strip().rstrip(",")
     return parts[0].strip(), fields
-
-
-def _fraction(value):
-    """"30000/1001" -> Fraction; "0/0", "N/A", missing -> None."""
-    if not value:
-        return None
-    num, _, den = value.partition("/")
-    try:
-        num, den = int(num), int(den or 1)
-    except ValueError:
-        return None
-    if num <= 0 or den <= 0:
-        return None
-    return Fraction(num, den)
-
-
-def _float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def nominal_fps(pts, time_base, candidates):
@@ -144,25 +116,25 @@ def parse(stdout):
         if section == "packet":
             if "D" in fields.get("flags", ""):
                 continue
-            value = _int(fields.get("pts"))
+            value = to_int(fields.get("pts"))
             if value is None:
                 raise PermanentJobError(
                     "the source's video has packets without timestamps, so it cannot be "
                     "cut frame-exact (remux it into MKV or MP4 first)")
             pts.append(value)
-            durations[value] = _int(fields.get("duration"))
+            durations[value] = to_int(fields.get("duration"))
         elif section == "stream" and not stream:
             stream = fields
         elif section == "format":
             fmt = fields
     if not pts:
         raise PermanentJobError("the source has no video frames to cut into chunks")
-    time_base = _fraction(stream.get("time_base"))
+    time_base = positive_fraction(stream.get("time_base"))
     if time_base is None:
         raise PermanentJobError("ffprobe gave no time base for the source's video stream")
     pts.sort()
-    fps = nominal_fps(pts, time_base, [_fraction(stream.get("r_frame_rate")),
-                                       _fraction(stream.get("avg_frame_rate"))])
+    fps = nominal_fps(pts, time_base, [positive_fraction(stream.get("r_frame_rate")),
+                                       positive_fraction(stream.get("avg_frame_rate"))])
     if fps is not None:
         typical = 1 / fps
     elif len(pts) > 1:
@@ -174,9 +146,9 @@ def parse(stdout):
     if last_s is None or last_s < typical / 2:
         last_s = typical
     pts_s = tuple(float(p * time_base) for p in pts)
-    start_s = _float(fmt.get("start_time"))
+    start_s = to_float(fmt.get("start_time"))
     if start_s is None:
-        start_s = _float(stream.get("start_time"))
+        start_s = to_float(stream.get("start_time"))
     if start_s is None:
         start_s = pts_s[0]
     return Timeline(pts_s=pts_s, start_s=start_s, end_s=float(pts[-1] * time_base + last_s),
