@@ -63,7 +63,8 @@ from nommer.workerd.outputs.source import from_probe  # noqa: E402
 
 DURATION_S = float(os.environ.get("BENCH_CHUNKED_S", "60"))
 WIDTH, HEIGHT, FPS = 1280, 720, 24
-PRESET = "veryfast"
+#: x264 preset of the output (BENCH_CHUNKED_PRESET; the outputs' default is "medium").
+PRESET = os.environ.get("BENCH_CHUNKED_PRESET", "veryfast")
 CRF = 23
 FFMPEG, FFPROBE = "ffmpeg", "ffprobe"
 
@@ -507,7 +508,8 @@ def main():
                     f"{verify_wall / merge_s * 100:.0f} % of the measured merge "
                     f"({verify_wall:.2f} s of {merge_s:.2f} s); the join itself is a stream copy "
                     f"({join_wall:.2f} s).")
-        report.note(f"Commands: `.venv/bin/python bench/chunked.py` (BENCH_CHUNKED_S={DURATION_S:g}); "
+        report.note(f"Commands: `.venv/bin/python bench/chunked.py` (BENCH_CHUNKED_S={DURATION_S:g}, "
+                    f"BENCH_CHUNKED_PRESET={PRESET}); "
                     f"source made here in {made_s:.0f} s, not timed. Machine: 2 cores (1 thread per "
                     "core, no SMT) shared with other sessions' work: the load averages above say how "
                     "busy it was; with a load above 2, two one-thread encodes compete with it for "
