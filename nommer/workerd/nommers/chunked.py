@@ -102,8 +102,9 @@ class ChunkedOutputs:
         without a rate (their real timestamps kept)."""
         plan = self.job.chunks
         rate = SimpleNamespace(cfr=chunk_fps(plan[0]) is not None) if plan else None
-        if not source.has_video or not wants_chunking(options.get("chunking"), source.duration_s,
-                                                      self.settings):
+        # A job planned already is chunked, whatever this worker's CHUNKING_MIN_SOURCE_S says.
+        request = {"mode": "on"} if plan else options.get("chunking")
+        if not source.has_video or not wants_chunking(request, source.duration_s, self.settings):
             return {}
         chunked = {}
         for pos, unit in enumerate(units):
@@ -235,7 +236,7 @@ class ChunkedOutputs:
         area = self._work_area()
         job = await self._prepare(options["outputs"], cached=(area, record.get("input")), inputs=False)
         units = plan_units_of(options["outputs"])
-        chunked = self._chunked_units(units, job.source, {**options, "chunking": {"mode": "on"}})
+        chunked = self._chunked_units(units, job.source, options)
         tracks = [t for pos in sorted(chunked) for t in chunked[pos]]
         if not tracks:
             raise PermanentJobError("this job has no video output to encode in chunks")
