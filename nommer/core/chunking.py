@@ -23,6 +23,8 @@ from nommer.core.errors import InvalidJobSpec
 #: Fields of a chunk the API shows (``public_chunks``).
 PUBLIC_FIELDS = ("index", "start_s", "end_s", "frames", "state", "attempts", "worker_id", "progress",
                  "details")
+#: Percent of a chunked job's progress its chunks make (the merge makes the rest).
+CHUNKS_SHARE = 90.0
 #: Between a job's message body and a chunk task's index (``chunk_message_body``).
 CHUNK_SEPARATOR = "@chunk"
 

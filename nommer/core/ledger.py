@@ -32,7 +32,7 @@ import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from nommer.core.chunking import chunks_progress
+from nommer.core.chunking import CHUNKS_SHARE, chunks_progress
 from nommer.core.errors import JobCanceled
 from nommer.core.events import EventKind, JobEvent, event_body
 from nommer.core.states import IN_PROGRESS_STATES, IllegalTransition, JobState
@@ -161,48 +161,46 @@ class JobLedger:
         """Change fields (progress, heartbeat) of a job that is not final.
         Raises ``JobCanceled`` if the job is final (canceled meanwhile);
         ``expect`` as in ``set_state``."""
-        before = {}
-
-        def change(job):
-            if expect is not None:
-                expect(job)
-            if job.is_final:
-                raise JobCanceled(f"job {job_id} is {job.job_state.value}")
-            before["progress"] = job.progress
-            return job.evolve(**fields)
-        job = await self.store.modify(job_id, change)
-        milestones = progress_milestones(before["progress"], job.progress) if "progress" in fields else []
-        if milestones:
-            async def record():
-                for milestone in milestones:
-                    await self._record(self._event(job, EventKind.PROGRESS, progress=milestone))
-            self._in_turn(job_id, record)
-        return job
+        return await self._change_unfinished(job_id, lambda job: fields, expect=expect)
 
     async def update_chunk(self, job_id, index, change, **fields):
         """Change chunk ``index`` of a chunked job (``Job.chunks``,
         ``nommer.core.chunking``) atomically: ``change(chunk, job)`` gets a
         copy of the stored chunk dict and the stored job and returns the new
         chunk dict (it may raise to refuse the write: ``NotOwner``,
-        ``IllegalChunkTransition``). The job's ``progress`` becomes 90 % of
-        the plan's (``chunks_progress``; the merge makes the last 10 %) and
-        ``fields`` (e.g. ``heartbeat_at``) are set too. Raises
-        ``JobCanceled`` if the job is final, ``NoSuchJob``, or
-        ``IndexError`` when the job has no such chunk. Returns the stored Job."""
-        before = {}
-
+        ``IllegalChunkTransition``). The job's ``progress`` becomes
+        CHUNKS_SHARE % of the plan's (``chunks_progress``; the merge makes
+        the rest), never less than it was, and ``fields`` (e.g.
+        ``heartbeat_at``) are set too. Raises ``JobCanceled`` if the job is
+        final, ``NoSuchJob``, or ``IndexError`` when the job has no such
+        chunk. Returns the stored Job."""
         def apply(job):
-            if job.is_final:
-                raise JobCanceled(f"job {job_id} is {job.job_state.value}")
             chunks = [dict(c) for c in (job.chunks or ())]
             if not 0 <= index < len(chunks):
                 raise IndexError(f"job {job_id} has no chunk {index}")
             chunks[index] = change(dict(chunks[index]), job)
-            before["progress"] = job.progress
-            progress = max(job.progress or 0.0, round(0.9 * chunks_progress(chunks), 1))
-            return job.evolve(chunks=chunks, progress=progress, **fields)
+            progress = max(job.progress or 0.0, round(CHUNKS_SHARE / 100.0 * chunks_progress(chunks), 1))
+            return dict(fields, chunks=chunks, progress=progress)
+        return await self._change_unfinished(job_id, apply)
+
+    async def _change_unfinished(self, job_id, change, expect=None):
+        """Set the fields ``change(job)`` returns (a dict; it may raise to
+        refuse the write) on a job that is not final (else ``JobCanceled``;
+        ``expect(job)``, if given, is called first, as in ``set_state``), in
+        one store modify; record the progress milestones passed (each 10 %)
+        when the fields set ``progress``. Returns the stored Job."""
+        before = {}
+
+        def apply(job):
+            if expect is not None:
+                expect(job)
+            if job.is_final:
+                raise JobCanceled(f"job {job_id} is {job.job_state.value}")
+            fields = change(job)
+            before["progress"], before["sets_progress"] = job.progress, "progress" in fields
+            return job.evolve(**fields)
         job = await self.store.modify(job_id, apply)
-        milestones = progress_milestones(before["progress"], job.progress)
+        milestones = progress_milestones(before["progress"], job.progress) if before["sets_progress"] else []
         if milestones:
             async def record():
                 for milestone in milestones:

@@ -39,7 +39,7 @@ import os
 from fractions import Fraction
 from types import SimpleNamespace
 
-from nommer.core.chunking import ChunkState, all_finished
+from nommer.core.chunking import CHUNKS_SHARE, ChunkState, all_finished
 from nommer.core.errors import PermanentJobError, TransientJobError
 from nommer.core.events import EventKind, JobEvent
 from nommer.core.states import JobState
@@ -55,8 +55,6 @@ from nommer.workerd.outputs.common import KEYFRAME_INTERVAL_S
 
 #: The work-area name of a TS/PS/AVI source remuxed to Matroska.
 MEZZANINE_NAME = "source.mkv"
-#: Share of a chunked job's progress the chunks make (the merge makes the rest).
-CHUNKS_SHARE = 90.0
 #: How far a merged output's audio may be from its audio-only encode, seconds.
 AUDIO_TOLERANCE_S = 0.001
 
@@ -78,10 +76,7 @@ def audio_seconds(probed):
     """The first audio stream's duration in seconds from ffprobe's JSON, or None."""
     for stream in probed.get("streams") or ():
         if isinstance(stream, dict) and stream.get("codec_type") == "audio":
-            try:
-                return float(stream["duration"])
-            except (KeyError, TypeError, ValueError):
-                return None
+            return common.to_float(stream.get("duration"))
     return None
 
 
@@ -106,13 +101,14 @@ class ChunkedOutputs:
         request = {"mode": "on"} if plan else options.get("chunking")
         if not source.has_video or not wants_chunking(request, source.duration_s, self.settings):
             return {}
+        from nommer.workerd.nommers.outputs import _target_of
         chunked = {}
         for pos, unit in enumerate(units):
+            if _target_of(unit):
+                continue  # its CRF search samples the whole title: encoded whole, by the merge
             if unit.builder is package:
-                specs = [s for s in unit.spec.values() if s]
-                if not any(s.get("target") for s in specs):
-                    chunked[pos] = tracks_mod.package_tracks(unit.spec, source, f"u{pos}r", timeline=rate)
-            elif unit.builder is mp4 and not unit.spec.get("image_path") and not unit.spec.get("target"):
+                chunked[pos] = tracks_mod.package_tracks(unit.spec, source, f"u{pos}r", timeline=rate)
+            elif unit.builder is mp4 and not unit.spec.get("image_path"):
                 chunked[pos] = [tracks_mod.mp4_track(unit.spec, source, f"u{pos}", timeline=rate)]
         return chunked
 
@@ -377,4 +373,4 @@ def plan_units_of(outputs):
     return plan_units(outputs)
 
 
-__all__ = ["ChunkedOutputs", "wants_chunking", "all_finished", "MEZZANINE_NAME", "CHUNKS_SHARE"]
+__all__ = ["ChunkedOutputs", "wants_chunking", "all_finished", "MEZZANINE_NAME"]
