@@ -31,9 +31,16 @@ class ScriptedNommer:
         RAN.append(self.job.job_id)
         script = self.job.job_options["script"]
         if script == "block":
-            # The gate exists before ENCODING is stored: a test that waits for ENCODING then
-            # fires RELEASE[job_id] finds it (the store answers before this coroutine resumes).
-            RELEASE.setdefault(self.job.job_id, defer.Deferred())
+            # The gate and the cancel callback exist before ENCODING is stored: a test that waits
+            # for ENCODING then fires RELEASE[job_id], or stops the worker, finds them (the store
+            # answers before this coroutine resumes; a stop meanwhile ends set_state at once).
+            gate = RELEASE.setdefault(self.job.job_id, defer.Deferred())
+
+            def on_cancel():
+                CANCELED.append(self.job.job_id)
+                if not gate.called:
+                    gate.errback(JobCanceled("stopped"))
+            self.ctx.register_cancel(on_cancel)
         await self.ctx.set_state(JobState.ENCODING)
         self.ctx.report_progress(50)
         if script == "permanent":
@@ -43,13 +50,6 @@ class ScriptedNommer:
         if script == "transient":
             raise TransientJobError("download timed out")
         if script == "block":
-            gate = RELEASE.setdefault(self.job.job_id, defer.Deferred())
-
-            def on_cancel():
-                CANCELED.append(self.job.job_id)
-                if not gate.called:
-                    gate.errback(JobCanceled("stopped"))
-            self.ctx.register_cancel(on_cancel)
             await gate
         await self.ctx.set_state(JobState.UPLOADING)
         return {"size_bytes": 123}
